@@ -1,0 +1,124 @@
+"""One cell: a pure work unit (data, train, score), its artifacts stored under its content hash.
+
+A finished cell's folder `cells/<key>/` holds `result.json`, `claim.json`, `weights.safetensors`
+and `iterates.safetensors`. The folder appears atomically (written aside, then renamed), so a run
+killed mid-cell leaves nothing half-written, and a rerun loads finished cells instead of training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from privbench.attacks import LossAttack
+from privbench.data import load_split
+from privbench.mia import membership_rows
+from privbench.models import build_model
+from privbench.partition import partition
+from privbench.results import CellResult, MetricRow, json_safe, write_json
+from privbench.signals import per_example_losses
+from privbench.suite import Cell
+from privbench.suites.utility import classification_utility
+from privbench.trained import TrainedModel
+from privbench.trainers import train_fedavg
+
+RESULT_FILE = "result.json"
+
+
+def cell_dir(run_dir: Path, key: str) -> Path:
+    return run_dir / "cells" / key
+
+
+def load_finished(run_dir: Path, key: str) -> CellResult | None:
+    """The stored result of a cell that finished without error, or None."""
+    path = cell_dir(run_dir, key) / RESULT_FILE
+    if not path.exists():
+        return None
+    result = CellResult.from_dict(json.loads(path.read_text()))
+    return result if result.status == "ok" else None
+
+
+def run_cell(cell: Cell, run_dir: Path,
+             on_round: Callable[[int, int], None] | None = None) -> CellResult:
+    """Train and score one cell, store its artifacts, and return its result.
+
+    An exception inside the cell becomes a result with status "error" and the message; it is not
+    stored as finished, so the next run tries the cell again.
+    """
+    start = time.perf_counter()
+    spec = cell.spec
+    try:
+        torch.manual_seed(spec.seed)
+        data = load_split(spec.data, spec.seed)
+        shards = partition(spec.data, data.y_train, spec.seed)
+        model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
+        trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
+                               on_round=on_round)
+        metrics = classification_utility(cell.key, trained.model, data.x_test, data.y_test)
+        if spec.attacks.loss.enabled:
+            metrics += _loss_attack_rows(cell, trained, data.x_train, data.y_train,
+                                         data.x_test, data.y_test)
+        metrics.append(MetricRow(cell.key, "privacy", "epsilon", trained.claim.epsilon,
+                                 surface=None, details={"delta": trained.claim.delta,
+                                                        "accountant": "pld",
+                                                        "epsilon_rdp": trained.claim.epsilon_rdp}))
+        result = CellResult(
+            key=cell.key, label=cell.label, axes=cell.axes, status="ok",
+            spec=spec.model_dump(), seconds=time.perf_counter() - start,
+            claim=trained.claim.model_dump(), metrics=metrics,
+            history=trained.history, data_fingerprint=data.fingerprint(),
+        )
+        _store(run_dir, result, trained)
+        return result
+    except Exception as e:  # a failing cell must not stop the others
+        return CellResult(
+            key=cell.key, label=cell.label, axes=cell.axes, status="error",
+            spec=spec.model_dump(), seconds=time.perf_counter() - start,
+            error=f"{type(e).__name__}: {e}",
+            history=[{"traceback": traceback.format_exc(limit=6)}],
+        )
+
+
+def _loss_attack_rows(cell: Cell, trained: TrainedModel, x_train: np.ndarray,
+                      y_train: np.ndarray, x_test: np.ndarray,
+                      y_test: np.ndarray) -> list[MetricRow]:
+    """LOSS attack: members are a seeded sample of training records, as many as the non-members
+    (the held-out test records)."""
+    attack = LossAttack()
+    rng = np.random.default_rng([cell.spec.seed, 0x1055])
+    n = min(len(y_train), len(y_test))
+    members = rng.choice(len(y_train), size=n, replace=False)
+    nonmembers = rng.choice(len(y_test), size=n, replace=False)
+    s_in = attack.score(per_example_losses(trained.model, x_train[members], y_train[members]))
+    s_out = attack.score(per_example_losses(trained.model, x_test[nonmembers], y_test[nonmembers]))
+    return membership_rows(cell.key, attack.name, attack.surface, s_in, s_out)
+
+
+def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
+    final = cell_dir(run_dir, result.key)
+    tmp = final.with_name(f".{result.key}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in trained.observations.final_params.items()},
+              str(tmp / "weights.safetensors"), metadata={"experiment": result.key})
+    iterates = {f"round{r + 1:05d}.{name}": p.contiguous()
+                for r, params in enumerate(trained.observations.iterates)
+                for name, p in params.items()}
+    if iterates:
+        save_file(iterates, str(tmp / "iterates.safetensors"), metadata={"surface": "iterates"})
+    write_json(tmp / "claim.json", trained.claim.model_dump(mode="json"))
+    write_json(tmp / "observations.json", json_safe({"exposed": trained.observations.exposed}))
+    write_json(tmp / RESULT_FILE, result.to_dict())  # written last: its presence means "finished"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)

@@ -1,0 +1,141 @@
+"""The command line: `privbench suite`, `privbench list`.
+
+Errors caused by input print as one line each and exit with code 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from privbench.errors import PrivbenchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privbench",
+        description="Train with differential privacy, attack, and score leakage against the claim.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    suite = sub.add_parser("suite", help="run a suite (default: the built-in 'default')")
+    suite.add_argument("suite", nargs="?", default=None,
+                       help="a built-in suite name (see `privbench list`) or a TOML file")
+    suite.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="FIELD=VALUE", help="override a spec field, e.g. privacy.epsilon=4")
+    suite.add_argument("--out", type=Path, default=None,
+                       help="run folder (default reports/<suite>-<time>); rerunning into the "
+                            "same folder resumes")
+    suite.add_argument("--seed", type=int, default=None, help="override the suite's seed")
+    suite.add_argument("--workers", type=int, default=None,
+                       help="parallel cells (default: the number of cores)")
+    suite.add_argument("--quiet", action="store_true", help="print only the report's path")
+    sub.add_parser("list", help="list built-in suites, data sets, models and attacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        if args.command == "suite":
+            return _cmd_suite(args, console)
+        if args.command == "list":
+            return _cmd_list(console)
+    except PrivbenchError as e:
+        for line in e.lines():
+            print(line, file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are kept; run the same command with --out to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
+    from privbench.runner import default_run_dir, run_suite
+    from privbench.suite import load_suite
+
+    if args.workers is not None and args.workers < 1:
+        raise PrivbenchError(f"--workers = {args.workers}: must be at least 1")
+    suite = load_suite(args.suite, args.overrides, seed=args.seed)
+    run_dir = args.out or default_run_dir(suite)
+    labels = {c.key: c.label for c in suite.cells}
+    if args.quiet:
+        result = run_suite(suite, run_dir, workers=args.workers)
+    else:
+        console.print(f"[bold]{suite.spec.name}[/]: {len(suite.cells)} cells -> {run_dir}")
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, transient=False)
+        with progress:
+            overall = progress.add_task("cells", total=len(suite.cells))
+            rounds: dict[str, int] = {}
+
+            def on_event(event: tuple) -> None:
+                kind, key, payload = event
+                if kind == "round":
+                    done, total = payload
+                    if key not in rounds:
+                        rounds[key] = progress.add_task(f"  {labels[key]}", total=total)
+                    progress.update(rounds[key], completed=done)
+                elif kind == "done":
+                    if key in rounds:
+                        progress.remove_task(rounds.pop(key))
+                    progress.advance(overall)
+
+            result = run_suite(suite, run_dir, workers=args.workers, on_event=on_event)
+        _summary(console, result)
+    print(run_dir / "index.html")
+    return 1 if result.failed else 0
+
+
+def _summary(console: Console, result) -> None:
+    from privbench.mia import fpr_metric_name
+
+    table = Table(title=f"{result.suite.spec.name} ({len(result.loaded)} cells loaded, "
+                        f"{len(result.cells) - len(result.loaded)} run)")
+    for col in ("cell", "claimed ε", "δ", "accuracy", "LOSS AUC", "TPR@1e-3", "time"):
+        table.add_column(col, justify="left" if col == "cell" else "right")
+    for c in result.cells:
+        if c.status != "ok":
+            table.add_row(c.label, "[red]error[/]", "", c.error or "", "", "", f"{c.seconds:.1f}s")
+            continue
+        eps = c.claim["epsilon"]
+
+        def val(scorer: str, metric: str, cell=c) -> str:
+            m = cell.metric(scorer, metric)
+            return "—" if m is None else f"{m.value:.3f}"
+
+        table.add_row(c.label, "∞" if math.isinf(eps) else f"{eps:.3f}",
+                      f"{c.claim['delta']:.0e}", val("utility", "accuracy"), val("loss", "auc"),
+                      val("loss", fpr_metric_name(1e-3)), f"{c.seconds:.1f}s")
+    console.print(table)
+
+
+def _cmd_list(console: Console) -> int:
+    from privbench.attacks import ATTACKS
+    from privbench.data import DATASETS
+    from privbench.models import MODELS
+    from privbench.spec import read_toml
+    from privbench.suite import builtin_suites
+
+    table = Table(title="privbench: what is built in")
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("description")
+    for name, path in sorted(builtin_suites().items()):
+        table.add_row("suite", name, str(read_toml(path).get("description", "")))
+    for name, (_, _, desc) in DATASETS.items():
+        table.add_row("data set", name, desc)
+    for name, (_, desc) in MODELS.items():
+        table.add_row("model", name, desc)
+    for name, cls in ATTACKS.items():
+        table.add_row("attack", name, f"{cls.description} [surface: {cls.surface}]")
+    console.print(table)
+    return 0

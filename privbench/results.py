@@ -1,0 +1,129 @@
+"""Results: metric rows (DESIGN's schema), cell results, and their SQLite and JSON stores."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One measured number with its uncertainty and the threat surface it was measured on."""
+
+    experiment: str
+    scorer: str
+    metric: str
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    surface: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CellResult:
+    """Everything one cell produced; `status` is "ok" or "error" (then `error` says why)."""
+
+    key: str
+    label: str
+    axes: dict[str, Any]
+    status: str
+    spec: dict[str, Any]
+    seconds: float = 0.0
+    error: str | None = None
+    claim: dict[str, Any] | None = None
+    metrics: list[MetricRow] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    data_fingerprint: str | None = None
+
+    def metric(self, scorer: str, metric: str) -> MetricRow | None:
+        for row in self.metrics:
+            if row.scorer == scorer and row.metric == metric:
+                return row
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellResult:
+        data = json_restore(data)
+        data["metrics"] = [MetricRow(**m) for m in data.get("metrics", [])]
+        return cls(**data)
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats by the strings "inf", "-inf", "nan" so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def json_restore(value: Any) -> Any:
+    """Inverse of json_safe."""
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: json_restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_restore(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False))
+
+
+SCHEMA = """
+CREATE TABLE cells (
+    experiment TEXT PRIMARY KEY, label TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
+    seconds REAL, spec TEXT NOT NULL, claim TEXT, data_fingerprint TEXT
+);
+CREATE TABLE metrics (
+    experiment TEXT NOT NULL REFERENCES cells(experiment), scorer TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL, ci_low REAL, ci_high REAL, surface TEXT, details TEXT,
+    PRIMARY KEY (experiment, scorer, metric)
+);
+"""
+
+
+def write_sqlite(path: Path, cells: list[CellResult]) -> None:
+    """Write (replace) the results database: one row per cell and one row per metric."""
+    if path.exists():
+        path.unlink()
+    con = sqlite3.connect(path)
+    try:
+        con.executescript(SCHEMA)
+        con.executemany(
+            "INSERT INTO cells VALUES (?,?,?,?,?,?,?,?)",
+            [(c.key, c.label, c.status, c.error, c.seconds, json.dumps(json_safe(c.spec)),
+              json.dumps(json_safe(c.claim)) if c.claim else None, c.data_fingerprint)
+             for c in cells],
+        )
+        con.executemany(
+            "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?)",
+            [(m.experiment, m.scorer, m.metric, m.value, m.ci_low, m.ci_high, m.surface,
+              json.dumps(json_safe(m.details))) for c in cells for m in c.metrics],
+        )
+        con.commit()
+    finally:
+        con.close()
+
+
+def read_metrics(path: Path) -> list[MetricRow]:
+    """Read every metric row back from a results database."""
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT experiment, scorer, metric, value, ci_low, ci_high, surface, "
+                           "details FROM metrics ORDER BY experiment, scorer, metric").fetchall()
+    finally:
+        con.close()
+    return [MetricRow(*r[:7], details=json_restore(json.loads(r[7] or "{}"))) for r in rows]

@@ -1,0 +1,162 @@
+"""A suite: a validated spec, expanded by its `[sweep]` grid into cells keyed by content hash."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import privbench
+from privbench.errors import SpecError
+from privbench.spec import (
+    CellSpec,
+    SuiteSpec,
+    apply_overrides,
+    consistency_problems,
+    format_validation_error,
+    read_toml,
+    set_path,
+    validate_suite,
+)
+
+DEFAULT_SUITE = "default"
+# Fields that name or describe a suite but do not change what a cell computes.
+_NOT_HASHED = ("name", "description")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One experiment of a suite: a resolved spec and its content hash."""
+
+    spec: CellSpec
+    key: str
+    axes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Short human name: the swept values, or the suite name for a single cell."""
+        if not self.axes:
+            return self.spec.name
+        return ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in self.axes.items())
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite and its cells, in sweep order."""
+
+    spec: SuiteSpec
+    source: str
+    cells: list[Cell]
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Names and paths of the suites shipped in `privbench.suites`."""
+    root = files("privbench.suites")
+    return {
+        Path(str(p)).stem: Path(str(p))
+        for p in root.iterdir()
+        if str(p).endswith(".toml")
+    }
+
+
+def resolve_suite_path(arg: str | None) -> Path:
+    """A built-in suite name, or a path to a TOML file."""
+    name = arg or DEFAULT_SUITE
+    builtin = builtin_suites()
+    if name in builtin:
+        return builtin[name]
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    raise SpecError(
+        name,
+        [f"no built-in suite of that name; built-in: {', '.join(sorted(builtin))}, "
+         "or give a path to a .toml file"],
+    )
+
+
+def load_suite(arg: str | None = None, overrides: list[str] | None = None,
+               seed: int | None = None) -> Suite:
+    """Read, override, validate and expand a suite named by `arg` (see resolve_suite_path)."""
+    path = resolve_suite_path(arg)
+    raw = read_toml(path)
+    if seed is not None:
+        raw["seed"] = seed
+    raw = apply_overrides(raw, overrides or [])
+    source = path.name
+    spec = validate_suite(raw, source)
+    return Suite(spec=spec, source=source, cells=expand(spec, source))
+
+
+def expand(spec: SuiteSpec, source: str) -> list[Cell]:
+    """The cartesian product of the sweep axes; each combination is validated as a cell."""
+    base = spec.model_dump(exclude={"sweep"})
+    axes = list(spec.sweep.items())
+    for key, values in axes:
+        if not _is_field_path(key):
+            raise SpecError(source, [f"sweep.{key}: unknown field; a sweep key is a dotted "
+                                     "field path such as privacy.epsilon"])
+        if not values:
+            raise SpecError(source, [f"sweep.{key} = []: must list at least one value"])
+    cells, seen = [], set()
+    for combo in itertools.product(*(values for _, values in axes)):
+        raw = copy.deepcopy(base)
+        chosen = dict(zip((k for k, _ in axes), combo, strict=True))
+        for key, value in chosen.items():
+            set_path(raw, key, value)
+        try:
+            cell_spec = CellSpec.model_validate(raw)
+        except ValidationError as e:
+            lines = format_validation_error(e)
+            raise SpecError(source, [_sweep_blame(line, chosen, axes) for line in lines]) from None
+        problems = consistency_problems(cell_spec)
+        if problems:
+            raise SpecError(source, [_sweep_blame(p, chosen, axes) for p in problems])
+        key = content_hash(cell_spec)
+        if key in seen:
+            continue
+        seen.add(key)
+        cells.append(Cell(spec=cell_spec, key=key, axes=chosen))
+    return cells
+
+
+def content_hash(spec: CellSpec) -> str:
+    """sha256 of the resolved spec (names excluded), the seed and the package version."""
+    payload = {
+        "spec": spec.model_dump(exclude=set(_NOT_HASHED)),
+        "version": privbench.__version__,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _is_field_path(dotted: str) -> bool:
+    model: Any = CellSpec
+    for part in dotted.split("."):
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        model = fields[part].annotation
+    return True
+
+
+def _sweep_blame(line: str, chosen: dict[str, Any], axes: list[tuple[str, list]]) -> str:
+    for key, values in axes:
+        if line.startswith(key + " ") or line.startswith(key + ":"):
+            idx = next(i for i, v in enumerate(values) if v is chosen[key] or v == chosen[key])
+            return f"sweep.{key}[{idx}]" + line[len(key):]
+    return line
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:g}"
+    return str(value)

@@ -1,0 +1,38 @@
+"""What a trainer hands on: the model, its Claim, and what each adversary can observe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from privbench.claim import Claim
+
+# Threat surfaces (DESIGN.md): what an adversary can see of a run.
+SURFACES = ("final_model", "final_weights", "iterates", "client_updates", "aggregates")
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class Observations:
+    """The surfaces a run exposes. A surface missing from `exposed` is not exposed."""
+
+    final_params: Params
+    iterates: list[Params] = field(default_factory=list)
+    exposed: dict[str, str] = field(default_factory=dict)  # surface -> who can see it
+
+    def exposes(self, surface: str) -> bool:
+        return surface in self.exposed
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with the Claim of what ran and the per-round history."""
+
+    model: nn.Module
+    claim: Claim
+    observations: Observations
+    history: list[dict[str, Any]] = field(default_factory=list)
