@@ -112,8 +112,9 @@ def _summary(console: Console, result) -> None:
             m = cell.metric(scorer, metric)
             return "—" if m is None else f"{m.value:.3f}"
 
-        table.add_row(c.label, "∞" if math.isinf(eps) else f"{eps:.3f}",
-                      f"{c.claim['delta']:.0e}", val("utility", "accuracy"), val("loss", "auc"),
+        private = math.isfinite(eps)
+        table.add_row(c.label, f"{eps:.3f}" if private else "∞ (no DP)",
+                      f"{c.claim['delta']:.0e}" if private else "—", val("utility", "accuracy"), val("loss", "auc"),
                       val("loss", fpr_metric_name(1e-3)), f"{c.seconds:.1f}s")
     console.print(table)
 

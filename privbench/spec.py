@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from privbench.errors import SpecError
 
-DATASETS = ("digits", "breast_cancer")
+# Records in each built-in data set, so that a spec can be checked before anything loads.
+DATASET_SIZES = {"digits": 1797, "breast_cancer": 569}
 
 
 class StrictModel(BaseModel):
@@ -111,7 +112,14 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"train.cohort = {_show(spec.train.cohort)}: must be at most data.clients "
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
-    if spec.data.test_fraction + spec.data.population_fraction >= 0.9:
+    held = spec.data.test_fraction + spec.data.population_fraction
+    n_train = DATASET_SIZES[spec.data.name] - math.ceil(held * DATASET_SIZES[spec.data.name])
+    if held < 0.9 and spec.data.clients > n_train:
+        problems.append(
+            f"data.clients = {spec.data.clients}: must be at most the {n_train} training records "
+            f"of {spec.data.name}; lower data.clients"
+        )
+    if held >= 0.9:
         problems.append(
             f"data.test_fraction + data.population_fraction = "
             f"{spec.data.test_fraction + spec.data.population_fraction:g}: must be below 0.9 "
