@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
-    from privbench.runner import default_run_dir, run_suite
     from privbench.suite import load_suite
 
     if args.workers is not None and args.workers < 1:
         raise PrivbenchError(f"--workers = {args.workers}: must be at least 1")
     suite = load_suite(args.suite, args.overrides, seed=args.seed)
+    from privbench.runner import default_run_dir, run_suite  # imports torch: after validation
+
     run_dir = args.out or default_run_dir(suite)
     labels = {c.key: c.label for c in suite.cells}
     if args.quiet:
@@ -101,7 +102,7 @@ def _summary(console: Console, result) -> None:
     table = Table(title=f"{result.suite.spec.name} ({len(result.loaded)} cells loaded, "
                         f"{len(result.cells) - len(result.loaded)} run)")
     for col in ("cell", "claimed ε", "δ", "accuracy", "LOSS AUC", "TPR@1e-3", "time"):
-        table.add_column(col, justify="left" if col == "cell" else "right")
+        table.add_column(col, justify="left" if col == "cell" else "right", no_wrap=True)
     for c in result.cells:
         if c.status != "ok":
             table.add_row(c.label, "[red]error[/]", "", c.error or "", "", "", f"{c.seconds:.1f}s")
@@ -114,7 +115,8 @@ def _summary(console: Console, result) -> None:
 
         private = math.isfinite(eps)
         table.add_row(c.label, f"{eps:.3f}" if private else "∞ (no DP)",
-                      f"{c.claim['delta']:.0e}" if private else "—", val("utility", "accuracy"), val("loss", "auc"),
+                      f"{c.claim['delta']:.0e}" if private else "—",
+                      val("utility", "accuracy"), val("loss", "auc"),
                       val("loss", fpr_metric_name(1e-3)), f"{c.seconds:.1f}s")
     console.print(table)
 

@@ -45,7 +45,8 @@ class Cell:
         """Short human name: the swept values, or the suite name for a single cell."""
         if not self.axes:
             return self.spec.name
-        return ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in self.axes.items())
+        return " · ".join(v if isinstance(v, str) else f"{k.split('.')[-1]}={_fmt(v)}"
+                          for k, v in self.axes.items())
 
 
 @dataclass(frozen=True)

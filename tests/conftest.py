@@ -1,0 +1,62 @@
+"""Shared fixtures: offline mode, a CLI runner, and one run of the quick suite for e2e tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m privbench ARGS` in a fresh process and capture its output."""
+    return subprocess.run([sys.executable, "-m", "privbench", *args], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# A suite small enough for tests: three cells of a few rounds each.
+TINY_SUITE = """
+name = "tiny"
+seed = 3
+[data]
+name = "digits"
+clients = 40
+[model]
+hidden = [16]
+[train]
+rounds = 12
+cohort = 8
+local_epochs = 1
+batch_size = 8
+lr = 0.1
+[privacy]
+delta = 1e-5
+clip = 1.0
+[sweep]
+"privacy.epsilon" = [2.0, 8.0, inf]
+"""
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The built-in quick suite, run once through the CLI exactly as a user would."""
+    out = tmp_path_factory.mktemp("quick") / "run"
+    proc = run_cli("suite", "quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def quick_results(quick_run) -> dict:
+    out, _ = quick_run
+    return json.loads((out / "results.json").read_text())
