@@ -1,0 +1,28 @@
+"""Benchmark reporting: every group's times as ratios to its baseline, measured in the same run.
+
+A benchmark whose name contains `[baseline` is its group's baseline. Timing assertions do not
+belong in tests; ratios printed here (and stored in the JSON under `extra_info`) are the figures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = getattr(config, "_benchmarksession", None)
+    benchmarks = getattr(session, "benchmarks", None) if session else None
+    if not benchmarks:
+        return
+    groups: dict[str, list] = defaultdict(list)
+    for bench in benchmarks:
+        groups[bench.group or ""].append(bench)
+    terminalreporter.section("ratios to the baseline of each group (mean time)")
+    for group, items in sorted(groups.items()):
+        base = next((b for b in items if "[baseline" in b.name), None)
+        if base is None:
+            continue
+        for b in sorted(items, key=lambda b: b.stats.mean):
+            ratio = b.stats.mean / base.stats.mean
+            terminalreporter.write_line(
+                f"{group:24s} {b.name:60s} {b.stats.mean * 1e3:9.2f} ms  x{ratio:.2f}")
