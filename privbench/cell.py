@@ -15,19 +15,16 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from privbench.attacks import LossAttack
 from privbench.data import load_split
-from privbench.mia import membership_rows
 from privbench.models import build_model
 from privbench.partition import partition
-from privbench.results import CellResult, MetricRow, json_safe, write_json
-from privbench.signals import per_example_losses
+from privbench.results import CellResult, json_safe, write_json
+from privbench.scorers import SCORERS
+from privbench.scoring import CellContext
 from privbench.suite import Cell
-from privbench.suites.utility import classification_utility
 from privbench.trained import TrainedModel
 from privbench.trainers import train_fedavg
 
@@ -63,14 +60,8 @@ def run_cell(cell: Cell, run_dir: Path,
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
         trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
                                on_round=on_round)
-        metrics = classification_utility(cell.key, trained.model, data.x_test, data.y_test)
-        if spec.attacks.loss.enabled:
-            metrics += _loss_attack_rows(cell, trained, data.x_train, data.y_train,
-                                         data.x_test, data.y_test)
-        metrics.append(MetricRow(cell.key, "privacy", "epsilon", trained.claim.epsilon,
-                                 surface=None, details={"delta": trained.claim.delta,
-                                                        "accountant": "pld",
-                                                        "epsilon_rdp": trained.claim.epsilon_rdp}))
+        ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained)
+        metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",
             spec=spec.model_dump(), seconds=time.perf_counter() - start,
@@ -86,21 +77,6 @@ def run_cell(cell: Cell, run_dir: Path,
             error=f"{type(e).__name__}: {e}",
             history=[{"traceback": traceback.format_exc(limit=6)}],
         )
-
-
-def _loss_attack_rows(cell: Cell, trained: TrainedModel, x_train: np.ndarray,
-                      y_train: np.ndarray, x_test: np.ndarray,
-                      y_test: np.ndarray) -> list[MetricRow]:
-    """LOSS attack: members are a seeded sample of training records, as many as the non-members
-    (the held-out test records)."""
-    attack = LossAttack()
-    rng = np.random.default_rng([cell.spec.seed, 0x1055])
-    n = min(len(y_train), len(y_test))
-    members = rng.choice(len(y_train), size=n, replace=False)
-    nonmembers = rng.choice(len(y_test), size=n, replace=False)
-    s_in = attack.score(per_example_losses(trained.model, x_train[members], y_train[members]))
-    s_out = attack.score(per_example_losses(trained.model, x_test[nonmembers], y_test[nonmembers]))
-    return membership_rows(cell.key, attack.name, attack.surface, s_in, s_out)
 
 
 def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:

@@ -1,0 +1,33 @@
+"""Scorers: functions that read a trained cell and return metric rows.
+
+Each scorer sees the same `CellContext` and decides from the cell's spec whether it applies.
+New scorers (attacks, audits, utility measures) are added to `privbench.scorers.SCORERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from privbench.data import SplitData
+from privbench.partition import ClientShard
+from privbench.results import MetricRow
+from privbench.suite import Cell
+from privbench.trained import TrainedModel
+
+
+@dataclass
+class CellContext:
+    """Everything a scorer may read about one trained cell."""
+
+    cell: Cell
+    data: SplitData
+    shards: list[ClientShard]
+    trained: TrainedModel
+
+    @property
+    def key(self) -> str:
+        return self.cell.key
+
+
+Scorer = Callable[[CellContext], list[MetricRow]]
