@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import attr
 import dp_accounting
-from dp_accounting import pld, rdp
+from dp_accounting import pld, privacy_accountant, rdp
 
 # dp_accounting's RDP code logs a warning for every order it drops; they are expected and noisy.
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -58,7 +59,35 @@ def rdp_epsilon(event: dp_accounting.DpEvent, delta: float,
     if _is_nonprivate(event):
         return math.inf
     acc = rdp.RdpAccountant(neighboring_relation=NEIGHBOURING[neighbouring])
-    return float(acc.compose(event).get_epsilon(delta))
+    return float(acc.compose(rdp_convention(event, neighbouring)).get_epsilon(delta))
+
+
+def rdp_convention(event: dp_accounting.DpEvent, neighbouring: str) -> dp_accounting.DpEvent:
+    """The event as dp_accounting's RDP accountant reads it.
+
+    Our events carry noise relative to the bound C on one record's contribution, as the PLD
+    accountant reads them under both relations (for replace-one it shifts the means by +-C
+    itself). The RDP accountant instead takes noise relative to the l2 sensitivity of the
+    relation, 2C under replace-one: there every Gaussian's multiplier is halved.
+    """
+    if neighbouring != "replace_one":
+        return event
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        return dp_accounting.GaussianDpEvent(event.noise_multiplier / 2)
+    if isinstance(event, dp_accounting.PoissonSampledDpEvent):
+        return dp_accounting.PoissonSampledDpEvent(
+            event.sampling_probability, rdp_convention(event.event, neighbouring))
+    if isinstance(event, dp_accounting.SampledWithoutReplacementDpEvent):
+        return dp_accounting.SampledWithoutReplacementDpEvent(
+            event.source_dataset_size, event.sample_size,
+            rdp_convention(event.event, neighbouring))
+    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+        return dp_accounting.SelfComposedDpEvent(rdp_convention(event.event, neighbouring),
+                                                 event.count)
+    if isinstance(event, dp_accounting.ComposedDpEvent):
+        return dp_accounting.ComposedDpEvent([rdp_convention(e, neighbouring)
+                                              for e in event.events])
+    return event
 
 
 @functools.lru_cache(maxsize=256)
@@ -79,6 +108,165 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, sampling_rat
         delta,
         tol=1e-4,
     )
+    return float(z)
+
+
+SAMPLINGS = ("poisson", "fixed_cohort", "none")
+# PLD grids tried in turn before falling back to RDP: a coarser pessimistic grid still gives an
+# upper bound on epsilon, only a looser one.
+PLD_FALLBACK_GRIDS = (PLD_DISCRETIZATION, 1e-2, 1e-1)
+
+
+class AccountingRefused(ValueError):
+    """A sampling scheme or event that no accountant here can bound honestly."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will execute, for calibration: steps of one sampled Gaussian mechanism each.
+
+    `scales` splits the steps into equal spans whose noise is the base multiplier times the
+    factor (a budget-aware noise schedule); empty means constant noise.
+    """
+
+    steps: int
+    sampling: str = "poisson"
+    sampling_rate: float = 1.0
+    population: int = 0
+    sample_size: int = 0
+    scales: tuple[float, ...] = ()
+
+    def multipliers(self, z: float) -> list[float]:
+        """The noise multiplier of each step for base multiplier `z`."""
+        if not self.scales:
+            return [z] * self.steps
+        spans = len(self.scales)
+        return [z * self.scales[min(spans - 1, t * spans // self.steps)]
+                for t in range(self.steps)]
+
+    def step_event(self, z: float, sample_size: int | None = None) -> dp_accounting.DpEvent:
+        """One step's event; `sample_size` is the realised fixed cohort when it differs."""
+        return sampled_gaussian_event(z, self.sampling, self.sampling_rate, self.population,
+                                      self.sample_size if sample_size is None else sample_size)
+
+    def event(self, z: float) -> dp_accounting.DpEvent:
+        return compose_steps([self.step_event(m) for m in self.multipliers(z)])
+
+
+def sampled_gaussian_event(noise_multiplier: float, sampling: str, sampling_rate: float = 1.0,
+                           population: int = 0, sample_size: int = 0) -> dp_accounting.DpEvent:
+    """One Gaussian release on a sampled cohort: Poisson, fixed size without replacement, or all.
+
+    Shuffled batches are refused: reporting their Poisson epsilon would overstate privacy.
+    """
+    if noise_multiplier <= 0:
+        return dp_accounting.NonPrivateDpEvent()
+    if sampling not in SAMPLINGS:
+        raise AccountingRefused(f"sampling {sampling!r} has no honest accountant here; use one of "
+                                f"{', '.join(SAMPLINGS)}")
+    inner: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(noise_multiplier)
+    if sampling == "poisson" and sampling_rate < 1.0:
+        return dp_accounting.PoissonSampledDpEvent(sampling_rate, inner)
+    if sampling == "fixed_cohort" and sample_size < population:
+        return dp_accounting.SampledWithoutReplacementDpEvent(population, sample_size, inner)
+    return inner
+
+
+def compose_steps(events: list[dp_accounting.DpEvent]) -> dp_accounting.DpEvent:
+    """Compose per-step events, folding runs of equal events into SelfComposedDpEvent."""
+    runs: list[list[Any]] = []
+    for e in events:
+        if runs and runs[-1][0] == e:
+            runs[-1][1] += 1
+        else:
+            runs.append([e, 1])
+    parts = [e if n == 1 else dp_accounting.SelfComposedDpEvent(e, n) for e, n in runs]
+    if not parts:
+        return dp_accounting.NoOpDpEvent()
+    if len(parts) == 1:
+        return parts[0]
+    return dp_accounting.ComposedDpEvent(parts)
+
+
+def pld_grid_for(epsilon_estimate: float) -> float:
+    """The PLD grid for a claim: 1e-4 up to epsilon 10, coarser above, where a fine grid costs
+    seconds to minutes and a coarse pessimistic one is still an upper bound within ~1e-5."""
+    if epsilon_estimate <= 10:
+        return PLD_DISCRETIZATION
+    return 1e-3 if epsilon_estimate <= 50 else 1e-2
+
+
+def epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float,
+                          neighbouring: str = "add_or_remove_one", grid: float | None = None
+                          ) -> tuple[float, str, float | None, list[str]]:
+    """(epsilon, accountant, PLD grid, notes): PLD if it can, coarser PLD or RDP otherwise.
+
+    Never a crash for a supported event: every fallback is an upper bound on the exact
+    epsilon and is named in the notes. Without `grid`, `pld_grid_for` the RDP estimate is used.
+    """
+    if _is_nonprivate(event):
+        return math.inf, "pld", None, []
+    notes: list[str] = []
+    pld_supports = pld.PLDAccountant(NEIGHBOURING[neighbouring]).supports(event)
+    if not pld_supports:
+        notes.append(f"the PLD accountant does not support this event under {neighbouring}")
+    if grid is None:
+        grid = pld_grid_for(rdp_epsilon_or_inf(event, delta, neighbouring))
+        if grid != PLD_DISCRETIZATION:
+            notes.append(f"large epsilon: PLD on a {grid:g} grid (pessimistic, an upper bound)")
+    tries = sorted({grid, *(g for g in PLD_FALLBACK_GRIDS if g > grid)}) if pld_supports else []
+    for grid in tries:
+        try:
+            acc = pld.PLDAccountant(NEIGHBOURING[neighbouring],
+                                    value_discretization_interval=grid)
+            eps = float(acc.compose(event).get_epsilon(delta))
+        except (ValueError, OverflowError, MemoryError, FloatingPointError) as e:
+            notes.append(f"PLD (grid {grid:g}) failed: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        if not math.isnan(eps):
+            return eps, "pld", grid, notes
+    try:
+        eps = rdp_epsilon(event, delta, neighbouring)
+    except (ValueError, OverflowError, privacy_accountant.UnsupportedEventError) as e:
+        raise AccountingRefused(f"no accountant can bound this event: {e}") from e
+    notes.append("epsilon from the RDP accountant (an upper bound; PLD could not be used)")
+    return eps, "rdp", None, notes
+
+
+def rdp_epsilon_or_inf(event: dp_accounting.DpEvent, delta: float,
+                       neighbouring: str = "add_or_remove_one") -> float:
+    """The RDP epsilon, or inf where the RDP accountant does not support the event."""
+    try:
+        return rdp_epsilon(event, delta, neighbouring)
+    except (ValueError, OverflowError, privacy_accountant.UnsupportedEventError):
+        return math.inf
+
+
+@functools.lru_cache(maxsize=256)
+def calibrate_plan(target_epsilon: float, delta: float, plan: Plan,
+                   neighbouring: str = "add_or_remove_one") -> float:
+    """The smallest base noise multiplier whose epsilon over the whole `plan` meets the target.
+
+    PLD when the plan's events support it, else RDP; both are upper bounds at the grid used.
+    """
+    if math.isinf(target_epsilon):
+        return 0.0
+    if plan.sampling == "poisson" and not plan.scales:
+        return calibrate_noise_multiplier(target_epsilon, delta, plan.sampling_rate, plan.steps,
+                                          neighbouring)
+    use_pld = pld.PLDAccountant(NEIGHBOURING[neighbouring]).supports(plan.event(1.0))
+
+    def make_accountant() -> Any:
+        if use_pld:
+            return pld.PLDAccountant(NEIGHBOURING[neighbouring],
+                                     value_discretization_interval=CALIBRATION_DISCRETIZATION)
+        return rdp.RdpAccountant(neighboring_relation=NEIGHBOURING[neighbouring])
+
+    def make_event(z: float) -> dp_accounting.DpEvent:
+        return plan.event(z) if use_pld else rdp_convention(plan.event(z), neighbouring)
+
+    z = dp_accounting.calibrate_dp_mechanism(make_accountant, make_event, target_epsilon, delta,
+                                             tol=1e-4)
     return float(z)
 
 

@@ -25,14 +25,22 @@ class Claim(BaseModel):
     target_epsilon: float
     unit: Literal["client", "example"]
     neighbouring: Literal["add_or_remove_one", "replace_one"]
-    accountant: Literal["pld"]
-    sampling: Literal["poisson", "none"]
+    accountant: Literal["pld", "rdp"]
+    sampling: Literal["poisson", "fixed_cohort", "none"]
     noise_multiplier: float
     sampling_rate: float
     steps: int
     clip: float | None
     guarantee_against: list[str]
     dp_event: dict[str, Any]
+    # Where the noise is added ("central": by the server; "local": by each client before it
+    # sends) and whom the guarantee must trust. Notes name every conservative choice and fallback.
+    setting: Literal["central", "local"] = "central"
+    trusted: list[str] = []
+    released: str = "the final model and every round's global model"
+    pld_grid: float | None = None
+    count_noise_multiplier: float | None = None
+    notes: list[str] = []
 
     @property
     def is_private(self) -> bool:
@@ -52,6 +60,30 @@ class Claim(BaseModel):
         return math.inf if v == "inf" else v
 
 
+def claim_from_event(event: Any, *, delta: float, target_epsilon: float,
+                     unit: Literal["client", "example"],
+                     neighbouring: Literal["add_or_remove_one", "replace_one"],
+                     sampling: Literal["poisson", "fixed_cohort", "none"],
+                     noise_multiplier: float, sampling_rate: float, steps: int,
+                     clip: float | None, guarantee_against: list[str], **extra: Any) -> Claim:
+    """The Claim of an executed DpEvent: PLD epsilon (with a noted fallback) and RDP beside it."""
+    eps, accountant, grid, notes = accounting.epsilon_with_fallback(event, delta, neighbouring)
+    private = math.isfinite(eps)
+    extra["notes"] = [*extra.get("notes", []), *notes]
+    if not private:
+        extra.update(trusted=[], notes=[])
+    return Claim(
+        epsilon=eps, delta=delta,
+        epsilon_rdp=accounting.rdp_epsilon_or_inf(event, delta, neighbouring),
+        target_epsilon=target_epsilon, unit=unit, neighbouring=neighbouring,
+        accountant=accountant, sampling=sampling if private else "none",
+        noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps,
+        clip=clip if private else None,
+        guarantee_against=guarantee_against if private else [],
+        dp_event=accounting.event_to_dict(event), pld_grid=grid, **extra,
+    )
+
+
 def claim_for_poisson_gaussian(*, noise_multiplier: float, sampling_rate: float, steps: int,
                                delta: float, target_epsilon: float, clip: float | None,
                                unit: Literal["client", "example"],
@@ -59,20 +91,9 @@ def claim_for_poisson_gaussian(*, noise_multiplier: float, sampling_rate: float,
                                guarantee_against: list[str]) -> Claim:
     """The Claim of `steps` Poisson-subsampled Gaussian rounds, accounted with PLD (and RDP)."""
     event = accounting.poisson_gaussian_event(noise_multiplier, sampling_rate, steps)
-    private = noise_multiplier > 0
-    return Claim(
-        epsilon=accounting.pld_epsilon(event, delta, neighbouring),
-        delta=delta,
-        epsilon_rdp=accounting.rdp_epsilon(event, delta, neighbouring),
-        target_epsilon=target_epsilon,
-        unit=unit,
-        neighbouring=neighbouring,
-        accountant="pld",
+    return claim_from_event(
+        event, delta=delta, target_epsilon=target_epsilon, unit=unit, neighbouring=neighbouring,
         sampling="poisson" if sampling_rate < 1.0 else "none",
-        noise_multiplier=noise_multiplier,
-        sampling_rate=sampling_rate,
-        steps=steps,
-        clip=clip if private else None,
-        guarantee_against=guarantee_against if private else [],
-        dp_event=accounting.event_to_dict(event),
+        noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps, clip=clip,
+        guarantee_against=guarantee_against,
     )

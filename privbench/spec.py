@@ -60,6 +60,14 @@ class TrainSpec(StrictModel):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.1, gt=0)
     server_lr: float = Field(1.0, gt=0)
+    # How the cohort is drawn each round. "shuffle" (fixed batches of a shuffled client list) has
+    # no tight accountant here: a private run with it is refused rather than given a Poisson
+    # epsilon (Chua et al. 2024).
+    sampling: Literal["poisson", "fixed_cohort", "shuffle"] = "poisson"
+    dropout: float = Field(0.0, ge=0, lt=1, description="chance a sampled client drops out")
+    max_update_norm: float = Field(1e4, gt=0, description="server sanity bound before clipping")
+    max_accuracy_drop: float = Field(1.0, gt=0, le=1, description="monitor: roll back when the "
+                                     "global model's accuracy on public data falls by more")
 
 
 class PrivacySpec(StrictModel):
@@ -67,10 +75,30 @@ class PrivacySpec(StrictModel):
 
     epsilon: float = Field(8.0, gt=0, description="target epsilon; inf trains without DP")
     delta: float = Field(1e-5, gt=0, lt=1)
-    clip: float = Field(1.0, gt=0, description="L2 bound on each client's update")
-    unit: Literal["client"] = "client"
+    clip: float = Field(1.0, gt=0, description="L2 bound on each client's update (unit "
+                        "client) or on each example's gradient (unit example)")
+    unit: Literal["client", "example"] = "client"
+    setting: Literal["central", "local"] = Field(
+        "central", description="client level: central (server adds noise) or local (each "
+        "client noises its own update); unit example always noises inside the client")
     accountant: Literal["pld"] = "pld"
-    neighbouring: Literal["add_or_remove_one"] = "add_or_remove_one"
+    neighbouring: Literal["add_or_remove_one", "replace_one"] = "add_or_remove_one"
+    max_epsilon: float = Field(math.inf, gt=0, description="ledger: a round that would exceed "
+                               "this epsilon does not start")
+    noise_schedule: list[float] = Field(default_factory=list, description="relative noise of "
+                                        "equal spans of the rounds, e.g. [2, 1]; empty = constant")
+    adaptive_clip: bool = False
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    clip_lr: float = Field(0.2, gt=0, description="geometric step of the adaptive clip")
+    count_noise_multiplier: float = Field(
+        10.0, gt=0, description="noise of the adaptive clip's count (Andrew et al. sigma_b)")
+
+    @field_validator("noise_schedule")
+    @classmethod
+    def _positive_factors(cls, v: list[float]) -> list[float]:
+        if any(not (f > 0 and math.isfinite(f)) for f in v):
+            raise ValueError("every noise factor must be a finite number above 0")
+        return v
 
 
 class LossAttackSpec(StrictModel):
@@ -119,12 +147,41 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"data.clients = {spec.data.clients}: must be at most the {n_train} training records "
             f"of {spec.data.name}; lower data.clients"
         )
+    problems += privacy_problems(spec)
     if held >= 0.9:
         problems.append(
             f"data.test_fraction + data.population_fraction = "
             f"{spec.data.test_fraction + spec.data.population_fraction:g}: must be below 0.9 "
             "so that records remain for training"
         )
+    return problems
+
+
+def privacy_problems(spec: CellSpec) -> list[str]:
+    """Combinations of privacy and training fields that cannot be trained or accounted honestly."""
+    p, t = spec.privacy, spec.train
+    private = math.isfinite(p.epsilon)
+    problems = []
+    central_clients = private and p.unit == "client" and p.setting == "central"
+    if central_clients and t.sampling == "shuffle":
+        problems.append("train.sampling = 'shuffle': no accountant here gives client-level "
+                        "central DP for shuffled cohorts; use 'poisson' or 'fixed_cohort'")
+    if central_clients and t.sampling == "fixed_cohort" and p.neighbouring != "replace_one":
+        problems.append("train.sampling = 'fixed_cohort': sampling without replacement is "
+                        "accounted for privacy.neighbouring = 'replace_one' only; set it")
+    if central_clients and t.sampling == "fixed_cohort" and t.cohort != int(t.cohort):
+        problems.append(f"train.cohort = {_show(t.cohort)}: a fixed cohort is a whole number "
+                        "of clients")
+    if p.adaptive_clip and not (private and p.unit == "client" and p.setting == "central"):
+        problems.append("privacy.adaptive_clip = true: adaptive clipping is implemented for "
+                        "client-level central DP only; set privacy.unit = 'client' and "
+                        "privacy.setting = 'central'")
+    if private and p.setting == "local" and p.neighbouring != "replace_one":
+        problems.append("privacy.setting = 'local': a local guarantee is between any two data "
+                        "sets of one client; set privacy.neighbouring = 'replace_one'")
+    if p.unit == "example" and p.setting == "local":
+        problems.append("privacy.setting = 'local': local DP is a client-level setting; "
+                        "example-level DP-SGD already runs inside each client")
     return problems
 
 

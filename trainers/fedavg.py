@@ -1,37 +1,54 @@
-"""The federated loop: Poisson client sampling, vectorised local SGD, FedAvg or DP-FedAvg.
+"""The federated loop: client sampling, vectorised local training, server aggregation, one ledger.
 
-With a finite target epsilon this is client-level DP-FedAvg (McMahan et al. 2018): each sampled
-client's update is clipped to norm C, the server adds N(0, (z C)^2) to the sum and divides by the
-expected cohort. z is calibrated with dp_accounting (PLD) for the planned rounds, and the Claim is
-accounted from the rounds that actually ran.
+Non-private FedAvg, client-level DP-FedAvg with central noise (McMahan et al. 2018) or local noise,
+and example-level DP-SGD inside the clients (trainers/dpsgd.py) all run here; `privacy_plan`
+calibrates the noise for the whole plan and turns each executed round into DP events in the
+privacy ledger, from which the Claim is built. Every round the server screens the received updates
+(trainers/screening.py), a monitor watches the global model on public data and rolls back a bad
+round (trainers/monitor.py), and, given a work folder, a checkpoint is written so that a crashed
+run resumes to the same weights (trainers/checkpoint.py).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from privbench.accounting import calibrate_noise_multiplier
-from privbench.claim import claim_for_poisson_gaussian
+from privbench import accounting
 from privbench.data import SplitData
+from privbench.ledger import PrivacyLedger
 from privbench.partition import ClientShard
 from privbench.spec import PrivacySpec, TrainSpec
 from privbench.trained import Observations, TrainedModel
-from privbench.trainers.aggregation import clip_updates, dp_fedavg, fedavg_mean, update_norms
+from privbench.trainers.adaptive_clip import next_clip
+from privbench.trainers.aggregation import (
+    clip_updates,
+    dp_fedavg,
+    fedavg_mean,
+    gaussian_like,
+    update_norms,
+)
+from privbench.trainers.checkpoint import load_checkpoint, save_checkpoint
 from privbench.trainers.client_update import local_sgd
+from privbench.trainers.dpsgd import dp_sgd
+from privbench.trainers.monitor import RoundMonitor
+from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
+from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
+from privbench.trainers.screening import screen_updates
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
-
-CENTRAL_DP_OBSERVERS = [
-    "anyone querying the released model (final_model)",
-    "anyone holding the released weights (final_weights)",
-    "anyone who sees every round's global model (iterates)",
-]
+# (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
+TamperHook = Callable[[int, list[int], dict[str, torch.Tensor]], dict[int, Any]]
+LEDGER_FILE = "ledger.jsonl"
+log = logging.getLogger("privbench.trainers")
+__all__ = ["CENTRAL_DP_OBSERVERS", "pad_shards", "train_fedavg"]
 
 
 def pad_shards(x: np.ndarray, y: np.ndarray,
@@ -47,67 +64,111 @@ def pad_shards(x: np.ndarray, y: np.ndarray,
     return xs, ys, counts
 
 
-def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
-                 privacy: PrivacySpec, seed: int,
-                 on_round: RoundCallback | None = None) -> TrainedModel:
-    """Train `model` federatedly on `shards` of `data` and return it with its Claim."""
-    n_clients = len(shards)
-    sampling_rate = train.cohort / n_clients
-    private = math.isfinite(privacy.epsilon)
-    z = (calibrate_noise_multiplier(privacy.epsilon, privacy.delta, sampling_rate, train.rounds,
-                                    privacy.neighbouring) if private else 0.0)
-    # Separate streams so that, across cells of a sweep, the same clients are sampled each round
-    # and only the noise differs.
-    sampling_gen = torch.Generator().manual_seed(seed * 1_000_003 + 1)
-    local_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)
-    noise_gen = torch.Generator().manual_seed(seed * 1_000_003 + 3)
+def generators(seed: int) -> dict[str, torch.Generator]:
+    """Separate random streams, so that across cells of a sweep the same clients are sampled each
+    round and only the noise differs."""
+    names = ("sampling", "local", "noise", "dropout", "clip")
+    return {n: torch.Generator().manual_seed(seed * 1_000_003 + i + 1)
+            for i, n in enumerate(names)}
 
+
+def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
+                  gen: torch.Generator) -> torch.Tensor:
+    """Round r's cohort: Poisson, a fixed-size uniform draw, or the next slice of a shuffle."""
+    if train.sampling == "poisson":
+        return torch.nonzero(torch.rand(n_clients, generator=gen) < train.cohort / n_clients
+                             ).flatten()
+    m = int(train.cohort)
+    if train.sampling == "fixed_cohort":
+        return torch.randperm(n_clients, generator=gen)[:m].sort().values
+    per_epoch = max(1, n_clients // m)
+    epoch, slot = divmod(r, per_epoch)
+    perm = torch.randperm(n_clients, generator=torch.Generator().manual_seed(
+        seed * 7919 + epoch))
+    return perm[slot * m:(slot + 1) * m].sort().values
+
+
+def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
+                 privacy: PrivacySpec, seed: int, on_round: RoundCallback | None = None, *,
+                 work_dir: Path | None = None, tamper: TamperHook | None = None) -> TrainedModel:
+    """Train `model` federatedly on `shards` of `data` and return it with its Claim.
+
+    `work_dir` holds the ledger and round checkpoints (resumed from when present); `tamper` lets a
+    test play malicious clients by replacing what chosen clients send.
+    """
+    n_clients = len(shards)
     xs, ys, counts = pad_shards(data.x_train, data.y_train, shards)
+    plan = make_plan(train, privacy, n_clients, mean_shard=float(counts.float().mean()))
+    gens = generators(seed)
+    ledger = PrivacyLedger(work_dir / LEDGER_FILE if work_dir else None, privacy.delta,
+                           privacy.neighbouring)
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    monitor = RoundMonitor(model, torch.from_numpy(data.x_pop).float(),
+                           torch.from_numpy(data.y_pop).long(), train.max_accuracy_drop)
     iterates: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, Any]] = []
-    rounds_run = 0
-    for r in range(train.rounds):
-        sampled = torch.nonzero(torch.rand(n_clients, generator=sampling_gen) < sampling_rate)
-        sampled = sampled.flatten()
+    clip = privacy.clip
+    start_round, stopped = 0, None
+    resumed = load_checkpoint(work_dir, gens) if work_dir else None
+    if resumed is not None:
+        params, iterates, state = resumed
+        start_round, history, clip = state["round"], state["history"], state["clip"]
+        stopped = state.get("stopped")
+        monitor.best_accuracy, monitor.good_round = state["best_accuracy"], state["round"]
+        ledger.mark_resume(start_round)
+    monitor.good = {n: p.clone() for n, p in params.items()}
+
+    for r in range(start_round, train.rounds):
+        if stopped is not None:
+            break
+        sampled = sample_cohort(train, n_clients, r, seed, gens["sampling"])
         record: dict[str, Any] = {"round": r + 1, "cohort": int(sampled.numel())}
-        updates = None
-        if sampled.numel() > 0:
-            updates, losses = local_sgd(
-                model, params, xs[sampled], ys[sampled], counts[sampled],
-                epochs=train.local_epochs, batch_size=train.batch_size, lr=train.lr,
-                generator=local_gen,
-            )
-            record["client_loss"] = float(losses.mean())
-        if private:
-            clipped, norms = (clip_updates(updates, privacy.clip) if updates is not None
-                              else (None, torch.zeros(0)))
-            step, _ = dp_fedavg(clipped, params, clip=privacy.clip, noise_multiplier=z,
-                                expected_cohort=train.cohort, generator=noise_gen)
-            if norms.numel():
-                record["update_norm"] = float(norms.mean())
-                record["clipped_fraction"] = float((norms > privacy.clip).float().mean())
-        elif updates is not None:
-            step = fedavg_mean(updates)
-            record["update_norm"] = float(update_norms(updates).mean())
-        else:
-            step = None
+        if train.dropout > 0 and sampled.numel():
+            stay = torch.rand(sampled.numel(), generator=gens["dropout"]) >= train.dropout
+            record["dropped_out"] = int((~stay).sum())
+            sampled = sampled[stay]
+        if plan.per_client:
+            done = ledger.participations()
+            capped = [int(c) for c in sampled if done.get(int(c), 0) >= plan.participation_cap]
+            if capped:
+                record["sat_out_at_cap"] = capped
+                sampled = torch.tensor([int(c) for c in sampled if int(c) not in capped],
+                                       dtype=torch.long)
+        stopped = _budget_check(plan, ledger, r, sampled, privacy.max_epsilon)
+        if stopped is not None:
+            log.warning(stopped)
+            history.append({"round": r + 1, "stopped": stopped})
+            break
+        clients = [int(c) for c in sampled]
+        step, clip_next = _one_round(model, plan, params, xs, ys, counts, sampled, clients, train,
+                                     clip, gens, r, record, tamper)
         if step is not None:
             params = {name: params[name] + train.server_lr * step[name] for name in params}
+        params, rollback = monitor.check(r + 1, params)
+        if rollback is not None:
+            record["rollback"] = rollback
+            log.warning("round %d rolled back to round %d: %s", r + 1,
+                        rollback["rolled_back_to"], rollback["reason"])
+        if plan.private:
+            ledger.record_round(r + 1, plan.run_event(r, len(clients)), clients,
+                                plan.client_event(r), clip=clip)
+        clip = clip_next
         iterates.append({name: p.clone() for name, p in params.items()})
         history.append(record)
-        rounds_run += 1
+        if work_dir is not None:
+            save_checkpoint(work_dir, params=params, iterates=iterates, generators=gens, state={
+                "round": r + 1, "history": history, "clip": clip, "stopped": stopped,
+                "best_accuracy": monitor.best_accuracy})
         if on_round is not None:
             on_round(r + 1, train.rounds)
 
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(params[name])
-    claim = claim_for_poisson_gaussian(
-        noise_multiplier=z, sampling_rate=sampling_rate, steps=rounds_run, delta=privacy.delta,
-        target_epsilon=privacy.epsilon, clip=privacy.clip, unit="client",
-        neighbouring=privacy.neighbouring, guarantee_against=CENTRAL_DP_OBSERVERS,
-    )
+    rounds_run = sum(1 for h in history if "stopped" not in h)
+    claim = plan.claim(ledger, rounds_run, privacy.clip)
+    if stopped is not None:
+        claim.notes.append(stopped)
     observations = Observations(
         final_params={name: p.clone() for name, p in params.items()},
         iterates=iterates,
@@ -117,3 +178,93 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         },
     )
     return TrainedModel(model=model, claim=claim, observations=observations, history=history)
+
+
+def _budget_check(plan: PrivacyPlan, ledger: PrivacyLedger, r: int, sampled: torch.Tensor,
+                  max_epsilon: float) -> str | None:
+    """A message when round r would take the ledger past `max_epsilon`, else None."""
+    if not plan.private or math.isinf(max_epsilon):
+        return None
+    if plan.mode == "central":
+        planned = int(plan.cohort) if plan.sampling == "fixed_cohort" else 0
+        exceeds = ledger.would_exceed(plan.run_event(r, planned), max_epsilon)
+    else:
+        exceeds = any(_client_would_exceed(ledger, plan, int(c), r, max_epsilon)
+                      for c in _distinct_histories(ledger, sampled))
+    if not exceeds:
+        return None
+    return (f"stopped before round {r + 1}: it would take epsilon past privacy.max_epsilon = "
+            f"{max_epsilon:g}; the model and Claim are those of round {r}")
+
+
+def _distinct_histories(ledger: PrivacyLedger, sampled: torch.Tensor) -> list[int]:
+    """One client per distinct participation history among `sampled` (they account alike)."""
+    seen, out = set(), []
+    for c in sampled.tolist():
+        key = repr(ledger.client_events(c))
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+def _client_would_exceed(ledger: PrivacyLedger, plan: PrivacyPlan, client: int, r: int,
+                         max_epsilon: float) -> bool:
+    event = accounting.compose_steps([*ledger.client_events(client), plan.client_event(r)])
+    return accounting.epsilon_with_fallback(event, ledger.delta, ledger.neighbouring)[0] \
+        > max_epsilon
+
+
+def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tensor],
+               xs: torch.Tensor, ys: torch.Tensor, counts: torch.Tensor, sampled: torch.Tensor,
+               clients: list[int], train: TrainSpec, clip: float,
+               gens: dict[str, torch.Generator], r: int, record: dict[str, Any],
+               tamper: TamperHook | None) -> tuple[dict[str, torch.Tensor] | None, float]:
+    """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
+    privacy = plan.privacy
+    sent = None
+    if sampled.numel() > 0:
+        if plan.mode == "example":
+            sent = dp_sgd(model, params, xs[sampled], ys[sampled], counts[sampled],
+                          steps=plan.local_steps, sampling_rate=plan.record_rate,
+                          expected_batch=train.batch_size, lr=train.lr, clip=clip,
+                          noise_multiplier=plan.update_noise_multiplier(r),
+                          generator=gens["local"], noise_generator=gens["noise"])
+        else:
+            sent, losses = local_sgd(model, params, xs[sampled], ys[sampled], counts[sampled],
+                                     epochs=train.local_epochs, batch_size=train.batch_size,
+                                     lr=train.lr, generator=gens["local"])
+            if not plan.private:
+                record["client_loss"] = float(losses.mean())
+            if plan.mode == "local":  # each client clips and noises before sending
+                clipped, _ = clip_updates(sent, clip)
+                noise = gaussian_like(clipped, plan.update_noise_multiplier(r) * clip,
+                                      gens["noise"])
+                sent = {n: clipped[n] + noise[n] for n in clipped}
+    received = None
+    if sent is not None:
+        replaced = tamper(r + 1, clients, sent) if tamper is not None else None
+        received, _, rejections = screen_updates(sent, clients, params,
+                                                 max_norm=train.max_update_norm,
+                                                 round_no=r + 1, replaced=replaced)
+        if rejections:
+            record["rejected"] = rejections
+    if plan.mode == "central":
+        clipped, norms = (clip_updates(received, clip) if received is not None
+                          else (None, torch.zeros(0)))
+        step, _ = dp_fedavg(clipped, params, clip=clip,
+                            noise_multiplier=plan.update_noise_multiplier(r),
+                            expected_cohort=train.cohort, generator=gens["noise"])
+        if privacy.adaptive_clip:
+            new_clip, fraction = next_clip(clip, norms, target_quantile=privacy.target_quantile,
+                                           lr=privacy.clip_lr,
+                                           count_noise_multiplier=privacy.count_noise_multiplier,
+                                           expected_cohort=train.cohort, generator=gens["clip"])
+            record["clip"], record["noised_fraction_under_clip"] = clip, fraction
+            return step, new_clip
+        return step, clip
+    if received is None:
+        return None, clip
+    if not plan.private:
+        record["update_norm"] = float(update_norms(received).mean())
+    return fedavg_mean(received), clip

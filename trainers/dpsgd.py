@@ -1,0 +1,89 @@
+"""Sample-level DP-SGD inside many clients at once: Poisson-sampled records, per-example clipping
+and Gaussian noise, vectorised over clients AND examples with torch.func (vmap of vmap of grad).
+
+Centralised DP-SGD is the one-client case. Each step, every record of every client joins the
+batch independently with probability q; the per-example gradients of the selected records are
+clipped to norm C (`aggregation.clip_updates`, rows = examples), summed, and N(0, (z C)^2) noise is
+added by the client before dividing by the public expected batch size. Steps with an empty batch
+still add noise, so the Poisson-subsampled Gaussian event is exactly what ran.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from privbench.trainers.aggregation import clip_updates, gaussian_like
+from privbench.trainers.client_update import stack_params
+
+Params = dict[str, torch.Tensor]
+
+
+def poisson_batches(valid: torch.Tensor, sampling_rate: float,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one Poisson batch per client: (indices (K, b), weights (K, b)) padded to the largest.
+
+    valid: (K, n_max) mask of real records. Padding rows carry weight 0.
+    """
+    chosen = (torch.rand(valid.shape, generator=generator) < sampling_rate) & valid
+    sizes = chosen.sum(dim=1)
+    width = max(1, int(sizes.max()))
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :width]
+    weights = (torch.arange(width).unsqueeze(0) < sizes.unsqueeze(1)).to(torch.float32)
+    return order, weights
+
+
+def per_example_grad_fn(model: nn.Module):
+    """vmap over clients of vmap over examples of the gradient of one example's loss."""
+
+    def example_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(model, p, (x.unsqueeze(0),))
+        return F.cross_entropy(logits, y.unsqueeze(0))
+
+    per_client = vmap(grad(example_loss), in_dims=(None, 0, 0))
+    return vmap(per_client, in_dims=(0, 0, 0))
+
+
+def clipped_noisy_sum(grads: Params, weights: torch.Tensor, *, clip: float,
+                      noise_std: float, generator: torch.Generator) -> tuple[Params, torch.Tensor]:
+    """Clip each example's gradient to `clip`, sum each client's batch, add N(0, noise_std^2).
+
+    grads: name -> (K, b, ...); weights: (K, b). Returns the noised sums (K, ...) and the
+    per-example norms (K, b) before clipping.
+    """
+    k, b = weights.shape
+    flat = {name: g.reshape(k * b, *g.shape[2:]) for name, g in grads.items()}
+    clipped, norms = clip_updates(flat, clip)
+    w = weights.reshape(k * b)
+    sums = {name: (c * w.view(-1, *([1] * (c.dim() - 1)))).reshape(k, b, *c.shape[1:]).sum(1)
+            for name, c in clipped.items()}
+    noise = gaussian_like(sums, noise_std, generator)
+    return {name: sums[name] + noise[name] for name in sums}, norms.reshape(k, b)
+
+
+def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+           counts: torch.Tensor, *, steps: int, sampling_rate: float, expected_batch: float,
+           lr: float, clip: float, noise_multiplier: float, generator: torch.Generator,
+           noise_generator: torch.Generator) -> Params:
+    """Run `steps` DP-SGD steps on each of K clients from the same starting `params`.
+
+    x: (K, n_max, ...), y: (K, n_max), counts: (K,). Returns per-client updates (K, ...). No
+    other statistic of the records leaves this function: only the noised steps touch them.
+    """
+    k, n_max = y.shape
+    stacked = stack_params(params, k)
+    start = {name: p.clone() for name, p in stacked.items()}
+    valid = torch.arange(n_max).unsqueeze(0) < counts.unsqueeze(1)
+    arange_k = torch.arange(k).unsqueeze(1)
+    per_example = per_example_grad_fn(model)
+    for _ in range(steps):
+        idx, weights = poisson_batches(valid, sampling_rate, generator)
+        grads = per_example(stacked, x[arange_k, idx], y[arange_k, idx])
+        noised, _ = clipped_noisy_sum(grads, weights, clip=clip,
+                                      noise_std=noise_multiplier * clip, generator=noise_generator)
+        with torch.no_grad():
+            for name in stacked:
+                stacked[name] -= lr * noised[name] / expected_batch
+    return {name: stacked[name] - start[name] for name in stacked}
