@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from privbench.card import CARD_FILE, privacy_card
 from privbench.data import load_split
 from privbench.models import build_model
 from privbench.partition import partition
@@ -27,12 +28,18 @@ from privbench.scoring import CellContext
 from privbench.suite import Cell
 from privbench.trained import TrainedModel
 from privbench.trainers import train_fedavg
+from privbench.trainers.fedavg import LEDGER_FILE
 
 RESULT_FILE = "result.json"
 
 
 def cell_dir(run_dir: Path, key: str) -> Path:
     return run_dir / "cells" / key
+
+
+def work_dir(run_dir: Path, key: str) -> Path:
+    """A cell's checkpoints and privacy ledger while it trains (removed once it is stored)."""
+    return run_dir / "work" / key
 
 
 def load_finished(run_dir: Path, key: str) -> CellResult | None:
@@ -59,7 +66,7 @@ def run_cell(cell: Cell, run_dir: Path,
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
         trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
-                               on_round=on_round)
+                               on_round=on_round, work_dir=work_dir(run_dir, cell.key))
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(
@@ -93,8 +100,13 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
     if iterates:
         save_file(iterates, str(tmp / "iterates.safetensors"), metadata={"surface": "iterates"})
     write_json(tmp / "claim.json", trained.claim.model_dump(mode="json"))
+    write_json(tmp / CARD_FILE, json_safe(privacy_card(trained.claim, result.spec)))
+    ledger = work_dir(run_dir, result.key) / LEDGER_FILE
+    if ledger.exists():
+        shutil.copyfile(ledger, tmp / LEDGER_FILE)
     write_json(tmp / "observations.json", json_safe({"exposed": trained.observations.exposed}))
     write_json(tmp / RESULT_FILE, result.to_dict())  # written last: its presence means "finished"
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    shutil.rmtree(work_dir(run_dir, result.key), ignore_errors=True)

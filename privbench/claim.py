@@ -65,16 +65,25 @@ def claim_from_event(event: Any, *, delta: float, target_epsilon: float,
                      neighbouring: Literal["add_or_remove_one", "replace_one"],
                      sampling: Literal["poisson", "fixed_cohort", "none"],
                      noise_multiplier: float, sampling_rate: float, steps: int,
-                     clip: float | None, guarantee_against: list[str], **extra: Any) -> Claim:
-    """The Claim of an executed DpEvent: PLD epsilon (with a noted fallback) and RDP beside it."""
-    eps, accountant, grid, notes = accounting.epsilon_with_fallback(event, delta, neighbouring)
+                     clip: float | None, guarantee_against: list[str],
+                     pld_grid: float | None = None,
+                     rdp_orders: tuple[float, ...] | None = None, **extra: Any) -> Claim:
+    """The Claim of an executed DpEvent: PLD epsilon (with a noted fallback) and RDP beside it.
+
+    `pld_grid` fixes the PLD discretisation (default: `accounting.pld_grid_for` the epsilon);
+    `rdp_orders` the Renyi orders of the RDP figure (default: dp_accounting's).
+    """
+    eps, accountant, grid, notes = accounting.epsilon_with_fallback(event, delta, neighbouring,
+                                                                    grid=pld_grid)
+    if pld_grid is not None and pld_grid != accounting.PLD_DISCRETIZATION:
+        notes.append(f"PLD on a {pld_grid:g} grid (pessimistic, an upper bound)")
     private = math.isfinite(eps)
     extra["notes"] = [*extra.get("notes", []), *notes]
     if not private:
         extra.update(trusted=[], notes=[])
     return Claim(
         epsilon=eps, delta=delta,
-        epsilon_rdp=accounting.rdp_epsilon_or_inf(event, delta, neighbouring),
+        epsilon_rdp=accounting.rdp_epsilon_or_inf(event, delta, neighbouring, rdp_orders),
         target_epsilon=target_epsilon, unit=unit, neighbouring=neighbouring,
         accountant=accountant, sampling=sampling if private else "none",
         noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps,
@@ -88,12 +97,14 @@ def claim_for_poisson_gaussian(*, noise_multiplier: float, sampling_rate: float,
                                delta: float, target_epsilon: float, clip: float | None,
                                unit: Literal["client", "example"],
                                neighbouring: Literal["add_or_remove_one", "replace_one"],
-                               guarantee_against: list[str]) -> Claim:
+                               guarantee_against: list[str],
+                               pld_grid: float | None = None,
+                               rdp_orders: tuple[float, ...] | None = None) -> Claim:
     """The Claim of `steps` Poisson-subsampled Gaussian rounds, accounted with PLD (and RDP)."""
     event = accounting.poisson_gaussian_event(noise_multiplier, sampling_rate, steps)
     return claim_from_event(
         event, delta=delta, target_epsilon=target_epsilon, unit=unit, neighbouring=neighbouring,
         sampling="poisson" if sampling_rate < 1.0 else "none",
         noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps, clip=clip,
-        guarantee_against=guarantee_against,
+        guarantee_against=guarantee_against, pld_grid=pld_grid, rdp_orders=rdp_orders,
     )

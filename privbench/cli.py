@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parallel cells (default: the number of cores)")
     suite.add_argument("--quiet", action="store_true", help="print only the report's path")
     sub.add_parser("list", help="list built-in suites, data sets, models and attacks")
+    card = sub.add_parser("card", help="print the privacy card of every model in a run folder")
+    card.add_argument("run_dir", type=Path, help="a run folder (or one cell's folder)")
     return parser
 
 
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_suite(args, console)
         if args.command == "list":
             return _cmd_list(console)
+        if args.command == "card":
+            from privbench.card import print_cards
+
+            return print_cards(args.run_dir)
     except PrivbenchError as e:
         for line in e.lines():
             print(line, file=sys.stderr)
