@@ -110,8 +110,10 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
     clip = privacy.clip
     start_round, stopped = 0, None
     resumed = load_checkpoint(work_dir, gens) if work_dir else None
-    if resumed is not None:
-        params, iterates, state = resumed
+    if resumed is not None:  # keep the model's parameter order: noise is drawn in that order
+        loaded, loaded_iterates, state = resumed
+        params = {name: loaded[name] for name in params}
+        iterates = [{name: it[name] for name in params} for it in loaded_iterates]
         start_round, history, clip = state["round"], state["history"], state["clip"]
         stopped = state.get("stopped")
         monitor.best_accuracy, monitor.good_round = state["best_accuracy"], state["round"]

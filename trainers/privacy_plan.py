@@ -211,11 +211,12 @@ def make_plan(train: TrainSpec, privacy: PrivacySpec, n_clients: int,
     rate = train.cohort / n_clients
     plan.participation_cap = participation_cap(train.rounds, rate)
     worst = sorted(factors)[: plan.participation_cap]  # a client's least-noisy rounds
+    scales = () if all(f == 1.0 for f in worst) else tuple(worst)
     if mode == "local":
-        calib = accounting.Plan(steps=len(worst), sampling="none", scales=tuple(worst))
+        calib = accounting.Plan(steps=len(worst), sampling="none", scales=scales)
     else:
         calib = accounting.Plan(steps=len(worst) * plan.local_steps, sampling="poisson",
-                                sampling_rate=plan.record_rate, scales=tuple(worst))
+                                sampling_rate=plan.record_rate, scales=scales)
     plan.z = accounting.calibrate_plan(privacy.epsilon, privacy.delta, calib,
                                        privacy.neighbouring)
     if plan.participation_cap < train.rounds:

@@ -29,7 +29,7 @@ def problem_with(update: Any, template: Params, max_norm: float) -> str | None:
             return f"{name}: dtype {u.dtype}, expected {t.dtype}"
         if not bool(torch.isfinite(u).all()):
             return f"{name}: NaN or Inf"
-    norm = float(update_norms({n: u.unsqueeze(0) for n, u in update.items()})[0])
+    norm = float(update_norms({n: u.double().unsqueeze(0) for n, u in update.items()})[0])
     if norm > max_norm:
         return f"norm {norm:.3g} beyond the sanity bound {max_norm:g}"
     return None
