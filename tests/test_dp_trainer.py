@@ -263,3 +263,23 @@ def _flatten(event: dict) -> list[dict]:
     if event["type"] == "SelfComposedDpEvent":
         return _flatten(event["event"]) * event["count"]
     return [event]
+
+
+def test_linear_layer_norms_give_the_same_clipped_sum_as_vmap_grad():
+    from privbench.trainers.dpsgd import is_linear_stack, linear_stack_clipped_sum
+
+    torch.manual_seed(1)
+    model = build_model(ModelSpec(hidden=[7, 5]), 6, 4, seed=0)
+    assert is_linear_stack(model)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stacked = {n: (p.unsqueeze(0) + 0.1 * torch.randn(3, *p.shape)) for n, p in params.items()}
+    x, y = torch.randn(3, 9, 6) * 3, torch.randint(0, 4, (3, 9))
+    weights = (torch.rand(3, 9) < 0.7).float()
+    want, want_norms = clipped_noisy_sum(per_example_grad_fn(model)(stacked, x, y), weights,
+                                         clip=0.5, noise_std=0.0,
+                                         generator=torch.Generator().manual_seed(0))
+    got, norms = linear_stack_clipped_sum(model, stacked, x, y, weights, 0.5)
+    kept = weights.bool()  # padding rows carry no gradient in the linear path
+    torch.testing.assert_close(norms[kept], want_norms[kept], rtol=1e-4, atol=1e-6)
+    for n in params:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)

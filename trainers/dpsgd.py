@@ -63,26 +63,85 @@ def clipped_noisy_sum(grads: Params, weights: torch.Tensor, *, clip: float,
     return {name: sums[name] + noise[name] for name in sums}, norms.reshape(k, b)
 
 
+# Layers without parameters that act on each example independently.
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Identity)
+
+
+def is_linear_stack(model: nn.Module) -> bool:
+    """True for an nn.Sequential of Linear layers and parameter-free element-wise activations."""
+    return isinstance(model, nn.Sequential) and all(
+        isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in model) and all(
+        m.bias is not None for m in model if isinstance(m, nn.Linear))
+
+
+def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tensor,
+                             y: torch.Tensor, weights: torch.Tensor,
+                             clip: float) -> tuple[Params, torch.Tensor]:
+    """The same clipped sum as vmap(grad) + `clip_updates`, without per-example gradients.
+
+    For a linear layer the per-example weight gradient is the outer product g_i a_i^T, so its
+    norm is ||g_i|| ||a_i|| and the clipped sum is (c * G)^T A: one batched matmul per layer
+    (ghost clipping, Li et al. 2022; book-keeping, Bu et al. 2023). x: (K, b, F); weights (K, b).
+    Returns the clipped sums (K, ...) and the per-example norms (K, b).
+    """
+    inputs, outputs, names = [], [], []
+    h = x
+    for name, layer in model.named_children():
+        if isinstance(layer, nn.Linear):
+            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+            inputs.append(h.detach())
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if not h.requires_grad:
+                h.requires_grad_(True)
+            outputs.append(h)
+            names.append(name)
+        else:
+            h = layer(h)
+    losses = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none")
+    grads = torch.autograd.grad((losses * weights.flatten()).sum(), outputs)
+    sq = torch.zeros_like(weights)
+    for a, g in zip(inputs, grads, strict=True):
+        g_sq = g.pow(2).sum(-1)
+        sq = sq + a.pow(2).sum(-1) * g_sq + g_sq
+    norms = sq.sqrt()
+    factor = (clip / norms.clamp(min=1e-12)).clamp(max=1.0) * weights
+    sums: Params = {}
+    for name, a, g in zip(names, inputs, grads, strict=True):
+        scaled = g * factor.unsqueeze(-1)
+        sums[f"{name}.weight"] = torch.bmm(scaled.transpose(1, 2), a)
+        sums[f"{name}.bias"] = scaled.sum(1)
+    return {n: sums[n] for n in params}, norms
+
+
 def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
            counts: torch.Tensor, *, steps: int, sampling_rate: float, expected_batch: float,
            lr: float, clip: float, noise_multiplier: float, generator: torch.Generator,
-           noise_generator: torch.Generator) -> Params:
+           noise_generator: torch.Generator, per_example: str = "auto") -> Params:
     """Run `steps` DP-SGD steps on each of K clients from the same starting `params`.
 
     x: (K, n_max, ...), y: (K, n_max), counts: (K,). Returns per-client updates (K, ...). No
     other statistic of the records leaves this function: only the noised steps touch them.
+    `per_example`: "vmap" (any model), "linear" (Linear stacks: norms without per-example
+    gradients) or "auto" (linear where it applies). Both give the same clipped sums.
     """
     k, n_max = y.shape
     stacked = stack_params(params, k)
     start = {name: p.clone() for name, p in stacked.items()}
     valid = torch.arange(n_max).unsqueeze(0) < counts.unsqueeze(1)
     arange_k = torch.arange(k).unsqueeze(1)
-    per_example = per_example_grad_fn(model)
+    linear = per_example == "linear" or (per_example == "auto" and is_linear_stack(model))
+    grad_fn = per_example_grad_fn(model)
     for _ in range(steps):
         idx, weights = poisson_batches(valid, sampling_rate, generator)
-        grads = per_example(stacked, x[arange_k, idx], y[arange_k, idx])
-        noised, _ = clipped_noisy_sum(grads, weights, clip=clip,
-                                      noise_std=noise_multiplier * clip, generator=noise_generator)
+        xb, yb = x[arange_k, idx], y[arange_k, idx]
+        if linear:
+            sums, _ = linear_stack_clipped_sum(model, stacked, xb, yb, weights, clip)
+            noise = gaussian_like(sums, noise_multiplier * clip, noise_generator)
+            noised = {name: sums[name] + noise[name] for name in sums}
+        else:
+            noised, _ = clipped_noisy_sum(grad_fn(stacked, xb, yb), weights, clip=clip,
+                                          noise_std=noise_multiplier * clip,
+                                          generator=noise_generator)
         with torch.no_grad():
             for name in stacked:
                 stacked[name] -= lr * noised[name] / expected_batch
