@@ -201,6 +201,9 @@ def make_plan(train: TrainSpec, privacy: PrivacySpec, n_clients: int,
         plan.local_steps = train.local_epochs * max(1, round(1 / plan.record_rate))
     if mode == "none":
         return plan
+    if train.dropout > 0 and mode == "central" and train.sampling == "poisson":
+        plan.notes.append(f"dropouts (rate {train.dropout:g}) only lower the realised sampling "
+                          "rate; accounted at the full rate, an upper bound")
     if mode == "central":
         calib = plan._central_plan()
         z = accounting.calibrate_plan(privacy.epsilon, privacy.delta, calib, privacy.neighbouring)
