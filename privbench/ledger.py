@@ -29,8 +29,13 @@ class PrivacyLedger:
         self.rounds: list[dict[str, Any]] = []
         if path is not None and path.exists():
             for line in path.read_text().splitlines():
-                if line.strip():
-                    self._replay(json.loads(line))
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    # a line cut short by a crash: its round had no checkpoint yet, so it ran
+                    # again after the "resume" line that follows
+                    continue
+                self._replay(entry)
 
     def _replay(self, entry: dict[str, Any]) -> None:
         if entry["kind"] == "round":
@@ -43,6 +48,8 @@ class PrivacyLedger:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
+                if f.tell() and not self.path.read_bytes().endswith(b"\n"):
+                    f.write("\n")  # close a line a crash cut short
                 f.write(json.dumps(entry, sort_keys=True) + "\n")
                 f.flush()
 

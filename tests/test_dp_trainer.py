@@ -122,12 +122,12 @@ def _digits_run(train: TrainSpec, privacy: PrivacySpec, clients: int = 20, seed:
 
 
 def test_a_round_that_would_exceed_max_epsilon_does_not_start():
-    train = TrainSpec(rounds=10, cohort=5, batch_size=8)
+    train = TrainSpec(rounds=6, cohort=5, batch_size=8)
     full = _digits_run(train, PrivacySpec(epsilon=8.0))
-    cap = 4.0
+    cap = 5.0
     stopped = _digits_run(train, PrivacySpec(epsilon=8.0, max_epsilon=cap))
     ran = len(stopped.observations.iterates)
-    assert 0 < ran < 10
+    assert 0 < ran < 6
     assert stopped.claim.epsilon <= cap and stopped.claim.steps == ran
     assert "stopped before round" in stopped.history[-1]["stopped"]
     assert any("max_epsilon" in n for n in stopped.claim.notes)
@@ -150,22 +150,22 @@ class Crash(RuntimeError):
                                      PrivacySpec(epsilon=6.0, unit="example")],
                          ids=["client-central", "example"])
 def test_a_run_killed_after_round_k_resumes_to_the_same_weights(tmp_path, privacy):
-    train = TrainSpec(rounds=5, cohort=5, batch_size=8)
+    train = TrainSpec(rounds=4, cohort=5, batch_size=8)
     straight = _digits_run(train, privacy)
 
-    def crash_after_3(done: int, total: int) -> None:
-        if done == 3:
+    def crash_after_2(done: int, total: int) -> None:
+        if done == 2:
             raise Crash
 
     with pytest.raises(Crash):
-        _digits_run(train, privacy, on_round=crash_after_3, work_dir=tmp_path)
+        _digits_run(train, privacy, on_round=crash_after_2, work_dir=tmp_path)
     resumed = _digits_run(train, privacy, work_dir=tmp_path)
     for name, p in straight.observations.final_params.items():
         assert torch.equal(p, resumed.observations.final_params[name])
     assert resumed.claim.epsilon == straight.claim.epsilon
     assert resumed.history == straight.history
     lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
-    assert sum('"kind": "round"' in line for line in lines) == 5  # rounds 1-3, then 4-5
+    assert sum('"kind": "round"' in line for line in lines) == 4  # rounds 1-2, then 3-4
     assert any('"kind": "resume"' in line for line in lines)
 
 
@@ -283,3 +283,31 @@ def test_linear_layer_norms_give_the_same_clipped_sum_as_vmap_grad():
     torch.testing.assert_close(norms[kept], want_norms[kept], rtol=1e-4, atol=1e-6)
     for n in params:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
+
+
+def test_ledger_survives_a_line_cut_short_by_a_crash(tmp_path):
+    from privbench.ledger import PrivacyLedger
+    from privbench.trainers.privacy_plan import make_plan
+
+    plan = make_plan(TrainSpec(rounds=4, cohort=5), PrivacySpec(epsilon=4.0), 20, 10.0)
+    path = tmp_path / "ledger.jsonl"
+    ledger = PrivacyLedger(path, 1e-5, "add_or_remove_one")
+    for r in range(2):
+        ledger.record_round(r + 1, plan.run_event(r, 5), [1, 2], None)
+    path.write_text(path.read_text() + '{"kind": "round", "rou')  # killed mid-write
+    again = PrivacyLedger(path, 1e-5, "add_or_remove_one")
+    assert [r["round"] for r in again.rounds] == [1, 2]
+    again.mark_resume(2)
+    again.record_round(3, plan.run_event(2, 5), [3], None)
+    third = PrivacyLedger(path, 1e-5, "add_or_remove_one")
+    assert [r["round"] for r in third.rounds] == [1, 2, 3]
+    assert third.participations() == {1: 2, 2: 2, 3: 1}
+    assert third.epsilon() == pytest.approx(
+        PrivacyLedger(None, 1e-5, "add_or_remove_one").epsilon(
+            accounting_three_rounds(plan)), rel=1e-12)
+
+
+def accounting_three_rounds(plan):
+    from privbench import accounting
+
+    return accounting.compose_steps([plan.run_event(r, 5) for r in range(3)])
