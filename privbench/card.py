@@ -20,7 +20,7 @@ ADJACENCY = {
     "replace_one": "replace one {unit}: the two data sets differ in the data of one {unit}",
 }
 SAMPLING = {
-    "poisson": "Poisson sampling: each {who} joins each step independently with probability "
+    "poisson": "Poisson sampling: each {who} joins each {step} independently with probability "
                "{q:.4g}",
     "fixed_cohort": "sampling without replacement: a uniform cohort of fixed size each round "
                     "(rate {q:.4g})",
@@ -59,7 +59,8 @@ def privacy_card(claim: Claim | dict[str, Any], spec: dict[str, Any] | None = No
         "accountant": {
             "name": "PLD (dp_accounting)" if c.accountant == "pld" else "RDP (dp_accounting)",
             "pld_grid": c.pld_grid,
-            "sampling": SAMPLING[c.sampling].format(who=who, q=c.sampling_rate),
+            "sampling": SAMPLING[c.sampling].format(
+                who=who, q=c.sampling_rate, step="step" if c.unit == "example" else "round"),
             "assumptions": _assumptions(c),
         },
         "statement": f"({_num(c.epsilon)}, {c.delta:g})-DP for each {who}; RDP gives epsilon "
