@@ -20,10 +20,11 @@ from privbench.accounting import calibrate_noise_multiplier
 from privbench.claim import claim_for_poisson_gaussian
 from privbench.data import SplitData
 from privbench.partition import ClientShard
-from privbench.spec import PrivacySpec, TrainSpec
+from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trained import Observations, TrainedModel
 from privbench.trainers.aggregation import clip_updates, dp_fedavg, fedavg_mean, update_norms
 from privbench.trainers.client_update import local_sgd
+from privbench.trainers.secagg.trainer_hook import SecureRounds
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
 
@@ -49,7 +50,8 @@ def pad_shards(x: np.ndarray, y: np.ndarray,
 
 def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
                  privacy: PrivacySpec, seed: int,
-                 on_round: RoundCallback | None = None) -> TrainedModel:
+                 on_round: RoundCallback | None = None,
+                 secagg: SecAggSpec | None = None) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim."""
     n_clients = len(shards)
     sampling_rate = train.cohort / n_clients
@@ -64,6 +66,9 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
 
     xs, ys, counts = pad_shards(data.x_train, data.y_train, shards)
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    # [secagg] hook: route the cohort's clipped updates through secure aggregation.
+    secure = (SecureRounds(secagg, privacy, train, z, params, seed)
+              if secagg is not None and secagg.enabled else None)
     iterates: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, Any]] = []
     rounds_run = 0
@@ -82,13 +87,17 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         if private:
             clipped, norms = (clip_updates(updates, privacy.clip) if updates is not None
                               else (None, torch.zeros(0)))
-            step, _ = dp_fedavg(clipped, params, clip=privacy.clip, noise_multiplier=z,
+            z_server = z
+            if secure is not None:  # [secagg] the server receives only the secure sum
+                clipped, z_server = secure.sum_round(clipped, r, record)
+            step, _ = dp_fedavg(clipped, params, clip=privacy.clip, noise_multiplier=z_server,
                                 expected_cohort=train.cohort, generator=noise_gen)
             if norms.numel():
                 record["update_norm"] = float(norms.mean())
                 record["clipped_fraction"] = float((norms > privacy.clip).float().mean())
         elif updates is not None:
-            step = fedavg_mean(updates)
+            step = (fedavg_mean(updates) if secure is None  # [secagg] mean via the secure sum
+                    else secure.mean_round(clip_updates(updates, privacy.clip)[0], r, record))
             record["update_norm"] = float(update_norms(updates).mean())
         else:
             step = None
@@ -108,6 +117,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         target_epsilon=privacy.epsilon, clip=privacy.clip, unit="client",
         neighbouring=privacy.neighbouring, guarantee_against=CENTRAL_DP_OBSERVERS,
     )
+    if secure is not None:  # [secagg] distributed DP: accounted from the realised noise
+        claim = secure.claim(claim)
     observations = Observations(
         final_params={name: p.clone() for name, p in params.items()},
         iterates=iterates,
@@ -116,4 +127,7 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             "iterates": "the server and anyone it shares round models with",
         },
     )
+    if secure is not None:  # [secagg] no client_updates surface; the server sees aggregates
+        observations.exposed.pop("client_updates", None)
+        observations.exposed.update(secure.exposed())
     return TrainedModel(model=model, claim=claim, observations=observations, history=history)
