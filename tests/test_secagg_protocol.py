@@ -98,7 +98,7 @@ def test_too_many_dropouts_abort_cleanly_and_the_server_holds_no_individual_upda
     monkeypatch.setattr(protocol, "SecAggServer", recording_server)
     config = SecAggConfig(length=LENGTH, threshold_fraction=0.6)
     drops = Dropouts(**{stage: frozenset(range(5))})
-    with pytest.raises(SecAggAbort, match="aborted.*too many dropouts.*nothing was reconstructed"):
+    with pytest.raises(SecAggAbort, match=r"aborted.*too many dropouts.*nothing was reconstructed"):
         run_secure_sum(inputs, config, drops)
     server = servers[0]
     held = _everything_held(server)
@@ -164,5 +164,5 @@ def test_overflow_check_fails_clearly_before_a_sum_could_wrap():
     FixedPoint(coord_bound=1.0, bits=16, modulus_bits=32).check_overflow(1000, 0.0)
     with pytest.raises(PrivbenchError, match=r"secagg.bits = 24: .*wraps modulo 2\^32"):
         FixedPoint(coord_bound=1.0, bits=24, modulus_bits=32).check_overflow(1000, 0.0)
-    with pytest.raises(PrivbenchError, match="secagg.bits"):
+    with pytest.raises(PrivbenchError, match=r"secagg\.bits"):
         FixedPoint(coord_bound=1.0, bits=16, modulus_bits=32).check_overflow(10, 1e9)

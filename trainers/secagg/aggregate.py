@@ -106,9 +106,10 @@ class SecureAggregator:
         config = SecAggConfig(length=ring_length, threshold_fraction=spec.threshold_fraction,
                               neighbours=spec.neighbours, modulus_bits=spec.modulus_bits,
                               round_tag=f"round-{round_index}".encode(), graph_seed=round_seed)
-        return EncodedCohort(quantised=quantised, noised=noised, fixed_point=fp,
-                             sensitivity=delta, client_sigma=sigma, config=config, index=index,
-                             signs=signs, sent_length=sent_length)
+        self.last_encoded = EncodedCohort(
+            quantised=quantised, noised=noised, fixed_point=fp, sensitivity=delta,
+            client_sigma=sigma, config=config, index=index, signs=signs, sent_length=sent_length)
+        return self.last_encoded
 
     def decode(self, signed_total: np.ndarray, enc: EncodedCohort) -> np.ndarray:
         """The server's side: integers -> floats, undo the rotation, scatter top-k back."""
@@ -128,7 +129,6 @@ class SecureAggregator:
         """Securely sum the rows of `updates` (clients x length); return the decoded sum."""
         start = time.perf_counter()
         enc = self.encode(updates, round_index, rng)
-        self.last_encoded = enc
         n = enc.noised.shape[0]
         enc.fixed_point.check_overflow(n, math.sqrt(n) * enc.client_sigma)
         result = run_secure_sum({u: enc.fixed_point.to_ring(enc.noised[u]) for u in range(n)},

@@ -26,6 +26,7 @@ from collections import Counter
 from typing import Literal
 
 import dp_accounting
+from dp_accounting import pld
 
 from privbench import accounting
 from privbench.claim import Claim
@@ -106,6 +107,17 @@ def claim_for_rounds(*, noise_multipliers: list[float], sampling_rate: float, de
         guarantee_against=guarantee_against if private else [],
         dp_event=accounting.event_to_dict(event),
     )
+
+
+def upper_epsilon(noise_multipliers: list[float], sampling_rate: float, delta: float,
+                  neighbouring: str) -> float:
+    """A quick PLD epsilon on a 10x coarser pessimistic grid: an upper bound, for side claims."""
+    event = rounds_event(noise_multipliers, sampling_rate)
+    if isinstance(event, dp_accounting.NonPrivateDpEvent):
+        return math.inf
+    acc = pld.PLDAccountant(accounting.NEIGHBOURING[neighbouring],
+                            value_discretization_interval=accounting.CALIBRATION_DISCRETIZATION)
+    return float(acc.compose(event).get_epsilon(delta))
 
 
 def _round_down(z: float) -> float:

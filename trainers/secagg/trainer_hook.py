@@ -68,18 +68,32 @@ class SecureRounds:
                 for n, v in self._as_params(total).items()}
 
     def claim(self, central: Claim) -> Claim:
-        """With distributed DP, the Claim of the noise each round's sum actually carried."""
+        """With distributed DP, the Claim of the noise each round's sum actually carried.
+
+        Hierarchical runs list each observer's own epsilon in `guarantee_against`: the server's
+        and the public's are the Claim's; an intermediate aggregator's is accounted from its
+        group's noise alone (coarser PLD grid, still an upper bound).
+        """
         if not self.spec.distributed_dp:
             return central
-        observers = [f"{OBSERVERS['server']}", f"{OBSERVERS['public']}",
-                     "other clients (they see only the released model)"]
-        if self.spec.groups >= 2:
-            observers += self._observer_lines(central.sampling_rate)
-        return ddp_accounting.claim_for_rounds(
+        claim = ddp_accounting.claim_for_rounds(
             noise_multipliers=self.noise_multipliers, sampling_rate=central.sampling_rate,
             delta=self.privacy.delta, target_epsilon=self.privacy.epsilon,
             clip=self.privacy.clip, neighbouring=self.privacy.neighbouring,
-            guarantee_against=observers)
+            guarantee_against=["the server (it sees only the secure sum, noised by the clients)",
+                               OBSERVERS["public"]])
+        if self.spec.groups < 2 or not claim.is_private:
+            return claim
+        delta = self.privacy.delta
+        zs = self.observer_multipliers["intermediate_aggregator"]
+        eps_agg = ddp_accounting.upper_epsilon(zs, central.sampling_rate, delta,
+                                               self.privacy.neighbouring)
+        lines = [f"{OBSERVERS['intermediate_aggregator']}: epsilon {eps_agg:.3g} at delta "
+                 f"{delta:g} (its group's noise only; realised z >= {min(zs):.3g})"]
+        lines += [f"{OBSERVERS[k]}: epsilon {claim.epsilon:.3g} at delta {delta:g} "
+                  f"(all clients' and aggregators' noise; z >= {claim.noise_multiplier:.3g})"
+                  for k in ("server", "public")]
+        return claim.model_copy(update={"guarantee_against": lines})
 
     def exposed(self) -> dict[str, str]:
         """Surfaces under secure aggregation: no client updates; who sees the aggregates."""
@@ -143,18 +157,3 @@ class SecureRounds:
             out[name] = torch.from_numpy(total[at:at + size].copy()).float().reshape(1, *shape)
             at += size
         return out
-
-    def _observer_lines(self, sampling_rate: float) -> list[str]:
-        lines = []
-        for key, text in OBSERVERS.items():
-            zs = self.observer_multipliers[key]
-            if not zs:
-                continue
-            claim = ddp_accounting.claim_for_rounds(
-                noise_multipliers=zs, sampling_rate=sampling_rate,
-                delta=self.privacy.delta, target_epsilon=self.privacy.epsilon,
-                clip=self.privacy.clip, neighbouring=self.privacy.neighbouring,
-                guarantee_against=[])
-            lines.append(f"{text}: epsilon {claim.epsilon:.3g} at delta {self.privacy.delta:g} "
-                         f"(realised z >= {min(zs):.3g})")
-        return lines
