@@ -64,6 +64,16 @@ def neighbour_graph(ids: list[int], k: int, seed: int) -> dict[int, list[int]]:
             for u in ids}
 
 
+def secagg_plus_degree(n: int) -> int:
+    """A SecAgg+ neighbourhood size growing as log n: the smallest even k >= 3 log2 n (< n).
+
+    Bell et al. (2020) show k = O(log n) suffices; the constant 3 is this package's choice, not
+    their security parameterisation, so pick k from their bounds for a real deployment.
+    """
+    k = math.ceil(3 * math.log2(max(n, 2)))
+    return min(n - 1, k + (k % 2))
+
+
 def threshold_for(config: SecAggConfig, degree: int) -> int:
     """Shares needed to reconstruct one client's secrets, given its neighbourhood size."""
     return min(degree, max(2, math.ceil(config.threshold_fraction * degree)))
