@@ -21,6 +21,7 @@ import privbench
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult
 from privbench.suite import Suite
+from privbench.trainers.secagg.scoring import report_rows as secagg_report_rows
 
 PACKAGES = ("torch", "opacus", "dp-accounting", "numpy", "scikit-learn", "scipy", "pandas",
             "pydantic", "safetensors", "matplotlib", "jinja2")
@@ -36,6 +37,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
         suite=suite, rows=[_scorecard_row(c) for c in cells], cells=cells,
         frontier_svg=_frontier_svg(cells), env=environment(),
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
+        secagg_rows=secagg_report_rows(cells),
     )
     path = run_dir / "index.html"
     path.write_text(html, encoding="utf-8")

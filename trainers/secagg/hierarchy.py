@@ -39,6 +39,7 @@ class HierarchyOutcome:
     group_contributors: dict[int, list[int]]
     noise_multipliers: dict[str, float]  # observer -> realised z_eff
     uploaded_bytes: dict[str, float] = field(default_factory=dict)  # level -> mean per sender
+    plain_bytes: int = 0  # one client's plain quantised update
 
 
 def run_hierarchical(aggregator: SecureAggregator, updates: np.ndarray, groups: list[list[int]],
@@ -83,7 +84,8 @@ def run_hierarchical(aggregator: SecureAggregator, updates: np.ndarray, groups: 
         noise_multipliers={"intermediate_aggregator": min(z_groups), "server": z_server,
                            "public": z_server},
         uploaded_bytes={"client": float(np.mean(uploads)),
-                        "aggregator": float(np.mean([top.uploaded[g] for g in live_groups]))})
+                        "aggregator": float(np.mean([top.uploaded[g] for g in live_groups]))},
+        plain_bytes=enc.plain_bytes)
 
 
 def _level_config(base: SecAggConfig, tag: str, salt: int) -> SecAggConfig:

@@ -127,6 +127,7 @@ class SecureRounds:
                 for k, v in out.noise_multipliers.items():
                     self.observer_multipliers[k].append(v)
                 record["secagg_upload_bytes"] = out.uploaded_bytes["client"]
+                record["secagg_plain_bytes"] = out.plain_bytes
             else:
                 res = self.aggregator.run_round(x, r, self.rng,
                                                 Dropouts(after_shares=frozenset(map(int, drop))))
