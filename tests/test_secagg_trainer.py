@@ -79,3 +79,32 @@ def test_secagg_spec_errors_name_the_field_and_the_fix():
     with pytest.raises(SpecError, match=r"secagg.distributed_dp = true: needs a finite"):
         validate_suite({"privacy": {"epsilon": math.inf},
                         "secagg": {"distributed_dp": True}}, "t.toml")
+
+
+def test_report_section_lists_bytes_expansion_and_accuracy_change_per_epsilon():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from privbench.report import _num
+    from privbench.results import CellResult, MetricRow
+    from privbench.trainers.secagg.scoring import report_rows
+
+    def cell(label, compression, accuracy, upload):
+        spec = {"privacy": {"epsilon": 8.0},
+                "secagg": {"enabled": True, "compression": compression, "groups": 0,
+                           "neighbours": 0, "distributed_dp": True}}
+        metrics = [MetricRow(label, "utility", "accuracy", accuracy),
+                   MetricRow(label, "secagg", "upload_bytes", upload),
+                   MetricRow(label, "secagg", "plain_bytes", 1000.0),
+                   MetricRow(label, "secagg", "expansion", upload / 1000.0),
+                   MetricRow(label, "secagg", "aborted_rounds", 0.0)]
+        return CellResult(key=label, label=label, axes={}, status="ok", spec=spec,
+                          claim={"epsilon": 7.5}, metrics=metrics)
+
+    rows = report_rows([cell("full", "none", 0.90, 4000.0), cell("small", "topk", 0.85, 900.0)])
+    small = next(r for r in rows if r["label"] == "small")
+    assert small["accuracy_change"] == pytest.approx(-0.05) and small["reference"] == "full"
+    env = Environment(loader=PackageLoader("privbench", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.filters["num"] = _num
+    html = env.get_template("sections/secagg.html.j2").render(secagg_rows=rows)
+    assert "Secure aggregation" in html and "900" in html and "-0.05" in html
