@@ -15,7 +15,9 @@ from privbench.trainers.secagg.packing import pack, unpack
 from privbench.trainers.secagg.protocol import (
     Dropouts,
     SecAggAbort,
+    SecAggClient,
     SecAggConfig,
+    SecAggServer,
     neighbour_graph,
     run_secure_sum,
 )
@@ -116,6 +118,18 @@ def test_too_many_dropouts_abort_cleanly_and_the_server_holds_no_individual_upda
     t = math.ceil(0.6 * (n - 1))
     for table in (server.seed_shares, server.key_shares):
         assert all(len(shares) < t for shares in table.values())
+
+
+def test_a_client_with_too_few_masking_neighbours_refuses_to_upload():
+    config = SecAggConfig(length=LENGTH, threshold_fraction=0.6)
+    clients = {u: SecAggClient(u, config, np.zeros(LENGTH, dtype=np.uint32)) for u in range(6)}
+    server = SecAggServer(config, list(clients))
+    rosters = server.rosters([c.advertise() for c in clients.values()])
+    inboxes = server.route([clients[u].share_keys(rosters[u]) for u in range(6)])
+    few = dict(list(inboxes[0].items())[:2])  # 2 of 5 neighbours' shares, 3 needed
+    with pytest.raises(SecAggAbort, match="only 2 of its neighbours shared keys"):
+        clients[0].masked_input(few)
+    assert clients[0].masked_input(inboxes[0]).sender == 0
 
 
 def test_a_single_masked_update_is_indistinguishable_from_uniform():

@@ -179,6 +179,12 @@ class SecAggClient:
         U1), so the server can remove the masks of any of them that drop later.
         """
         self.downloaded += sum(ID_BYTES + len(c) for c in inbox.values())
+        needed = threshold_for(self.config, len(self._neighbours))
+        if len(inbox) < needed:
+            raise SecAggAbort(
+                f"secure aggregation aborted by client {self.cid}: only {len(inbox)} of its "
+                f"neighbours shared keys but {needed} are needed to mask its input safely; "
+                "nothing was sent")
         n_share = shamir.SHARE_BYTES
         for owner, sealed in inbox.items():
             if owner not in self._neighbours:
@@ -261,7 +267,11 @@ class SecAggServer:
         out = {}
         for u in self.public_keys:
             roster = {v: self.public_keys[v] for v in self.graph[u] if v in live}
-            self._require(len(roster) + 1, f"client {u}'s live neighbourhood")
+            if len(roster) < 2:
+                raise SecAggAbort(
+                    f"secure aggregation aborted: client {u} has {len(roster)} live neighbours "
+                    "but 2 are needed to share its secrets; nothing was reconstructed and no "
+                    "sum or input is revealed")
             out[u] = roster
         return out
 
@@ -331,8 +341,6 @@ class SecAggServer:
 
     def _require(self, count: int, stage: str) -> None:
         t = max(2, math.ceil(self.config.threshold_fraction * len(self.ids)))
-        if stage.startswith("client "):
-            t = threshold_for(self.config, count - 1) + 1
         if count < t:
             raise SecAggAbort(
                 f"secure aggregation aborted at {stage}: {count} clients remain but {t} are "
