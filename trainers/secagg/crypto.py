@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -54,8 +55,13 @@ def prg_uint32(seed: bytes, length: int) -> np.ndarray:
     is safe; AES-CTR is a PRF-based PRG, so the words are indistinguishable from uniform.
     """
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(b"\x00" * 16)).encryptor()
-    stream = encryptor.update(bytes(4 * length)) + encryptor.finalize()
+    stream = encryptor.update(_zeros(4 * length))  # CTR mode: finalize() adds nothing
     return np.frombuffer(stream, dtype="<u4").astype(np.uint32, copy=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _zeros(n: int) -> bytes:
+    return bytes(n)
 
 
 def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
