@@ -27,8 +27,8 @@ def _train(privacy: PrivacySpec, secagg: SecAggSpec | None, cohort: float = 6, s
 
 def test_secure_fedavg_matches_plain_fedavg_and_hides_client_updates():
     privacy = PrivacySpec(epsilon=math.inf, clip=100.0)
-    plain = _train(privacy, None)
-    secure = _train(privacy, SecAggSpec(enabled=True, bits=20))
+    plain = _train(privacy, None, cohort=10)
+    secure = _train(privacy, SecAggSpec(enabled=True, bits=20), cohort=10)
     for name, p in plain.observations.final_params.items():
         torch.testing.assert_close(secure.observations.final_params[name], p, atol=2e-3, rtol=0)
     exposed = secure.observations.exposed
