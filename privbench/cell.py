@@ -66,7 +66,8 @@ def run_cell(cell: Cell, run_dir: Path,
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
         trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
-                               on_round=on_round, work_dir=work_dir(run_dir, cell.key))
+                               on_round=on_round, work_dir=work_dir(run_dir, cell.key),
+                               secagg=spec.secagg)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(

@@ -22,6 +22,7 @@ from privbench.card import privacy_card
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult
 from privbench.suite import Suite
+from privbench.trainers.secagg.scoring import report_rows as secagg_report_rows
 
 PACKAGES = ("torch", "opacus", "dp-accounting", "numpy", "scikit-learn", "scipy", "pandas",
             "pydantic", "safetensors", "matplotlib", "jinja2")
@@ -38,6 +39,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
         frontier_svg=_frontier_svg(cells), env=environment(),
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
         privacy_cards=[(c.label, privacy_card(c.claim, c.spec)) for c in cells if c.claim],
+        secagg_rows=secagg_report_rows(cells),
     )
     path = run_dir / "index.html"
     path.write_text(html, encoding="utf-8")

@@ -10,6 +10,7 @@ from privbench.results import MetricRow
 from privbench.scoring import CellContext, Scorer
 from privbench.signals import per_example_losses
 from privbench.suites.utility import classification_utility
+from privbench.trainers.secagg.scoring import secagg_scorer
 
 
 def utility_scorer(ctx: CellContext) -> list[MetricRow]:
@@ -40,4 +41,4 @@ def claim_scorer(ctx: CellContext) -> list[MetricRow]:
         "unit": claim.unit})]
 
 
-SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, claim_scorer]
+SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, claim_scorer, secagg_scorer]

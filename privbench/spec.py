@@ -101,6 +101,25 @@ class PrivacySpec(StrictModel):
         return v
 
 
+class SecAggSpec(StrictModel):
+    """Secure aggregation of each cohort's clipped updates (trainers/secagg): the server sees
+    only the sum; optionally clients add the DP noise themselves (distributed DP)."""
+
+    enabled: bool = False
+    threshold: float = Field(0.6, gt=0, le=1,
+                             description="fraction of a client's neighbours needed to unmask it")
+    neighbours: int = Field(0, ge=0, description="0: all pairs (SecAgg); k: k-regular (SecAgg+)")
+    bits: int = Field(16, ge=2, le=31, description="quantisation bits per entry of an update")
+    modulus_bits: int = Field(32, ge=8, le=32, description="the secure sum lives mod 2^this")
+    dropout_rate: float = Field(0.0, ge=0, lt=1, description="chance a client drops after masking")
+    distributed_dp: bool = Field(False, description="clients add discrete Gaussian noise")
+    compression: Literal["none", "rotation", "topk", "topk+rotation"] = "none"
+    topk_fraction: float = Field(0.1, gt=0, le=1)
+    groups: int = Field(0, ge=0, description="0: one level; G >= 2: clients -> G aggregators")
+    aggregator_noise: float = Field(0.0, ge=0,
+                                    description="noise multiplier each group aggregator adds")
+
+
 class LossAttackSpec(StrictModel):
     """The LOSS membership-inference attack (Yeom et al.): score = -loss."""
 
@@ -124,6 +143,7 @@ class CellSpec(StrictModel):
     train: TrainSpec = Field(default_factory=TrainSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     attacks: AttacksSpec = Field(default_factory=AttacksSpec)
+    secagg: SecAggSpec = Field(default_factory=SecAggSpec)
 
 
 class SuiteSpec(CellSpec):
@@ -154,6 +174,26 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"{spec.data.test_fraction + spec.data.population_fraction:g}: must be below 0.9 "
             "so that records remain for training"
         )
+    problems += _secagg_problems(spec)
+    return problems
+
+
+def _secagg_problems(spec: CellSpec) -> list[str]:
+    """[secagg] checks: bits must fit the modulus; distributed DP needs a DP target."""
+    sa, problems = spec.secagg, []
+    if sa.bits >= sa.modulus_bits:
+        problems.append(f"secagg.bits = {sa.bits}: must be below secagg.modulus_bits "
+                        f"({sa.modulus_bits}) to leave room for the sum; lower secagg.bits")
+    if sa.distributed_dp and math.isinf(spec.privacy.epsilon):
+        problems.append("secagg.distributed_dp = true: needs a finite privacy.epsilon; "
+                        "set privacy.epsilon or turn distributed_dp off")
+    if sa.groups == 1:
+        problems.append("secagg.groups = 1: use 0 for one level or at least 2 groups")
+    if sa.enabled and (spec.privacy.unit != "client" or spec.privacy.setting != "central"
+                       or spec.privacy.noise_schedule or spec.privacy.adaptive_clip):
+        problems.append("secagg.enabled = true: secure aggregation sums client-level updates "
+                        "under one noise level; use privacy.unit = 'client', setting = 'central', "
+                        "no noise_schedule and no adaptive_clip")
     return problems
 
 

@@ -25,7 +25,7 @@ from privbench import accounting
 from privbench.data import SplitData
 from privbench.ledger import PrivacyLedger
 from privbench.partition import ClientShard
-from privbench.spec import PrivacySpec, TrainSpec
+from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trained import Observations, TrainedModel
 from privbench.trainers.adaptive_clip import next_clip
 from privbench.trainers.aggregation import (
@@ -42,6 +42,7 @@ from privbench.trainers.monitor import RoundMonitor
 from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
 from privbench.trainers.screening import screen_updates
+from privbench.trainers.secagg.trainer_hook import SecureRounds
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
 # (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
@@ -90,7 +91,8 @@ def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
 
 def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
                  privacy: PrivacySpec, seed: int, on_round: RoundCallback | None = None, *,
-                 work_dir: Path | None = None, tamper: TamperHook | None = None) -> TrainedModel:
+                 work_dir: Path | None = None, tamper: TamperHook | None = None,
+                 secagg: SecAggSpec | None = None) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim.
 
     `work_dir` holds the ledger and round checkpoints (resumed from when present); `tamper` lets a
@@ -105,6 +107,9 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
     monitor = RoundMonitor(model, torch.from_numpy(data.x_pop).float(),
                            torch.from_numpy(data.y_pop).long(), train.max_accuracy_drop)
+    # [secagg] hook: route the cohort's clipped updates through secure aggregation.
+    secure = (SecureRounds(secagg, privacy, train, plan.update_noise_multiplier(0), params, seed)
+              if secagg is not None and secagg.enabled else None)
     iterates: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, Any]] = []
     clip = privacy.clip
@@ -143,7 +148,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             break
         clients = [int(c) for c in sampled]
         step, clip_next = _one_round(model, plan, params, xs, ys, counts, sampled, clients, train,
-                                     clip, gens, r, record, tamper)
+                                     clip, gens, r, record, tamper,
+                                     secure)
         if step is not None:
             params = {name: params[name] + train.server_lr * step[name] for name in params}
         params, rollback = monitor.check(r + 1, params)
@@ -171,6 +177,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
     claim = plan.claim(ledger, rounds_run, privacy.clip)
     if stopped is not None:
         claim.notes.append(stopped)
+    if secure is not None:  # [secagg] distributed DP: accounted from the realised noise
+        claim = secure.claim(claim)
     observations = Observations(
         final_params={name: p.clone() for name, p in params.items()},
         iterates=iterates,
@@ -179,6 +187,9 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             "iterates": "the server and anyone it shares round models with",
         },
     )
+    if secure is not None:  # [secagg] no client_updates surface; the server sees aggregates
+        observations.exposed.pop("client_updates", None)
+        observations.exposed.update(secure.exposed())
     return TrainedModel(model=model, claim=claim, observations=observations, history=history)
 
 
@@ -221,7 +232,8 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
                xs: torch.Tensor, ys: torch.Tensor, counts: torch.Tensor, sampled: torch.Tensor,
                clients: list[int], train: TrainSpec, clip: float,
                gens: dict[str, torch.Generator], r: int, record: dict[str, Any],
-               tamper: TamperHook | None) -> tuple[dict[str, torch.Tensor] | None, float]:
+               tamper: TamperHook | None, secure: SecureRounds | None = None,
+               ) -> tuple[dict[str, torch.Tensor] | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
     sent = None
@@ -254,8 +266,10 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
     if plan.mode == "central":
         clipped, norms = (clip_updates(received, clip) if received is not None
                           else (None, torch.zeros(0)))
-        step, _ = dp_fedavg(clipped, params, clip=clip,
-                            noise_multiplier=plan.update_noise_multiplier(r),
+        z = plan.update_noise_multiplier(r)
+        if secure is not None:  # [secagg] the server receives only the secure sum
+            clipped, z = secure.sum_round(clipped, r, record)
+        step, _ = dp_fedavg(clipped, params, clip=clip, noise_multiplier=z,
                             expected_cohort=train.cohort, generator=gens["noise"])
         if privacy.adaptive_clip:
             new_clip, fraction = next_clip(clip, norms, target_quantile=privacy.target_quantile,
@@ -269,4 +283,6 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
         return None, clip
     if not plan.private:
         record["update_norm"] = float(update_norms(received).mean())
+    if secure is not None:  # [secagg] the mean via the secure sum (needs the clipping bound)
+        return secure.mean_round(clip_updates(received, clip)[0], r, record), clip
     return fedavg_mean(received), clip
