@@ -26,6 +26,9 @@ from privbench.trainers.aggregation import clip_updates, dp_fedavg, fedavg_mean,
 from privbench.trainers.client_update import local_sgd
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
+# Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->
+# updates. It may replace canary clients' updates before clipping and noise; None changes nothing.
+ClientUpdateHook = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 CENTRAL_DP_OBSERVERS = [
     "anyone querying the released model (final_model)",
@@ -49,7 +52,8 @@ def pad_shards(x: np.ndarray, y: np.ndarray,
 
 def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
                  privacy: PrivacySpec, seed: int,
-                 on_round: RoundCallback | None = None) -> TrainedModel:
+                 on_round: RoundCallback | None = None,
+                 client_update_hook: ClientUpdateHook | None = None) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim."""
     n_clients = len(shards)
     sampling_rate = train.cohort / n_clients
@@ -79,6 +83,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
                 generator=local_gen,
             )
             record["client_loss"] = float(losses.mean())
+            if client_update_hook is not None:  # audit canaries (see ClientUpdateHook)
+                updates = client_update_hook(r, sampled, updates)
         if private:
             clipped, norms = (clip_updates(updates, privacy.clip) if updates is not None
                               else (None, torch.zeros(0)))
