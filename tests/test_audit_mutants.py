@@ -1,0 +1,68 @@
+"""Mutation tests: deliberately broken client-level DP-FedAvg must get FAIL, the correct one PASS.
+
+The audit is white-box on the `iterates` surface: 200 canary clients (inclusion bits at random)
+each send a random unit vector of norm 10 x clip through the trainer's own clipping and noise
+(privbench.audit.canaries.CanaryUpdateHook), scored by their likelihood ratio over the rounds and
+certified with the one-run bound (guess counts chosen on half the canaries). The model claims
+epsilon 1 at delta 1e-5; the design's ceiling is 3.49. Mutants wrap trainers.aggregation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import privbench.trainers.fedavg as fedavg
+from privbench.cell import run_cell
+from privbench.spec import validate_suite
+from privbench.suite import expand
+from privbench.trainers import aggregation
+
+AUDITED = {
+    "name": "mutants", "seed": 3,
+    "data": {"name": "digits", "clients": 40},
+    "model": {"hidden": [64]},  # a wider model: more dimensions dilute the other clients' updates
+    "train": {"rounds": 10, "cohort": 40, "local_epochs": 1, "batch_size": 8, "lr": 0.1},
+    "privacy": {"epsilon": 1.0, "delta": 1e-5, "clip": 1.0},
+    "attacks": {"loss": {"enabled": False}},
+    "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "random-unit",
+              "n_canaries": 200, "canary_norm": 10.0},
+}
+
+
+def weak_noise(clipped, template, *, clip, noise_multiplier, expected_cohort, generator):
+    """Mutant: noise 10x smaller than the calibrated noise multiplier."""
+    return aggregation.dp_fedavg(clipped, template, clip=clip,
+                                 noise_multiplier=noise_multiplier / 10,
+                                 expected_cohort=expected_cohort, generator=generator)
+
+
+def no_clipping(updates, clip):
+    """Mutant: client updates are never clipped (norms still reported)."""
+    return updates, aggregation.update_norms(updates)
+
+
+MUTANTS = {
+    "correct": {},
+    "noise_10x_too_small": {"dp_fedavg": weak_noise},
+    "client_updates_not_clipped": {"clip_updates": no_clipping},
+}
+EXPECTED = {"correct": "PASS", "noise_10x_too_small": "FAIL", "client_updates_not_clipped": "FAIL"}
+
+
+@pytest.mark.parametrize("variant", list(MUTANTS))
+def test_audit_verdict_on_broken_and_correct_dp_fedavg(variant, monkeypatch, tmp_path: Path):
+    for name, replacement in MUTANTS[variant].items():
+        monkeypatch.setattr(fedavg, name, replacement)
+    cell = expand(validate_suite(AUDITED, "test"), "test")[0]
+    result = run_cell(cell, tmp_path)
+    assert result.status == "ok", result.error
+    row = result.metric("audit", "eps_lb")
+    assert row is not None
+    print(f"\n{variant}: claimed {row.details['claimed_epsilon']:.3f}, eps_LB {row.value:.3f}, "
+          f"ceiling {row.details['eps_ceiling']:.2f}, verdict {row.details['verdict']}, "
+          f"{row.details['correct']}/{row.details['guesses']} guesses right")
+    assert row.details["verdict"] == EXPECTED[variant]
+    assert row.details["claimed_epsilon"] == pytest.approx(1.0, abs=1e-3)
+    assert row.details["n"] == 100 and row.details["alpha"] == 0.05
