@@ -62,10 +62,12 @@ def run_cell(cell: Cell, run_dir: Path,
         planted = (plant_canaries(spec.audit, data, shards, sum(p.numel() for p in
                                                                model.parameters()),
                                   spec.privacy.clip, spec.seed) if spec.audit.enabled else None)
+        # Audit canaries (privbench.audit): extra clients, and for update canaries a hook.
+        hook = {"client_update_hook": planted.client_update_hook} if planted and \
+            planted.client_update_hook else {}
         trained = train_fedavg(model, planted.data if planted else data,
                                planted.shards if planted else shards, spec.train, spec.privacy,
-                               spec.seed, on_round=on_round,
-                               client_update_hook=planted.client_update_hook if planted else None)
+                               spec.seed, on_round=on_round, **hook)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,
                           canaries=planted.canaries if planted else None)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]

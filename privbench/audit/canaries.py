@@ -143,17 +143,24 @@ def round_likelihood_scores(vectors: np.ndarray, initial: Params, iterates: list
                             signal: float, sampling_rate: float) -> np.ndarray:
     """Per-canary log-likelihood ratio of "sampled with probability q each round" vs "absent".
 
-    x_jt = <c_j, theta_t - theta_{t-1}> is N(0, s_t^2) without the canary and, in a round that
-    samples it, shifted by `signal` (server_lr * clip / expected cohort for a canary clipped to
-    the bound). s_t is estimated blind to the bits, as ||theta_t - theta_{t-1}|| / sqrt(d). The
-    score sum_t log(1 - q + q exp((signal x_jt - signal^2 / 2) / s_t^2)) is the Neyman-Pearson
-    statistic of one canary under Poisson-subsampled Gaussian rounds: the strongest white-box score
-    of DP-FedAvg's iterates.
+    In round t, the step theta_t - theta_{t-1} restricted to parameter tensor b is, without the
+    canary, taken as N(0, v_bt I) with v_bt = ||step_bt||^2 / d_b (estimated blind to the bits,
+    per tensor, so noise that differs between layers is seen); a round that samples canary j adds
+    `signal` * c_j (signal = server_lr * clip / expected cohort for a canary clipped to the bound).
+    The score sum_t log(1 - q + q exp(sum_b (signal <c_jb, step_bt> - signal^2 ||c_jb||^2 / 2)
+    / v_bt)) is the Neyman-Pearson statistic of one canary under Poisson-subsampled Gaussian
+    rounds: the strongest white-box score of DP-FedAvg's iterates.
     """
     thetas = np.stack([flatten(initial)] + [flatten(p) for p in iterates])
-    steps = np.diff(thetas, axis=0)
-    var = np.maximum((steps**2).sum(axis=1) / steps.shape[1], 1e-300)
-    x = vectors @ steps.T  # (m, rounds)
-    log_lr = (signal * x - 0.5 * signal**2) / var
+    steps = np.diff(thetas, axis=0)  # (rounds, d)
+    log_lr = np.zeros((len(vectors), len(steps)))
+    start = 0
+    for p in initial.values():
+        block = slice(start, start + p.numel())
+        start += p.numel()
+        step_b, c_b = steps[:, block], vectors[:, block]
+        var = np.maximum((step_b**2).mean(axis=1), 1e-300)  # (rounds,)
+        shift = signal * (c_b @ step_b.T) - 0.5 * signal**2 * (c_b**2).sum(axis=1)[:, None]
+        log_lr += shift / var
     q = min(max(sampling_rate, 1e-12), 1.0)
     return np.logaddexp(np.log1p(-q) if q < 1 else -np.inf, math.log(q) + log_lr).sum(axis=1)
