@@ -33,9 +33,9 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
     initial = {name: p.detach() for name, p in initial_model.named_parameters()}
     if spec.audit.surface == "final_weights":
         return final_delta_cosines(canaries.vectors, initial, trained.observations.final_params)
-    # The round's planned sampling rate and a clipped canary's shift of the averaged update.
-    n_clients = len(ctx.shards) + int(canaries.bits.sum())
-    q = min(spec.train.cohort / n_clients, 1.0)
+    # The sampling rate expected before the bits are drawn (the score must not read the bits),
+    # and a clipped canary's shift of the averaged update.
+    q = min(spec.train.cohort / (len(ctx.shards) + canaries.m / 2), 1.0)
     clip = spec.privacy.clip if trained.claim.is_private else canaries.norm
     signal = spec.train.server_lr * min(canaries.norm, clip) / spec.train.cohort
     return round_likelihood_scores(canaries.vectors, initial, trained.observations.iterates,
