@@ -5,8 +5,8 @@ each send a random unit vector of norm 10 x clip through the trainer's own clipp
 (privbench.audit.canaries.CanaryUpdateHook), scored by their likelihood ratio over the rounds and
 certified with the one-run bound (guess counts chosen on half the canaries). The model claims
 epsilon 1 at delta 1e-5; the design's ceiling is 3.49. Mutants wrap trainers.aggregation.
-Not yet covered (this design lacks the power at CPU-test size): the sampling rate under-reported
-10x, and noise added before clipping.
+The sampling rate under-reported 10x changes only the claim, so it is audited at a larger design
+(1,000 canaries, target epsilon 8). Not yet covered: noise added before clipping.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import privbench.trainers.fedavg as fedavg
+from privbench.audit.verdict import verdict
 from privbench.cell import run_cell
 from privbench.spec import validate_suite
 from privbench.suite import expand
@@ -82,3 +83,28 @@ def test_audit_verdict_on_broken_and_correct_dp_fedavg(variant, monkeypatch, tmp
     assert row.details["verdict"] == EXPECTED[variant]
     assert row.details["claimed_epsilon"] == pytest.approx(1.0, abs=1e-3)
     assert row.details["n"] == 100 and row.details["alpha"] == 0.05
+
+
+def test_under_reported_sampling_rate_gets_fail(monkeypatch, tmp_path: Path):
+    """Mutant: the Claim is accounted with a sampling rate 10x below the one that ran. Training is
+    untouched, so the same eps_LB held against the honest claim (8) must not FAIL."""
+    real = fedavg.claim_for_poisson_gaussian
+
+    def under_reported(**kw):
+        return real(**{**kw, "sampling_rate": kw["sampling_rate"] / 10})
+
+    monkeypatch.setattr(fedavg, "claim_for_poisson_gaussian", under_reported)
+    spec = {**AUDITED, "data": {"name": "digits", "clients": 200},
+            "train": {**AUDITED["train"], "cohort": 200},
+            "privacy": {**AUDITED["privacy"], "epsilon": 8.0},
+            "audit": {**AUDITED["audit"], "n_canaries": 1000}}
+    result = run_cell(expand(validate_suite(spec, "test"), "test")[0], tmp_path)
+    assert result.status == "ok", result.error
+    row = result.metric("audit", "eps_lb")
+    assert row is not None
+    print(f"\nsampling_rate_under_reported_10x: claimed {row.details['claimed_epsilon']:.3f} "
+          f"(honest: 8), eps_LB {row.value:.3f}, ceiling {row.details['eps_ceiling']:.2f}, "
+          f"verdict {row.details['verdict']}")
+    assert row.details["claimed_epsilon"] < 2.0
+    assert row.details["verdict"] == "FAIL"
+    assert verdict(row.value, row.details["eps_ceiling"], 8.0) != "FAIL"
