@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from privbench.audit.canaries import plant_canaries
 from privbench.card import CARD_FILE, privacy_card
 from privbench.data import load_split
 from privbench.models import build_model
@@ -65,10 +66,18 @@ def run_cell(cell: Cell, run_dir: Path,
         data = load_split(spec.data, spec.seed)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-        trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
-                               on_round=on_round, work_dir=work_dir(run_dir, cell.key),
-                               secagg=spec.secagg)
-        ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained)
+        planted = (plant_canaries(spec.audit, data, shards, sum(p.numel() for p in
+                                                               model.parameters()),
+                                  spec.privacy.clip, spec.seed) if spec.audit.enabled else None)
+        # Audit canaries (privbench.audit): extra clients, and for update canaries a hook.
+        hook = {"client_update_hook": planted.client_update_hook} if planted and \
+            planted.client_update_hook else {}
+        trained = train_fedavg(model, planted.data if planted else data,
+                               planted.shards if planted else shards, spec.train, spec.privacy,
+                               spec.seed, on_round=on_round, work_dir=work_dir(run_dir, cell.key),
+                               secagg=spec.secagg, **hook)
+        ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,
+                          canaries=planted.canaries if planted else None)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",

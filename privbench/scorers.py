@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from privbench.attacks import LossAttack
+from privbench.audit.scorer import audit_scorer
 from privbench.mia import membership_rows
 from privbench.results import MetricRow
 from privbench.scoring import CellContext, Scorer
@@ -41,4 +42,5 @@ def claim_scorer(ctx: CellContext) -> list[MetricRow]:
         "unit": claim.unit})]
 
 
-SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, claim_scorer, secagg_scorer]
+SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, claim_scorer, secagg_scorer,
+                         audit_scorer]

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from privbench.data import SplitData
 from privbench.partition import ClientShard
 from privbench.results import MetricRow
 from privbench.suite import Cell
 from privbench.trained import TrainedModel
+
+if TYPE_CHECKING:
+    from privbench.audit.canaries import CanarySet
 
 
 @dataclass
@@ -24,6 +28,7 @@ class CellContext:
     data: SplitData
     shards: list[ClientShard]
     trained: TrainedModel
+    canaries: CanarySet | None = None  # planted by the audit (privbench.audit.canaries)
 
     @property
     def key(self) -> str:

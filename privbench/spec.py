@@ -132,6 +132,24 @@ class AttacksSpec(StrictModel):
     loss: LossAttackSpec = Field(default_factory=LossAttackSpec)
 
 
+class AuditSpec(StrictModel):
+    """The empirical privacy audit: canaries planted with random inclusion bits, turned into an
+    epsilon lower bound held against the claim. Each canary is its own client, so including it is
+    exactly the add/remove-one-client change that a client-level claim bounds."""
+
+    enabled: bool = False
+    mode: Literal["one-run", "multi-run", "fl-one-shot"] = "one-run"
+    surface: Literal["final_model", "final_weights", "iterates", "client_updates",
+                     "aggregates"] = "final_model"
+    canary: Literal["mislabelled", "ood", "random-unit"] = Field(
+        "mislabelled", description="records for final_model; random-unit client updates otherwise")
+    n_canaries: int = Field(200, ge=4)
+    canary_norm: float = Field(1.0, gt=0, description="random-unit canary norm, times privacy.clip")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence of the lower bound")
+    selection: Literal["split", "union"] = Field(
+        "split", description="one-run guess counts: chosen on half the canaries, or union bound")
+
+
 class CellSpec(StrictModel):
     """One fully resolved experiment: everything a cell's result depends on, bar the code."""
 
@@ -144,6 +162,7 @@ class CellSpec(StrictModel):
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     attacks: AttacksSpec = Field(default_factory=AttacksSpec)
     secagg: SecAggSpec = Field(default_factory=SecAggSpec)
+    audit: AuditSpec = Field(default_factory=AuditSpec)
 
 
 class SuiteSpec(CellSpec):
@@ -175,6 +194,7 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             "so that records remain for training"
         )
     problems += _secagg_problems(spec)
+    problems += audit_problems(spec)
     return problems
 
 
@@ -222,6 +242,43 @@ def privacy_problems(spec: CellSpec) -> list[str]:
     if p.unit == "example" and p.setting == "local":
         problems.append("privacy.setting = 'local': local DP is a client-level setting; "
                         "example-level DP-SGD already runs inside each client")
+    return problems
+
+
+# Which canaries and modes each audit surface supports on this branch.
+AUDIT_SURFACES = {
+    "final_model": ({"mislabelled", "ood"}, {"one-run"}),
+    "final_weights": ({"random-unit"}, {"one-run", "fl-one-shot"}),
+    "iterates": ({"random-unit"}, {"one-run"}),
+}
+
+
+def audit_problems(spec: CellSpec) -> list[str]:
+    """Checks of the [audit] table against the surfaces, canaries and data it needs."""
+    a = spec.audit
+    if not a.enabled:
+        return []
+    if spec.privacy.unit != "client" and a.canary == "random-unit":
+        return ["audit.canary = 'random-unit': canary clients audit client-level DP; use "
+                "privacy.unit = 'client' or input-space canaries ('mislabelled', 'ood')"]
+    if a.mode == "multi-run":
+        return ["audit.mode = 'multi-run': not available yet; use 'one-run' or 'fl-one-shot'"]
+    if a.surface not in AUDIT_SURFACES:
+        return [f"audit.surface = {a.surface!r}: no canary audit reads it yet; use one of "
+                f"{', '.join(AUDIT_SURFACES)}"]
+    canaries, modes = AUDIT_SURFACES[a.surface]
+    problems = []
+    if a.canary not in canaries:
+        problems.append(f"audit.canary = {a.canary!r}: the {a.surface} surface needs "
+                        f"{' or '.join(repr(c) for c in sorted(canaries))} canaries")
+    if a.mode not in modes:
+        problems.append(f"audit.mode = {a.mode!r}: the {a.surface} surface supports "
+                        f"{' or '.join(repr(m) for m in sorted(modes))}")
+    if a.canary == "mislabelled":
+        n_pop = math.floor(spec.data.population_fraction * DATASET_SIZES[spec.data.name])
+        if a.n_canaries > n_pop:
+            problems.append(f"audit.n_canaries = {a.n_canaries}: mislabelled canaries come from "
+                            f"the ~{n_pop} population records; lower it or use canary = 'ood'")
     return problems
 
 

@@ -50,6 +50,9 @@ TamperHook = Callable[[int, list[int], dict[str, torch.Tensor]], dict[int, Any]]
 LEDGER_FILE = "ledger.jsonl"
 log = logging.getLogger("privbench.trainers")
 __all__ = ["CENTRAL_DP_OBSERVERS", "pad_shards", "train_fedavg"]
+# Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->
+# updates. It may replace canary clients' updates before clipping and noise; None changes nothing.
+ClientUpdateHook = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 def pad_shards(x: np.ndarray, y: np.ndarray,
@@ -92,7 +95,8 @@ def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
 def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
                  privacy: PrivacySpec, seed: int, on_round: RoundCallback | None = None, *,
                  work_dir: Path | None = None, tamper: TamperHook | None = None,
-                 secagg: SecAggSpec | None = None) -> TrainedModel:
+                 secagg: SecAggSpec | None = None,
+                 client_update_hook: ClientUpdateHook | None = None) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim.
 
     `work_dir` holds the ledger and round checkpoints (resumed from when present); `tamper` lets a
@@ -149,7 +153,7 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         clients = [int(c) for c in sampled]
         step, clip_next = _one_round(model, plan, params, xs, ys, counts, sampled, clients, train,
                                      clip, gens, r, record, tamper,
-                                     secure)
+                                     secure, client_update_hook)
         if step is not None:
             params = {name: params[name] + train.server_lr * step[name] for name in params}
         params, rollback = monitor.check(r + 1, params)
@@ -233,6 +237,7 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
                clients: list[int], train: TrainSpec, clip: float,
                gens: dict[str, torch.Generator], r: int, record: dict[str, Any],
                tamper: TamperHook | None, secure: SecureRounds | None = None,
+               client_update_hook: ClientUpdateHook | None = None,
                ) -> tuple[dict[str, torch.Tensor] | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
@@ -250,6 +255,8 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
                                      lr=train.lr, generator=gens["local"])
             if not plan.private:
                 record["client_loss"] = float(losses.mean())
+            if client_update_hook is not None:  # audit canaries (see ClientUpdateHook)
+                sent = client_update_hook(r, sampled, sent)
             if plan.mode == "local":  # each client clips and noises before sending
                 clipped, _ = clip_updates(sent, clip)
                 noise = gaussian_like(clipped, plan.update_noise_multiplier(r) * clip,

@@ -1,0 +1,1 @@
+"""Empirical privacy audits: canaries, epsilon lower bounds with confidence, and verdicts."""

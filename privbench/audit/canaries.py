@@ -1,0 +1,166 @@
+"""Canaries planted in a training run with random inclusion bits, one client per canary.
+
+A canary is included with probability 1/2, independently. Each included canary becomes a client of
+its own, so including it is the add/remove-one-client change that a client-level claim bounds (a
+canary hidden inside an existing client would be a replace-one change, which that claim does not
+state). Two kinds:
+- input-space records (mislabelled population records, or out-of-distribution noise with a random
+  label) for the `final_model` surface, scored by their loss;
+- update-space canaries (a fixed random unit vector times `canary_norm * clip`): the canary client's
+  update is replaced by that vector through the trainer's `client_update_hook`, before clipping and
+  noise, so it passes through the DP mechanism like any client. Scored by cosines with the model
+  delta (`final_weights`, as in Andrew et al. 2024) or by their likelihood ratio over each round's
+update (`iterates`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from privbench.data import SplitData
+from privbench.errors import PrivbenchError
+from privbench.partition import ClientShard
+from privbench.spec import AuditSpec
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CanarySet:
+    """The planted canaries: inclusion bits, and for included ones the client that holds them."""
+
+    kind: str
+    bits: np.ndarray  # (m,) bool: True = trained on
+    client_ids: np.ndarray  # (m,) shard id of each included canary's client, -1 if excluded
+    x: np.ndarray | None = None  # (m, features) input-space canary records
+    y: np.ndarray | None = None  # (m,) their labels
+    vectors: np.ndarray | None = None  # (m, d) unit vectors of update-space canaries
+    norm: float = 0.0  # update-space canary norm (canary_norm * clip)
+
+    @property
+    def m(self) -> int:
+        return len(self.bits)
+
+
+@dataclass
+class PlantedRun:
+    """What a cell trains on once canaries are planted, and the hook the trainer calls."""
+
+    data: SplitData
+    shards: list[ClientShard]
+    canaries: CanarySet
+    client_update_hook: CanaryUpdateHook | None = None
+
+
+def canary_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 0xCA9A])
+
+
+def input_canaries(kind: str, data: SplitData, m: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """m canary records: mislabelled population records, or uniform noise ("ood")."""
+    if kind == "mislabelled":
+        if m > len(data.y_pop):
+            raise PrivbenchError(f"audit.n_canaries = {m}: only {len(data.y_pop)} population "
+                                 "records to mislabel; lower it or use audit.canary = 'ood'")
+        idx = rng.choice(len(data.y_pop), size=m, replace=False)
+        shift = rng.integers(1, data.n_classes, size=m)  # never the true label
+        return data.x_pop[idx].copy(), (data.y_pop[idx] + shift) % data.n_classes
+    lo, hi = data.x_train.min(axis=0), data.x_train.max(axis=0)
+    x = rng.uniform(lo, hi, size=(m, data.n_features)).astype(np.float32)
+    return x, rng.integers(0, data.n_classes, size=m)
+
+
+def plant_canaries(spec: AuditSpec, data: SplitData, shards: list[ClientShard], n_params: int,
+                   clip: float, seed: int) -> PlantedRun:
+    """Draw canaries and inclusion bits; add one client per included canary."""
+    rng = canary_rng(seed)
+    m = spec.n_canaries
+    bits = rng.random(m) < 0.5
+    client_ids = np.full(m, -1, dtype=np.int64)
+    client_ids[bits] = len(shards) + np.arange(int(bits.sum()))
+    if spec.canary in ("mislabelled", "ood"):
+        x, y = input_canaries(spec.canary, data, m, rng)
+        n = len(data.y_train)
+        train = dataclasses.replace(
+            data, x_train=np.concatenate([data.x_train, x[bits]]),
+            y_train=np.concatenate([data.y_train, y[bits]]))
+        new = [ClientShard(int(cid), np.array([n + i])) for i, cid in enumerate(client_ids[bits])]
+        canaries = CanarySet(spec.canary, bits, client_ids, x=x, y=y)
+        return PlantedRun(train, list(shards) + new, canaries)
+    vectors = rng.normal(size=(m, n_params))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    canaries = CanarySet(spec.canary, bits, client_ids, vectors=vectors,
+                         norm=spec.canary_norm * clip)
+    # The canary client holds one ordinary record; its trained update is replaced by the hook.
+    new = [ClientShard(int(cid), np.array([0])) for cid in client_ids[bits]]
+    return PlantedRun(data, list(shards) + new, canaries, CanaryUpdateHook(canaries))
+
+
+class CanaryUpdateHook:
+    """Trainer hook: replace sampled canary clients' updates by their canary vectors."""
+
+    def __init__(self, canaries: CanarySet) -> None:
+        assert canaries.vectors is not None
+        included = np.flatnonzero(canaries.bits)
+        self.row_of_client = {int(canaries.client_ids[j]): int(j) for j in included}
+        self.vectors = torch.from_numpy(canaries.vectors * canaries.norm).float()
+
+    def __call__(self, round_index: int, sampled: torch.Tensor, updates: Params) -> Params:
+        rows = [(pos, self.row_of_client[int(c)]) for pos, c in enumerate(sampled.tolist())
+                if int(c) in self.row_of_client]
+        if not rows:
+            return updates
+        pos = torch.tensor([p for p, _ in rows])
+        flat = self.vectors[torch.tensor([j for _, j in rows])]
+        out, offset = {}, 0
+        for name, u in updates.items():
+            size = u[0].numel()
+            u = u.clone()
+            u[pos] = flat[:, offset:offset + size].reshape(len(rows), *u.shape[1:])
+            out[name] = u
+            offset += size
+        return out
+
+
+def flatten(params: Params) -> np.ndarray:
+    """All parameters as one float64 vector, in the models' parameter order."""
+    return torch.cat([p.detach().flatten() for p in params.values()]).double().numpy()
+
+
+def final_delta_cosines(vectors: np.ndarray, initial: Params, final: Params) -> np.ndarray:
+    """cos(c_j, final - initial) for each canary direction c_j (unit rows)."""
+    delta = flatten(final) - flatten(initial)
+    return vectors @ delta / max(float(np.linalg.norm(delta)), 1e-300)
+
+
+def round_likelihood_scores(vectors: np.ndarray, initial: Params, iterates: list[Params],
+                            signal: float, sampling_rate: float) -> np.ndarray:
+    """Per-canary log-likelihood ratio of "sampled with probability q each round" vs "absent".
+
+    In round t, the step theta_t - theta_{t-1} restricted to parameter tensor b is, without the
+    canary, taken as N(0, v_bt I) with v_bt = ||step_bt||^2 / d_b (estimated blind to the bits,
+    per tensor, so noise that differs between layers is seen); a round that samples canary j adds
+    `signal` * c_j (signal = server_lr * clip / expected cohort for a canary clipped to the bound).
+    The score sum_t log(1 - q + q exp(sum_b (signal <c_jb, step_bt> - signal^2 ||c_jb||^2 / 2)
+    / v_bt)) is the Neyman-Pearson statistic of one canary under Poisson-subsampled Gaussian
+    rounds: the strongest white-box score of DP-FedAvg's iterates.
+    """
+    thetas = np.stack([flatten(initial)] + [flatten(p) for p in iterates])
+    steps = np.diff(thetas, axis=0)  # (rounds, d)
+    log_lr = np.zeros((len(vectors), len(steps)))
+    start = 0
+    for p in initial.values():
+        block = slice(start, start + p.numel())
+        start += p.numel()
+        step_b, c_b = steps[:, block], vectors[:, block]
+        var = np.maximum((step_b**2).mean(axis=1), 1e-300)  # (rounds,)
+        shift = signal * (c_b @ step_b.T) - 0.5 * signal**2 * (c_b**2).sum(axis=1)[:, None]
+        log_lr += shift / var
+    q = min(max(sampling_rate, 1e-12), 1.0)
+    return np.logaddexp(np.log1p(-q) if q < 1 else -np.inf, math.log(q) + log_lr).sum(axis=1)

@@ -1,0 +1,70 @@
+"""The "audit" scorer: canary scores on the audited surface -> epsilon lower bound -> verdict."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from privbench.audit.canaries import final_delta_cosines, round_likelihood_scores
+from privbench.audit.estimators import EpsilonBound, fl_one_shot_bound, one_run_bound
+from privbench.audit.verdict import audit_rows
+from privbench.models import build_model
+from privbench.results import MetricRow
+from privbench.scoring import CellContext
+from privbench.signals import per_example_losses
+
+# A surface the audit reads, and the exposed surfaces that reveal it (iterates end in the final
+# weights).
+REVEALED_BY = {
+    "final_model": ("final_model", "final_weights", "iterates"),
+    "final_weights": ("final_weights", "iterates"),
+    "iterates": ("iterates",),
+}
+
+
+def canary_scores(ctx: CellContext) -> np.ndarray:
+    """Membership scores of every canary (higher = 'in') on the spec's audit surface."""
+    spec, canaries, trained = ctx.cell.spec, ctx.canaries, ctx.trained
+    assert canaries is not None
+    if spec.audit.surface == "final_model":
+        return -per_example_losses(trained.model, canaries.x, canaries.y)
+    initial_model = build_model(spec.model, ctx.data.n_features, ctx.data.n_classes, spec.seed)
+    initial = {name: p.detach() for name, p in initial_model.named_parameters()}
+    if spec.audit.surface == "final_weights":
+        return final_delta_cosines(canaries.vectors, initial, trained.observations.final_params)
+    # The sampling rate expected before the bits are drawn (the score must not read the bits),
+    # and a clipped canary's shift of the averaged update.
+    q = min(spec.train.cohort / (len(ctx.shards) + canaries.m / 2), 1.0)
+    clip = spec.privacy.clip if trained.claim.is_private else canaries.norm
+    signal = spec.train.server_lr * min(canaries.norm, clip) / spec.train.cohort
+    return round_likelihood_scores(canaries.vectors, initial, trained.observations.iterates,
+                                   signal, q)
+
+
+def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dict]:
+    """The spec's estimator on the canary scores, plus what else a reader should see."""
+    a, canaries, claim = ctx.cell.spec.audit, ctx.canaries, ctx.trained.claim
+    assert canaries is not None
+    extra = {"canary": a.canary, "n_canaries": canaries.m, "included": int(canaries.bits.sum())}
+    if a.mode == "fl-one-shot":
+        dim = canaries.vectors.shape[1]
+        unseen = scores[~canaries.bits]
+        # Unseen canaries' cosines should look N(0, 1/d): their spread, in units of 1/sqrt(d).
+        extra["unseen_std_over_null"] = float(unseen.std(ddof=1) * math.sqrt(dim))
+        return fl_one_shot_bound(scores[canaries.bits], dim, delta=claim.delta,
+                                 alpha=a.alpha), extra
+    rng = np.random.default_rng([ctx.cell.spec.seed, 0xA0D1])
+    return one_run_bound(scores, canaries.bits, delta=claim.delta, alpha=a.alpha,
+                         selection=a.selection, rng=rng), extra
+
+
+def audit_scorer(ctx: CellContext) -> list[MetricRow]:
+    """eps_lb and eps_ceiling rows with the verdict against the model's claimed epsilon."""
+    a = ctx.cell.spec.audit
+    if not a.enabled or ctx.canaries is None:
+        return []
+    if not any(ctx.trained.observations.exposes(s) for s in REVEALED_BY[a.surface]):
+        return []
+    bound, extra = audit_bound(ctx, canary_scores(ctx))
+    return audit_rows(ctx.key, bound, ctx.trained.claim.epsilon, a.surface, a.mode, extra)

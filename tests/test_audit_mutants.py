@@ -1,0 +1,117 @@
+"""Mutation tests: deliberately broken client-level DP-FedAvg must get FAIL, the correct one PASS.
+
+The audit is white-box on the `iterates` surface: 200 canary clients (inclusion bits at random)
+each send a random unit vector of norm 10 x clip through the trainer's own clipping and noise
+(privbench.audit.canaries.CanaryUpdateHook), scored by their likelihood ratio over the rounds and
+certified with the one-run bound (guess counts chosen on half the canaries). The model claims
+epsilon 1 at delta 1e-5; the design's ceiling is 3.49. Mutants wrap trainers.aggregation.
+The sampling rate under-reported 10x changes only the claim, so it is audited at a larger design
+(1,000 canaries, target epsilon 8). Not yet covered: noise added before clipping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import privbench.trainers.fedavg as fedavg
+from privbench.audit.verdict import verdict
+from privbench.cell import run_cell
+from privbench.claim import claim_for_poisson_gaussian
+from privbench.spec import validate_suite
+from privbench.suite import expand
+from privbench.trainers import aggregation
+from privbench.trainers.privacy_plan import PrivacyPlan
+
+AUDITED = {
+    "name": "mutants", "seed": 3,
+    "data": {"name": "digits", "clients": 40},
+    "model": {"hidden": [64]},  # a wider model: more dimensions dilute the other clients' updates
+    "train": {"rounds": 10, "cohort": 40, "local_epochs": 1, "batch_size": 8, "lr": 0.1},
+    "privacy": {"epsilon": 1.0, "delta": 1e-5, "clip": 1.0},
+    "attacks": {"loss": {"enabled": False}},
+    "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "random-unit",
+              "n_canaries": 200, "canary_norm": 10.0},
+}
+
+
+def weak_noise(clipped, template, *, clip, noise_multiplier, expected_cohort, generator):
+    """Mutant: noise 10x smaller than the calibrated noise multiplier."""
+    return aggregation.dp_fedavg(clipped, template, clip=clip,
+                                 noise_multiplier=noise_multiplier / 10,
+                                 expected_cohort=expected_cohort, generator=generator)
+
+
+def no_clipping(updates, clip):
+    """Mutant: client updates are never clipped (norms still reported)."""
+    return updates, aggregation.update_norms(updates)
+
+
+REAL_GAUSSIAN_LIKE = aggregation.gaussian_like
+
+
+def noise_on_some_layers(template, std, generator):
+    """Mutant: no noise on the first layer's weights (most of the model's coordinates)."""
+    noise = REAL_GAUSSIAN_LIKE(template, std, generator)
+    return {name: torch.zeros_like(n) if name == "0.weight" else n for name, n in noise.items()}
+
+
+MUTANTS = {
+    "correct": {},
+    "noise_10x_too_small": {"dp_fedavg": weak_noise},
+    "client_updates_not_clipped": {"clip_updates": no_clipping},
+    "noise_on_some_layers": {"gaussian_like": noise_on_some_layers},
+}
+EXPECTED = {"correct": "PASS", "noise_10x_too_small": "FAIL", "client_updates_not_clipped": "FAIL",
+            "noise_on_some_layers": "FAIL"}
+
+
+@pytest.mark.parametrize("variant", list(MUTANTS))
+def test_audit_verdict_on_broken_and_correct_dp_fedavg(variant, monkeypatch, tmp_path: Path):
+    for name, replacement in MUTANTS[variant].items():
+        # dp_fedavg reads gaussian_like from the aggregation module; the loop reads the others
+        # from the fedavg module.
+        monkeypatch.setattr(aggregation if name == "gaussian_like" else fedavg, name, replacement)
+    cell = expand(validate_suite(AUDITED, "test"), "test")[0]
+    result = run_cell(cell, tmp_path)
+    assert result.status == "ok", result.error
+    row = result.metric("audit", "eps_lb")
+    assert row is not None
+    print(f"\n{variant}: claimed {row.details['claimed_epsilon']:.3f}, eps_LB {row.value:.3f}, "
+          f"ceiling {row.details['eps_ceiling']:.2f}, verdict {row.details['verdict']}, "
+          f"{row.details['correct']}/{row.details['guesses']} guesses right")
+    assert row.details["verdict"] == EXPECTED[variant]
+    assert row.details["claimed_epsilon"] == pytest.approx(1.0, abs=1e-3)
+    assert row.details["n"] == 100 and row.details["alpha"] == 0.05
+
+
+def test_under_reported_sampling_rate_gets_fail(monkeypatch, tmp_path: Path):
+    """Mutant: the Claim is accounted with a sampling rate 10x below the one that ran. Training is
+    untouched, so the same eps_LB held against the honest claim (8) must not FAIL."""
+    real = PrivacyPlan.claim
+
+    def under_reported(self, ledger, rounds_run, clip):
+        honest = real(self, ledger, rounds_run, clip)
+        return claim_for_poisson_gaussian(
+            noise_multiplier=honest.noise_multiplier, sampling_rate=honest.sampling_rate / 10,
+            steps=honest.steps, delta=honest.delta, target_epsilon=honest.target_epsilon,
+            clip=honest.clip, unit=honest.unit, neighbouring=honest.neighbouring,
+            guarantee_against=honest.guarantee_against)
+
+    monkeypatch.setattr(PrivacyPlan, "claim", under_reported)
+    spec = {**AUDITED, "data": {"name": "digits", "clients": 200},
+            "train": {**AUDITED["train"], "cohort": 200},
+            "privacy": {**AUDITED["privacy"], "epsilon": 8.0},
+            "audit": {**AUDITED["audit"], "n_canaries": 1000}}
+    result = run_cell(expand(validate_suite(spec, "test"), "test")[0], tmp_path)
+    assert result.status == "ok", result.error
+    row = result.metric("audit", "eps_lb")
+    assert row is not None
+    print(f"\nsampling_rate_under_reported_10x: claimed {row.details['claimed_epsilon']:.3f} "
+          f"(honest: 8), eps_LB {row.value:.3f}, ceiling {row.details['eps_ceiling']:.2f}, "
+          f"verdict {row.details['verdict']}")
+    assert row.details["claimed_epsilon"] < 2.0
+    assert row.details["verdict"] == "FAIL"
+    assert verdict(row.value, row.details["eps_ceiling"], 8.0) != "FAIL"
