@@ -60,7 +60,8 @@ def run_cell(cell: Cell, run_dir: Path,
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
         trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
                                on_round=on_round)
-        ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained)
+        ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,
+                          run_dir=run_dir)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from privbench.data import SplitData
 from privbench.partition import ClientShard
@@ -24,6 +25,7 @@ class CellContext:
     data: SplitData
     shards: list[ClientShard]
     trained: TrainedModel
+    run_dir: Path | None = None  # where cached work (e.g. shadow models) may be stored
 
     @property
     def key(self) -> str:
