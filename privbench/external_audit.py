@@ -31,7 +31,12 @@ def read_texts(path: Path, option: str) -> list[str]:
     """Records of a text file: one per line, or the "text" field of each JSON line."""
     if not path.exists():
         raise PrivbenchError(f"{option} = {path}: file not found")
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise PrivbenchError(f"{option} = {path}: not UTF-8 text; with --model give one text "
+                             "per line (.txt) or JSON lines with a \"text\" field (.jsonl)"
+                             ) from None
     if path.suffix == ".jsonl":
         texts = []
         for n, line in enumerate(lines, 1):

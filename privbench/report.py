@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import privbench
+from privbench.membership_report import membership_context
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult
 from privbench.suite import Suite
@@ -35,6 +36,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
     html = env.get_template("report.html.j2").render(
         suite=suite, rows=[_scorecard_row(c) for c in cells], cells=cells,
         frontier_svg=_frontier_svg(cells), env=environment(),
+        membership=membership_context(cells),
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
     )
     path = run_dir / "index.html"

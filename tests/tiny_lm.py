@@ -38,7 +38,18 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 def train_tiny_lm(texts: list[str], tok: PreTrainedTokenizerFast, *, steps: int, seed: int,
                   ) -> GPT2LMHeadModel:
-    """Train a 2-layer GPT-2 on `texts` (each with BOS and EOS) with AdamW."""
+    """Train a 2-layer GPT-2 on `texts` (each with BOS and EOS) with AdamW, on one thread (tiny
+    matrices: more threads only contend on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(texts, tok, steps=steps, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(texts: list[str], tok: PreTrainedTokenizerFast, *, steps: int, seed: int,
+           ) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=64, n_layer=2, n_head=2,
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
