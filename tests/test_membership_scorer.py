@@ -77,4 +77,4 @@ def test_cell_reports_lira_rmia_and_shadow_calibrated_thresholds(tmp_path, monke
 def test_attack_spec_errors_name_the_field(tmp_path, override, field):
     with pytest.raises(SpecError) as err:
         load_suite(str(write_suite(tmp_path / "s.toml", SMALL)), [override])
-    assert len(err.value.problems) == 1 and err.value.problems[0].startswith(field)
+    assert err.value.problems[0].startswith(field)
