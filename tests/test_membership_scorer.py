@@ -11,6 +11,7 @@ from conftest import write_suite
 import privbench.trainers.shadow as shadow_mod
 from privbench.cell import run_cell
 from privbench.errors import SpecError
+from privbench.report import write_report
 from privbench.suite import load_suite
 
 SMALL = """
@@ -67,6 +68,11 @@ def test_cell_reports_lira_rmia_and_shadow_calibrated_thresholds(tmp_path, monke
     second = run_cell(suite.cells[1], tmp_path / "run")
     assert second.status == "ok", second.error
     assert second.metric("lira_online", "auc").value == first.metric("lira_online", "auc").value
+    html = write_report(tmp_path / "run", suite, [first, second]).read_text()
+    section = html[html.index("<h2>Membership inference</h2>"):]
+    assert section.count("<svg") == 2  # one log-log ROC per cell
+    for text in ("lira_online", "lira_offline", "rmia", "Most vulnerable records", "train["):
+        assert text in section
 
 
 @pytest.mark.parametrize("override, field", [
