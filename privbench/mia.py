@@ -40,8 +40,9 @@ def membership_rows(experiment: str, scorer: str, surface: str, member_scores: n
             experiment, scorer, fpr_metric_name(fpr), t.tpr, t.ci_low, t.ci_high, surface,
             {**counts, "achieved_fpr": t.achieved_fpr, "threshold": t.threshold,
              "interval": "Clopper-Pearson 95% on TPR",
-             # With n non-members the smallest FPR above zero that can be measured is 1/n.
-             "resolvable": fpr >= 1.0 / n_out},
+             # With n non-members the smallest FPR above zero that can be measured is 1/n;
+             # FPR 0 itself is always measured exactly.
+             "resolvable": fpr == 0 or fpr >= 1.0 / n_out},
         ))
     rows += ppv_rows(experiment, scorer, surface, member_scores, nonmember_scores)
     advantage = max_advantage(member_scores, nonmember_scores)

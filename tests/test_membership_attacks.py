@@ -117,6 +117,7 @@ def test_tpr_at_zero_and_1e4_are_read_at_or_below_the_target():
     members = np.r_[2.0, 1.5, 0.999925, 0.99985, np.full(16, 0.5)]
     rows = {r.metric: r for r in membership_rows("e", "x", "final_model", members, nonmembers)}
     assert rows["tpr@0"].value == 2 / 20 and rows["tpr@0"].details["achieved_fpr"] == 0
+    assert rows["tpr@0"].details["resolvable"] is True
     assert rows["tpr@1e-04"].details["achieved_fpr"] == 1e-4
     assert rows["tpr@1e-04"].details["resolvable"] is True
     assert rows["tpr@1e-04"].value == 3 / 20
