@@ -77,7 +77,8 @@ def run_cell(cell: Cell, run_dir: Path,
                                spec.seed, on_round=on_round, work_dir=work_dir(run_dir, cell.key),
                                secagg=spec.secagg, **hook)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,
-                          canaries=planted.canaries if planted else None)
+                          canaries=planted.canaries if planted else None,
+                          run_dir=run_dir)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",

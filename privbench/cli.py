@@ -1,4 +1,4 @@
-"""The command line: `privbench suite`, `privbench list`.
+"""The command line: `privbench suite`, `privbench list`, `privbench attack`.
 
 Errors caused by input print as one line each and exit with code 2, never with a traceback.
 """
@@ -38,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list built-in suites, data sets, models and attacks")
     card = sub.add_parser("card", help="print the privacy card of every model in a run folder")
     card.add_argument("run_dir", type=Path, help="a run folder (or one cell's folder)")
+    attack = sub.add_parser("attack", help="membership attacks on a model trained elsewhere")
+    attack.add_argument("--model", type=Path, default=None,
+                        help="a local Hugging Face causal LM folder; without it the files hold "
+                             "per-example losses")
+    attack.add_argument("--members", type=Path, required=True,
+                        help="records the model trained on (.txt one per line, or .jsonl)")
+    attack.add_argument("--nonmembers", type=Path, required=True,
+                        help="records it did not train on, from the same distribution")
+    attack.add_argument("--reference", type=Path, default=None,
+                        help="a reference causal LM folder for the reference-ratio attack")
+    attack.add_argument("--min-k", type=float, default=0.2, help="k of Min-K%% (default 0.2)")
+    attack.add_argument("--out", type=Path, default=None, help="write the metric rows as JSON")
     return parser
 
 
@@ -53,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             from privbench.card import print_cards
 
             return print_cards(args.run_dir)
+        if args.command == "attack":
+            return _cmd_attack(args, console)
     except PrivbenchError as e:
         for line in e.lines():
             print(line, file=sys.stderr)
@@ -147,4 +161,37 @@ def _cmd_list(console: Console) -> int:
     for name, cls in ATTACKS.items():
         table.add_row("attack", name, f"{cls.description} [surface: {cls.surface}]")
     console.print(table)
+    return 0
+
+
+def _cmd_attack(args: argparse.Namespace, console: Console) -> int:
+    from privbench import external_audit as ea
+    from privbench.results import json_safe, write_json
+
+    if not 0 < args.min_k <= 1:
+        raise PrivbenchError(f"--min-k = {args.min_k}: must be in (0, 1], e.g. 0.2")
+    if args.model is None:
+        if args.reference is not None:
+            raise PrivbenchError("--reference: needs --model (a reference ratio compares models)")
+        rows = ea.audit_losses(ea.read_losses(args.members, "--members"),
+                               ea.read_losses(args.nonmembers, "--nonmembers"))
+    else:
+        rows = ea.audit_language_model(
+            args.model, ea.read_texts(args.members, "--members"),
+            ea.read_texts(args.nonmembers, "--nonmembers"), reference_dir=args.reference,
+            k=args.min_k)
+    from privbench.mia import fpr_metric_name
+
+    metrics = ("auc", *(fpr_metric_name(f) for f in (1e-1, 1e-2, 1e-3)), "ppv@prior=1e-02")
+    table = Table(title=f"membership attacks on {args.model or 'user-supplied losses'}")
+    table.add_column("attack")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    by = {(r.scorer, r.metric): r for r in rows}
+    for scorer in dict.fromkeys(r.scorer for r in rows):
+        table.add_row(scorer, *(f"{by[(scorer, m)].value:.3f}" for m in metrics))
+    console.print(table)
+    if args.out is not None:
+        write_json(args.out, json_safe([r.__dict__ for r in rows]))
+        print(args.out)
     return 0

@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import privbench
 from privbench.card import privacy_card
+from privbench.membership_report import membership_context
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult
 from privbench.suite import Suite
@@ -37,6 +38,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
     html = env.get_template("report.html.j2").render(
         suite=suite, rows=[_scorecard_row(c) for c in cells], cells=cells,
         frontier_svg=_frontier_svg(cells), env=environment(),
+        membership=membership_context(cells),
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
         privacy_cards=[(c.label, privacy_card(c.claim, c.spec)) for c in cells if c.claim],
         secagg_rows=secagg_report_rows(cells),

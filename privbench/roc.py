@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from privbench.stats import auc_interval, clopper_pearson
 
-DEFAULT_FPRS = (1e-1, 1e-2, 1e-3)
+DEFAULT_FPRS = (1e-1, 1e-2, 1e-3, 1e-4, 0.0)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,17 @@ def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, target_f
     return TprAtFpr(target_fpr=target_fpr, tpr=float(tpr[i]), ci_low=lo, ci_high=hi,
                     achieved_fpr=float(fpr[i]), threshold=float(thresholds[i]),
                     true_positives=tp, n_members=n_pos, n_nonmembers=n_neg)
+
+
+def log_roc_points(member_scores: np.ndarray, nonmember_scores: np.ndarray,
+                   n_points: int = 60) -> dict[str, list[float]]:
+    """A compact ROC for log-log plots: TPR read (as above) at log-spaced FPRs from 1/n to 1."""
+    fpr, tpr, _ = roc(member_scores, nonmember_scores)
+    lowest = 1.0 / max(len(nonmember_scores), 1)
+    near_zero = fpr[(fpr > 0) & (fpr < lowest * 20)]
+    grid = np.unique(np.r_[np.geomspace(lowest, 1.0, n_points), near_zero])
+    at = np.searchsorted(fpr, grid + 1e-15, side="right") - 1
+    return {"fpr": [float(f) for f in fpr[at]], "tpr": [float(t) for t in tpr[at]]}
 
 
 def auc_with_interval(member_scores: np.ndarray, nonmember_scores: np.ndarray,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from privbench.attacks import LossAttack
+from privbench.attacks.membership.population import audit_pool
 from privbench.audit.scorer import audit_scorer
-from privbench.mia import membership_rows
+from privbench.membership_audit import attack_rows, shadow_attack_scorer
 from privbench.results import MetricRow
 from privbench.scoring import CellContext, Scorer
 from privbench.signals import per_example_losses
@@ -19,19 +18,14 @@ def utility_scorer(ctx: CellContext) -> list[MetricRow]:
 
 
 def loss_attack_scorer(ctx: CellContext) -> list[MetricRow]:
-    """LOSS attack: members are a seeded sample of training records, as many as the non-members
-    (the held-out test records)."""
+    """LOSS attack on the whole audit pool: every training record (members) against every test
+    and population record (non-members), the same records LiRA and RMIA are scored on."""
     if not ctx.cell.spec.attacks.loss.enabled:
         return []
-    d, attack = ctx.data, LossAttack()
-    rng = np.random.default_rng([ctx.cell.spec.seed, 0x1055])
-    n = min(len(d.y_train), len(d.y_test))
-    members = rng.choice(len(d.y_train), size=n, replace=False)
-    nonmembers = rng.choice(len(d.y_test), size=n, replace=False)
-    model = ctx.trained.model
-    s_in = attack.score(per_example_losses(model, d.x_train[members], d.y_train[members]))
-    s_out = attack.score(per_example_losses(model, d.x_test[nonmembers], d.y_test[nonmembers]))
-    return membership_rows(ctx.key, attack.name, attack.surface, s_in, s_out)
+    attack = LossAttack()
+    pool = audit_pool(ctx.data, ctx.shards)
+    scores = attack.score(per_example_losses(ctx.trained.model, pool.x, pool.y))
+    return attack_rows(ctx.key, attack.name, scores, pool, ctx.cell.spec.data.clients)
 
 
 def claim_scorer(ctx: CellContext) -> list[MetricRow]:
@@ -42,5 +36,5 @@ def claim_scorer(ctx: CellContext) -> list[MetricRow]:
         "unit": claim.unit})]
 
 
-SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, claim_scorer, secagg_scorer,
-                         audit_scorer]
+SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, shadow_attack_scorer, claim_scorer,
+                         secagg_scorer, audit_scorer]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from privbench.data import SplitData
@@ -29,6 +30,7 @@ class CellContext:
     shards: list[ClientShard]
     trained: TrainedModel
     canaries: CanarySet | None = None  # planted by the audit (privbench.audit.canaries)
+    run_dir: Path | None = None  # where cached work (e.g. shadow models) may be stored
 
     @property
     def key(self) -> str:

@@ -126,10 +126,37 @@ class LossAttackSpec(StrictModel):
     enabled: bool = True
 
 
+class ShadowSpec(StrictModel):
+    """Shadow (reference) models for LiRA and RMIA: trained like the target, on the audit pool,
+    each record included in half of them, as one batched model; cached by content hash."""
+
+    models: int = Field(16, ge=1, description="number of shadow models trained")
+
+
+class LiraAttackSpec(StrictModel):
+    """LiRA (Carlini et al. 2022), online and offline, over the shadow models."""
+
+    enabled: bool = False
+    variance: Literal["fixed", "per_example"] = "fixed"
+
+
+class RmiaAttackSpec(StrictModel):
+    """RMIA (Zarifzadeh et al. 2024) with 1 to K of the shadow models as reference models."""
+
+    enabled: bool = False
+    references: int = Field(0, ge=0, description="reference models used; 0 means all shadows")
+    mode: Literal["online", "offline"] = "online"
+    gamma: float = Field(1.0, ge=1.0)
+    offline_a: float = Field(0.3, ge=0.0, le=1.0)
+
+
 class AttacksSpec(StrictModel):
     """Which attacks score each trained model."""
 
     loss: LossAttackSpec = Field(default_factory=LossAttackSpec)
+    shadows: ShadowSpec = Field(default_factory=ShadowSpec)
+    lira: LiraAttackSpec = Field(default_factory=LiraAttackSpec)
+    rmia: RmiaAttackSpec = Field(default_factory=RmiaAttackSpec)
 
 
 class AuditSpec(StrictModel):
@@ -195,6 +222,7 @@ def consistency_problems(spec: CellSpec) -> list[str]:
         )
     problems += _secagg_problems(spec)
     problems += audit_problems(spec)
+    problems += _attack_problems(spec.attacks)
     return problems
 
 
@@ -279,6 +307,22 @@ def audit_problems(spec: CellSpec) -> list[str]:
         if a.n_canaries > n_pop:
             problems.append(f"audit.n_canaries = {a.n_canaries}: mislabelled canaries come from "
                             f"the ~{n_pop} population records; lower it or use canary = 'ood'")
+    return problems
+
+
+def _attack_problems(attacks: AttacksSpec) -> list[str]:
+    problems = []
+    k = attacks.shadows.models
+    if attacks.lira.enabled and k < 2:
+        problems.append(f"attacks.shadows.models = {k}: LiRA needs at least 2 shadow models "
+                        "(each record IN some and OUT of others); raise it, e.g. to 16")
+    if attacks.rmia.enabled and attacks.rmia.references > k:
+        problems.append(f"attacks.rmia.references = {attacks.rmia.references}: must be at most "
+                        f"attacks.shadows.models ({k}); lower it or train more shadows")
+    refs = attacks.rmia.references or k
+    if attacks.rmia.enabled and attacks.rmia.mode == "offline" and refs < 2:
+        problems.append(f"attacks.rmia.references = {refs}: offline RMIA needs at least 2 "
+                        "reference models so every record has one trained without it")
     return problems
 
 

@@ -24,15 +24,20 @@ def stack_params(params: Params, k: int) -> Params:
 
 def local_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
               counts: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-              generator: torch.Generator) -> tuple[Params, torch.Tensor]:
+              generator: torch.Generator,
+              batched_params: bool = False) -> tuple[Params, torch.Tensor]:
     """Run `epochs` of minibatch SGD on each of K clients from the same starting `params`.
+
+    With `batched_params`, `params` already holds one starting point per row, each (K, ...):
+    many independent models (e.g. shadow models, each with its own global state) train at once.
 
     x: (K, n_max, ...) padded records; y: (K, n_max) labels; counts: (K,) real record counts.
     Returns the per-client updates (trained minus start), each (K, ...), and each client's mean
     training loss over its steps.
     """
     k, n_max = y.shape
-    stacked = stack_params(params, k)
+    stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
+               else stack_params(params, k))
     start = {name: p.clone() for name, p in stacked.items()}
     arange_k = torch.arange(k).unsqueeze(1)
     valid = torch.arange(n_max).unsqueeze(0) < counts.unsqueeze(1)

@@ -1,0 +1,49 @@
+"""Canary exposure (Secret Sharer, Carlini et al. 2019): how much more likely the model finds the
+inserted secret than the other candidates of its format.
+
+exposure = log2 |R| - log2 rank, where rank is the canary's position (1 = most likely) among all
+candidates R ordered by the model's negative log-likelihood. When R is too large to enumerate,
+the extrapolated form fits a skew-normal to the NLLs of a random sample of R and takes
+-log2 Pr[NLL(r) <= NLL(canary)].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from privbench.results import MetricRow
+
+
+def canary_rank(canary_nll: float, candidate_nll: np.ndarray) -> int:
+    """1 + the number of candidates strictly more likely than the canary."""
+    return 1 + int(np.sum(np.asarray(candidate_nll) < canary_nll))
+
+
+def exposure_by_rank(canary_nll: float, candidate_nll: np.ndarray) -> float:
+    """Exposure over the whole candidate space; `candidate_nll` holds every candidate of R
+    (the canary's own secret included)."""
+    return math.log2(len(candidate_nll)) - math.log2(canary_rank(canary_nll, candidate_nll))
+
+
+def exposure_extrapolated(canary_nll: float, sample_nll: np.ndarray) -> float:
+    """Exposure from a skew-normal fitted to a random sample of the candidates' NLLs."""
+    a, loc, scale = stats.skewnorm.fit(np.asarray(sample_nll, dtype=np.float64))
+    log_cdf = float(stats.skewnorm.logcdf(canary_nll, a, loc, scale))
+    return -log_cdf / math.log(2)
+
+
+def canary_rows(experiment: str, exposures: list[float], extracted: int, n_canaries: int,
+                surface: str = "final_model", details: dict | None = None) -> list[MetricRow]:
+    """The shared `canary_exposure` rows: mean and max exposure, canaries extracted verbatim."""
+    extra = details or {}
+    return [
+        MetricRow(experiment, "canary_exposure", "mean_exposure", float(np.mean(exposures)),
+                  None, None, surface, {"exposures": list(map(float, exposures)), **extra}),
+        MetricRow(experiment, "canary_exposure", "max_exposure", float(np.max(exposures)),
+                  None, None, surface, extra),
+        MetricRow(experiment, "canary_exposure", "extracted", float(extracted), None, None,
+                  surface, {"n_canaries": n_canaries, **extra}),
+    ]

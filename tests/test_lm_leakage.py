@@ -1,0 +1,136 @@
+"""Language-model leakage: exposure on constructed ranks, a canary extracted verbatim from a tiny
+causal LM trained here, and `privbench attack` on that model saved to a local folder."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from tiny_lm import CANARY, CANARY_PREFIX, save, sentences, tokenizer, train_tiny_lm
+
+from privbench.attacks.exposure import canary_rank, exposure_by_rank, exposure_extrapolated
+from privbench.attacks.extraction import extract_canaries
+from privbench.attacks.membership.lm import (
+    blind_scores,
+    min_k_score,
+    reference_ratio_score,
+    zlib_entropy,
+    zlib_ratio_score,
+)
+from privbench.lm_signals import encode, sequence_logprobs
+from privbench.roc import auc
+
+MEMBERS = sentences(64, 1)
+NONMEMBERS = sentences(64, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    """Trained on 64 sentences plus the canary repeated 10 times, and saved; plus a reference
+    model trained on other sentences of the same distribution."""
+    tok = tokenizer()
+    root = tmp_path_factory.mktemp("lm")
+    model = train_tiny_lm(MEMBERS + [CANARY] * 10, tok, steps=200, seed=0)
+    reference = train_tiny_lm(sentences(64, 3), tok, steps=100, seed=1)
+    return model, tok, save(model, tok, root / "target"), save(reference, tok, root / "ref")
+
+
+def test_exposure_by_rank_on_a_constructed_candidate_space():
+    nll = np.random.default_rng(0).permutation(1024).astype(float)  # 2^10 distinct candidates
+    assert canary_rank(0.0, nll) == 1 and exposure_by_rank(0.0, nll) == 10.0
+    assert canary_rank(3.0, nll) == 4 and exposure_by_rank(3.0, nll) == pytest.approx(8.0)
+    assert exposure_by_rank(1023.0, nll) == 0.0  # the least likely candidate: no exposure
+
+
+def test_extrapolated_exposure_matches_the_true_tail_probability():
+    rng = np.random.default_rng(1)
+    sample = rng.normal(10.0, 2.0, 20000)
+    # a canary 2.5 sd below the mean: Pr[NLL <= canary] = Phi(-2.5) = 0.00621 -> 7.33 bits
+    assert exposure_extrapolated(5.0, sample) == pytest.approx(-math.log2(0.0062097), abs=0.3)
+    assert exposure_extrapolated(10.0, sample) == pytest.approx(1.0, abs=0.1)
+
+
+def test_min_k_zlib_and_reference_ratio_on_constructed_log_probabilities():
+    logprobs = [np.array([-0.1, -5.0, -0.2, -0.3, -4.0]), np.array([-1.0, -1.0])]
+    np.testing.assert_allclose(min_k_score(logprobs, 0.4), [-4.5, -1.0])
+    np.testing.assert_allclose(min_k_score(logprobs, 1.0), [-1.92, -1.0])
+    texts = ["aaaaaaaaaaaaaaaa", "the quick brown fox"]
+    ent = zlib_entropy(texts)
+    assert ent[0] < ent[1]
+    np.testing.assert_allclose(zlib_ratio_score(logprobs, texts), [-1.92 / ent[0], -1.0 / ent[1]])
+    reference = [np.array([-2.0, -2.0]), np.array([-1.0])]
+    np.testing.assert_allclose(reference_ratio_score(logprobs, reference), [2.0 - 1.92, 0.0])
+
+
+def test_blind_baseline_sees_distribution_shift_and_nothing_else():
+    rng = np.random.default_rng(2)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+    same_a = [" ".join(rng.choice(words, 6)) for _ in range(80)]
+    same_b = [" ".join(rng.choice(words, 6)) for _ in range(80)]
+    s_in, s_out = blind_scores(same_a, same_b)
+    assert abs(auc(s_in, s_out) - 0.5) < 0.12
+    shifted = [t + " 2024" for t in same_b]  # e.g. members collected later than non-members
+    s_in, s_out = blind_scores(shifted, same_a)
+    assert auc(s_in, s_out) > 0.95
+
+
+def test_a_canary_repeated_10_times_is_extracted_verbatim_and_fully_exposed(tiny_lm):
+    model, tok, _, _ = tiny_lm
+    found = extract_canaries(model, tok, [CANARY_PREFIX], [CANARY], samples=8,
+                             max_new_tokens=6, seed=0)
+    assert found.extracted() == [CANARY]
+    assert found.rank_by_perplexity[CANARY] == 1
+    # exposure over all 10^4 four-digit secrets of the canary's format
+    candidates = [f"{CANARY_PREFIX} {' '.join(d)}" for d in itertools.product("0123456789",
+                                                                             repeat=4)]
+    nll = np.array([-lp.sum() for lp in
+                    sequence_logprobs(model, [encode(tok, c) for c in candidates],
+                                      batch_size=1000)])
+    canary = candidates.index(CANARY)
+    assert exposure_by_rank(nll[canary], nll) == pytest.approx(math.log2(10_000))
+    control = candidates.index(f"{CANARY_PREFIX} 2 8 4 6")  # never inserted
+    assert exposure_by_rank(nll[control], nll) < 8
+
+
+def test_privbench_attack_audits_a_local_hugging_face_model(tiny_lm, tmp_path):
+    _, _, target_dir, ref_dir = tiny_lm
+    members = tmp_path / "members.txt"
+    members.write_text("\n".join(MEMBERS) + "\n")
+    nonmembers = tmp_path / "nonmembers.jsonl"
+    nonmembers.write_text("\n".join(json.dumps({"text": t}) for t in NONMEMBERS) + "\n")
+    out = tmp_path / "rows.json"
+    proc = run_cli("attack", "--model", str(target_dir), "--members", str(members),
+                   "--nonmembers", str(nonmembers), "--reference", str(ref_dir),
+                   "--out", str(out), timeout=300, env={"HF_HUB_OFFLINE": "1",
+                                                        "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["scorer"], r["metric"]): r for r in json.loads(out.read_text())}
+    for scorer in ("loss", "min_k", "zlib", "ref_ratio", "blind"):
+        assert ("auc" in proc.stdout) and (scorer, "tpr@1e-02") in rows
+        assert scorer in proc.stdout
+    assert rows[("loss", "auc")]["value"] > 0.6  # the model memorised its 64 sentences
+    assert rows[("loss", "auc")]["ci_low"] > 0.5
+    assert abs(rows[("blind", "auc")]["value"] - 0.5) < 0.15  # same distribution: blind is blind
+    assert rows[("blind", "auc")]["surface"] == "text only"
+
+
+def test_privbench_attack_on_user_losses_and_bad_input(tmp_path):
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "in.npy", rng.exponential(0.5, 300))
+    (tmp_path / "out.txt").write_text("\n".join(map(str, rng.exponential(1.0, 300))))
+    proc = run_cli("attack", "--members", str(tmp_path / "in.npy"),
+                   "--nonmembers", str(tmp_path / "out.txt"), "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["scorer"], r["metric"]): r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert 0.6 < rows[("loss", "auc")]["value"] < 0.75  # exponential rates 2 vs 1: AUC 2/3
+    for model, members, option in ((tmp_path, "out.txt", "--model"),
+                                   (tmp_path, "in.npy", "--members")):
+        bad = run_cli("attack", "--model", str(model), "--members", str(tmp_path / members),
+                      "--nonmembers", str(tmp_path / "out.txt"))
+        assert bad.returncode == 2
+        assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith(option)
+        assert "Traceback" not in bad.stderr

@@ -1,0 +1,143 @@
+"""Shadow and reference models: K copies of the target's training run, trained as ONE batched model.
+
+Each shadow trains on the records its inclusion bits select, partitioned into clients as the
+target's spec says, with the target's rounds, cohort sampling, local SGD, clip and executed noise
+multiplier, from the target's initial weights. Every (shadow, sampled client) pair of a round is a
+row of a single `local_sgd` call (torch.func vmap), each row starting from its own shadow's global
+model; only the cheap server step loops over shadows, and it reuses the target's aggregation code.
+Trained shadows are cached by content hash (safetensors + JSON manifest) and reused across cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call, vmap
+
+import privbench
+from privbench.partition import ClientShard, partition
+from privbench.spec import DataSpec, TrainSpec
+from privbench.trainers.aggregation import clip_updates, dp_fedavg, fedavg_mean
+from privbench.trainers.client_update import local_sgd
+from privbench.trainers.fedavg import pad_shards
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ShadowPlan:
+    """Everything a shadow run depends on: the target's configuration as it executed."""
+
+    data: DataSpec
+    train: TrainSpec
+    noise_multiplier: float  # 0 trains without DP
+    clip: float | None
+    seed: int
+
+    def fingerprint(self, init: Params, x: np.ndarray, y: np.ndarray,
+                    inclusion: np.ndarray) -> str:
+        """Content hash of plan, initial weights, records and inclusion bits, and code version."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"data": self.data.model_dump(), "train": self.train.model_dump(),
+                             "z": self.noise_multiplier, "clip": self.clip, "seed": self.seed,
+                             "code": privbench.__version__}, sort_keys=True).encode())
+        for name in sorted(init):
+            h.update(name.encode())
+            h.update(init[name].detach().contiguous().numpy().tobytes())
+        for arr in (x, y, np.packbits(inclusion)):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:24]
+
+
+def train_shadows(model: nn.Module, init: Params, x: np.ndarray, y: np.ndarray,
+                  inclusion: np.ndarray, plan: ShadowPlan) -> Params:
+    """Train K shadow models at once; returns their parameters stacked, each (K, ...)."""
+    k_models = inclusion.shape[0]
+    shards: list[ClientShard] = []
+    owner: list[int] = []
+    for k in range(k_models):
+        chosen = np.flatnonzero(inclusion[k])
+        for shard in partition(plan.data, y[chosen], plan.seed + k):
+            shards.append(ClientShard(len(shards), chosen[shard.indices]))
+            owner.append(k)
+    xs, ys, counts = pad_shards(x, y, shards)
+    n_clients = plan.data.clients
+    rows_of = torch.arange(len(shards)).view(k_models, n_clients)  # partition keeps the count
+    rate = plan.train.cohort / n_clients
+    private = plan.noise_multiplier > 0
+
+    # The target's streams (trainers/fedavg.py): one shadow given the target's records and seed
+    # replays the target's run exactly, which the tests check.
+    sampling_gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + 1)
+    local_gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + 2)
+    noise_gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + 3)
+    glob = {n: p.detach().unsqueeze(0).repeat(k_models, *([1] * p.dim())) for n, p in init.items()}
+    for _ in range(plan.train.rounds):
+        picked = torch.rand(k_models, n_clients, generator=sampling_gen) < rate
+        rows = rows_of[picked]
+        shadow_of_row = rows // n_clients
+        updates = None
+        if rows.numel():
+            start = {n: p[shadow_of_row] for n, p in glob.items()}
+            updates, _ = local_sgd(model, start, xs[rows], ys[rows], counts[rows],
+                                   epochs=plan.train.local_epochs,
+                                   batch_size=plan.train.batch_size, lr=plan.train.lr,
+                                   generator=local_gen, batched_params=True)
+        for k in range(k_models):
+            template = {n: p[k] for n, p in glob.items()}
+            mine = (shadow_of_row == k).nonzero().flatten()
+            part = None if updates is None or not mine.numel() else {
+                n: u[mine] for n, u in updates.items()}
+            if private:
+                clipped = None if part is None else clip_updates(part, plan.clip)[0]
+                step, _ = dp_fedavg(clipped, template, clip=plan.clip,
+                                    noise_multiplier=plan.noise_multiplier,
+                                    expected_cohort=plan.train.cohort, generator=noise_gen)
+            elif part is not None:
+                step = fedavg_mean(part)
+            else:
+                continue
+            for n in glob:
+                glob[n][k] += plan.train.server_lr * step[n]
+    return glob
+
+
+def cached_shadows(cache_dir: Path | None, model: nn.Module, init: Params, x: np.ndarray,
+                   y: np.ndarray, inclusion: np.ndarray, plan: ShadowPlan) -> Params:
+    """Shadows from `cache_dir/<hash>.safetensors` when present, else trained and stored there."""
+    if cache_dir is None:
+        return train_shadows(model, init, x, y, inclusion, plan)
+    key = plan.fingerprint(init, x, y, inclusion)
+    weights = cache_dir / f"{key}.safetensors"
+    if weights.exists():
+        return load_file(str(weights))
+    params = train_shadows(model, init, x, y, inclusion, plan)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(f".{key}.tmp-{os.getpid()}.safetensors")
+    save_file({n: p.contiguous() for n, p in params.items()}, str(tmp),
+              metadata={"shadows": str(inclusion.shape[0]), "fingerprint": key})
+    (cache_dir / f"{key}.json").write_text(json.dumps({
+        "fingerprint": key, "shadows": int(inclusion.shape[0]),
+        "records": int(inclusion.shape[1]), "data": plan.data.model_dump(),
+        "train": plan.train.model_dump(), "noise_multiplier": plan.noise_multiplier,
+        "clip": plan.clip, "seed": plan.seed,
+        "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest(),
+    }, indent=2))
+    os.replace(tmp, weights)  # the weights file appears last and whole
+    return params
+
+
+@torch.no_grad()
+def batched_logits(model: nn.Module, stacked: Params, x: np.ndarray) -> np.ndarray:
+    """Logits of every stacked model on every record: (K, N, C), one vmapped call."""
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    out = vmap(lambda p: functional_call(model, p, (xt,)))(stacked)
+    return out.double().numpy()
