@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from privbench.data import load_split
 from privbench.models import build_model
+from privbench.monitor import ROUNDS_FILE, RoundMonitor
 from privbench.partition import partition
 from privbench.results import CellResult, json_safe, write_json
 from privbench.scorers import SCORERS
@@ -33,6 +34,11 @@ RESULT_FILE = "result.json"
 
 def cell_dir(run_dir: Path, key: str) -> Path:
     return run_dir / "cells" / key
+
+
+def live_rounds_path(run_dir: Path, key: str) -> Path:
+    """Per-round figures of a cell while it trains; moved into its folder when it finishes."""
+    return run_dir / "cells" / f".{key}.{ROUNDS_FILE}"
 
 
 def load_finished(run_dir: Path, key: str) -> CellResult | None:
@@ -58,8 +64,9 @@ def run_cell(cell: Cell, run_dir: Path,
         data = load_split(spec.data, spec.seed)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
+        monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
         trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
-                               on_round=on_round)
+                               on_round=on_round, on_record=monitor)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(
@@ -94,6 +101,9 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
         save_file(iterates, str(tmp / "iterates.safetensors"), metadata={"surface": "iterates"})
     write_json(tmp / "claim.json", trained.claim.model_dump(mode="json"))
     write_json(tmp / "observations.json", json_safe({"exposed": trained.observations.exposed}))
+    live = live_rounds_path(run_dir, result.key)
+    if live.exists():
+        os.replace(live, tmp / ROUNDS_FILE)
     write_json(tmp / RESULT_FILE, result.to_dict())  # written last: its presence means "finished"
     if final.exists():
         shutil.rmtree(final)

@@ -26,6 +26,9 @@ from privbench.trainers.aggregation import clip_updates, dp_fedavg, fedavg_mean,
 from privbench.trainers.client_update import local_sgd
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
+# Monitoring hook: called with each round's history record as soon as the round ends; it may add
+# keys to the record (the monitor adds the epsilon spent and planned), which stay in the history.
+RecordCallback = Callable[[dict[str, Any]], None]
 
 CENTRAL_DP_OBSERVERS = [
     "anyone querying the released model (final_model)",
@@ -49,7 +52,8 @@ def pad_shards(x: np.ndarray, y: np.ndarray,
 
 def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
                  privacy: PrivacySpec, seed: int,
-                 on_round: RoundCallback | None = None) -> TrainedModel:
+                 on_round: RoundCallback | None = None,
+                 on_record: RecordCallback | None = None) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim."""
     n_clients = len(shards)
     sampling_rate = train.cohort / n_clients
@@ -97,6 +101,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         iterates.append({name: p.clone() for name, p in params.items()})
         history.append(record)
         rounds_run += 1
+        if on_record is not None:
+            on_record(record)
         if on_round is not None:
             on_round(r + 1, train.rounds)
 
