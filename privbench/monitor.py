@@ -4,8 +4,9 @@ epsilon spent so far against the plan, and an alarm when spending runs ahead of 
 The plan is the planned mechanism (the calibrated noise multiplier at the planned sampling rate)
 composed once per round, so after r of R rounds the plan allows the PLD epsilon of r such rounds
 and reaches the target at round R. Spent epsilon is read from the round record when the trainer's
-ledger writes one ("epsilon_spent"); otherwise it is accounted from the rounds that ran, which is
-what the trainer executes. An alarm is recorded when spent exceeds plan, or rounds exceed the plan.
+ledger writes one ("epsilon_spent", and "epsilon_planned" if the trainer plans differently);
+otherwise it is accounted from the rounds that ran, which is what the trainer executes. An alarm
+is recorded when spent exceeds plan, or rounds exceed the plan.
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ class RoundMonitor:
         r = int(record["round"])
         row = record
         if self.plan.private:
-            planned = self.plan.epsilon_after(min(r, self.plan.rounds))
-            spent = float(record.get("epsilon_spent", self.plan.epsilon_after(r)))
+            planned = float(record["epsilon_planned"]) if "epsilon_planned" in record else (
+                self.plan.epsilon_after(min(r, self.plan.rounds)))
+            spent = (float(record["epsilon_spent"]) if "epsilon_spent" in record
+                     else self.plan.epsilon_after(r))
             row["epsilon_planned"], row["epsilon_spent"] = planned, spent
             reason = None
             if r > self.plan.rounds:

@@ -59,16 +59,16 @@ def test_report_opens_offline_with_the_right_verdict_and_plots(browser, quick_ru
                      "e.getBoundingClientRect().height, e.querySelectorAll('path').length])")
     assert len(plots) >= 3  # frontier, ROC, rounds
     assert all(w > 600 and h > 150 and paths > 10 for w, h, paths in plots), plots
+    shot = tmp_path / f"report-{verdict.lower()}.png"  # the first screen, as opened
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 20_000
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / shot.name)
     # sorting works without a framework: click "claimed ε" twice, the ∞ row goes first
     header = page.locator("#scorecard th", has_text="claimed ε (PLD)")
     header.click()
     header.click()
     assert page.inner_text("#scorecard tbody tr:first-child td:first-child") == "epsilon=inf"
-    shot = tmp_path / f"report-{verdict.lower()}.png"
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 20_000
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, ARTIFACTS / shot.name)
     page.emulate_media(media="print")
     pdf = page.pdf(path=str(tmp_path / "report.pdf"), format="A4")
     assert len(pdf) > 10_000
