@@ -43,7 +43,8 @@ def _open(context, html: Path):
     return page, problems, requests
 
 
-@pytest.mark.parametrize(("policy", "verdict"), [(PASS_POLICY, "PASS"), (FAIL_POLICY, "FAIL")])
+@pytest.mark.parametrize(("policy", "verdict"), [(PASS_POLICY, "PASS"), (FAIL_POLICY, "FAIL")],
+                         ids=["pass", "fail"])
 def test_report_opens_offline_with_the_right_verdict_and_plots(browser, quick_run, tmp_path,
                                                                policy, verdict):
     run = copy_run(quick_run[0], tmp_path / "run")
