@@ -62,7 +62,9 @@ def print_gates(console: Console, report: Any) -> None:
     for r in report.results:
         table.add_row(escape(r.gate), escape(r.cell), escape(r.threshold), _fmt(r.measured),
                       _fmt(r.margin), f"[{colours[r.status]}]{r.status}[/]", escape(r.note))
-    console.print(table, width=None if console.is_terminal else max(console.width, 160))
+    if not console.is_terminal:  # a CI log: room for the whole table rather than 80 columns
+        console = Console(width=max(console.width, 160))
+    console.print(table)
     for r in report.failures:
         console.print(f"[red]FAIL[/] {escape(r.line())}", highlight=False, soft_wrap=True)
     console.print(f"verdict: [bold]{report.verdict}[/]", highlight=False)
@@ -90,7 +92,7 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
     result = verify(args.log, head=args.head)
     if result.ok:
         console.print(f"{args.log}: {result.entries} entries, chain intact; head {result.head}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         return 0
     console.print(f"[red]{escape(f'{args.log}: {result.reason}')}[/]", highlight=False,
                   soft_wrap=True)
