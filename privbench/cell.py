@@ -22,6 +22,7 @@ from privbench.audit.canaries import plant_canaries
 from privbench.card import CARD_FILE, privacy_card
 from privbench.data import load_split
 from privbench.models import build_model
+from privbench.monitor import ROUNDS_FILE, RoundMonitor
 from privbench.partition import partition
 from privbench.results import CellResult, json_safe, write_json
 from privbench.scorers import SCORERS
@@ -41,6 +42,11 @@ def cell_dir(run_dir: Path, key: str) -> Path:
 def work_dir(run_dir: Path, key: str) -> Path:
     """A cell's checkpoints and privacy ledger while it trains (removed once it is stored)."""
     return run_dir / "work" / key
+
+
+def live_rounds_path(run_dir: Path, key: str) -> Path:
+    """Per-round figures of a cell while it trains; moved into its folder when it finishes."""
+    return run_dir / "cells" / f".{key}.{ROUNDS_FILE}"
 
 
 def load_finished(run_dir: Path, key: str) -> CellResult | None:
@@ -66,6 +72,7 @@ def run_cell(cell: Cell, run_dir: Path,
         data = load_split(spec.data, spec.seed)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
+        monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
         planted = (plant_canaries(spec.audit, data, shards, sum(p.numel() for p in
                                                                model.parameters()),
                                   spec.privacy.clip, spec.seed) if spec.audit.enabled else None)
@@ -75,7 +82,7 @@ def run_cell(cell: Cell, run_dir: Path,
         trained = train_fedavg(model, planted.data if planted else data,
                                planted.shards if planted else shards, spec.train, spec.privacy,
                                spec.seed, on_round=on_round, work_dir=work_dir(run_dir, cell.key),
-                               secagg=spec.secagg, **hook)
+                               secagg=spec.secagg, on_record=monitor, **hook)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,
                           canaries=planted.canaries if planted else None,
                           run_dir=run_dir)
@@ -116,6 +123,9 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
     if ledger.exists():
         shutil.copyfile(ledger, tmp / LEDGER_FILE)
     write_json(tmp / "observations.json", json_safe({"exposed": trained.observations.exposed}))
+    live = live_rounds_path(run_dir, result.key)
+    if live.exists():
+        os.replace(live, tmp / ROUNDS_FILE)
     write_json(tmp / RESULT_FILE, result.to_dict())  # written last: its presence means "finished"
     if final.exists():
         shutil.rmtree(final)

@@ -1,4 +1,4 @@
-"""The command line: `privbench suite`, `privbench list`, `privbench attack`.
+"""The command line: `privbench suite`, `list`, `card`, `attack`, `gate`, `verify`, `compare`.
 
 Errors caused by input print as one line each and exit with code 2, never with a traceback.
 """
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--workers", type=int, default=None,
                        help="parallel cells (default: the number of cores)")
     suite.add_argument("--quiet", action="store_true", help="print only the report's path")
+    suite.add_argument("--policy", type=Path, default=None,
+                       help="a policy TOML: refuse a spec that breaks it before training, and "
+                            "gate the finished run (exit 1 on FAIL)")
     sub.add_parser("list", help="list built-in suites, data sets, models and attacks")
     card = sub.add_parser("card", help="print the privacy card of every model in a run folder")
     card.add_argument("run_dir", type=Path, help="a run folder (or one cell's folder)")
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a reference causal LM folder for the reference-ratio attack")
     attack.add_argument("--min-k", type=float, default=0.2, help="k of Min-K%% (default 0.2)")
     attack.add_argument("--out", type=Path, default=None, help="write the metric rows as JSON")
+    from privbench.cli_checks import add_check_commands
+
+    add_check_commands(sub)
     return parser
 
 
@@ -67,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             return print_cards(args.run_dir)
         if args.command == "attack":
             return _cmd_attack(args, console)
+        if args.command in ("gate", "verify", "compare"):
+            from privbench.cli_checks import run_check_command
+
+            return run_check_command(args, console)
     except PrivbenchError as e:
         for line in e.lines():
             print(line, file=sys.stderr)
@@ -84,12 +94,18 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
     if args.workers is not None and args.workers < 1:
         raise PrivbenchError(f"--workers = {args.workers}: must be at least 1")
     suite = load_suite(args.suite, args.overrides, seed=args.seed)
+    policy = None
+    if args.policy is not None:
+        from privbench.gates import load_policy, refuse_if_broken
+
+        policy = load_policy(args.policy)
+        refuse_if_broken(suite.cells, policy)
     from privbench.runner import default_run_dir, run_suite  # imports torch: after validation
 
     run_dir = args.out or default_run_dir(suite)
     labels = {c.key: c.label for c in suite.cells}
     if args.quiet:
-        result = run_suite(suite, run_dir, workers=args.workers)
+        result = run_suite(suite, run_dir, workers=args.workers, policy=policy)
     else:
         console.print(f"[bold]{suite.spec.name}[/]: {len(suite.cells)} cells -> {run_dir}")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -110,10 +126,16 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
                         progress.remove_task(rounds.pop(key))
                     progress.advance(overall)
 
-            result = run_suite(suite, run_dir, workers=args.workers, on_event=on_event)
+            result = run_suite(suite, run_dir, workers=args.workers, on_event=on_event,
+                               policy=policy)
         _summary(console, result)
+    if result.gates is not None:
+        from privbench.cli_checks import print_gates
+
+        print_gates(console, result.gates)
     print(run_dir / "index.html")
-    return 1 if result.failed else 0
+    failed_gate = result.gates is not None and result.gates.verdict == "FAIL"
+    return 1 if result.failed or failed_gate else 0
 
 
 def _summary(console: Console, result) -> None:

@@ -30,8 +30,11 @@ PACKAGES = ("torch", "opacus", "dp-accounting", "numpy", "scikit-learn", "scipy"
 INF_LABEL = "∞ (no DP)"
 
 
-def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
-    """Render `index.html` into `run_dir` and return its path."""
+def write_report(run_dir: Path, suite: Suite, cells: list[CellResult],
+                 gates: Any = None) -> Path:
+    """Render `index.html` into `run_dir` and return its path; `gates` is a GateReport or None."""
+    from privbench import report_context as rc
+
     env = Environment(loader=PackageLoader("privbench", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters["num"] = _num
@@ -42,6 +45,11 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
         privacy_cards=[(c.label, privacy_card(c.claim, c.spec)) for c in cells if c.claim],
         secagg_rows=secagg_report_rows(cells),
+        verdict=rc.verdict_context(gates), gates=gates, audit=rc.audit_context(cells),
+        inversion=rc.inversion_context(cells),
+        language=rc.language_context(cells), rounds=rc.rounds_context(run_dir, cells),
+        surfaces=rc.surfaces_context(run_dir, cells),
+        seeds=sorted({c.spec.get("seed") for c in cells if c.spec}),
     )
     path = run_dir / "index.html"
     path.write_text(html, encoding="utf-8")
@@ -61,6 +69,9 @@ def _scorecard_row(cell: CellResult) -> dict[str, Any]:
                                  ("loss", "auc", "auc"),
                                  ("loss", fpr_metric_name(1e-3), "tpr_1e3")):
         row[name] = cell.metric(scorer, metric)
+    from privbench.report_context import scorecard_extras
+
+    row.update(scorecard_extras(cell))
     return row
 
 

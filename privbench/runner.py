@@ -21,7 +21,7 @@ import torch
 
 import privbench
 from privbench.cell import load_finished, run_cell
-from privbench.results import CellResult, write_json, write_sqlite
+from privbench.results import CellResult, json_safe, write_json, write_sqlite
 from privbench.suite import Cell, Suite
 
 # (kind, cell key, payload): ("round", key, (done, total)) or ("done", key, CellResult)
@@ -37,6 +37,7 @@ class RunResult:
     run_dir: Path
     cells: list[CellResult]
     loaded: list[str]  # keys of cells loaded from a previous run instead of recomputed
+    gates: Any = None  # the GateReport when a policy was given
 
     @property
     def failed(self) -> list[CellResult]:
@@ -49,8 +50,12 @@ def default_run_dir(suite: Suite, root: Path = Path("reports")) -> Path:
 
 
 def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
-              on_event: EventSink | None = None) -> RunResult:
-    """Run every cell of `suite` into `run_dir`, reusing finished cells found there."""
+              on_event: EventSink | None = None, policy: Any = None) -> RunResult:
+    """Run every cell of `suite` into `run_dir`, reusing finished cells found there.
+
+    With a `policy` (privbench.gates.Policy) the finished run is gated and the report shows the
+    verdict. Every run appends an entry to the audit trail beside the run folder.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "suite.json", {
         "source": suite.source,
@@ -74,8 +79,8 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
     elif todo:
         _run_pool(todo, run_dir, n_workers, sink, results)
     ordered = [results[c.key] for c in suite.cells]
-    _write_outputs(suite, run_dir, ordered)
-    return RunResult(suite=suite, run_dir=run_dir, cells=ordered, loaded=loaded)
+    gates = _write_outputs(suite, run_dir, ordered, policy)
+    return RunResult(suite=suite, run_dir=run_dir, cells=ordered, loaded=loaded, gates=gates)
 
 
 def _run_inline(todo: list[Cell], run_dir: Path, sink: EventSink,
@@ -136,13 +141,48 @@ def _drain(events: Any, sink: EventSink) -> None:
             return
 
 
-def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult]) -> None:
-    """results.sqlite, results.json and index.html from every cell's result."""
+def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
+                   policy: Any = None) -> Any:
+    """results.sqlite, results.json, gates.json (with a policy) and index.html; then the audit
+    trail entry. Returns the GateReport or None."""
+    from privbench.audit_trail import append_run, default_log_path
+    from privbench.gates import evaluate, write_gate_report
     from privbench.report import write_report  # matplotlib is imported only when reporting
 
     write_sqlite(run_dir / "results.sqlite", cells)
     write_json(run_dir / "results.json", results_document(suite, cells))
-    write_report(run_dir, suite, cells)
+    gates = None
+    if policy is not None:
+        gates = evaluate(cells, policy)
+        write_gate_report(run_dir, gates)
+    elif (run_dir / "gates.json").exists():
+        (run_dir / "gates.json").unlink()  # a stale verdict must not outlive the run it gated
+    write_report(run_dir, suite, cells, gates=gates)
+    append_run(default_log_path(run_dir), suite=suite.spec.name, run_dir=run_dir,
+               spec=json_safe(suite.spec.model_dump()),
+               data_fingerprints=[c.data_fingerprint for c in cells if c.data_fingerprint],
+               results_path=run_dir / "results.json")
+    return gates
+
+
+def load_run(run_dir: Path) -> tuple[Suite, list[CellResult]]:
+    """The suite and cell results of a finished run folder, as written by `run_suite`."""
+    import json
+
+    from privbench.errors import PrivbenchError
+    from privbench.gates import load_cells
+    from privbench.results import json_restore
+    from privbench.spec import validate_suite
+    from privbench.suite import expand
+
+    path = Path(run_dir) / "suite.json"
+    if not path.exists():
+        raise PrivbenchError(f"{run_dir}: no suite.json; give a run folder written by "
+                             "`privbench suite`")
+    data = json_restore(json.loads(path.read_text()))
+    spec = validate_suite(data["spec"], data["source"])
+    suite = Suite(spec=spec, source=data["source"], cells=expand(spec, data["source"]))
+    return suite, load_cells(run_dir)
 
 
 def results_document(suite: Suite, cells: list[CellResult]) -> dict[str, Any]:

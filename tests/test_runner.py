@@ -15,10 +15,10 @@ from privbench.suite import load_suite
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, monkeypatch):
     real = privbench.cell.train_fedavg
 
-    def flaky(model, data, shards, train, privacy, seed, on_round=None, **kwargs):
+    def flaky(model, data, shards, train, privacy, seed, **hooks):
         if privacy.epsilon == 8.0:
             raise RuntimeError("simulated trainer crash")
-        return real(model, data, shards, train, privacy, seed, on_round=on_round, **kwargs)
+        return real(model, data, shards, train, privacy, seed, **hooks)
 
     monkeypatch.setattr(privbench.cell, "train_fedavg", flaky)
     suite = load_suite(str(write_suite(tmp_path / "tiny.toml", TINY_SUITE)))

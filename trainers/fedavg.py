@@ -53,6 +53,11 @@ __all__ = ["CENTRAL_DP_OBSERVERS", "pad_shards", "train_fedavg"]
 # Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->
 # updates. It may replace canary clients' updates before clipping and noise; None changes nothing.
 ClientUpdateHook = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+# Monitoring hook: called with each round's history record and the DP event the round executed
+# (None without DP) as soon as the round ends; it may add keys to the record (the monitor adds the
+# epsilon spent and planned), which stay in the history.
+RecordCallback = Callable[[dict[str, Any], Any], None]
+
 
 
 def pad_shards(x: np.ndarray, y: np.ndarray,
@@ -96,7 +101,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
                  privacy: PrivacySpec, seed: int, on_round: RoundCallback | None = None, *,
                  work_dir: Path | None = None, tamper: TamperHook | None = None,
                  secagg: SecAggSpec | None = None,
-                 client_update_hook: ClientUpdateHook | None = None) -> TrainedModel:
+                 client_update_hook: ClientUpdateHook | None = None,
+                 on_record: RecordCallback | None = None) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim.
 
     `work_dir` holds the ledger and round checkpoints (resumed from when present); `tamper` lets a
@@ -161,12 +167,14 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             record["rollback"] = rollback
             log.warning("round %d rolled back to round %d: %s", r + 1,
                         rollback["rolled_back_to"], rollback["reason"])
-        if plan.private:
-            ledger.record_round(r + 1, plan.run_event(r, len(clients)), clients,
-                                plan.client_event(r), clip=clip)
+        round_event = plan.run_event(r, len(clients)) if plan.private else None
+        if round_event is not None:
+            ledger.record_round(r + 1, round_event, clients, plan.client_event(r), clip=clip)
         clip = clip_next
         iterates.append({name: p.clone() for name, p in params.items()})
         history.append(record)
+        if on_record is not None:
+            on_record(record, round_event)
         if work_dir is not None:
             save_checkpoint(work_dir, params=params, iterates=iterates, generators=gens, state={
                 "round": r + 1, "history": history, "clip": clip, "stopped": stopped,

@@ -1,0 +1,121 @@
+"""CLI commands that check finished runs: `gate` (policy), `verify` (audit trail), `compare`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from privbench.errors import PrivbenchError
+
+
+def add_check_commands(sub: Any) -> None:
+    gate = sub.add_parser("gate", help="check a finished run against a policy; exit 0 (PASS or "
+                                       "WARN) or 1 (FAIL)")
+    gate.add_argument("run", type=Path, help="a run folder written by `privbench suite`")
+    gate.add_argument("--policy", type=Path, required=True, help="the policy TOML")
+    gate.add_argument("--strict", action="store_true", help="exit 1 on WARN too")
+    verify = sub.add_parser("verify", help="check the audit trail's hash chain; name the first "
+                                           "edited or removed entry")
+    verify.add_argument("log", type=Path, nargs="?", default=Path("reports/audit-trail.jsonl"),
+                        help="the log (default reports/audit-trail.jsonl)")
+    verify.add_argument("--head", default=None,
+                        help="the last entry's hash as kept elsewhere, to detect removed tails")
+    compare = sub.add_parser("compare", help="metric changes from RUN_A to RUN_B; exit 1 on a "
+                                             "regression")
+    compare.add_argument("run_a", type=Path)
+    compare.add_argument("run_b", type=Path)
+    compare.add_argument("--tolerance", type=float, default=0.0,
+                         help="relative change allowed before a worse value is flagged")
+    compare.add_argument("--all", action="store_true", help="list unchanged metrics too")
+
+
+def run_check_command(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "gate":
+        return _gate(args, console)
+    if args.command == "verify":
+        return _verify(args, console)
+    return _compare(args, console)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.4g}"
+
+
+def print_gates(console: Console, report: Any) -> None:
+    """The gate table: each gate, cell, threshold, measured value, margin and status."""
+    table = Table(title=f"gates: {report.policy}")
+    for col in ("gate", "cell", "threshold", "measured", "margin", "status", "note"):
+        table.add_column(col, justify="right" if col in ("measured", "margin") else "left",
+                         no_wrap=col in ("gate", "measured", "margin", "status"))
+    colours = {"pass": "green", "exempt": "green", "fail": "red", "warn": "yellow",
+               "no data": "yellow"}
+    for r in report.results:
+        table.add_row(escape(r.gate), escape(r.cell), escape(r.threshold), _fmt(r.measured),
+                      _fmt(r.margin), f"[{colours[r.status]}]{r.status}[/]", escape(r.note))
+    if not console.is_terminal:  # a CI log: room for the whole table rather than 80 columns
+        console = Console(width=max(console.width, 160))
+    console.print(table)
+    for r in report.failures:
+        console.print(f"[red]FAIL[/] {escape(r.line())}", highlight=False, soft_wrap=True)
+    console.print(f"verdict: [bold]{report.verdict}[/]", highlight=False)
+
+
+def _gate(args: argparse.Namespace, console: Console) -> int:
+    from privbench.gates import evaluate, load_policy, write_gate_report
+    from privbench.report import write_report
+    from privbench.runner import load_run
+
+    policy = load_policy(args.policy)
+    suite, cells = load_run(args.run)
+    report = evaluate(cells, policy)
+    write_gate_report(args.run, report)
+    write_report(args.run, suite, cells, gates=report)
+    print_gates(console, report)
+    if report.verdict == "FAIL" or (args.strict and report.verdict == "WARN"):
+        return 1
+    return 0
+
+
+def _verify(args: argparse.Namespace, console: Console) -> int:
+    from privbench.audit_trail import verify
+
+    result = verify(args.log, head=args.head)
+    if result.ok:
+        console.print(f"{args.log}: {result.entries} entries, chain intact; head {result.head}",
+                      highlight=False, soft_wrap=True)
+        return 0
+    console.print(f"[red]{escape(f'{args.log}: {result.reason}')}[/]", highlight=False,
+                  soft_wrap=True)
+    return 1
+
+
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    from privbench.compare import compare_runs
+
+    if args.tolerance < 0:
+        raise PrivbenchError(f"--tolerance = {args.tolerance}: must be at least 0")
+    changes = compare_runs(args.run_a, args.run_b, args.tolerance)
+    table = Table(title=f"{args.run_a} -> {args.run_b}")
+    for col in ("cell", "scorer", "metric", "A", "B", "change", ""):
+        table.add_column(col, justify="right" if col in ("A", "B", "change") else "left")
+    for ch in changes:
+        if not args.all and not ch.regression and ch.delta == 0:
+            continue
+        delta = ch.delta
+        table.add_row(escape(ch.cell), escape(ch.scorer), escape(ch.metric), _fmt(ch.a), _fmt(ch.b),
+                      "—" if delta is None else f"{delta:+.4g}",
+                      "[red]REGRESSION[/]" if ch.regression else "")
+    console.print(table)
+    regressions = [c for c in changes if c.regression]
+    console.print(f"{len(regressions)} regression(s) in {len(changes)} metrics", highlight=False)
+    return 1 if regressions else 0
