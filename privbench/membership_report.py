@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from privbench.mia import fpr_metric_name
+from privbench.report_context import membership_attacks
 from privbench.results import CellResult
 
 TPR_COLUMNS = tuple(fpr_metric_name(f) for f in (1e-1, 1e-2, 1e-3, 1e-4, 0.0))
@@ -24,9 +25,10 @@ def membership_context(cells: list[CellResult]) -> list[dict[str, Any]]:
     for cell in cells:
         if cell.status != "ok":
             continue
-        attacks = [m.scorer for m in cell.metrics if m.metric == "auc" and "roc" in m.details]
+        attacks = membership_attacks(cell)
         if not attacks:
             continue
+        with_roc = [a for a in attacks if "roc" in cell.metric(a, "auc").details]
         rows = []
         for scorer in attacks:
             top = next((m for m in cell.metrics if m.scorer == scorer
@@ -41,7 +43,8 @@ def membership_context(cells: list[CellResult]) -> list[dict[str, Any]]:
                 "top": top,
             })
         out.append({"label": cell.label, "key": cell.key, "rows": rows,
-                    "roc_svg": roc_svg(cell, attacks), "tpr_columns": TPR_COLUMNS})
+                    "roc_svg": roc_svg(cell, with_roc) if with_roc else None,
+                    "tpr_columns": TPR_COLUMNS})
     return out
 
 

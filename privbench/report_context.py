@@ -140,45 +140,6 @@ def _audit_svg(rows: list[dict[str, Any]]) -> str:
     return svg(fig)
 
 
-def membership_context(cells: list[CellResult]) -> dict[str, Any] | None:
-    """Each membership attack's AUC and TPR at low FPR per cell, and a log-log ROC plot from
-    the TPR-at-FPR points."""
-    rows = []
-    for c in cells:
-        for attack in membership_attacks(c):
-            metrics = {m.metric: m for m in c.metrics if m.scorer == attack}
-            auc = metrics["auc"]
-            tprs = sorted(((float(k.split("@")[1]), m) for k, m in metrics.items()
-                           if k.startswith("tpr@")), key=lambda t: t[0])
-            rows.append({"cell": c, "attack": attack, "surface": auc.surface or "—", "auc": auc,
-                         "tprs": tprs, "advantage": metrics.get("advantage")})
-    if not rows:
-        return None
-    fprs = sorted({f for r in rows for f, _ in r["tprs"]})
-    return {"rows": rows, "fprs": fprs, "svg": _roc_svg(rows)}
-
-
-def _roc_svg(rows: list[dict[str, Any]]) -> str:
-    fig, ax = plt.subplots(figsize=(10, 4.2), constrained_layout=True)
-    floor = 1e-4
-    for r in rows:
-        pts = [(f, max(m.value, floor)) for f, m in r["tprs"]]
-        if not pts:
-            continue
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o", label=f"{r['cell'].label} · {r['attack']}")
-    grid = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-    ax.plot(grid, grid, color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("false-positive rate")
-    ax.set_ylabel("true-positive rate")
-    ax.set_title("membership inference at low FPR (log-log)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=1 if len(rows) <= 6 else 2)
-    return svg(fig)
-
-
 def inversion_context(cells: list[CellResult]) -> dict[str, Any] | None:
     """Gradient-inversion metrics per cell and attack, with reconstructions when rows carry
     them (details "images": data:image/png;base64 URIs)."""
@@ -279,36 +240,3 @@ def surfaces_context(run_dir: Path, cells: list[CellResult]) -> dict[str, Any] |
     if not rows:
         return None
     return {"surfaces": SURFACES, "rows": rows}
-
-
-def privacy_card(cell: CellResult) -> dict[str, Any] | None:
-    """The privacy card of one model: the Claim's fields in the order of "How to DP-fy ML"
-    section 5.3, with the empirical check beside it."""
-    claim = cell.claim
-    if not claim:
-        return None
-    private = math.isfinite(claim["epsilon"])
-    lb = cell.metric("audit", "eps_lb")
-    return {
-        "cell": cell,
-        "private": private,
-        "setting": "central DP at the server (client-level DP-FedAvg)" if private
-                   and claim.get("unit") == "client" else ("central DP" if private else "none"),
-        "fields": [
-            ("unit of privacy", claim.get("unit")),
-            ("neighbouring relation", claim.get("neighbouring")),
-            ("statement", f"(ε = {claim['epsilon']:.4g}, δ = {claim['delta']:.0e})" if private
-             else "no DP: no guarantee"),
-            ("target ε", claim.get("target_epsilon")),
-            ("ε by RDP (same event)", claim.get("epsilon_rdp")),
-            ("accountant", claim.get("accountant")),
-            ("sampling assumption", claim.get("sampling")),
-            ("sampling rate q", claim.get("sampling_rate")),
-            ("noise multiplier z", claim.get("noise_multiplier")),
-            ("clip norm C", claim.get("clip")),
-            ("rounds (steps)", claim.get("steps")),
-            ("executed event", (claim.get("dp_event") or {}).get("type")),
-        ],
-        "guarantee_against": claim.get("guarantee_against") or [],
-        "empirical": lb,
-    }
