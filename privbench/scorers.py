@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from privbench.attacks import LossAttack
+from privbench.attacks.inversion.scorer import inversion_scorer
 from privbench.mia import membership_rows
 from privbench.results import MetricRow
 from privbench.scoring import CellContext, Scorer
@@ -40,4 +41,4 @@ def claim_scorer(ctx: CellContext) -> list[MetricRow]:
         "unit": claim.unit})]
 
 
-SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, claim_scorer]
+SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, claim_scorer, inversion_scorer]

@@ -9,7 +9,7 @@ accounted from the rounds that actually ran.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,13 @@ def pad_shards(x: np.ndarray, y: np.ndarray,
 
 def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
                  privacy: PrivacySpec, seed: int,
-                 on_round: RoundCallback | None = None) -> TrainedModel:
-    """Train `model` federatedly on `shards` of `data` and return it with its Claim."""
+                 on_round: RoundCallback | None = None,
+                 record_rounds: Collection[int] = ()) -> TrainedModel:
+    """Train `model` federatedly on `shards` of `data` and return it with its Claim.
+
+    For each round in `record_rounds` (1-based) the observations keep what the server holds:
+    the round's starting model, every sampled client's update and the aggregated sum.
+    """
     n_clients = len(shards)
     sampling_rate = train.cohort / n_clients
     private = math.isfinite(privacy.epsilon)
@@ -66,6 +71,7 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
     iterates: list[dict[str, torch.Tensor]] = []
     history: list[dict[str, Any]] = []
+    recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {}}
     rounds_run = 0
     for r in range(train.rounds):
         sampled = torch.nonzero(torch.rand(n_clients, generator=sampling_gen) < sampling_rate)
@@ -79,11 +85,13 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
                 generator=local_gen,
             )
             record["client_loss"] = float(losses.mean())
+        seen, total = updates, None
         if private:
             clipped, norms = (clip_updates(updates, privacy.clip) if updates is not None
                               else (None, torch.zeros(0)))
-            step, _ = dp_fedavg(clipped, params, clip=privacy.clip, noise_multiplier=z,
-                                expected_cohort=train.cohort, generator=noise_gen)
+            step, total = dp_fedavg(clipped, params, clip=privacy.clip, noise_multiplier=z,
+                                    expected_cohort=train.cohort, generator=noise_gen)
+            seen = clipped
             if norms.numel():
                 record["update_norm"] = float(norms.mean())
                 record["clipped_fraction"] = float((norms > privacy.clip).float().mean())
@@ -92,6 +100,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             record["update_norm"] = float(update_norms(updates).mean())
         else:
             step = None
+        if r + 1 in record_rounds:  # hook for the inversion attacks (attacks.inversion.rounds)
+            _record_round(recorded, r + 1, params, sampled, seen, total)
         if step is not None:
             params = {name: params[name] + train.server_lr * step[name] for name in params}
         iterates.append({name: p.clone() for name, p in params.items()})
@@ -115,5 +125,24 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             "final_model": "anyone querying the released model",
             "iterates": "the server and anyone it shares round models with",
         },
+        **recorded,
     )
+    if recorded["client_updates"]:
+        observations.exposed["client_updates"] = "the server (no secure aggregation)"
+        observations.exposed["aggregates"] = "the server"
     return TrainedModel(model=model, claim=claim, observations=observations, history=history)
+
+
+def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, torch.Tensor],
+                  sampled: torch.Tensor, seen: dict[str, torch.Tensor] | None,
+                  total: dict[str, torch.Tensor] | None) -> None:
+    """Keep one round's starting model, per-client updates (client id -> update) and their sum
+    (the noised sum under central DP), as the server receives them."""
+    recorded["round_params"][round_no] = {name: p.clone() for name, p in params.items()}
+    recorded["client_updates"][round_no] = {
+        int(c): {name: u[i].clone() for name, u in seen.items()}
+        for i, c in enumerate(sampled.tolist())} if seen is not None else {}
+    if total is None and seen is not None:
+        total = {name: u.sum(dim=0) for name, u in seen.items()}
+    if total is not None:
+        recorded["aggregates"][round_no] = {name: t.clone() for name, t in total.items()}
