@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import privbench
+from privbench.attacks.inversion.report import inversion_context
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult
 from privbench.suite import Suite
@@ -36,6 +37,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
         suite=suite, rows=[_scorecard_row(c) for c in cells], cells=cells,
         frontier_svg=_frontier_svg(cells), env=environment(),
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
+        inversion=inversion_context(cells),
     )
     path = run_dir / "index.html"
     path.write_text(html, encoding="utf-8")

@@ -36,7 +36,7 @@ from privbench.attacks.inversion.metrics import (
     text_scores,
     token_precision_recall,
 )
-from privbench.attacks.inversion.text import dager, embedding_rows
+from privbench.attacks.inversion.text import dager, embedding_rows, layer_input
 from privbench.cell import run_cell
 from privbench.errors import SpecError
 from privbench.models import mlp
@@ -199,3 +199,12 @@ def test_label_and_text_metrics():
     assert text_scores([[1, 2, 3]], [[1, 2, 3], [5, 6]])["exact_match"] == 0.0
     m, lo, hi = summarise([{"exact_match": 1.0}] * 19 + [{"exact_match": 0.0}])["exact_match"]
     assert m == 0.95 and 0.7 < lo < 0.95 and hi < 1.0
+
+
+def test_dager_replays_the_first_block_exactly():
+    model = tiny_gpt2(len(vocabulary()), seed=0)
+    ids = torch.randint(0, 100, (3, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model.transformer(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        expected = model.transformer.h[1].ln_1(full)
+    assert torch.allclose(layer_input(model, ids, 1), expected, atol=1e-6)

@@ -37,10 +37,11 @@ def span_basis(weight_grad: torch.Tensor, noise_std: float = 0.0,
     Singular values above `rel_tol` of the largest (and above the top singular value that
     Gaussian noise of std `noise_std` reaches) are kept."""
     g = weight_grad.double()
-    u, s, _ = torch.linalg.svd(g, full_matrices=False)
+    eigenvalues, vectors = torch.linalg.eigh(g @ g.T)  # singular values squared, ascending
+    s = eigenvalues.clamp(min=0).sqrt()
     noise_top = noise_std * (math.sqrt(g.shape[0]) + math.sqrt(g.shape[1]))
-    keep = (s > rel_tol * s[0]) & (s > 1.5 * noise_top)
-    return u[:, keep]
+    keep = (s > rel_tol * s[-1]) & (s > 1.5 * noise_top)
+    return vectors[:, keep]
 
 
 def span_residual(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -50,11 +51,16 @@ def span_residual(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (v - proj).norm(dim=-1) / v.norm(dim=-1).clamp(min=1e-30)
 
 
-def _layer_input(model: nn.Module, ids: torch.Tensor, layer: int) -> torch.Tensor:
-    """The input to block `layer`'s attention projection (after its ln_1), for every position."""
+def layer_input(model: nn.Module, ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """The input to block `layer`'s attention projection (after its ln_1), for every position:
+    embeddings, then blocks 0..layer-1 (causal attention), then that block's ln_1."""
+    t = model.transformer
     with torch.no_grad():
-        out = model.transformer(input_ids=ids, output_hidden_states=True)
-        return model.transformer.h[layer].ln_1(out.hidden_states[layer])
+        h = t.wte(ids) + t.wpe(torch.arange(ids.shape[1]))
+        for block in t.h[:layer]:
+            out = block(h)
+            h = out[0] if isinstance(out, tuple) else out
+        return t.h[layer].ln_1(h)
 
 
 def dager(model: nn.Module, grads: Params, *, max_len: int, noise_std: float = 0.0,
@@ -72,9 +78,9 @@ def dager(model: nn.Module, grads: Params, *, max_len: int, noise_std: float = 0
         return []  # no signal, or a full-rank span that every candidate passes
     with torch.no_grad():
         per_position = []
+        x0 = t.h[0].ln_1(t.wte.weight[None] + t.wpe.weight[:max_len, None])  # (P, V, d)
         for p in range(max_len):
-            x0 = t.h[0].ln_1(t.wte.weight + t.wpe.weight[p])
-            per_position.append(torch.nonzero(span_residual(x0, basis0) < tol).flatten())
+            per_position.append(torch.nonzero(span_residual(x0[p], basis0) < tol).flatten())
     active = [[]]
     finished: list[list[int]] = []
     for p in range(max_len):
@@ -84,7 +90,7 @@ def dager(model: nn.Module, grads: Params, *, max_len: int, noise_std: float = 0
         if tokens.numel() == 0:
             break
         trials = torch.tensor([[*a, v] for a in active for v in tokens.tolist()], dtype=torch.long)
-        x1 = _layer_input(model, trials, 1)[:, p]
+        x1 = layer_input(model, trials, 1)[:, p]
         ok = (span_residual(x1, basis1) < tol).view(len(active), tokens.numel())
         extended = []
         for i, a in enumerate(active):
