@@ -208,3 +208,28 @@ def test_dager_replays_the_first_block_exactly():
         full = model.transformer(input_ids=ids, output_hidden_states=True).hidden_states[1]
         expected = model.transformer.h[1].ln_1(full)
     assert torch.allclose(layer_input(model, ids, 1), expected, atol=1e-6)
+
+
+def _value(cell: dict, scorer: str, metric: str) -> float:
+    return next(m["value"] for m in cell["metrics"]
+                if m["scorer"] == scorer and m["metric"] == metric)
+
+
+def test_quick_suite_inversion_success_falls_with_epsilon_and_report_shows_it(quick_run,
+                                                                             quick_results):
+    out, _ = quick_run
+    cells = quick_results["cells"]  # epsilon 1, 8, inf
+    for scorer, metric in (("inversion_analytic", "psnr"), ("inversion_bow", "token_recall"),
+                           ("inversion_dager", "rouge1"), ("inversion_idlg", "label_accuracy")):
+        v1, v8, vinf = (_value(c, scorer, metric) for c in cells)
+        assert vinf > v1 and vinf >= v8 >= v1 - 0.1, (scorer, metric, v1, v8, vinf)
+    assert _value(cells[2], "inversion_dager", "exact_match") >= 0.9
+    # secure aggregation: the sum of the cohort's updates gives back much less than each update
+    assert (_value(cells[2], "inversion_analytic_aggregate", "psnr")
+            < _value(cells[2], "inversion_analytic", "psnr") - 3)
+    rows = [m for m in cells[0]["metrics"] if m["scorer"].startswith("inversion_")]
+    assert all(m["details"]["n"] >= 20 and m["ci_low"] <= m["value"] <= m["ci_high"]
+               for m in rows)
+    html = (out / "index.html").read_text()
+    section = html[html.index("Gradient inversion by a curious server"):]
+    assert "<svg" in section and "data:image/png;base64," in section and "<mark>" in section

@@ -23,7 +23,8 @@ RATE_METRICS = (("inversion_idlg", "label_accuracy", "iDLG label accuracy"),
                 ("inversion_dager", "rouge1", "DAGER ROUGE-1"),
                 ("inversion_dager", "exact_match", "DAGER exact batches"))
 PSNR_METRICS = (("inversion_analytic", "analytic first layer"),
-                ("inversion_ig", "Inverting Gradients"), ("inversion_dlg", "DLG"))
+                ("inversion_ig", "Inverting Gradients"), ("inversion_dlg", "DLG"),
+                ("inversion_analytic_aggregate", "analytic, aggregate only"))
 
 
 def inversion_context(cells: list[CellResult]) -> dict[str, Any] | None:

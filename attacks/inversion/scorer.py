@@ -34,7 +34,9 @@ from privbench.attacks.inversion.metrics import (
     hungarian_match,
     image_scores,
     label_accuracy,
+    psnr,
     rouge_n,
+    ssim,
     summarise,
     text_scores,
     token_precision_recall,
@@ -63,6 +65,7 @@ def inversion_scorer(ctx: CellContext) -> list[MetricRow]:
     rows: list[MetricRow] = []
     if ctx.trained.observations.exposes("client_updates"):
         rows += _image_rows(ctx, spec, noise_std, gen, common)
+        rows += _aggregate_rows(ctx, spec, noise_std, gen, common)
     if spec.text:
         rows += _text_rows(ctx, spec, noise_std, gen, common)
     return rows
@@ -138,6 +141,47 @@ def _image_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
                    "unit": "attacked client"}
         rows += _rows(ctx.key, f"inversion_{attack}", batches, details,
                       {"gallery": gallery.get(attack, [])})
+    return rows
+
+
+def _aggregate_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
+                    gen: torch.Generator, common: dict[str, Any]) -> list[MetricRow]:
+    """Secure aggregation: the server sees only each round's sum of the cohort's updates (each
+    noised as its client sends it); the same first-layer and label attacks run on the sum,
+    scored per record of the cohort."""
+    obs, data, model = ctx.trained.observations, ctx.data, ctx.trained.model
+    shape = IMAGE_SHAPES.get(data.name)
+    w_name, b_name, last_bias = _first_and_last_layers(model)
+    per_record: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for r in sorted(obs.client_updates):
+        clients = [c for c in sorted(obs.client_updates[r]) if len(ctx.shards[c].indices)]
+        if not clients:
+            continue
+        views = [_noised(obs.client_updates[r][c], noise_std, gen) for c in clients]
+        pseudo = {n: -sum(v[n] for v in views) for n in views[0]}
+        idx = np.concatenate([ctx.shards[c].indices for c in clients])
+        x, y = data.x_train[idx], data.y_train[idx]
+        labels = idlg_labels(pseudo[last_bias], len(idx))
+        hits = label_accuracy(labels, y.tolist()) * len(idx)
+        per_record["idlg"] += [{"label_accuracy": float(i < round(hits))}
+                               for i in range(len(idx))]
+        if shape is not None:
+            rec = first_layer_recovery(pseudo[w_name], pseudo[b_name], len(idx)).numpy()
+            match = hungarian_match(rec, x)
+            rec = np.clip(rec[match], 0, 1).reshape(-1, *shape)
+            ori = x.reshape(-1, *shape)
+            per_record["analytic"] += [
+                {"psnr": float(min(p, 100.0)), "ssim": float(q)}
+                for p, q in zip(psnr(rec, ori), ssim(rec, ori), strict=True)]
+    details = {**common, "n_rounds": len(obs.client_updates), "unit": "record of the cohort",
+               "batch_size": "known (the cohort's record count)",
+               "labels": "unknown: counted from the aggregate's last-layer bias"}
+    rows = []
+    for attack, records in per_record.items():
+        for r in _rows(ctx.key, f"inversion_{attack}", records, details, {}):
+            rows.append(MetricRow(r.experiment, f"{r.scorer}_aggregate", r.metric, r.value,
+                                  r.ci_low, r.ci_high, surface="aggregates",
+                                  details={**r.details, "n": len(records)}))
     return rows
 
 
