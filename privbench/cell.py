@@ -58,10 +58,10 @@ def run_cell(cell: Cell, run_dir: Path,
         data = load_split(spec.data, spec.seed)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-        inversion = spec.attacks.inversion
+        inversion = spec.attacks.inversion  # the server keeps these rounds' client updates
+        record = {"record_rounds": set(inversion.rounds)} if inversion.enabled else {}
         trained = train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
-                               on_round=on_round,
-                               record_rounds=set(inversion.rounds) if inversion.enabled else ())
+                               on_round=on_round, **record)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained)
         metrics = [row for scorer in SCORERS for row in scorer(ctx)]
         result = CellResult(

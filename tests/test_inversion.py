@@ -75,7 +75,7 @@ def test_inverting_gradients_reaches_20_db_at_batch_four(digits_mlp):
     idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(2))[:N_BATCHES * 4]
     idx = idx.view(N_BATCHES, 4)
     rec = inverting_gradients(model, params, batch_gradients(idx), y[idx], (8, 8),
-                              iterations=200, seed=0)
+                              iterations=120, seed=0)
     scores = summarise([image_scores(rec[i].numpy(), x[idx[i]].numpy(), (8, 8))
                         for i in range(N_BATCHES)])
     mean, low, _ = scores["psnr"]
@@ -86,7 +86,7 @@ def test_inverting_gradients_reaches_20_db_at_batch_four(digits_mlp):
 def test_dlg_recovers_record_and_label_at_batch_one(digits_mlp):
     model, params, x, y, batch_gradients = digits_mlp
     idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(3))[:N_BATCHES, None]
-    rec, labels = dlg(model, params, batch_gradients(idx), 1, 64, iterations=200, seed=0)
+    rec, labels = dlg(model, params, batch_gradients(idx), 1, 64, iterations=120, seed=0)
     psnrs = [image_scores(rec[i].numpy(), x[idx[i]].numpy(), (8, 8))["psnr"]
              for i in range(N_BATCHES)]
     assert np.mean(psnrs) >= 20.0, psnrs

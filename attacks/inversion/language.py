@@ -64,7 +64,10 @@ def tiny_gpt2(vocab_size: int, seed: int, width: int = 128, layers: int = 2,
               context: int = 32) -> nn.Module:
     """A 2-block GPT-2 (transformers GPT2LMHeadModel) with untied embeddings and no dropout."""
     from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging
 
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the config's warnings about GPT-2's default token ids
     config = GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=width,
                         n_layer=layers, n_head=4, tie_word_embeddings=False, resid_pdrop=0.0,
                         embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=vocab_size - 2,
@@ -72,6 +75,7 @@ def tiny_gpt2(vocab_size: int, seed: int, width: int = 128, layers: int = 2,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
+    logging.set_verbosity(verbosity)
     return model.eval()
 
 
