@@ -49,7 +49,9 @@ N_BATCHES = 20  # attacked batches per figure: enough for the confidence interva
 def digits_mlp():
     x, y = load_digits(return_X_y=True)
     x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
-    model = mlp(64, 10, [32])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = mlp(64, 10, [32])
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def batch_gradients(idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -199,6 +201,17 @@ def test_label_and_text_metrics():
     assert text_scores([[1, 2, 3]], [[1, 2, 3], [5, 6]])["exact_match"] == 0.0
     m, lo, hi = summarise([{"exact_match": 1.0}] * 19 + [{"exact_match": 0.0}])["exact_match"]
     assert m == 0.95 and 0.7 < lo < 0.95 and hi < 1.0
+
+
+def test_dager_fails_once_the_batch_has_more_tokens_than_the_hidden_size():
+    vocab = vocabulary()
+    eos = vocab.index(EOS)
+    model = tiny_gpt2(len(vocab), seed=0, width=32)
+    ids, labels = encode(list(CORPUS[:4]), vocab)
+    assert int((labels != -100).sum()) > 32  # the span of 37 token inputs fills all 32 dimensions
+    recovered = dager(model, lm_gradient(model, ids, labels), max_len=ids.shape[1])
+    true = [ids[j][labels[j] != -100].tolist() for j in range(4)]
+    assert text_scores([[*s, eos] for s in recovered], true)["exact_match"] == 0.0
 
 
 def test_dager_replays_the_first_block_exactly():

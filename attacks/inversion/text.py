@@ -68,7 +68,10 @@ def dager(model: nn.Module, grads: Params, *, max_len: int, noise_std: float = 0
     """Recover the batch's sequences exactly from one step's gradient of a GPT-2 model.
 
     grads: gradient per parameter name (as model.named_parameters()). Returns the recovered token
-    sequences (each a maximal prefix that passes both span checks). Needs the model without
+    sequences (each a maximal prefix that passes both span checks); none when more tokens pass
+    the first check at one position than the span has dimensions (the batch is too large: at
+    initialisation LayerNorm is scale-invariant, so mixed (token, position) pairs of the batch
+    also pass the first check and only the second removes them). Needs the model without
     dropout (the attack replays the forward pass) and at least two blocks.
     """
     t = model.transformer
@@ -81,6 +84,8 @@ def dager(model: nn.Module, grads: Params, *, max_len: int, noise_std: float = 0
         x0 = t.h[0].ln_1(t.wte.weight[None] + t.wpe.weight[:max_len, None])  # (P, V, d)
         for p in range(max_len):
             per_position.append(torch.nonzero(span_residual(x0[p], basis0) < tol).flatten())
+    if max(t.numel() for t in per_position) > basis0.shape[1]:
+        return []  # more tokens pass at one position than the span has dimensions: not separable
     active = [[]]
     finished: list[list[int]] = []
     for p in range(max_len):
