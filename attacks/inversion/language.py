@@ -71,10 +71,11 @@ def tiny_gpt2(vocab_size: int, seed: int, width: int = 128, layers: int = 2,
     config = GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=width,
                         n_layer=layers, n_head=4, tie_word_embeddings=False, resid_pdrop=0.0,
                         embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=vocab_size - 2,
-                        eos_token_id=vocab_size - 2, loss_type="ForCausalLM")
+                        eos_token_id=vocab_size - 2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
+    model.loss_type = "ForCausalLM"  # next-token cross-entropy, named: no guessing, no warning
     logging.set_verbosity(verbosity)
     return model.eval()
 
