@@ -72,6 +72,8 @@ def run_cell(cell: Cell, run_dir: Path,
         data = load_split(spec.data, spec.seed)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
+        inversion = spec.attacks.inversion  # the server keeps these rounds' client updates
+        record = {"record_rounds": set(inversion.rounds)} if inversion.enabled else {}
         monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
         planted = (plant_canaries(spec.audit, data, shards, sum(p.numel() for p in
                                                                model.parameters()),
@@ -82,7 +84,7 @@ def run_cell(cell: Cell, run_dir: Path,
         trained = train_fedavg(model, planted.data if planted else data,
                                planted.shards if planted else shards, spec.train, spec.privacy,
                                spec.seed, on_round=on_round, work_dir=work_dir(run_dir, cell.key),
-                               secagg=spec.secagg, on_record=monitor, **hook)
+                               secagg=spec.secagg, on_record=monitor, **hook, **record)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,
                           canaries=planted.canaries if planted else None,
                           run_dir=run_dir)

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import privbench
+from privbench.attacks.inversion.report import inversion_context
 from privbench.card import privacy_card
 from privbench.membership_report import membership_context
 from privbench.mia import fpr_metric_name
@@ -46,7 +47,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult],
         privacy_cards=[(c.label, privacy_card(c.claim, c.spec)) for c in cells if c.claim],
         secagg_rows=secagg_report_rows(cells),
         verdict=rc.verdict_context(gates), gates=gates, audit=rc.audit_context(cells),
-        inversion=rc.inversion_context(cells),
+        inversion=inversion_context(cells),
         language=rc.language_context(cells), rounds=rc.rounds_context(run_dir, cells),
         surfaces=rc.surfaces_context(run_dir, cells),
         seeds=sorted({c.spec.get("seed") for c in cells if c.spec}),

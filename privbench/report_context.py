@@ -140,25 +140,6 @@ def _audit_svg(rows: list[dict[str, Any]]) -> str:
     return svg(fig)
 
 
-def inversion_context(cells: list[CellResult]) -> dict[str, Any] | None:
-    """Gradient-inversion metrics per cell and attack, with reconstructions when rows carry
-    them (details "images": data:image/png;base64 URIs)."""
-    rows = []
-    for c in cells:
-        attacks = sorted({m.scorer for m in c.metrics if m.scorer.startswith(INVERSION_PREFIX)})
-        for attack in attacks:
-            metrics = {m.metric: m for m in c.metrics if m.scorer == attack}
-            images = [u for m in metrics.values() for u in m.details.get("images", [])
-                      if isinstance(u, str) and u.startswith("data:image/png;base64,")]
-            surface = next((m.surface for m in metrics.values() if m.surface), "—")
-            rows.append({"cell": c, "attack": attack[len(INVERSION_PREFIX):], "surface": surface,
-                         "metrics": metrics, "images": images[:8]})
-    if not rows:
-        return None
-    present = [m for m in INVERSION_METRICS if any(m in r["metrics"] for r in rows)]
-    return {"rows": rows, "metrics": present}
-
-
 def language_context(cells: list[CellResult]) -> dict[str, Any] | None:
     """Language-model utility and canary exposure, when those rows exist."""
     present = [(s, m) for s, m in LANGUAGE_METRICS if any(c.metric(s, m) for c in cells)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from privbench.attacks import LossAttack
+from privbench.attacks.inversion.scorer import inversion_scorer
 from privbench.attacks.membership.population import audit_pool
 from privbench.audit.scorer import audit_scorer
 from privbench.membership_audit import attack_rows, shadow_attack_scorer
@@ -37,4 +38,4 @@ def claim_scorer(ctx: CellContext) -> list[MetricRow]:
 
 
 SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, shadow_attack_scorer, claim_scorer,
-                         secagg_scorer, audit_scorer]
+                         inversion_scorer, secagg_scorer, audit_scorer]

@@ -150,6 +150,32 @@ class RmiaAttackSpec(StrictModel):
     offline_a: float = Field(0.3, ge=0.0, le=1.0)
 
 
+class InversionAttackSpec(StrictModel):
+    """Gradient inversion by an honest-but-curious server that reads client updates."""
+
+    enabled: bool = False
+    rounds: list[int] = Field(default_factory=lambda: [1],
+                              description="rounds (1-based) whose client updates are attacked")
+    clients: int = Field(20, ge=1, description="clients attacked at most, over those rounds")
+    noise: Literal["observed", "client"] = Field(
+        "observed", description="observed: attack the updates as the server holds them (clipped, "
+        "before central noise); client: add the cell's N(0, (z C)^2) to each update first, as "
+        "when the client adds the noise (local or distributed DP)")
+    image_attacks: list[Literal["analytic", "idlg", "ig", "dlg"]] = Field(
+        default_factory=lambda: ["analytic", "idlg"])
+    iterations: int = Field(200, ge=1, description="optimiser steps of Inverting Gradients / DLG")
+    text: bool = Field(False, description="also attack a tiny GPT-2 (bag of words, DAGER)")
+    text_batches: int = Field(20, ge=1)
+    text_batch_size: int = Field(4, ge=1, le=8)
+
+    @field_validator("rounds")
+    @classmethod
+    def _positive_rounds(cls, v: list[int]) -> list[int]:
+        if not v or any(r < 1 for r in v):
+            raise ValueError("give at least one round, each at least 1")
+        return v
+
+
 class AttacksSpec(StrictModel):
     """Which attacks score each trained model."""
 
@@ -157,6 +183,7 @@ class AttacksSpec(StrictModel):
     shadows: ShadowSpec = Field(default_factory=ShadowSpec)
     lira: LiraAttackSpec = Field(default_factory=LiraAttackSpec)
     rmia: RmiaAttackSpec = Field(default_factory=RmiaAttackSpec)
+    inversion: InversionAttackSpec = Field(default_factory=InversionAttackSpec)
 
 
 class AuditSpec(StrictModel):
@@ -205,6 +232,12 @@ def consistency_problems(spec: CellSpec) -> list[str]:
         problems.append(
             f"train.cohort = {_show(spec.train.cohort)}: must be at most data.clients "
             f"({spec.data.clients}); lower the cohort or raise the client count"
+        )
+    inversion = spec.attacks.inversion
+    if inversion.enabled and max(inversion.rounds) > spec.train.rounds:
+        problems.append(
+            f"attacks.inversion.rounds = {inversion.rounds}: every round must be at most "
+            f"train.rounds ({spec.train.rounds}); drop the later rounds"
         )
     held = spec.data.test_fraction + spec.data.population_fraction
     n_train = DATASET_SIZES[spec.data.name] - math.ceil(held * DATASET_SIZES[spec.data.name])

@@ -23,6 +23,12 @@ class Observations:
     final_params: Params
     iterates: list[Params] = field(default_factory=list)
     exposed: dict[str, str] = field(default_factory=dict)  # surface -> who can see it
+    # Recorded only for the rounds a spec asks for (attacks.inversion.rounds), keyed by round:
+    # the global model the round started from, each sampled client's update as the server
+    # receives it (clipped, before central noise), and the (noised) sum the server aggregates.
+    round_params: dict[int, Params] = field(default_factory=dict)
+    client_updates: dict[int, dict[int, Params]] = field(default_factory=dict)
+    aggregates: dict[int, Params] = field(default_factory=dict)
 
     def exposes(self, surface: str) -> bool:
         return surface in self.exposed

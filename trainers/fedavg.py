@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,13 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
                  work_dir: Path | None = None, tamper: TamperHook | None = None,
                  secagg: SecAggSpec | None = None,
                  client_update_hook: ClientUpdateHook | None = None,
-                 on_record: RecordCallback | None = None) -> TrainedModel:
+                 on_record: RecordCallback | None = None,
+                 record_rounds: Collection[int] = ()) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim.
+
+    For each round in `record_rounds` (1-based) the observations keep what the server holds: the
+    round's starting model, every received client update (not under secure aggregation) and the
+    aggregated sum.
 
     `work_dir` holds the ledger and round checkpoints (resumed from when present); `tamper` lets a
     test play malicious clients by replacing what chosen clients send.
@@ -135,6 +140,7 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         ledger.mark_resume(start_round)
     monitor.good = {n: p.clone() for n, p in params.items()}
 
+    recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {}}
     for r in range(start_round, train.rounds):
         if stopped is not None:
             break
@@ -157,9 +163,13 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             history.append({"round": r + 1, "stopped": stopped})
             break
         clients = [int(c) for c in sampled]
+        view: dict[str, Any] | None = {} if r + 1 in record_rounds else None
+        start_params = params
         step, clip_next = _one_round(model, plan, params, xs, ys, counts, sampled, clients, train,
                                      clip, gens, r, record, tamper,
-                                     secure, client_update_hook)
+                                     secure, client_update_hook, view)
+        if view is not None:  # hook for the inversion attacks (attacks.inversion.rounds)
+            _record_round(recorded, r + 1, start_params, view, secure is None)
         if step is not None:
             params = {name: params[name] + train.server_lr * step[name] for name in params}
         params, rollback = monitor.check(r + 1, params)
@@ -198,7 +208,12 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
             "final_model": "anyone querying the released model",
             "iterates": "the server and anyone it shares round models with",
         },
+        **recorded,
     )
+    if recorded["client_updates"]:
+        observations.exposed["client_updates"] = "the server (no secure aggregation)"
+    if recorded["aggregates"]:
+        observations.exposed["aggregates"] = "the server"
     if secure is not None:  # [secagg] no client_updates surface; the server sees aggregates
         observations.exposed.pop("client_updates", None)
         observations.exposed.update(secure.exposed())
@@ -246,6 +261,7 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
                gens: dict[str, torch.Generator], r: int, record: dict[str, Any],
                tamper: TamperHook | None, secure: SecureRounds | None = None,
                client_update_hook: ClientUpdateHook | None = None,
+               view: dict[str, Any] | None = None,
                ) -> tuple[dict[str, torch.Tensor] | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
@@ -273,7 +289,7 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
     received = None
     if sent is not None:
         replaced = tamper(r + 1, clients, sent) if tamper is not None else None
-        received, _, rejections = screen_updates(sent, clients, params,
+        received, kept, rejections = screen_updates(sent, clients, params,
                                                  max_norm=train.max_update_norm,
                                                  round_no=r + 1, replaced=replaced)
         if rejections:
@@ -284,8 +300,11 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
         z = plan.update_noise_multiplier(r)
         if secure is not None:  # [secagg] the server receives only the secure sum
             clipped, z = secure.sum_round(clipped, r, record)
-        step, _ = dp_fedavg(clipped, params, clip=clip, noise_multiplier=z,
-                            expected_cohort=train.cohort, generator=gens["noise"])
+        step, noised_sum = dp_fedavg(clipped, params, clip=clip, noise_multiplier=z,
+                                     expected_cohort=train.cohort, generator=gens["noise"])
+        if view is not None:  # the server holds the clipped updates, then the noised sum
+            view.update(clients=[clients[k] for k in kept] if received is not None else [],
+                        seen=clipped if secure is None else None, total=noised_sum)
         if privacy.adaptive_clip:
             new_clip, fraction = next_clip(clip, norms, target_quantile=privacy.target_quantile,
                                            lr=privacy.clip_lr,
@@ -296,8 +315,25 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
         return step, clip
     if received is None:
         return None, clip
+    if view is not None:  # local DP / example level: the server holds the noised updates
+        view.update(clients=[clients[k] for k in kept], seen=received,
+                    total={n: u.sum(dim=0) for n, u in received.items()})
     if not plan.private:
         record["update_norm"] = float(update_norms(received).mean())
     if secure is not None:  # [secagg] the mean via the secure sum (needs the clipping bound)
         return secure.mean_round(clip_updates(received, clip)[0], r, record), clip
     return fedavg_mean(received), clip
+
+
+def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, torch.Tensor],
+                  view: dict[str, Any], per_client: bool) -> None:
+    """Keep one round's starting model, the per-client updates as the server received them
+    (client id -> update; only without secure aggregation) and the sum it aggregated."""
+    recorded["round_params"][round_no] = {name: p.clone() for name, p in params.items()}
+    seen = view.get("seen")
+    if per_client and seen is not None:
+        recorded["client_updates"][round_no] = {
+            c: {name: u[i].clone() for name, u in seen.items()}
+            for i, c in enumerate(view["clients"])}
+    if view.get("total") is not None:
+        recorded["aggregates"][round_no] = {name: t.clone() for name, t in view["total"].items()}

@@ -1,0 +1,1 @@
+"""Gradient inversion by an honest-but-curious server: image, tabular and text attacks."""
