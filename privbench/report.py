@@ -18,12 +18,13 @@ import matplotlib.pyplot as plt
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import privbench
+from privbench.lm.report import lm_report_rows
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult
 from privbench.suite import Suite
 
 PACKAGES = ("torch", "opacus", "dp-accounting", "numpy", "scikit-learn", "scipy", "pandas",
-            "pydantic", "safetensors", "matplotlib", "jinja2")
+            "pydantic", "safetensors", "matplotlib", "jinja2", "transformers", "peft", "tokenizers")
 INF_LABEL = "∞ (no DP)"
 
 
@@ -36,6 +37,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult]) -> Path:
         suite=suite, rows=[_scorecard_row(c) for c in cells], cells=cells,
         frontier_svg=_frontier_svg(cells), env=environment(),
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
+        lm_rows=lm_report_rows(cells),
     )
     path = run_dir / "index.html"
     path.write_text(html, encoding="utf-8")

@@ -18,6 +18,8 @@ from privbench.errors import SpecError
 
 # Records in each built-in data set, so that a spec can be checked before anything loads.
 DATASET_SIZES = {"digits": 1797, "breast_cancer": 569}
+# Text data sets for the language-model tasks: generated support messages, or a user's JSONL folder.
+TEXT_DATASETS = ("support_messages", "jsonl")
 
 
 class StrictModel(BaseModel):
@@ -29,7 +31,8 @@ class StrictModel(BaseModel):
 class DataSpec(StrictModel):
     """Which data set, how it is split, and how it is partitioned into clients."""
 
-    name: Literal["digits", "breast_cancer"] = "digits"
+    name: Literal["digits", "breast_cancer", "support_messages", "jsonl"] = "digits"
+    path: str | None = Field(None, description="folder of JSONL files, one per client (jsonl)")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     population_fraction: float = Field(0.25, gt=0, lt=1)
     clients: int = Field(50, ge=1)
@@ -40,8 +43,9 @@ class DataSpec(StrictModel):
 class ModelSpec(StrictModel):
     """Which model from the zoo; `mlp` with `hidden = []` is multinomial logistic regression."""
 
-    name: Literal["mlp"] = "mlp"
+    name: Literal["mlp", "tiny_gpt2"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [32])
+    path: str | None = Field(None, description="local Hugging Face model folder (LM tasks)")
 
     @field_validator("hidden")
     @classmethod
@@ -68,7 +72,7 @@ class PrivacySpec(StrictModel):
     epsilon: float = Field(8.0, gt=0, description="target epsilon; inf trains without DP")
     delta: float = Field(1e-5, gt=0, lt=1)
     clip: float = Field(1.0, gt=0, description="L2 bound on each client's update")
-    unit: Literal["client"] = "client"
+    unit: Literal["client", "example"] = "client"
     accountant: Literal["pld"] = "pld"
     neighbouring: Literal["add_or_remove_one"] = "add_or_remove_one"
 
@@ -79,10 +83,58 @@ class LossAttackSpec(StrictModel):
     enabled: bool = True
 
 
+class CanaryExposureSpec(StrictModel):
+    """Canary exposure (Carlini et al. 2019), rank-based over the whole secret space."""
+
+    enabled: bool = True
+
+
 class AttacksSpec(StrictModel):
     """Which attacks score each trained model."""
 
     loss: LossAttackSpec = Field(default_factory=LossAttackSpec)
+    canary_exposure: CanaryExposureSpec = Field(default_factory=CanaryExposureSpec)
+
+
+class CanarySpec(StrictModel):
+    """Canaries planted in the private text: random digit secrets in templates."""
+
+    count: int = Field(12, ge=0)
+    digits: int = Field(4, ge=1, le=5, description="secret length; the space has 10^digits")
+    repetitions: list[int] = Field(default_factory=lambda: [1, 4, 16])
+    inclusion: float = Field(0.5, gt=0, le=1, description="probability a canary is planted")
+
+    @field_validator("repetitions")
+    @classmethod
+    def _positive_repetitions(cls, v: list[int]) -> list[int]:
+        if not v or any(r < 1 for r in v):
+            raise ValueError("list at least one repetition count, each at least 1")
+        return v
+
+
+class LMSpec(StrictModel):
+    """Language-model options: the default tiny GPT-2, its pretraining, fine-tuning, canaries."""
+
+    finetune: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_targets: list[str] = Field(default_factory=list,
+                                    description="module names; empty = peft's default")
+    optimizer: Literal["adam", "sgd"] = "adam"
+    server_optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="DP-FedAvg server step on the noisy mean update (adam = DP-FedAdam)")
+    max_length: int = Field(48, ge=4)
+    microbatch: int = Field(64, ge=1, description="examples per vectorised gradient call")
+    messages_per_client: int = Field(20, ge=2)
+    layers: int = Field(2, ge=1)
+    width: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    vocab_size: int = Field(1024, ge=300)
+    pretrain_docs: int = Field(4000, ge=10)
+    pretrain_steps: int = Field(300, ge=0)
+    pretrain_batch: int = Field(32, ge=1)
+    pretrain_lr: float = Field(3e-3, gt=0)
+    canaries: CanarySpec = Field(default_factory=CanarySpec)
 
 
 class CellSpec(StrictModel):
@@ -91,11 +143,13 @@ class CellSpec(StrictModel):
     name: str = Field("suite", min_length=1)
     description: str = ""
     seed: int = Field(0, ge=0)
+    task: Literal["tabular", "causal_lm", "sequence_classification"] = "tabular"
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     attacks: AttacksSpec = Field(default_factory=AttacksSpec)
+    lm: LMSpec = Field(default_factory=LMSpec)
 
 
 class SuiteSpec(CellSpec):
@@ -112,6 +166,13 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"train.cohort = {_show(spec.train.cohort)}: must be at most data.clients "
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
+    if spec.task != "tabular":
+        from privbench.lm.checks import lm_problems
+
+        return problems + lm_problems(spec)
+    if spec.data.name not in DATASET_SIZES or spec.model.name != "mlp" or spec.model.path:
+        return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
+                "model.name mlp without model.path; set task = \"causal_lm\" for text"]
     held = spec.data.test_fraction + spec.data.population_fraction
     n_train = DATASET_SIZES[spec.data.name] - math.ceil(held * DATASET_SIZES[spec.data.name])
     if held < 0.9 and spec.data.clients > n_train:
