@@ -165,3 +165,19 @@ def test_lm_spec_errors_name_the_field(tmp_path, override, message):
     with pytest.raises(SpecError) as err:
         load_suite(str(path), override)
     assert any(message in line for line in err.value.lines()), err.value.lines()
+
+
+def test_sequence_classification_trains_and_reports_accuracy(saved_model, tmp_path):
+    path = tmp_path / "suite.toml"
+    text = SUITE.format(path=saved_model).replace('task = "causal_lm"',
+                                                  'task = "sequence_classification"')
+    path.write_text(text)
+    suite = load_suite(str(path), ["privacy.unit=example", "privacy.epsilon=2.0",
+                                   "lm.canaries.count=0", "lm.finetune=full"])
+    cell = run_suite(suite, tmp_path / "run", workers=1).cells[0]
+    assert cell.status == "ok", cell.error
+    acc = cell.metric("utility", "accuracy")
+    assert 0.0 <= acc.ci_low <= acc.value <= acc.ci_high <= 1.0
+    assert cell.metric("loss", "auc") is not None
+    assert cell.metric("canary_exposure", "mean_exposure") is None
+    assert cell.claim["unit"] == "example" and cell.claim["epsilon"] <= 2.0 + 1e-9

@@ -47,7 +47,12 @@ class Examples:
 
 
 def prepare_for_finetuning(model: nn.Module, lm: LMSpec, task: str) -> nn.Module:
-    """Wrap `model` with LoRA adapters (peft) or leave every parameter trainable; eval mode."""
+    """Wrap `model` with LoRA adapters (peft) or leave every parameter trainable; eval mode.
+
+    Attention runs eagerly: transformers' SDPA path checks masks with data-dependent Python
+    control flow, which vmap cannot trace.
+    """
+    model.set_attn_implementation("eager")
     if lm.finetune == "lora":
         config = LoraConfig(
             r=lm.lora_r, lora_alpha=lm.lora_alpha, lora_dropout=0.0,
