@@ -173,7 +173,7 @@ def test_sequence_classification_trains_and_reports_accuracy(saved_model, tmp_pa
                                                   'task = "sequence_classification"')
     path.write_text(text)
     suite = load_suite(str(path), ["privacy.unit=example", "privacy.epsilon=2.0",
-                                   "lm.canaries.count=0", "lm.finetune=full"])
+                                   "lm.finetune=full"])
     cell = run_suite(suite, tmp_path / "run", workers=1).cells[0]
     assert cell.status == "ok", cell.error
     acc = cell.metric("utility", "accuracy")

@@ -36,7 +36,7 @@ BAD_SUITES = {
     "cohort above clients": (BASE.replace("cohort = 10", "cohort = 80"), "train.cohort = 80",
                              "at most data.clients (50)"),
     "unknown data set": (BASE.replace('name = "digits"', 'name = "mnist"'), "data.name = 'mnist'",
-                         "'digits' or 'breast_cancer'"),
+                         "'digits', 'breast_cancer', 'support_messages' or 'jsonl'"),
 }
 
 
@@ -73,7 +73,7 @@ def test_toml_syntax_error_is_one_line(tmp_path):
 def test_unknown_builtin_suite_names_the_choices():
     proc = run_cli("suite", "no-such-suite", timeout=60)
     assert proc.returncode == 2
-    assert "built-in: default, quick" in proc.stderr
+    assert "built-in: default, llm, quick" in proc.stderr
 
 
 def test_set_overrides_any_field_and_pins_a_swept_one(tmp_path):

@@ -36,7 +36,10 @@ def run_lm_cell(cell: Cell, start: float, on_round: Callable[[int, int], None] |
                 ) -> tuple[CellResult, TrainedModel]:
     """Fine-tune and score one LM cell (timed from `start`); returns its result and model."""
     spec = cell.spec
-    data = load_text_data(spec.data, spec.lm, spec.seed)
+    lm = spec.lm
+    if spec.task != "causal_lm":  # canaries are secrets in text a model generates: LMs only
+        lm = lm.model_copy(update={"canaries": lm.canaries.model_copy(update={"count": 0})})
+    data = load_text_data(spec.data, lm, spec.seed)
     folder = model_folder(spec)
     tokenizer = load_tokenizer(folder)
     torch.manual_seed(spec.seed)
