@@ -69,6 +69,12 @@ def run_cell(cell: Cell, run_dir: Path,
     spec = cell.spec
     try:
         torch.manual_seed(spec.seed)
+        if spec.task != "tabular":  # language models train and score in privbench.lm
+            from privbench.lm.cell import run_lm_cell
+
+            result, trained = run_lm_cell(cell, start, on_round=on_round)
+            _store(run_dir, result, trained)
+            return result
         data = load_split(spec.data, spec.seed)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 import privbench
 from privbench.attacks.inversion.report import inversion_context
 from privbench.card import privacy_card
+from privbench.lm.report import lm_report_rows
 from privbench.membership_report import membership_context
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult
@@ -27,7 +28,7 @@ from privbench.suite import Suite
 from privbench.trainers.secagg.scoring import report_rows as secagg_report_rows
 
 PACKAGES = ("torch", "opacus", "dp-accounting", "numpy", "scikit-learn", "scipy", "pandas",
-            "pydantic", "safetensors", "matplotlib", "jinja2")
+            "pydantic", "safetensors", "matplotlib", "jinja2", "transformers", "peft", "tokenizers")
 INF_LABEL = "∞ (no DP)"
 
 
@@ -48,9 +49,10 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult],
         secagg_rows=secagg_report_rows(cells),
         verdict=rc.verdict_context(gates), gates=gates, audit=rc.audit_context(cells),
         inversion=inversion_context(cells),
-        language=rc.language_context(cells), rounds=rc.rounds_context(run_dir, cells),
+        rounds=rc.rounds_context(run_dir, cells),
         surfaces=rc.surfaces_context(run_dir, cells),
         seeds=sorted({c.spec.get("seed") for c in cells if c.spec}),
+        lm_rows=lm_report_rows(cells),
     )
     path = run_dir / "index.html"
     path.write_text(html, encoding="utf-8")

@@ -28,9 +28,6 @@ NON_MEMBERSHIP = ("utility", "privacy", "audit", "canary_exposure")
 INVERSION_PREFIX = "inversion_"
 INVERSION_METRICS = ("psnr", "ssim", "label_accuracy", "token_precision", "token_recall",
                      "exact_match", "rouge1", "rouge2")
-LANGUAGE_METRICS = (("utility", "perplexity"), ("utility", "next_token_accuracy"),
-                    ("canary_exposure", "mean_exposure"), ("canary_exposure", "max_exposure"),
-                    ("canary_exposure", "extracted"))
 # Per-round keys that are bookkeeping, not figures to draw.
 NOT_PLOTTED = ("round", "alarm", "traceback")
 
@@ -138,15 +135,6 @@ def _audit_svg(rows: list[dict[str, Any]]) -> str:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return svg(fig)
-
-
-def language_context(cells: list[CellResult]) -> dict[str, Any] | None:
-    """Language-model utility and canary exposure, when those rows exist."""
-    present = [(s, m) for s, m in LANGUAGE_METRICS if any(c.metric(s, m) for c in cells)]
-    if not present:
-        return None
-    rows = [{"cell": c, "values": [c.metric(s, m) for s, m in present]} for c in cells]
-    return {"columns": [f"{m.replace('_', ' ')}" for _, m in present], "rows": rows}
 
 
 def rounds_context(run_dir: Path, cells: list[CellResult]) -> dict[str, Any] | None:

@@ -18,6 +18,8 @@ from privbench.errors import SpecError
 
 # Records in each built-in data set, so that a spec can be checked before anything loads.
 DATASET_SIZES = {"digits": 1797, "breast_cancer": 569}
+# Text data sets for the language-model tasks: generated support messages, or a user's JSONL folder.
+TEXT_DATASETS = ("support_messages", "jsonl")
 
 
 class StrictModel(BaseModel):
@@ -29,7 +31,8 @@ class StrictModel(BaseModel):
 class DataSpec(StrictModel):
     """Which data set, how it is split, and how it is partitioned into clients."""
 
-    name: Literal["digits", "breast_cancer"] = "digits"
+    name: Literal["digits", "breast_cancer", "support_messages", "jsonl"] = "digits"
+    path: str | None = Field(None, description="folder of JSONL files, one per client (jsonl)")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     population_fraction: float = Field(0.25, gt=0, lt=1)
     clients: int = Field(50, ge=1)
@@ -40,8 +43,9 @@ class DataSpec(StrictModel):
 class ModelSpec(StrictModel):
     """Which model from the zoo; `mlp` with `hidden = []` is multinomial logistic regression."""
 
-    name: Literal["mlp"] = "mlp"
+    name: Literal["mlp", "tiny_gpt2"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [32])
+    path: str | None = Field(None, description="local Hugging Face model folder (LM tasks)")
 
     @field_validator("hidden")
     @classmethod
@@ -176,6 +180,12 @@ class InversionAttackSpec(StrictModel):
         return v
 
 
+class CanaryExposureSpec(StrictModel):
+    """Canary exposure (Carlini et al. 2019), rank-based over the whole secret space."""
+
+    enabled: bool = True
+
+
 class AttacksSpec(StrictModel):
     """Which attacks score each trained model."""
 
@@ -184,6 +194,48 @@ class AttacksSpec(StrictModel):
     lira: LiraAttackSpec = Field(default_factory=LiraAttackSpec)
     rmia: RmiaAttackSpec = Field(default_factory=RmiaAttackSpec)
     inversion: InversionAttackSpec = Field(default_factory=InversionAttackSpec)
+    canary_exposure: CanaryExposureSpec = Field(default_factory=CanaryExposureSpec)
+
+
+class CanarySpec(StrictModel):
+    """Canaries planted in the private text: random digit secrets in templates."""
+
+    count: int = Field(12, ge=0)
+    digits: int = Field(4, ge=1, le=5, description="secret length; the space has 10^digits")
+    repetitions: list[int] = Field(default_factory=lambda: [1, 4, 16])
+    inclusion: float = Field(0.5, gt=0, le=1, description="probability a canary is planted")
+
+    @field_validator("repetitions")
+    @classmethod
+    def _positive_repetitions(cls, v: list[int]) -> list[int]:
+        if not v or any(r < 1 for r in v):
+            raise ValueError("list at least one repetition count, each at least 1")
+        return v
+
+
+class LMSpec(StrictModel):
+    """Language-model options: the default tiny GPT-2, its pretraining, fine-tuning, canaries."""
+
+    finetune: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_targets: list[str] = Field(default_factory=list,
+                                    description="module names; empty = peft's default")
+    optimizer: Literal["adam", "sgd"] = "adam"
+    server_optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="DP-FedAvg server step on the noisy mean update (adam = DP-FedAdam)")
+    max_length: int = Field(48, ge=4)
+    microbatch: int = Field(64, ge=1, description="examples per vectorised gradient call")
+    messages_per_client: int = Field(20, ge=2)
+    layers: int = Field(2, ge=1)
+    width: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    vocab_size: int = Field(1024, ge=300)
+    pretrain_docs: int = Field(4000, ge=10)
+    pretrain_steps: int = Field(300, ge=0)
+    pretrain_batch: int = Field(32, ge=1)
+    pretrain_lr: float = Field(3e-3, gt=0)
+    canaries: CanarySpec = Field(default_factory=CanarySpec)
 
 
 class AuditSpec(StrictModel):
@@ -210,6 +262,7 @@ class CellSpec(StrictModel):
     name: str = Field("suite", min_length=1)
     description: str = ""
     seed: int = Field(0, ge=0)
+    task: Literal["tabular", "causal_lm", "sequence_classification"] = "tabular"
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -217,6 +270,7 @@ class CellSpec(StrictModel):
     attacks: AttacksSpec = Field(default_factory=AttacksSpec)
     secagg: SecAggSpec = Field(default_factory=SecAggSpec)
     audit: AuditSpec = Field(default_factory=AuditSpec)
+    lm: LMSpec = Field(default_factory=LMSpec)
 
 
 class SuiteSpec(CellSpec):
@@ -233,6 +287,13 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"train.cohort = {_show(spec.train.cohort)}: must be at most data.clients "
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
+    if spec.task != "tabular":
+        from privbench.lm.checks import lm_problems
+
+        return problems + lm_problems(spec) + _lm_unsupported(spec)
+    if spec.data.name not in DATASET_SIZES or spec.model.name != "mlp" or spec.model.path:
+        return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
+                "model.name mlp without model.path; set task = \"causal_lm\" for text"]
     inversion = spec.attacks.inversion
     if inversion.enabled and max(inversion.rounds) > spec.train.rounds:
         problems.append(
@@ -256,6 +317,25 @@ def consistency_problems(spec: CellSpec) -> list[str]:
     problems += _secagg_problems(spec)
     problems += audit_problems(spec)
     problems += _attack_problems(spec.attacks)
+    return problems
+
+
+def _lm_unsupported(spec: CellSpec) -> list[str]:
+    """Trainer options that the language-model trainer (trainers/lm.py) does not run."""
+    p, t, problems = spec.privacy, spec.train, []
+    if p.setting != "central" or p.noise_schedule or p.adaptive_clip:
+        problems.append(f"task = {spec.task!r}: language models train with central noise at one "
+                        "level; unset privacy.setting, noise_schedule and adaptive_clip")
+    if t.sampling != "poisson" or t.dropout > 0:
+        problems.append(f"task = {spec.task!r}: language models sample clients by Poisson "
+                        "without dropouts; unset train.sampling and train.dropout")
+    for name, on in (("secagg.enabled", spec.secagg.enabled), ("audit.enabled", spec.audit.enabled),
+                     ("attacks.inversion.enabled", spec.attacks.inversion.enabled),
+                     ("attacks.lira.enabled", spec.attacks.lira.enabled),
+                     ("attacks.rmia.enabled", spec.attacks.rmia.enabled)):
+        if on:
+            problems.append(f"{name} = true: not available for task = {spec.task!r} yet; "
+                            "turn it off")
     return problems
 
 

@@ -49,9 +49,11 @@ def _cells(suite, with_rows: bool) -> list[CellResult]:
                  "sampling": "poisson", "noise_multiplier": 1.0, "sampling_rate": 0.2,
                  "steps": 5, "clip": 1.0, "guarantee_against": ["anyone"],
                  "dp_event": {"type": "SelfComposedDpEvent"}}
+        spec = cell.spec.model_dump()
+        if with_rows:  # language-model rows come from language-model cells
+            spec["task"] = "causal_lm"
         cells.append(CellResult(key=k, label=cell.label, axes=cell.axes, status="ok",
-                                spec=cell.spec.model_dump(), claim=claim, metrics=rows,
-                                history=history))
+                                spec=spec, claim=claim, metrics=rows, history=history))
     return cells
 
 

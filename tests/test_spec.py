@@ -36,7 +36,7 @@ BAD_SUITES = {
     "cohort above clients": (BASE.replace("cohort = 10", "cohort = 80"), "train.cohort = 80",
                              "at most data.clients (50)"),
     "unknown data set": (BASE.replace('name = "digits"', 'name = "mnist"'), "data.name = 'mnist'",
-                         "'digits' or 'breast_cancer'"),
+                         "'digits', 'breast_cancer', 'support_messages' or 'jsonl'"),
 }
 
 

@@ -1,0 +1,45 @@
+"""Cross-field checks of a language-model cell spec (task causal_lm or sequence_classification)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from privbench.spec import CellSpec
+
+
+def lm_problems(spec: CellSpec) -> list[str]:
+    """One line per problem, naming the field and the fix."""
+    problems = []
+    if spec.data.name not in ("support_messages", "jsonl"):
+        problems.append(f"data.name = {spec.data.name!r}: task {spec.task} needs a text data set; "
+                        "use \"support_messages\" (generated) or \"jsonl\" with data.path")
+    if spec.data.name == "jsonl" and not spec.data.path:
+        problems.append("data.path: missing; data.name = \"jsonl\" needs a folder of .jsonl files "
+                        "(one per client)")
+    if spec.data.path and not Path(spec.data.path).is_dir():
+        problems.append(f"data.path = {spec.data.path!r}: not a folder; give a folder of .jsonl "
+                        "files, one per client")
+    if spec.model.path is None and spec.model.name != "tiny_gpt2":
+        problems.append(f"model.name = {spec.model.name!r}: task {spec.task} needs "
+                        "model.name = \"tiny_gpt2\" or model.path = a local model folder")
+    if spec.model.path and not (Path(spec.model.path) / "config.json").is_file():
+        problems.append(f"model.path = {spec.model.path!r}: no config.json there; give a folder "
+                        "written by save_pretrained")
+    if spec.lm.width % spec.lm.heads:
+        problems.append(f"lm.heads = {spec.lm.heads}: must divide lm.width ({spec.lm.width})")
+    canaries = spec.lm.canaries
+    if canaries.count * 2 > 10**canaries.digits:
+        problems.append(f"lm.canaries.count = {canaries.count}: at most half of the "
+                        f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
+    if spec.privacy.unit == "example" and spec.train.batch_size > _max_examples(spec):
+        problems.append(f"train.batch_size = {spec.train.batch_size}: the expected DP-SGD batch "
+                        "must be below the number of training examples; lower it")
+    return problems
+
+
+def _max_examples(spec: CellSpec) -> int:
+    if spec.data.name != "support_messages":
+        return 10**9  # a user's folder is counted when it loads
+    return spec.data.clients * spec.lm.messages_per_client

@@ -1,0 +1,183 @@
+"""Scorers of a fine-tuned language model: utility, the LOSS attack on sequences, canary exposure.
+
+Metric names follow the shared conventions: scorer "utility" (perplexity, next_token_accuracy, or
+accuracy for classification), scorer "loss" (membership_rows), scorer "canary_exposure"
+(mean_exposure, max_exposure, extracted).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from transformers import PreTrainedTokenizerBase
+
+from privbench.attacks import LossAttack
+from privbench.lm.exposure import exposure, secret_log_likelihoods
+from privbench.lm.signals import classifier_logits, sequence_stats
+from privbench.lm.textdata import TextData
+from privbench.mia import membership_rows
+from privbench.results import MetricRow
+from privbench.scorers import claim_scorer  # reads only .key and .trained.claim
+from privbench.stats import clopper_pearson
+from privbench.suite import Cell
+from privbench.trained import TrainedModel
+from privbench.trainers.lm import Examples
+
+
+@dataclass
+class LMContext:
+    """Everything an LM scorer may read about one trained cell."""
+
+    cell: Cell
+    data: TextData
+    tokenizer: PreTrainedTokenizerBase
+    train: Examples
+    test: Examples
+    trained: TrainedModel
+
+    @property
+    def key(self) -> str:
+        return self.cell.key
+
+    @property
+    def task(self) -> str:
+        return self.cell.spec.task
+
+
+def example_losses(ctx: LMContext, ex: Examples) -> np.ndarray:
+    """Per-example loss of the released model: mean token NLL, or cross-entropy for classifiers."""
+    model = ctx.trained.model
+    if ctx.task == "causal_lm":
+        nll, count, _ = sequence_stats(model, ex.ids, ex.weights)
+        return (nll / count.clamp(min=1)).numpy()
+    logits = classifier_logits(model, ex.ids, ex.weights)
+    return F.cross_entropy(logits, ex.labels, reduction="none").double().numpy()
+
+
+def utility_scorer(ctx: LMContext) -> list[MetricRow]:
+    """Held-out perplexity and next-token accuracy (causal LM) or accuracy (classifier)."""
+    model, test = ctx.trained.model, ctx.test
+    if ctx.task == "causal_lm":
+        nll, count, correct = sequence_stats(model, test.ids, test.weights)
+        tokens = float(count.sum())
+        # Interval over sequences: a t-interval on the mean per-token NLL, mapped through exp.
+        per_token = float(nll.sum()) / tokens
+        se = _ratio_standard_error(nll.numpy(), count.numpy())
+        t = stats.t.ppf(0.975, max(1, len(nll) - 1))
+        details = {"n_sequences": len(nll), "n_tokens": tokens, "interval": "t 95% (delta)"}
+        acc_k = int(correct.sum())
+        acc_lo, acc_hi = clopper_pearson(acc_k, int(tokens))
+        return [
+            MetricRow(ctx.key, "utility", "perplexity", _exp(per_token),
+                      _exp(per_token - t * se), _exp(per_token + t * se), None, details),
+            MetricRow(ctx.key, "utility", "next_token_accuracy", acc_k / tokens, acc_lo, acc_hi,
+                      None, {**details, "interval": "Clopper-Pearson 95% (tokens)"}),
+            MetricRow(ctx.key, "utility", "loss", per_token, per_token - t * se,
+                      per_token + t * se, None, details),
+        ]
+    logits = classifier_logits(model, test.ids, test.weights)
+    right = int((logits.argmax(dim=1) == test.labels).sum())
+    lo, hi = clopper_pearson(right, len(test))
+    loss = F.cross_entropy(logits, test.labels).item()
+    return [MetricRow(ctx.key, "utility", "accuracy", right / len(test), lo, hi, None,
+                      {"n": len(test), "interval": "Clopper-Pearson 95%"}),
+            MetricRow(ctx.key, "utility", "loss", loss, None, None, None, {"n": len(test)})]
+
+
+def loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
+    """LOSS attack on whole sequences: members are a seeded sample of training messages (no
+    canaries), as many as the held-out messages, which are the non-members."""
+    if not ctx.cell.spec.attacks.loss.enabled:
+        return []
+    attack = LossAttack()
+    pool = np.flatnonzero(~ctx.data.train_is_canary)
+    rng = np.random.default_rng([ctx.cell.spec.seed, 0x1055])
+    n = min(len(pool), len(ctx.test))
+    members = torch.from_numpy(np.sort(rng.choice(pool, size=n, replace=False)))
+    nonmembers = torch.from_numpy(np.sort(rng.choice(len(ctx.test), size=n, replace=False)))
+    s_in = attack.score(example_losses(ctx, _subset(ctx.train, members)))
+    s_out = attack.score(example_losses(ctx, _subset(ctx.test, nonmembers)))
+    return membership_rows(ctx.key, attack.name, attack.surface, s_in, s_out)
+
+
+def canary_exposure_scorer(ctx: LMContext) -> list[MetricRow]:
+    """Exposure of every planted canary, ranked over all 10^digits secrets; canaries that were
+    not planted give the reference (about 1/ln 2 = 1.44 bits on average for a model that never
+    saw them)."""
+    spec = ctx.cell.spec
+    if ctx.task != "causal_lm" or not spec.attacks.canary_exposure.enabled or not ctx.data.canaries:
+        return []
+    digits = spec.lm.canaries.digits
+    cache: dict[str, torch.Tensor] = {}
+    per = []
+    for can in ctx.data.canaries:
+        if can.prefix not in cache:
+            cache[can.prefix] = secret_log_likelihoods(ctx.trained.model, ctx.tokenizer,
+                                                       can.prefix, digits)
+        exp, rank = exposure(cache[can.prefix], can.secret)
+        per.append({"id": can.id, "repetitions": can.repetitions, "included": can.included,
+                    "exposure": exp, "rank": rank})
+    planted = [p for p in per if p["included"]]
+    held = [p for p in per if not p["included"]]
+    by_rep = {str(r): float(np.mean([p["exposure"] for p in planted if p["repetitions"] == r]))
+              for r in sorted({p["repetitions"] for p in planted})}
+    details = {"space": 10 ** digits, "max_possible": digits * math.log2(10),
+               "n_planted": len(planted), "n_not_planted": len(held),
+               "by_repetitions": by_rep, "canaries": per}
+    rows = []
+    if planted:
+        values = np.array([p["exposure"] for p in planted])
+        lo, hi = _mean_interval(values)
+        extracted = sum(p["rank"] == 1 for p in planted)
+        e_lo, e_hi = clopper_pearson(extracted, len(planted))
+        rows += [
+            MetricRow(ctx.key, "canary_exposure", "mean_exposure", float(values.mean()), lo, hi,
+                      "final_model", details),
+            MetricRow(ctx.key, "canary_exposure", "max_exposure", float(values.max()), None, None,
+                      "final_model", {"space": 10 ** digits}),
+            MetricRow(ctx.key, "canary_exposure", "extracted", extracted / len(planted), e_lo,
+                      e_hi, "final_model",
+                      {"n_planted": len(planted), "rule": "rank 1 among all secrets"}),
+        ]
+    if held:
+        values = np.array([p["exposure"] for p in held])
+        lo, hi = _mean_interval(values)
+        rows.append(MetricRow(ctx.key, "canary_exposure", "reference_exposure",
+                              float(values.mean()), lo, hi, "final_model",
+                              {"n_not_planted": len(held),
+                               "expected_if_unseen": 1 / math.log(2)}))
+    return rows
+
+
+LM_SCORERS = [utility_scorer, loss_attack_scorer, canary_exposure_scorer, claim_scorer]
+
+
+def _exp(x: float) -> float:
+    """exp that saturates at inf (a destroyed model's perplexity) instead of raising."""
+    return math.exp(x) if x < 709 else math.inf
+
+
+def _subset(ex: Examples, idx: torch.Tensor) -> Examples:
+    return Examples(ex.ids[idx], ex.weights[idx], ex.labels[idx], ex.clients[idx])
+
+
+def _mean_interval(values: np.ndarray) -> tuple[float | None, float | None]:
+    if len(values) < 2:
+        return None, None
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    return (float(lo), float(hi)) if math.isfinite(lo) else (float(values.mean()),) * 2
+
+
+def _ratio_standard_error(num: np.ndarray, den: np.ndarray) -> float:
+    """Standard error of sum(num)/sum(den) over sequences (delta method)."""
+    n = len(num)
+    if n < 2:
+        return 0.0
+    r = num.sum() / den.sum()
+    resid = num - r * den
+    return float(math.sqrt(n / (n - 1) * (resid**2).sum()) / den.sum())
