@@ -69,7 +69,8 @@ def test_cell_reports_lira_rmia_and_shadow_calibrated_thresholds(tmp_path, monke
     assert second.status == "ok", second.error
     assert second.metric("lira_online", "auc").value == first.metric("lira_online", "auc").value
     html = write_report(tmp_path / "run", suite, [first, second]).read_text()
-    section = html[html.index("<h2>Membership inference</h2>"):]
+    start = html.index('<h2 id="membership">Membership inference</h2>')
+    section = html[start:html.index("<h2", start + 1)]  # up to the next section
     assert section.count("<svg") == 2  # one log-log ROC per cell
     for text in ("lira_online", "lira_offline", "rmia", "Most vulnerable records", "train["):
         assert text in section
