@@ -25,10 +25,12 @@ class Observations:
     exposed: dict[str, str] = field(default_factory=dict)  # surface -> who can see it
     # Recorded only for the rounds a spec asks for (attacks.inversion.rounds), keyed by round:
     # the global model the round started from, each sampled client's update as the server
-    # receives it (clipped, before central noise), and the (noised) sum the server aggregates.
+    # receives it (clipped, before central noise; not under secure aggregation), the sum the
+    # server aggregates (before the noise it adds itself) and the clients in that sum.
     round_params: dict[int, Params] = field(default_factory=dict)
     client_updates: dict[int, dict[int, Params]] = field(default_factory=dict)
     aggregates: dict[int, Params] = field(default_factory=dict)
+    cohorts: dict[int, list[int]] = field(default_factory=dict)
 
     def exposes(self, surface: str) -> bool:
         return surface in self.exposed

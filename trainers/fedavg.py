@@ -140,7 +140,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         ledger.mark_resume(start_round)
     monitor.good = {n: p.clone() for n, p in params.items()}
 
-    recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {}}
+    recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {},
+                                 "cohorts": {}}
     for r in range(start_round, train.rounds):
         if stopped is not None:
             break
@@ -300,11 +301,14 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
         z = plan.update_noise_multiplier(r)
         if secure is not None:  # [secagg] the server receives only the secure sum
             clipped, z = secure.sum_round(clipped, r, record)
-        step, noised_sum = dp_fedavg(clipped, params, clip=clip, noise_multiplier=z,
-                                     expected_cohort=train.cohort, generator=gens["noise"])
-        if view is not None:  # the server holds the clipped updates, then the noised sum
+        step, _ = dp_fedavg(clipped, params, clip=clip, noise_multiplier=z,
+                            expected_cohort=train.cohort, generator=gens["noise"])
+        if view is not None:  # the server holds the clipped updates (or only their secure
+            # sum), and that sum before it adds its own noise
             view.update(clients=[clients[k] for k in kept] if received is not None else [],
-                        seen=clipped if secure is None else None, total=noised_sum)
+                        seen=clipped if secure is None else None,
+                        total=None if clipped is None else {n: u.sum(dim=0)
+                                                            for n, u in clipped.items()})
         if privacy.adaptive_clip:
             new_clip, fraction = next_clip(clip, norms, target_quantile=privacy.target_quantile,
                                            lr=privacy.clip_lr,
@@ -328,7 +332,8 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
 def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, torch.Tensor],
                   view: dict[str, Any], per_client: bool) -> None:
     """Keep one round's starting model, the per-client updates as the server received them
-    (client id -> update; only without secure aggregation) and the sum it aggregated."""
+    (client id -> update; only without secure aggregation), the sum it aggregated (before any
+    noise the server itself adds) and which clients that sum holds."""
     recorded["round_params"][round_no] = {name: p.clone() for name, p in params.items()}
     seen = view.get("seen")
     if per_client and seen is not None:
@@ -337,3 +342,4 @@ def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, to
             for i, c in enumerate(view["clients"])}
     if view.get("total") is not None:
         recorded["aggregates"][round_no] = {name: t.clone() for name, t in view["total"].items()}
+        recorded["cohorts"][round_no] = list(view["clients"])

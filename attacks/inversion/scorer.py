@@ -63,8 +63,11 @@ def inversion_scorer(ctx: CellContext) -> list[MetricRow]:
     common = {"noise": spec.noise, "noise_std": noise_std, "claimed_epsilon": claim.epsilon,
               "view": _view(spec, claim.noise_multiplier)}
     rows: list[MetricRow] = []
-    if ctx.trained.observations.exposes("client_updates"):
+    obs = ctx.trained.observations
+    if obs.exposes("client_updates"):
         rows += _image_rows(ctx, spec, noise_std, gen, common)
+        rows += _aggregate_rows(ctx, spec, noise_std, gen, common)
+    elif obs.exposes("aggregates") and obs.aggregates:  # secure aggregation: the sum alone
         rows += _aggregate_rows(ctx, spec, noise_std, gen, common)
     if spec.text:
         rows += _text_rows(ctx, spec, noise_std, gen, common)
@@ -153,12 +156,20 @@ def _aggregate_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: floa
     shape = IMAGE_SHAPES.get(data.name)
     w_name, b_name, last_bias = _first_and_last_layers(model)
     per_record: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for r in sorted(obs.client_updates):
-        clients = [c for c in sorted(obs.client_updates[r]) if len(ctx.shards[c].indices)]
-        if not clients:
-            continue
-        views = [_noised(obs.client_updates[r][c], noise_std, gen) for c in clients]
-        pseudo = {n: -sum(v[n] for v in views) for n in views[0]}
+    per_client = bool(obs.client_updates)
+    rounds = sorted(obs.client_updates if per_client else obs.aggregates)
+    for r in rounds:
+        if per_client:
+            clients = [c for c in sorted(obs.client_updates[r]) if len(ctx.shards[c].indices)]
+            if not clients:
+                continue
+            views = [_noised(obs.client_updates[r][c], noise_std, gen) for c in clients]
+            pseudo = {n: -sum(v[n] for v in views) for n in views[0]}
+        else:  # the server decoded only the secure sum of the round's cohort
+            clients = [c for c in obs.cohorts.get(r, []) if len(ctx.shards[c].indices)]
+            if not clients:
+                continue
+            pseudo = {n: -t for n, t in obs.aggregates[r].items()}
         idx = np.concatenate([ctx.shards[c].indices for c in clients])
         x, y = data.x_train[idx], data.y_train[idx]
         labels = idlg_labels(pseudo[last_bias], len(idx))
@@ -173,7 +184,9 @@ def _aggregate_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: floa
             per_record["analytic"] += [
                 {"psnr": float(min(p, 100.0)), "ssim": float(q)}
                 for p, q in zip(psnr(rec, ori), ssim(rec, ori), strict=True)]
-    details = {**common, "n_rounds": len(obs.client_updates), "unit": "record of the cohort",
+    details = {**common, "n_rounds": len(rounds), "unit": "record of the cohort",
+               "source": "the sum of the client updates" if per_client
+               else "the secure-aggregation sum the server decoded",
                "batch_size": "known (the cohort's record count)",
                "labels": "unknown: counted from the aggregate's last-layer bias"}
     rows = []
