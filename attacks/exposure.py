@@ -14,8 +14,6 @@ import math
 import numpy as np
 from scipy import stats
 
-from privbench.results import MetricRow
-
 
 def canary_rank(canary_nll: float, candidate_nll: np.ndarray) -> int:
     """1 + the number of candidates strictly more likely than the canary."""
@@ -33,17 +31,3 @@ def exposure_extrapolated(canary_nll: float, sample_nll: np.ndarray) -> float:
     a, loc, scale = stats.skewnorm.fit(np.asarray(sample_nll, dtype=np.float64))
     log_cdf = float(stats.skewnorm.logcdf(canary_nll, a, loc, scale))
     return -log_cdf / math.log(2)
-
-
-def canary_rows(experiment: str, exposures: list[float], extracted: int, n_canaries: int,
-                surface: str = "final_model", details: dict | None = None) -> list[MetricRow]:
-    """The shared `canary_exposure` rows: mean and max exposure, canaries extracted verbatim."""
-    extra = details or {}
-    return [
-        MetricRow(experiment, "canary_exposure", "mean_exposure", float(np.mean(exposures)),
-                  None, None, surface, {"exposures": list(map(float, exposures)), **extra}),
-        MetricRow(experiment, "canary_exposure", "max_exposure", float(np.max(exposures)),
-                  None, None, surface, extra),
-        MetricRow(experiment, "canary_exposure", "extracted", float(extracted), None, None,
-                  surface, {"n_canaries": n_canaries, **extra}),
-    ]

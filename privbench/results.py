@@ -116,14 +116,3 @@ def write_sqlite(path: Path, cells: list[CellResult]) -> None:
         con.commit()
     finally:
         con.close()
-
-
-def read_metrics(path: Path) -> list[MetricRow]:
-    """Read every metric row back from a results database."""
-    con = sqlite3.connect(path)
-    try:
-        rows = con.execute("SELECT experiment, scorer, metric, value, ci_low, ci_high, surface, "
-                           "details FROM metrics ORDER BY experiment, scorer, metric").fetchall()
-    finally:
-        con.close()
-    return [MetricRow(*r[:7], details=json_restore(json.loads(r[7] or "{}"))) for r in rows]

@@ -28,11 +28,6 @@ def update_noise_multiplier(z: float, count_noise_multiplier: float) -> float:
     return rest ** -0.5
 
 
-def combined_noise_multiplier(z_delta: float, count_noise_multiplier: float) -> float:
-    """The single Gaussian multiplier equivalent to update noise z_delta plus the noised count."""
-    return (z_delta ** -2 + (2 * count_noise_multiplier) ** -2) ** -0.5
-
-
 def next_clip(clip: float, norms: torch.Tensor, *, target_quantile: float, lr: float,
               count_noise_multiplier: float, expected_cohort: float,
               generator: torch.Generator) -> tuple[float, float]:

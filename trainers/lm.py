@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -174,14 +174,10 @@ def _dp_sgd(objective: Objective, params: Params, ex: Examples, train: TrainSpec
         idx = torch.nonzero(torch.rand(n, generator=sampling_gen) < q).flatten()
         record: dict[str, Any] = {"round": step + 1, "batch": int(idx.numel())}
         if private:
-            sums, norms = (clipped_gradient_sum(objective, leaves, ex, idx, privacy.clip,
-                                                lm.microbatch)
-                           if idx.numel() else (None, torch.zeros(0)))
+            sums = (clipped_gradient_sum(objective, leaves, ex, idx, privacy.clip,
+                                         lm.microbatch)[0] if idx.numel() else None)
             g, _ = dp_fedavg(sums, leaves, clip=privacy.clip, noise_multiplier=z,
                              expected_cohort=train.batch_size, generator=noise_gen)
-            if norms.numel():
-                record["grad_norm"] = float(norms.mean())
-                record["clipped_fraction"] = float((norms > privacy.clip).float().mean())
         elif idx.numel():
             g = mean_grad(leaves, ex.ids[idx], ex.weights[idx], ex.labels[idx])
         else:
@@ -191,11 +187,7 @@ def _dp_sgd(objective: Objective, params: Params, ex: Examples, train: TrainSpec
         history.append(record)
         if on_round is not None:
             on_round(step + 1, train.rounds)
-    claim = claim_for_poisson_gaussian(
-        noise_multiplier=z, sampling_rate=q, steps=train.rounds, delta=privacy.delta,
-        target_epsilon=privacy.epsilon, clip=privacy.clip, unit="example",
-        neighbouring=privacy.neighbouring, guarantee_against=CENTRAL_DP_OBSERVERS)
-    return leaves, claim, history
+    return leaves, _claim(z, q, train, privacy, "example"), history
 
 
 def _dp_fedavg(objective: Objective, params: Params, ex: Examples, n_clients: int,
@@ -221,15 +213,12 @@ def _dp_fedavg(objective: Objective, params: Params, ex: Examples, n_clients: in
                                             counts[sampled], epochs=train.local_epochs,
                                             batch_size=train.batch_size, lr=train.lr,
                                             optimizer=lm.optimizer, generator=local_gen)
-            record["client_loss"] = float(losses.mean())
+            if not private:  # raw client statistics of a DP run are not accounted: keep them out
+                record["client_loss"] = float(losses.mean())
         if private:
-            clipped, norms = (clip_updates(updates, privacy.clip) if updates is not None
-                              else (None, torch.zeros(0)))
+            clipped = clip_updates(updates, privacy.clip)[0] if updates is not None else None
             step, _ = dp_fedavg(clipped, params, clip=privacy.clip, noise_multiplier=z,
                                 expected_cohort=train.cohort, generator=noise_gen)
-            if norms.numel():
-                record["update_norm"] = float(norms.mean())
-                record["clipped_fraction"] = float((norms > privacy.clip).float().mean())
         elif updates is not None:
             step = fedavg_mean(updates)
             record["update_norm"] = float(update_norms(updates).mean())
@@ -240,11 +229,7 @@ def _dp_fedavg(objective: Objective, params: Params, ex: Examples, n_clients: in
         history.append(record)
         if on_round is not None:
             on_round(r + 1, train.rounds)
-    claim = claim_for_poisson_gaussian(
-        noise_multiplier=z, sampling_rate=q, steps=train.rounds, delta=privacy.delta,
-        target_epsilon=privacy.epsilon, clip=privacy.clip, unit="client",
-        neighbouring=privacy.neighbouring, guarantee_against=CENTRAL_DP_OBSERVERS)
-    return params, claim, history
+    return params, _claim(z, q, train, privacy, "client"), history
 
 
 def local_updates(objective: Objective, params: Params, ex: Examples, rows: torch.Tensor,
@@ -329,3 +314,12 @@ class RowOptimizer:
             t = self.t.clamp(min=1).view(shape)
             step = (self.m[name] / (1 - b1**t)) / ((self.v[name] / (1 - b2**t)).sqrt() + self.eps)
             p -= mask * self.lr * step
+
+
+def _claim(z: float, q: float, train: TrainSpec, privacy: PrivacySpec,
+           unit: Literal["client", "example"]) -> Claim:
+    """The Claim of `train.rounds` Poisson-sampled Gaussian steps with central noise."""
+    return claim_for_poisson_gaussian(
+        noise_multiplier=z, sampling_rate=q, steps=train.rounds, delta=privacy.delta,
+        target_epsilon=privacy.epsilon, clip=privacy.clip, unit=unit,
+        neighbouring=privacy.neighbouring, guarantee_against=CENTRAL_DP_OBSERVERS)

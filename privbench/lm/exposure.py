@@ -8,11 +8,10 @@ scores digit j+1 for every candidate sharing those digits.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from privbench.attacks.exposure import canary_rank, exposure_by_rank
 from privbench.errors import PrivbenchError
 
 
@@ -54,6 +53,6 @@ def secret_log_likelihoods(model: torch.nn.Module, tokenizer: PreTrainedTokenize
 
 def exposure(log_likelihoods: torch.Tensor, secret: str) -> tuple[float, int]:
     """(exposure in bits, rank) of `secret`; ties are broken in the secret's favour."""
-    target = log_likelihoods[int(secret)]
-    rank = int((log_likelihoods > target).sum()) + 1
-    return math.log2(len(log_likelihoods)) - math.log2(rank), rank
+    nll = (-log_likelihoods).numpy()
+    target = float(nll[int(secret)])
+    return exposure_by_rank(target, nll), canary_rank(target, nll)
