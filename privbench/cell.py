@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from privbench.audit.canaries import plant_canaries
+from privbench.audit.canaries import plant_canaries, plants_canaries
 from privbench.card import CARD_FILE, privacy_card
 from privbench.data import load_split
 from privbench.models import build_model
@@ -81,12 +81,13 @@ def run_cell(cell: Cell, run_dir: Path,
         inversion = spec.attacks.inversion  # the server keeps these rounds' client updates
         record = {"record_rounds": set(inversion.rounds)} if inversion.enabled else {}
         monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
-        planted = (plant_canaries(spec.audit, data, shards, sum(p.numel() for p in
-                                                               model.parameters()),
-                                  spec.privacy.clip, spec.seed) if spec.audit.enabled else None)
-        # Audit canaries (privbench.audit): extra clients, and for update canaries a hook.
-        hook = {"client_update_hook": planted.client_update_hook} if planted and \
-            planted.client_update_hook else {}
+        planted = (plant_canaries(spec.audit, data, shards, model, spec.privacy.clip, spec.seed)
+                   if plants_canaries(spec) else None)
+        # Audit canaries (privbench.audit): extra clients and an update hook, or gradient
+        # canaries inside DP-SGD.
+        hook = {name: getattr(planted, name) for name in ("client_update_hook",
+                                                          "gradient_canaries")
+                if planted is not None and getattr(planted, name) is not None}
         trained = train_fedavg(model, planted.data if planted else data,
                                planted.shards if planted else shards, spec.train, spec.privacy,
                                spec.seed, on_round=on_round, work_dir=work_dir(run_dir, cell.key),

@@ -143,11 +143,15 @@ def _summary(console: Console, result) -> None:
 
     table = Table(title=f"{result.suite.spec.name} ({len(result.loaded)} cells loaded, "
                         f"{len(result.cells) - len(result.loaded)} run)")
-    for col in ("cell", "claimed ε", "δ", "accuracy", "LOSS AUC", "TPR@1e-3", "time"):
+    audited = any(c.metric("audit", "eps_lb") is not None for c in result.cells)
+    columns = ["cell", "claimed ε", "δ", "accuracy", "LOSS AUC", "TPR@1e-3",
+               *(["ε_LB", "audit"] if audited else []), "time"]
+    for col in columns:
         table.add_column(col, justify="left" if col == "cell" else "right", no_wrap=True)
     for c in result.cells:
         if c.status != "ok":
-            table.add_row(c.label, "[red]error[/]", "", c.error or "", "", "", f"{c.seconds:.1f}s")
+            table.add_row(c.label, "[red]error[/]", "", c.error or "",
+                          *[""] * (len(columns) - 5), f"{c.seconds:.1f}s")
             continue
         eps = c.claim["epsilon"]
 
@@ -156,10 +160,14 @@ def _summary(console: Console, result) -> None:
             return "—" if m is None else f"{m.value:.3f}"
 
         private = math.isfinite(eps)
+        lb = c.metric("audit", "eps_lb")
+        verdict = "—" if lb is None else lb.details.get("verdict", "—")
+        colour = {"FAIL": "red", "PASS": "green"}.get(verdict, "default")
+        audit = [val("audit", "eps_lb"), f"[{colour}]{verdict}[/]"] if audited else []
         table.add_row(c.label, f"{eps:.3f}" if private else "∞ (no DP)",
                       f"{c.claim['delta']:.0e}" if private else "—",
                       val("utility", "accuracy"), val("loss", "auc"),
-                      val("loss", fpr_metric_name(1e-3)), f"{c.seconds:.1f}s")
+                      val("loss", fpr_metric_name(1e-3)), *audit, f"{c.seconds:.1f}s")
     console.print(table)
 
 

@@ -104,7 +104,9 @@ def audit_context(cells: list[CellResult]) -> dict[str, Any] | None:
                      "ceiling": ceiling.value if ceiling else None,
                      "verdict": lb.details.get("verdict", "—"),
                      "alpha": lb.details.get("alpha"), "n": lb.details.get("n"),
-                     "mode": lb.details.get("mode", "—")})
+                     "mode": lb.details.get("mode", "—"), "method": lb.details.get("method"),
+                     "tightness": lb.details.get("tightness"), "surface": lb.surface,
+                     "canary": lb.details.get("canary"), "note": lb.details.get("note", "")})
     if not rows:
         return None
     return {"rows": rows, "svg": _audit_svg(rows)}

@@ -239,18 +239,23 @@ class LMSpec(StrictModel):
 
 
 class AuditSpec(StrictModel):
-    """The empirical privacy audit: canaries planted with random inclusion bits, turned into an
-    epsilon lower bound held against the claim. Each canary is its own client, so including it is
-    exactly the add/remove-one-client change that a client-level claim bounds."""
+    """The empirical privacy audit: canaries planted with random inclusion bits (one run) or in half
+    of many runs (multi-run), turned into an epsilon lower bound held against the claim. A client-
+    level canary is its own client, an example-level one a record: including it is exactly the
+    add/remove-one change that the claim bounds."""
 
     enabled: bool = False
     mode: Literal["one-run", "multi-run", "fl-one-shot"] = "one-run"
     surface: Literal["final_model", "final_weights", "iterates", "client_updates",
                      "aggregates"] = "final_model"
-    canary: Literal["mislabelled", "ood", "random-unit"] = Field(
-        "mislabelled", description="records for final_model; random-unit client updates otherwise")
-    n_canaries: int = Field(200, ge=4)
-    canary_norm: float = Field(1.0, gt=0, description="random-unit canary norm, times privacy.clip")
+    canary: Literal["mislabelled", "ood", "random-unit", "dirac"] = Field(
+        "mislabelled", description="records for final_model; random-unit client updates "
+        "(client level) or dirac per-example gradients (example level) otherwise")
+    n_canaries: int = Field(200, ge=4, description="canaries of a one-run or one-shot audit")
+    runs: int = Field(500, ge=10, description="multi-run: training runs per world (canary in, "
+                      "canary out), trained side by side")
+    canary_norm: float = Field(1.0, gt=0, description="update or gradient canary norm, times "
+                               "privacy.clip")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence of the lower bound")
     selection: Literal["split", "union"] = Field(
         "split", description="one-run guess counts: chosen on half the canaries, or union bound")
@@ -386,11 +391,14 @@ def privacy_problems(spec: CellSpec) -> list[str]:
     return problems
 
 
-# Which canaries and modes each audit surface supports on this branch.
-AUDIT_SURFACES = {
-    "final_model": ({"mislabelled", "ood"}, {"one-run"}),
-    "final_weights": ({"random-unit"}, {"one-run", "fl-one-shot"}),
-    "iterates": ({"random-unit"}, {"one-run"}),
+# The audit designs: (surface, canary) -> the modes that can certify it.
+AUDIT_DESIGNS = {
+    ("final_model", "mislabelled"): {"one-run"},
+    ("final_model", "ood"): {"one-run"},
+    ("final_weights", "random-unit"): {"one-run", "fl-one-shot"},
+    ("iterates", "random-unit"): {"one-run"},
+    ("final_weights", "dirac"): {"one-run", "multi-run"},
+    ("iterates", "dirac"): {"one-run", "multi-run"},
 }
 
 
@@ -401,20 +409,27 @@ def audit_problems(spec: CellSpec) -> list[str]:
         return []
     if spec.privacy.unit != "client" and a.canary == "random-unit":
         return ["audit.canary = 'random-unit': canary clients audit client-level DP; use "
-                "privacy.unit = 'client' or input-space canaries ('mislabelled', 'ood')"]
-    if a.mode == "multi-run":
-        return ["audit.mode = 'multi-run': not available yet; use 'one-run' or 'fl-one-shot'"]
-    if a.surface not in AUDIT_SURFACES:
+                "privacy.unit = 'client', or 'dirac' gradient canaries for example-level DP-SGD"]
+    if a.canary == "dirac":
+        if spec.privacy.unit != "example":
+            return ["audit.canary = 'dirac': gradient canaries enter example-level DP-SGD; set "
+                    "privacy.unit = 'example' or use 'random-unit' canary clients"]
+        if spec.data.clients != 1 or spec.train.cohort != 1 or spec.train.dropout > 0:
+            return ["audit.canary = 'dirac': Dirac canaries audit centralised DP-SGD, one client "
+                    "training every round; set data.clients = 1, train.cohort = 1 and "
+                    "train.dropout = 0"]
+    surfaces = sorted({s for s, _ in AUDIT_DESIGNS})
+    if a.surface not in surfaces:
         return [f"audit.surface = {a.surface!r}: no canary audit reads it yet; use one of "
-                f"{', '.join(AUDIT_SURFACES)}"]
-    canaries, modes = AUDIT_SURFACES[a.surface]
+                f"{', '.join(surfaces)}"]
+    canaries = sorted(c for s, c in AUDIT_DESIGNS if s == a.surface)
     problems = []
     if a.canary not in canaries:
         problems.append(f"audit.canary = {a.canary!r}: the {a.surface} surface needs "
-                        f"{' or '.join(repr(c) for c in sorted(canaries))} canaries")
-    if a.mode not in modes:
-        problems.append(f"audit.mode = {a.mode!r}: the {a.surface} surface supports "
-                        f"{' or '.join(repr(m) for m in sorted(modes))}")
+                        f"{' or '.join(repr(c) for c in canaries)} canaries")
+    elif a.mode not in (modes := AUDIT_DESIGNS[(a.surface, a.canary)]):
+        problems.append(f"audit.mode = {a.mode!r}: {a.canary} canaries on the {a.surface} "
+                        f"surface support {' or '.join(repr(m) for m in sorted(modes))}")
     if a.canary == "mislabelled":
         n_pop = math.floor(spec.data.population_fraction * DATASET_SIZES[spec.data.name])
         if a.n_canaries > n_pop:

@@ -34,7 +34,9 @@ def with_audit(**audit) -> dict:
 
 
 @pytest.mark.parametrize("audit, field, hint", [
-    ({"mode": "multi-run"}, "audit.mode = 'multi-run'", "not available yet"),
+    ({"mode": "multi-run"}, "audit.mode = 'multi-run'", "support 'one-run'"),
+    ({"canary": "dirac", "surface": "iterates"}, "audit.canary = 'dirac'",
+     "privacy.unit = 'example'"),
     ({"surface": "aggregates", "canary": "random-unit"}, "audit.surface = 'aggregates'",
      "final_model, final_weights, iterates"),
     ({"surface": "final_weights"}, "audit.canary = 'mislabelled'", "'random-unit'"),
@@ -51,6 +53,16 @@ def test_bad_audit_table_is_one_line_naming_the_field(audit, field, hint):
     line = err.value.lines()[0]
     assert line.startswith(f"s.toml: {field}"), line
     assert hint in line, line
+
+
+def test_dirac_canaries_need_one_client_training_every_round():
+    spec = {**with_audit(canary="dirac", surface="iterates"),
+            "privacy": {"epsilon": 2.0, "unit": "example"}}
+    with pytest.raises(SpecError) as err:
+        validate_suite(spec, "s.toml")
+    assert err.value.lines() == ["s.toml: audit.canary = 'dirac': Dirac canaries audit "
+                                 "centralised DP-SGD, one client training every round; set "
+                                 "data.clients = 1, train.cohort = 1 and train.dropout = 0"]
 
 
 def test_disabled_audit_is_not_checked():
@@ -108,7 +120,8 @@ def test_fl_one_shot_is_zero_on_unseen_canaries():
 def test_input_canaries_are_their_own_clients():
     data = load_split(DataSpec(), 0)
     shards = partition(DataSpec(), data.y_train, 0)
-    run = plant_canaries(AuditSpec(enabled=True, n_canaries=40), data, shards, 10, 1.0, 0)
+    audit = AuditSpec(enabled=True, n_canaries=40)
+    run = plant_canaries(audit, data, shards, torch.nn.Linear(4, 2), 1.0, 0)
     c = run.canaries
     included = np.flatnonzero(c.bits)
     assert len(run.shards) == len(shards) + len(included)
@@ -127,7 +140,7 @@ def test_update_hook_replaces_only_sampled_canary_clients():
     shards = partition(DataSpec(), data.y_train, 0)
     audit = AuditSpec(enabled=True, canary="random-unit", surface="final_weights", n_canaries=10,
                       canary_norm=3.0)
-    run = plant_canaries(audit, data, shards, 6, 0.5, 0)
+    run = plant_canaries(audit, data, shards, torch.nn.Linear(2, 2), 0.5, 0)  # 6 parameters
     hook = run.client_update_hook
     assert isinstance(hook, CanaryUpdateHook)
     j = int(np.flatnonzero(run.canaries.bits)[0])

@@ -20,7 +20,7 @@ from privbench.models import build_model
 from privbench.partition import partition
 from privbench.spec import DataSpec, ModelSpec, PrivacySpec, TrainSpec, validate_suite
 from privbench.trainers import train_fedavg
-from privbench.trainers.dpsgd import clipped_noisy_sum, per_example_grad_fn
+from privbench.trainers.dpsgd import clipped_sum, per_example_grad_fn
 
 
 def _zero_input_data(clients: int, per_client: int, seed: int = 0) -> SplitData:
@@ -94,8 +94,7 @@ def test_per_example_clipped_sum_equals_a_loop():
     weights = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.float32)
     stacked = {n: p.unsqueeze(0).expand(2, *p.shape).clone() for n, p in params.items()}
     grads = per_example_grad_fn(model)(stacked, x, y)
-    got, _ = clipped_noisy_sum(grads, weights, clip=0.3, noise_std=0.0,
-                               generator=torch.Generator().manual_seed(0))
+    got, _ = clipped_sum(grads, weights, clip=0.3)
     for k in range(2):
         want = {n: torch.zeros_like(p) for n, p in params.items()}
         for i in range(6):
@@ -275,9 +274,7 @@ def test_linear_layer_norms_give_the_same_clipped_sum_as_vmap_grad():
     stacked = {n: (p.unsqueeze(0) + 0.1 * torch.randn(3, *p.shape)) for n, p in params.items()}
     x, y = torch.randn(3, 9, 6) * 3, torch.randint(0, 4, (3, 9))
     weights = (torch.rand(3, 9) < 0.7).float()
-    want, want_norms = clipped_noisy_sum(per_example_grad_fn(model)(stacked, x, y), weights,
-                                         clip=0.5, noise_std=0.0,
-                                         generator=torch.Generator().manual_seed(0))
+    want, want_norms = clipped_sum(per_example_grad_fn(model)(stacked, x, y), weights, clip=0.5)
     got, norms = linear_stack_clipped_sum(model, stacked, x, y, weights, 0.5)
     kept = weights.bool()  # padding rows carry no gradient in the linear path
     torch.testing.assert_close(norms[kept], want_norms[kept], rtol=1e-4, atol=1e-6)

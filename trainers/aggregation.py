@@ -13,10 +13,19 @@ def update_norms(updates: Params) -> torch.Tensor:
     return torch.stack(squares).sum(dim=0).sqrt()
 
 
+def clip_factor(norms: torch.Tensor, clip: float) -> torch.Tensor:
+    """The factor min(1, clip / norm) that scales a vector of each norm into the clipping ball.
+
+    The one place clipping is decided: client updates, per-example gradients (both DP-SGD paths)
+    and the audit's gradient canaries all scale by it.
+    """
+    return (clip / norms.clamp(min=1e-12)).clamp(max=1.0)
+
+
 def clip_updates(updates: Params, clip: float) -> tuple[Params, torch.Tensor]:
     """Scale each client's update to L2 norm at most `clip`; return clipped updates and norms."""
     norms = update_norms(updates)
-    factor = (clip / norms.clamp(min=1e-12)).clamp(max=1.0)
+    factor = clip_factor(norms, clip)
     clipped = {name: u * factor.view(-1, *([1] * (u.dim() - 1))) for name, u in updates.items()}
     return clipped, norms
 

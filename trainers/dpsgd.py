@@ -6,19 +6,60 @@ batch independently with probability q; the per-example gradients of the selecte
 clipped to norm C (`aggregation.clip_updates`, rows = examples), summed, and N(0, (z C)^2) noise is
 added by the client before dividing by the public expected batch size. Steps with an empty batch
 still add noise, so the Poisson-subsampled Gaussian event is exactly what ran.
+
+An audit may plant gradient canaries (`GradientCanaries`): records whose per-example gradient is a
+fixed Dirac vector. They are Poisson-sampled like any record and clipped by the same rule before
+the noise, so a bug in sampling, clipping or noise reaches them as it reaches real records.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from privbench.trainers.aggregation import clip_updates, gaussian_like
+from privbench.trainers import aggregation
+from privbench.trainers.aggregation import gaussian_like
 from privbench.trainers.client_update import stack_params
 
 Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GradientCanaries:
+    """Audit records whose per-example gradient is `norm` times a Dirac vector (Nasr et al. 2023).
+
+    Canary j is a record of client k when `present[k, j]`; its gradient is `norm` at the flat
+    coordinate `coords[j]` of the parameters (model order) and zero elsewhere.
+    """
+
+    present: torch.Tensor  # (K, m) bool
+    coords: torch.Tensor  # (m,) long
+    norm: float
+
+    def rows(self, clients: torch.Tensor) -> GradientCanaries:
+        """The canaries of a subset of the clients (rows of `present`)."""
+        return GradientCanaries(self.present[clients], self.coords, self.norm)
+
+
+def add_canary_gradients(sums: Params, canaries: GradientCanaries, *, sampling_rate: float,
+                         clip: float, generator: torch.Generator) -> None:
+    """Poisson-sample each planted canary and add its clipped Dirac gradient to `sums` in place."""
+    joined = (torch.rand(canaries.present.shape, generator=generator) < sampling_rate) \
+        & canaries.present
+    value = canaries.norm * float(aggregation.clip_factor(torch.tensor([canaries.norm]), clip)[0])
+    contribution = joined.to(torch.float32) * value  # (K, m)
+    offset = 0
+    for s in sums.values():  # model parameter order
+        size = s[0].numel()
+        inside = (canaries.coords >= offset) & (canaries.coords < offset + size)
+        if bool(inside.any()):
+            s.view(s.shape[0], -1).index_add_(1, canaries.coords[inside] - offset,
+                                             contribution[:, inside])
+        offset += size
 
 
 def poisson_batches(valid: torch.Tensor, sampling_rate: float,
@@ -46,21 +87,20 @@ def per_example_grad_fn(model: nn.Module):
     return vmap(per_client, in_dims=(0, 0, 0))
 
 
-def clipped_noisy_sum(grads: Params, weights: torch.Tensor, *, clip: float,
-                      noise_std: float, generator: torch.Generator) -> tuple[Params, torch.Tensor]:
-    """Clip each example's gradient to `clip`, sum each client's batch, add N(0, noise_std^2).
+def clipped_sum(grads: Params, weights: torch.Tensor, *,
+                clip: float) -> tuple[Params, torch.Tensor]:
+    """Clip each example's gradient to `clip` and sum each client's batch.
 
-    grads: name -> (K, b, ...); weights: (K, b). Returns the noised sums (K, ...) and the
-    per-example norms (K, b) before clipping.
+    grads: name -> (K, b, ...); weights: (K, b). Returns the sums (K, ...) and the per-example
+    norms (K, b) before clipping.
     """
     k, b = weights.shape
     flat = {name: g.reshape(k * b, *g.shape[2:]) for name, g in grads.items()}
-    clipped, norms = clip_updates(flat, clip)
+    clipped, norms = aggregation.clip_updates(flat, clip)
     w = weights.reshape(k * b)
     sums = {name: (c * w.view(-1, *([1] * (c.dim() - 1)))).reshape(k, b, *c.shape[1:]).sum(1)
             for name, c in clipped.items()}
-    noise = gaussian_like(sums, noise_std, generator)
-    return {name: sums[name] + noise[name] for name in sums}, norms.reshape(k, b)
+    return sums, norms.reshape(k, b)
 
 
 # Layers without parameters that act on each example independently.
@@ -104,7 +144,7 @@ def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tens
         g_sq = g.pow(2).sum(-1)
         sq = sq + a.pow(2).sum(-1) * g_sq + g_sq
     norms = sq.sqrt()
-    factor = (clip / norms.clamp(min=1e-12)).clamp(max=1.0) * weights
+    factor = aggregation.clip_factor(norms, clip) * weights
     sums: Params = {}
     for name, a, g in zip(names, inputs, grads, strict=True):
         scaled = g * factor.unsqueeze(-1)
@@ -116,16 +156,20 @@ def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tens
 def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
            counts: torch.Tensor, *, steps: int, sampling_rate: float, expected_batch: float,
            lr: float, clip: float, noise_multiplier: float, generator: torch.Generator,
-           noise_generator: torch.Generator, per_example: str = "auto") -> Params:
+           noise_generator: torch.Generator, per_example: str = "auto",
+           canaries: GradientCanaries | None = None, batched_params: bool = False) -> Params:
     """Run `steps` DP-SGD steps on each of K clients from the same starting `params`.
 
     x: (K, n_max, ...), y: (K, n_max), counts: (K,). Returns per-client updates (K, ...). No
     other statistic of the records leaves this function: only the noised steps touch them.
     `per_example`: "vmap" (any model), "linear" (Linear stacks: norms without per-example
     gradients) or "auto" (linear where it applies). Both give the same clipped sums.
+    `canaries`: the audit's gradient canaries of these K clients. With `batched_params`, `params`
+    holds one starting point per client, each (K, ...): independent runs side by side.
     """
     k, n_max = y.shape
-    stacked = stack_params(params, k)
+    stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
+               else stack_params(params, k))
     start = {name: p.clone() for name, p in stacked.items()}
     valid = torch.arange(n_max).unsqueeze(0) < counts.unsqueeze(1)
     arange_k = torch.arange(k).unsqueeze(1)
@@ -136,12 +180,13 @@ def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
         xb, yb = x[arange_k, idx], y[arange_k, idx]
         if linear:
             sums, _ = linear_stack_clipped_sum(model, stacked, xb, yb, weights, clip)
-            noise = gaussian_like(sums, noise_multiplier * clip, noise_generator)
-            noised = {name: sums[name] + noise[name] for name in sums}
         else:
-            noised, _ = clipped_noisy_sum(grad_fn(stacked, xb, yb), weights, clip=clip,
-                                          noise_std=noise_multiplier * clip,
-                                          generator=noise_generator)
+            sums, _ = clipped_sum(grad_fn(stacked, xb, yb), weights, clip=clip)
+        if canaries is not None:
+            add_canary_gradients(sums, canaries, sampling_rate=sampling_rate, clip=clip,
+                                 generator=generator)
+        noise = gaussian_like(sums, noise_multiplier * clip, noise_generator)
+        noised = {name: sums[name] + noise[name] for name in sums}
         with torch.no_grad():
             for name in stacked:
                 stacked[name] -= lr * noised[name] / expected_batch

@@ -37,7 +37,7 @@ from privbench.trainers.aggregation import (
 )
 from privbench.trainers.checkpoint import load_checkpoint, save_checkpoint
 from privbench.trainers.client_update import local_sgd
-from privbench.trainers.dpsgd import dp_sgd
+from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
 from privbench.trainers.monitor import RoundMonitor
 from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
@@ -103,7 +103,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
                  secagg: SecAggSpec | None = None,
                  client_update_hook: ClientUpdateHook | None = None,
                  on_record: RecordCallback | None = None,
-                 record_rounds: Collection[int] = ()) -> TrainedModel:
+                 record_rounds: Collection[int] = (),
+                 gradient_canaries: GradientCanaries | None = None) -> TrainedModel:
     """Train `model` federatedly on `shards` of `data` and return it with its Claim.
 
     For each round in `record_rounds` (1-based) the observations keep what the server holds: the
@@ -111,7 +112,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
     aggregated sum.
 
     `work_dir` holds the ledger and round checkpoints (resumed from when present); `tamper` lets a
-    test play malicious clients by replacing what chosen clients send.
+    test play malicious clients by replacing what chosen clients send. `gradient_canaries` are
+    the audit's Dirac records inside example-level DP-SGD (rows: clients).
     """
     n_clients = len(shards)
     xs, ys, counts = pad_shards(data.x_train, data.y_train, shards)
@@ -168,7 +170,7 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         start_params = params
         step, clip_next = _one_round(model, plan, params, xs, ys, counts, sampled, clients, train,
                                      clip, gens, r, record, tamper,
-                                     secure, client_update_hook, view)
+                                     secure, client_update_hook, view, gradient_canaries)
         if view is not None:  # hook for the inversion attacks (attacks.inversion.rounds)
             _record_round(recorded, r + 1, start_params, view, secure is None)
         if step is not None:
@@ -263,6 +265,7 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
                tamper: TamperHook | None, secure: SecureRounds | None = None,
                client_update_hook: ClientUpdateHook | None = None,
                view: dict[str, Any] | None = None,
+               gradient_canaries: GradientCanaries | None = None,
                ) -> tuple[dict[str, torch.Tensor] | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
@@ -273,7 +276,9 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
                           steps=plan.local_steps, sampling_rate=plan.record_rate,
                           expected_batch=train.batch_size, lr=train.lr, clip=clip,
                           noise_multiplier=plan.update_noise_multiplier(r),
-                          generator=gens["local"], noise_generator=gens["noise"])
+                          generator=gens["local"], noise_generator=gens["noise"],
+                          canaries=None if gradient_canaries is None
+                          else gradient_canaries.rows(sampled))
         else:
             sent, losses = local_sgd(model, params, xs[sampled], ys[sampled], counts[sampled],
                                      epochs=train.local_epochs, batch_size=train.batch_size,

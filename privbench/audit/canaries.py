@@ -6,6 +6,8 @@ canary hidden inside an existing client would be a replace-one change, which tha
 state). Two kinds:
 - input-space records (mislabelled population records, or out-of-distribution noise with a random
   label) for the `final_model` surface, scored by their loss;
+- Dirac gradient canaries for example-level DP-SGD (privbench.audit.gradient_canaries): records of
+  the one client whose per-example gradient is fixed, on coordinates chosen blind to the bits;
 - update-space canaries (a fixed random unit vector times `canary_norm * clip`): the canary client's
   update is replaced by that vector through the trainer's `client_update_hook`, before clipping and
   noise, so it passes through the DP mechanism like any client. Scored by cosines with the model
@@ -21,11 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
+from privbench.audit.gradient_canaries import plant_dirac_canaries, quiet_coordinates
 from privbench.data import SplitData
 from privbench.errors import PrivbenchError
 from privbench.partition import ClientShard
-from privbench.spec import AuditSpec
+from privbench.spec import AuditSpec, CellSpec
+from privbench.trainers.dpsgd import GradientCanaries
 
 Params = dict[str, torch.Tensor]
 
@@ -40,7 +45,8 @@ class CanarySet:
     x: np.ndarray | None = None  # (m, features) input-space canary records
     y: np.ndarray | None = None  # (m,) their labels
     vectors: np.ndarray | None = None  # (m, d) unit vectors of update-space canaries
-    norm: float = 0.0  # update-space canary norm (canary_norm * clip)
+    coords: np.ndarray | None = None  # (m,) flat parameter coordinate of each Dirac canary
+    norm: float = 0.0  # update or gradient canary norm (canary_norm * clip)
 
     @property
     def m(self) -> int:
@@ -55,6 +61,16 @@ class PlantedRun:
     shards: list[ClientShard]
     canaries: CanarySet
     client_update_hook: CanaryUpdateHook | None = None
+    gradient_canaries: GradientCanaries | None = None
+
+
+def plants_canaries(spec: CellSpec) -> bool:
+    """Whether a cell's training run carries the audit's canaries: one-run and one-shot audits
+    do; a multi-run audit trains runs of its own; Dirac canaries need DP-SGD (a finite epsilon)."""
+    a = spec.audit
+    if not a.enabled or a.mode == "multi-run":
+        return False
+    return a.canary != "dirac" or math.isfinite(spec.privacy.epsilon)
 
 
 def canary_rng(seed: int) -> np.random.Generator:
@@ -76,12 +92,20 @@ def input_canaries(kind: str, data: SplitData, m: int,
     return x, rng.integers(0, data.n_classes, size=m)
 
 
-def plant_canaries(spec: AuditSpec, data: SplitData, shards: list[ClientShard], n_params: int,
+def plant_canaries(spec: AuditSpec, data: SplitData, shards: list[ClientShard], model: nn.Module,
                    clip: float, seed: int) -> PlantedRun:
-    """Draw canaries and inclusion bits; add one client per included canary."""
+    """Draw canaries and inclusion bits; add one client per included canary (Dirac canaries are
+    records of the one client instead)."""
     rng = canary_rng(seed)
     m = spec.n_canaries
     bits = rng.random(m) < 0.5
+    if spec.canary == "dirac":
+        coords = quiet_coordinates(model, data.x_pop, data.y_pop, m, rng)
+        norm = spec.canary_norm * clip
+        canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
+        return PlantedRun(data, list(shards), canaries,
+                          gradient_canaries=plant_dirac_canaries(bits, coords, norm, len(shards)))
+    n_params = sum(p.numel() for p in model.parameters())
     client_ids = np.full(m, -1, dtype=np.int64)
     client_ids[bits] = len(shards) + np.arange(int(bits.sum()))
     if spec.canary in ("mislabelled", "ood"):

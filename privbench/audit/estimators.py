@@ -98,6 +98,27 @@ def _errors_at_thresholds(scores_in: np.ndarray, scores_out: np.ndarray,
     return fp, fn
 
 
+def planned_threshold(sim_in: np.ndarray, sim_out: np.ndarray, *, n_in: int, n_out: int,
+                      delta: float, alpha: float,
+                      route: Literal["clopper-pearson", "gdp"] = "clopper-pearson") -> float:
+    """The threshold with the largest bound at the error counts expected, for n_in and n_out
+    trials, from scores simulated under the mechanism as claimed: a test fixed before any trial.
+
+    Candidates span both tails (false-positive rates down to 1 / n_out, false-negative rates
+    down to 1 / n_in), where the Clopper-Pearson route finds its best tests.
+    """
+    sim_in, sim_out = np.asarray(sim_in, np.float64), np.asarray(sim_out, np.float64)
+    candidates = np.unique(np.concatenate([
+        np.quantile(sim_out, 1 - np.geomspace(1 / n_out, 0.5, 60)),
+        np.quantile(sim_in, np.geomspace(1 / n_in, 0.5, 60))]))
+    fp, fn = _errors_at_thresholds(sim_in, sim_out, candidates)
+    expected_fp, expected_fn = fp / len(sim_out) * n_out, fn / len(sim_in) * n_in
+    bound = two_world_epsilon if route == "clopper-pearson" else gdp_route_epsilon
+    merit = bound(expected_fp, np.full(len(candidates), n_out), expected_fn,
+                  np.full(len(candidates), n_in), delta, alpha)
+    return float(candidates[int(np.argmax(merit))])
+
+
 def two_world_bound(scores_in: np.ndarray, scores_out: np.ndarray, *, delta: float,
                     alpha: float = 0.05, threshold: float | None = None,
                     route: Literal["clopper-pearson", "gdp"] = "clopper-pearson") -> EpsilonBound:

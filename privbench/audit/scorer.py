@@ -8,11 +8,14 @@ import numpy as np
 
 from privbench.audit.canaries import final_delta_cosines, round_likelihood_scores
 from privbench.audit.estimators import EpsilonBound, fl_one_shot_bound, one_run_bound
+from privbench.audit.gradient_canaries import claimed_mechanism, coordinate_values
+from privbench.audit.multi_run import multi_run_bound
 from privbench.audit.verdict import audit_rows
 from privbench.models import build_model
 from privbench.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.signals import per_example_losses
+from privbench.trainers.privacy_plan import make_plan
 
 # A surface the audit reads, and the exposed surfaces that reveal it (iterates end in the final
 # weights).
@@ -31,6 +34,13 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
         return -per_example_losses(trained.model, canaries.x, canaries.y)
     initial_model = build_model(spec.model, ctx.data.n_features, ctx.data.n_classes, spec.seed)
     initial = {name: p.detach() for name, p in initial_model.named_parameters()}
+    if canaries.kind == "dirac":  # the claimed DP-SGD mechanism's likelihood ratio
+        observed = trained.observations
+        snapshots = [initial, *(observed.iterates if spec.audit.surface == "iterates"
+                                else [observed.final_params])]
+        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(ctx.data.y_train)))
+        return claimed_mechanism(spec, plan).scores(
+            coordinate_values(snapshots, canaries.coords), len(observed.iterates))
     if spec.audit.surface == "final_weights":
         return final_delta_cosines(canaries.vectors, initial, trained.observations.final_params)
     # The sampling rate expected before the bits are drawn (the score must not read the bits),
@@ -61,10 +71,17 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
 
 def audit_scorer(ctx: CellContext) -> list[MetricRow]:
     """eps_lb and eps_ceiling rows with the verdict against the model's claimed epsilon."""
-    a = ctx.cell.spec.audit
-    if not a.enabled or ctx.canaries is None:
+    a, claim = ctx.cell.spec.audit, ctx.trained.claim
+    if not a.enabled or not any(ctx.trained.observations.exposes(s)
+                                for s in REVEALED_BY[a.surface]):
         return []
-    if not any(ctx.trained.observations.exposes(s) for s in REVEALED_BY[a.surface]):
+    if a.mode == "multi-run":  # trains its own runs of the cell's DP-SGD plan
+        if not claim.is_private:
+            return []
+        bound = multi_run_bound(ctx.cell.spec, ctx.data, delta=claim.delta)
+        return audit_rows(ctx.key, bound, claim.epsilon, a.surface, a.mode,
+                          {"canary": a.canary, "n_canaries": 2 * a.runs, "included": a.runs})
+    if ctx.canaries is None:
         return []
     bound, extra = audit_bound(ctx, canary_scores(ctx))
-    return audit_rows(ctx.key, bound, ctx.trained.claim.epsilon, a.surface, a.mode, extra)
+    return audit_rows(ctx.key, bound, claim.epsilon, a.surface, a.mode, extra)
