@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from privbench.audit.canaries import CanaryUpdateHook, plant_canaries
 from privbench.audit.estimators import EpsilonBound, fl_one_shot_bound, one_run_bound
 from privbench.audit.verdict import audit_rows, verdict
-from privbench.cell import run_cell
+from privbench.cell import cell_dir, run_cell
 from privbench.data import load_split
 from privbench.errors import SpecError
 from privbench.partition import partition
@@ -150,6 +151,40 @@ def test_update_hook_replaces_only_sampled_canary_clients():
     assert torch.equal(out["w"][0], updates["w"][0]) and torch.equal(out["b"][0], updates["b"][0])
     flat = torch.cat([out["w"][1].flatten(), out["b"][1].flatten()]).double().numpy()
     np.testing.assert_allclose(flat, run.canaries.vectors[j] * 1.5, rtol=1e-6)
+    assert hook.canary_mask(sampled).tolist() == [False, True]
+    excluded = len(shards) + int(run.canaries.bits.sum())  # not a canary client: past the last
+    assert hook.canary_mask(torch.tensor([excluded, 1])).tolist() == [False, False]
+
+
+def test_canary_clients_are_not_trained(monkeypatch, tmp_path: Path):
+    """Local SGD runs only on sampled clients that are not canaries; the run stays deterministic."""
+    import privbench.trainers.fedavg as fedavg
+
+    trained, masked = [], []
+    real_sgd, real_mask = fedavg.local_sgd, CanaryUpdateHook.canary_mask
+
+    def counting_sgd(model, params, x, *args, **kwargs):
+        trained.append(len(x))
+        return real_sgd(model, params, x, *args, **kwargs)
+
+    def counting_mask(self, sampled):
+        mask = real_mask(self, sampled)
+        masked.append(int(mask.sum()))
+        return mask
+
+    monkeypatch.setattr(fedavg, "local_sgd", counting_sgd)
+    monkeypatch.setattr(CanaryUpdateHook, "canary_mask", counting_mask)
+    spec = with_audit(canary="random-unit", surface="iterates", n_canaries=20)
+    cell = expand(validate_suite(spec, "t"), "t")[0]
+    first = run_cell(cell, tmp_path / "a")
+    assert first.status == "ok", first.error
+    cohorts = sum(h["cohort"] for h in first.history if "cohort" in h)
+    assert sum(masked) > 0 and sum(trained) + sum(masked) == cohorts
+    second = run_cell(cell, tmp_path / "b")
+    assert second.metric("audit", "eps_lb").value == first.metric("audit", "eps_lb").value
+    weights = [load_file(str(cell_dir(tmp_path / run, cell.key) / "weights.safetensors"))
+               for run in ("a", "b")]
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
 
 
 @pytest.mark.parametrize("audit", [

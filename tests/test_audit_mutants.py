@@ -6,11 +6,14 @@ each send a random unit vector of norm 10 x clip through the trainer's own clipp
 certified with the one-run bound (guess counts chosen on half the canaries). The model claims
 epsilon 1 at delta 1e-5; the design's ceiling is 3.49. Mutants wrap trainers.aggregation.
 The sampling rate under-reported 10x changes only the claim, so it is audited at a larger design
-(1,000 canaries, target epsilon 8). Not yet covered: noise added before clipping.
+(1,000 canaries, target epsilon 8). Noise added before clipping (each client adds its share of the
+calibrated noise, then clips to C) scales noise and canary down alike: the canary's signal-to-noise
+ratio then grows with canary_norm instead of being capped by the clip.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -58,14 +61,30 @@ def noise_on_some_layers(template, std, generator):
     return {name: torch.zeros_like(n) if name == "0.weight" else n for name, n in noise.items()}
 
 
+def noise_then_clip(received, template, *, clip, noise_multiplier, expected_cohort, generator):
+    """Mutant (with `no_clipping` in the loop): each received update gets its share of the
+    calibrated noise, N(0, (z C)^2 / expected_cohort), and is clipped to C only then; the server
+    sums and divides by the expected cohort, adding no noise of its own."""
+    if received is None:
+        total = {name: torch.zeros_like(t) for name, t in template.items()}
+    else:
+        std = noise_multiplier * clip / math.sqrt(expected_cohort)
+        noisy = {name: u + torch.randn(u.shape, generator=generator, dtype=u.dtype) * std
+                 for name, u in received.items()}
+        clipped, _ = aggregation.clip_updates(noisy, clip)
+        total = {name: u.sum(dim=0) for name, u in clipped.items()}
+    return {name: v / expected_cohort for name, v in total.items()}, total
+
+
 MUTANTS = {
     "correct": {},
     "noise_10x_too_small": {"dp_fedavg": weak_noise},
     "client_updates_not_clipped": {"clip_updates": no_clipping},
     "noise_on_some_layers": {"gaussian_like": noise_on_some_layers},
+    "noise_added_before_clipping": {"clip_updates": no_clipping, "dp_fedavg": noise_then_clip},
 }
 EXPECTED = {"correct": "PASS", "noise_10x_too_small": "FAIL", "client_updates_not_clipped": "FAIL",
-            "noise_on_some_layers": "FAIL"}
+            "noise_on_some_layers": "FAIL", "noise_added_before_clipping": "FAIL"}
 
 
 @pytest.mark.parametrize("variant", list(MUTANTS))

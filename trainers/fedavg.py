@@ -52,6 +52,9 @@ log = logging.getLogger("privbench.trainers")
 __all__ = ["CENTRAL_DP_OBSERVERS", "pad_shards", "train_fedavg"]
 # Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->
 # updates. It may replace canary clients' updates before clipping and noise; None changes nothing.
+# A hook may also have a method `canary_mask(sampled) -> (K,) bool tensor` marking the sampled
+# clients whose updates it replaces: those clients are then not trained, and their rows reach the
+# hook as zeros. A hook without it gets every sampled client's trained update.
 ClientUpdateHook = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 # Monitoring hook: called with each round's history record and the DP event the round executed
 # (None without DP) as soon as the round ends; it may add keys to the record (the monitor adds the
@@ -280,10 +283,9 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
                           canaries=None if gradient_canaries is None
                           else gradient_canaries.rows(sampled))
         else:
-            sent, losses = local_sgd(model, params, xs[sampled], ys[sampled], counts[sampled],
-                                     epochs=train.local_epochs, batch_size=train.batch_size,
-                                     lr=train.lr, generator=gens["local"])
-            if not plan.private:
+            sent, losses = _train_clients(model, params, xs, ys, counts, sampled, train, gens,
+                                          client_update_hook)
+            if not plan.private and losses.numel():
                 record["client_loss"] = float(losses.mean())
             if client_update_hook is not None:  # audit canaries (see ClientUpdateHook)
                 sent = client_update_hook(r, sampled, sent)
@@ -332,6 +334,32 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
     if secure is not None:  # [secagg] the mean via the secure sum (needs the clipping bound)
         return secure.mean_round(clip_updates(received, clip)[0], r, record), clip
     return fedavg_mean(received), clip
+
+
+def _train_clients(model: nn.Module, params: dict[str, torch.Tensor], xs: torch.Tensor,
+                   ys: torch.Tensor, counts: torch.Tensor, sampled: torch.Tensor,
+                   train: TrainSpec, gens: dict[str, torch.Generator],
+                   hook: ClientUpdateHook | None,
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Local SGD on the sampled clients whose updates the hook keeps; returns the updates
+    (K, ...), zero in the rows of clients the hook replaces, and the trained clients' losses."""
+    mask_of = getattr(hook, "canary_mask", None)
+    replaced = mask_of(sampled) if mask_of is not None else None
+    if replaced is None or not bool(replaced.any()):
+        return local_sgd(model, params, xs[sampled], ys[sampled], counts[sampled],
+                         epochs=train.local_epochs, batch_size=train.batch_size, lr=train.lr,
+                         generator=gens["local"])
+    sent = {name: torch.zeros((sampled.numel(), *p.shape), dtype=p.dtype)
+            for name, p in params.items()}
+    real = sampled[~replaced]
+    if real.numel() == 0:
+        return sent, torch.zeros(0)
+    trained, losses = local_sgd(model, params, xs[real], ys[real], counts[real],
+                                epochs=train.local_epochs, batch_size=train.batch_size,
+                                lr=train.lr, generator=gens["local"])
+    for name, u in trained.items():
+        sent[name][~replaced] = u
+    return sent, losses
 
 
 def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, torch.Tensor],

@@ -133,7 +133,13 @@ class CanaryUpdateHook:
         assert canaries.vectors is not None
         included = np.flatnonzero(canaries.bits)
         self.row_of_client = {int(canaries.client_ids[j]): int(j) for j in included}
+        self.client_ids = torch.as_tensor(canaries.client_ids[included], dtype=torch.long)
         self.vectors = torch.from_numpy(canaries.vectors * canaries.norm).float()
+
+    def canary_mask(self, sampled: torch.Tensor) -> torch.Tensor:
+        """True at each position of `sampled` that holds a canary client (its update is replaced,
+        so the trainer need not train it)."""
+        return torch.isin(sampled, self.client_ids)
 
     def __call__(self, round_index: int, sampled: torch.Tensor, updates: Params) -> Params:
         rows = [(pos, self.row_of_client[int(c)]) for pos, c in enumerate(sampled.tolist())

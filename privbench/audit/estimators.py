@@ -171,13 +171,14 @@ def two_world_bound(scores_in: np.ndarray, scores_out: np.ndarray, *, delta: flo
 # One run (Steinke, Nasr, Jagielski 2023)
 
 
-def one_run_p_value(eps: np.ndarray, r: np.ndarray, v: np.ndarray, m: int,
+def one_run_p_value(eps: np.ndarray, r: np.ndarray, v: np.ndarray, m: int | np.ndarray,
                     delta: float) -> np.ndarray:
     """p(eps) = P[B >= v] + 2 m delta max_{i<=v} P[v-i <= B < v] / i, B ~ Bin(r, e^eps/(1+e^eps)).
 
     Under (eps, delta)-DP, r guesses get v or more right with probability at most p(eps).
     """
-    eps, r, v = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (eps, r, v)))
+    eps, r, v, m = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
+                                         for a in (eps, r, v, m)))
     q = stats.logistic.cdf(eps)  # e^eps / (1 + e^eps) without overflow
     tail = stats.binom.sf(v - 1, r, q)
     if delta <= 0:
@@ -187,15 +188,19 @@ def one_run_p_value(eps: np.ndarray, r: np.ndarray, v: np.ndarray, m: int,
         return np.ones_like(tail)
     i = np.arange(1, vmax + 1, dtype=np.float64)
     j = v[..., None] - i  # outcomes v-1, v-2, ..., v-vmax
-    pmf = np.where(j >= 0, stats.binom.pmf(np.maximum(j, 0), r[..., None], q[..., None]), 0.0)
+    # The pmf only where the outcome exists (j >= 0): rows with small v need few of the vmax.
+    valid = j >= 0
+    pmf = np.zeros(j.shape)
+    pmf[valid] = stats.binom.pmf(j[valid], np.broadcast_to(r[..., None], j.shape)[valid],
+                                 np.broadcast_to(q[..., None], j.shape)[valid])
     term = np.where(i <= v[..., None], np.cumsum(pmf, axis=-1) / i, 0.0).max(axis=-1)
     return np.where(v <= 0, 1.0, tail + 2 * m * delta * term)
 
 
-def one_run_epsilon(r: np.ndarray, v: np.ndarray, m: int, delta: float, beta: float,
+def one_run_epsilon(r: np.ndarray, v: np.ndarray, m: int | np.ndarray, delta: float, beta: float,
                     iterations: int = 40) -> np.ndarray:
     """eps_LB = sup{eps : p(eps) < beta} (0 when p(0) >= beta), elementwise; p falls with eps."""
-    r, v = np.broadcast_arrays(np.asarray(r, dtype=np.float64), np.asarray(v, dtype=np.float64))
+    r, v, m = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (r, v, m)))
     lo = np.zeros(r.shape)
     hi = np.full(r.shape, EPS_SEARCH_MAX)
     for _ in range(iterations):
@@ -248,12 +253,16 @@ def one_run_bound(scores: np.ndarray, bits: np.ndarray, *, delta: float, alpha: 
         pairs = guess_candidates(min(len(sel), m_cert))
         v_sel = _correct_guesses(scores[sel], bits[sel], pairs, tiebreak[sel])
         r = pairs.sum(axis=1)
-        eps_sel = one_run_epsilon(r, v_sel, len(sel), delta, alpha)
+        # One elementwise search for the selection's bounds and the design's ceiling (all
+        # guesses right on the certification half; it reads no bits).
+        k = len(pairs)
+        searched = one_run_epsilon(np.concatenate([r, r]), np.concatenate([v_sel, r]),
+                                   np.repeat([len(sel), m_cert], k), delta, alpha)
+        eps_sel, ceiling = searched[:k], float(searched[k:].max())
         best = int(np.argmax(eps_sel))
         v = int(_correct_guesses(scores[cert], bits[cert], pairs[best:best + 1],
                                  tiebreak[cert])[0])
         eps = float(one_run_epsilon(r[best], v, m_cert, delta, alpha))
-        ceiling = float(one_run_epsilon(r, r, m_cert, delta, alpha).max())
         k_plus, k_minus = (int(x) for x in pairs[best])
         extra = {"selection": "split halves", "m_selection": len(sel),
                  "selection_eps": float(eps_sel[best])}
@@ -263,10 +272,12 @@ def one_run_bound(scores: np.ndarray, bits: np.ndarray, *, delta: float, alpha: 
         beta = alpha / len(pairs)
         r = pairs.sum(axis=1)
         v_all = _correct_guesses(scores, bits, pairs, tiebreak)
-        eps_all = one_run_epsilon(r, v_all, m, delta, beta)
+        k = len(pairs)
+        searched = one_run_epsilon(np.concatenate([r, r]), np.concatenate([v_all, r]), m, delta,
+                                   beta)  # the bounds and the ceiling in one search
+        eps_all, ceiling = searched[:k], float(searched[k:].max())
         best = int(np.argmax(eps_all))
         eps, v = float(eps_all[best]), int(v_all[best])
-        ceiling = float(one_run_epsilon(r, r, m, delta, beta).max())
         k_plus, k_minus = (int(x) for x in pairs[best])
         extra = {"selection": f"union bound over {len(pairs)} candidates"}
         n = m

@@ -1,0 +1,118 @@
+"""One-run audit overhead: client-level DP-FedAvg on digits (40 clients, cohort 10, 10 rounds,
+MLP 64-64-10, epsilon 2) trained without an audit (the baseline) against the same run audited as
+privbench/cell.py audits it: 200 update-space canaries planted as extra clients
+(audit.plant_canaries, "random-unit" on the "iterates" surface) with the trainer's
+client_update_hook, then scored (audit.scorer.canary_scores) and bounded (audit_bound, the
+one-run estimator). Rows for training with the canaries alone and for the scoring alone show
+where the audit's time goes.
+
+Goal: a one-run audit adds at most 10% to the training time of the run it audits (ratio of the
+audited run, scoring included, to the baseline at most 1.10).
+
+Where the time goes (profiled at this size): the Claim's accounting (PLD, and RDP twice) is most of
+either run, local training ~0.1 s. The planted canary clients raise the population from 40 to ~140
+while train.cohort (an expected count) stays 10, so the audited run is another mechanism: sampling
+rate 0.07 instead of 0.25, noise multiplier ~1.05 instead of ~2.01, and its PLD accounting takes
+~30-40% longer. Canary clients are not trained (CanaryUpdateHook.canary_mask), so its local
+training is shorter; scoring and the one-run bound take ~0.05 s.
+Run: .venv/bin/python -m pytest benchmarks/test_bench_audit.py -q -p no:randomly
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privbench import accounting
+from privbench.audit.canaries import plant_canaries
+from privbench.audit.scorer import audit_bound, canary_scores
+from privbench.data import load_split
+from privbench.models import build_model
+from privbench.partition import partition
+from privbench.scoring import CellContext
+from privbench.spec import validate_suite
+from privbench.suite import expand
+from privbench.trainers import train_fedavg
+
+SUITE = {
+    "name": "bench-audit", "seed": 0,
+    "data": {"name": "digits", "clients": 40},
+    "model": {"hidden": [64]},
+    "train": {"rounds": 10, "cohort": 10, "local_epochs": 1, "batch_size": 8, "lr": 0.1},
+    "privacy": {"epsilon": 2.0, "delta": 1e-5, "clip": 1.0},
+    "attacks": {"loss": {"enabled": False}},
+    "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "random-unit",
+              "n_canaries": 200, "canary_norm": 10.0},
+}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    cell = expand(validate_suite(SUITE, "bench"), "bench")[0]
+    data = load_split(cell.spec.data, cell.spec.seed)
+    shards = partition(cell.spec.data, data.y_train, cell.spec.seed)
+    return cell, data, shards
+
+
+def _model(cell, data):
+    spec = cell.spec
+    return build_model(spec.model, data.n_features, data.n_classes, spec.seed)
+
+
+def _plain(cell, data, shards):
+    spec = cell.spec
+    return train_fedavg(_model(cell, data), data, shards, spec.train, spec.privacy, spec.seed)
+
+
+def _audited_training(cell, data, shards):
+    """Plant the canaries and train with the hook, as privbench/cell.py does."""
+    spec = cell.spec
+    model = _model(cell, data)
+    planted = plant_canaries(spec.audit, data, shards, sum(p.numel() for p in model.parameters()),
+                             spec.privacy.clip, spec.seed)
+    trained = train_fedavg(model, planted.data, planted.shards, spec.train, spec.privacy,
+                           spec.seed, client_update_hook=planted.client_update_hook)
+    return CellContext(cell=cell, data=data, shards=shards, trained=trained,
+                       canaries=planted.canaries)
+
+
+def _score(ctx):
+    return audit_bound(ctx, canary_scores(ctx))
+
+
+def _audited(cell, data, shards):
+    return _score(_audited_training(cell, data, shards))
+
+
+@pytest.fixture(scope="module")
+def trained_ctx(setup):
+    return _audited_training(*setup)
+
+
+VARIANTS = {
+    "baseline: DP-FedAvg, no audit": _plain,
+    "audited: plant 200 canaries + train": _audited_training,
+    "audited: plant + train + score + bound": _audited,
+}
+
+
+@pytest.mark.parametrize("calibration", ["per run", "cached"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_audit_overhead(benchmark, setup, variant, calibration):
+    """"per run": every run calibrates its noise multiplier, as a fresh cell does; "cached": the
+    calibration comes from accounting's cache (a sweep that repeats a privacy setting)."""
+    benchmark.group = f"one-run audit overhead, calibration {calibration}"
+
+    def fresh():
+        if calibration == "per run":
+            accounting.calibrate_plan.cache_clear()
+            accounting.calibrate_noise_multiplier.cache_clear()
+        return setup, {}
+
+    benchmark.pedantic(VARIANTS[variant], setup=fresh, rounds=6, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="one-run audit overhead, calibration cached")
+def test_audit_scoring_alone(benchmark, trained_ctx):
+    benchmark.pedantic(_score, args=(trained_ctx,), rounds=6, warmup_rounds=1)
