@@ -10,11 +10,11 @@ Goal: a one-run audit adds at most 10% to the training time of the run it audits
 audited run, scoring included, to the baseline at most 1.10).
 
 Where the time goes (profiled at this size): the Claim's accounting (PLD, and RDP twice) is most of
-either run, local training ~0.1 s. The planted canary clients raise the population from 40 to ~140
-while train.cohort (an expected count) stays 10, so the audited run is another mechanism: sampling
-rate 0.07 instead of 0.25, noise multiplier ~1.05 instead of ~2.01, and its PLD accounting takes
-~30-40% longer. Canary clients are not trained (CanaryUpdateHook.canary_mask), so its local
-training is shorter; scoring and the one-run bound take ~0.05 s.
+either run, local training ~0.1 s. The audited run keeps the real clients' sampling rate (the
+expected cohort grows with the ~100 canary clients expected: audit.canaries.audited_cohort), so
+it is the same mechanism with the same calibrated noise. Canary clients are not trained
+(CanaryUpdateHook.canary_mask); the rest of the audit is planting (~10 ms), clipping and noising
+the canary rows, and scoring with the one-run bound (~20 ms).
 Run: .venv/bin/python -m pytest benchmarks/test_bench_audit.py -q -p no:randomly
 """
 
@@ -69,9 +69,8 @@ def _audited_training(cell, data, shards):
     """Plant the canaries and train with the hook, as privbench/cell.py does."""
     spec = cell.spec
     model = _model(cell, data)
-    planted = plant_canaries(spec.audit, data, shards, sum(p.numel() for p in model.parameters()),
-                             spec.privacy.clip, spec.seed)
-    trained = train_fedavg(model, planted.data, planted.shards, spec.train, spec.privacy,
+    planted = plant_canaries(spec, data, shards, model)
+    trained = train_fedavg(model, planted.data, planted.shards, planted.train, spec.privacy,
                            spec.seed, client_update_hook=planted.client_update_hook)
     return CellContext(cell=cell, data=data, shards=shards, trained=trained,
                        canaries=planted.canaries)

@@ -81,15 +81,15 @@ def run_cell(cell: Cell, run_dir: Path,
         inversion = spec.attacks.inversion  # the server keeps these rounds' client updates
         record = {"record_rounds": set(inversion.rounds)} if inversion.enabled else {}
         monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
-        planted = (plant_canaries(spec.audit, data, shards, model, spec.privacy.clip, spec.seed)
-                   if plants_canaries(spec) else None)
+        planted = plant_canaries(spec, data, shards, model) if plants_canaries(spec) else None
         # Audit canaries (privbench.audit): extra clients and an update hook, or gradient
         # canaries inside DP-SGD.
         hook = {name: getattr(planted, name) for name in ("client_update_hook",
                                                           "gradient_canaries")
                 if planted is not None and getattr(planted, name) is not None}
         trained = train_fedavg(model, planted.data if planted else data,
-                               planted.shards if planted else shards, spec.train, spec.privacy,
+                               planted.shards if planted else shards,
+                               planted.train if planted else spec.train, spec.privacy,
                                spec.seed, on_round=on_round, work_dir=work_dir(run_dir, cell.key),
                                secagg=spec.secagg, on_record=monitor, **hook, **record)
         ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,

@@ -17,7 +17,7 @@ from privbench.cell import cell_dir, run_cell
 from privbench.data import load_split
 from privbench.errors import SpecError
 from privbench.partition import partition
-from privbench.spec import AuditSpec, DataSpec, validate_suite
+from privbench.spec import AuditSpec, CellSpec, DataSpec, validate_suite
 from privbench.suite import expand
 
 SMALL = {
@@ -121,11 +121,14 @@ def test_fl_one_shot_is_zero_on_unseen_canaries():
 def test_input_canaries_are_their_own_clients():
     data = load_split(DataSpec(), 0)
     shards = partition(DataSpec(), data.y_train, 0)
-    audit = AuditSpec(enabled=True, n_canaries=40)
-    run = plant_canaries(audit, data, shards, torch.nn.Linear(4, 2), 1.0, 0)
+    cell = CellSpec(audit=AuditSpec(enabled=True, n_canaries=40))
+    run = plant_canaries(cell, data, shards, torch.nn.Linear(4, 2))
     c = run.canaries
     included = np.flatnonzero(c.bits)
     assert len(run.shards) == len(shards) + len(included)
+    # The expected cohort grows with the 20 canary clients expected: real clients keep their
+    # sampling rate, and the claim its value.
+    assert run.train.cohort / (len(shards) + 20) == pytest.approx(cell.train.cohort / len(shards))
     assert len(run.data.y_train) == len(data.y_train) + len(included)
     for j, shard in zip(included, run.shards[len(shards):], strict=True):
         assert shard.id == c.client_ids[j] and len(shard.indices) == 1
@@ -141,7 +144,8 @@ def test_update_hook_replaces_only_sampled_canary_clients():
     shards = partition(DataSpec(), data.y_train, 0)
     audit = AuditSpec(enabled=True, canary="random-unit", surface="final_weights", n_canaries=10,
                       canary_norm=3.0)
-    run = plant_canaries(audit, data, shards, torch.nn.Linear(2, 2), 0.5, 0)  # 6 parameters
+    cell = CellSpec(audit=audit, privacy={"clip": 0.5})
+    run = plant_canaries(cell, data, shards, torch.nn.Linear(2, 2))  # 6 parameters
     hook = run.client_update_hook
     assert isinstance(hook, CanaryUpdateHook)
     j = int(np.flatnonzero(run.canaries.bits)[0])

@@ -29,7 +29,7 @@ from privbench.audit.gradient_canaries import plant_dirac_canaries, quiet_coordi
 from privbench.data import SplitData
 from privbench.errors import PrivbenchError
 from privbench.partition import ClientShard
-from privbench.spec import AuditSpec, CellSpec
+from privbench.spec import CellSpec, TrainSpec
 from privbench.trainers.dpsgd import GradientCanaries
 
 Params = dict[str, torch.Tensor]
@@ -60,6 +60,7 @@ class PlantedRun:
     data: SplitData
     shards: list[ClientShard]
     canaries: CanarySet
+    train: TrainSpec  # the cell's plan, with the cohort that keeps real clients' sampling rate
     client_update_hook: CanaryUpdateHook | None = None
     gradient_canaries: GradientCanaries | None = None
 
@@ -92,10 +93,20 @@ def input_canaries(kind: str, data: SplitData, m: int,
     return x, rng.integers(0, data.n_classes, size=m)
 
 
-def plant_canaries(spec: AuditSpec, data: SplitData, shards: list[ClientShard], model: nn.Module,
-                   clip: float, seed: int) -> PlantedRun:
-    """Draw canaries and inclusion bits; add one client per included canary (Dirac canaries are
-    records of the one client instead)."""
+def audited_cohort(cohort: float, n_clients: int, m: int) -> float:
+    """The expected cohort of a run with m canary clients planted: scaled so that each real client
+    keeps its sampling rate, and so the claim its value, as in the run without the audit. It uses
+    the m / 2 canaries expected to be included, not the bits, so a score that reads it stays blind
+    to them."""
+    return cohort * (n_clients + m / 2) / n_clients
+
+
+def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
+                   model: nn.Module) -> PlantedRun:
+    """Draw canaries and inclusion bits; add one client per included canary, with the expected
+    cohort scaled to keep the real clients' sampling rate (Dirac canaries are records of the one
+    client instead)."""
+    spec, clip, seed = cell.audit, cell.privacy.clip, cell.seed
     rng = canary_rng(seed)
     m = spec.n_canaries
     bits = rng.random(m) < 0.5
@@ -103,27 +114,30 @@ def plant_canaries(spec: AuditSpec, data: SplitData, shards: list[ClientShard], 
         coords = quiet_coordinates(model, data.x_pop, data.y_pop, m, rng)
         norm = spec.canary_norm * clip
         canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
-        return PlantedRun(data, list(shards), canaries,
+        return PlantedRun(data, list(shards), canaries, cell.train,
                           gradient_canaries=plant_dirac_canaries(bits, coords, norm, len(shards)))
     n_params = sum(p.numel() for p in model.parameters())
     client_ids = np.full(m, -1, dtype=np.int64)
     client_ids[bits] = len(shards) + np.arange(int(bits.sum()))
+    n_total = len(shards) + int(bits.sum())
+    train = cell.train.model_copy(update={"cohort": min(
+        audited_cohort(cell.train.cohort, len(shards), m), float(n_total))})
     if spec.canary in ("mislabelled", "ood"):
         x, y = input_canaries(spec.canary, data, m, rng)
         n = len(data.y_train)
-        train = dataclasses.replace(
+        with_canaries = dataclasses.replace(
             data, x_train=np.concatenate([data.x_train, x[bits]]),
             y_train=np.concatenate([data.y_train, y[bits]]))
         new = [ClientShard(int(cid), np.array([n + i])) for i, cid in enumerate(client_ids[bits])]
         canaries = CanarySet(spec.canary, bits, client_ids, x=x, y=y)
-        return PlantedRun(train, list(shards) + new, canaries)
+        return PlantedRun(with_canaries, list(shards) + new, canaries, train)
     vectors = rng.normal(size=(m, n_params))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     canaries = CanarySet(spec.canary, bits, client_ids, vectors=vectors,
                          norm=spec.canary_norm * clip)
     # The canary client holds one ordinary record; its trained update is replaced by the hook.
     new = [ClientShard(int(cid), np.array([0])) for cid in client_ids[bits]]
-    return PlantedRun(data, list(shards) + new, canaries, CanaryUpdateHook(canaries))
+    return PlantedRun(data, list(shards) + new, canaries, train, CanaryUpdateHook(canaries))
 
 
 class CanaryUpdateHook:

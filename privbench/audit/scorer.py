@@ -6,7 +6,11 @@ import math
 
 import numpy as np
 
-from privbench.audit.canaries import final_delta_cosines, round_likelihood_scores
+from privbench.audit.canaries import (
+    audited_cohort,
+    final_delta_cosines,
+    round_likelihood_scores,
+)
 from privbench.audit.estimators import EpsilonBound, fl_one_shot_bound, one_run_bound
 from privbench.audit.gradient_canaries import claimed_mechanism, coordinate_values
 from privbench.audit.multi_run import multi_run_bound
@@ -45,9 +49,10 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
         return final_delta_cosines(canaries.vectors, initial, trained.observations.final_params)
     # The sampling rate expected before the bits are drawn (the score must not read the bits),
     # and a clipped canary's shift of the averaged update.
-    q = min(spec.train.cohort / (len(ctx.shards) + canaries.m / 2), 1.0)
+    cohort = audited_cohort(spec.train.cohort, len(ctx.shards), canaries.m)
+    q = min(cohort / (len(ctx.shards) + canaries.m / 2), 1.0)
     clip = spec.privacy.clip if trained.claim.is_private else canaries.norm
-    signal = spec.train.server_lr * min(canaries.norm, clip) / spec.train.cohort
+    signal = spec.train.server_lr * min(canaries.norm, clip) / cohort
     return round_likelihood_scores(canaries.vectors, initial, trained.observations.iterates,
                                    signal, q)
 
