@@ -14,7 +14,9 @@ either run, local training ~0.1 s. The audited run keeps the real clients' sampl
 expected cohort grows with the ~100 canary clients expected: audit.canaries.audited_cohort), so
 it is the same mechanism with the same calibrated noise. Canary clients are not trained
 (CanaryUpdateHook.canary_mask); the rest of the audit is planting (~10 ms), clipping and noising
-the canary rows, and scoring with the one-run bound (~20 ms).
+the canary rows, and scoring with the one-run bound (~15 ms).
+A second group audits example-level DP-SGD with 192 Dirac gradient canaries (no extra clients:
+records of the one client whose gradients DP-SGD samples, clips and noises).
 Run: .venv/bin/python -m pytest benchmarks/test_bench_audit.py -q -p no:randomly
 """
 
@@ -115,3 +117,55 @@ def test_audit_overhead(benchmark, setup, variant, calibration):
 @pytest.mark.benchmark(group="one-run audit overhead, calibration cached")
 def test_audit_scoring_alone(benchmark, trained_ctx):
     benchmark.pedantic(_score, args=(trained_ctx,), rounds=6, warmup_rounds=1)
+
+
+# Example-level DP-SGD (one client, Poisson-sampled batches of ~64 records, 10 rounds of ~14 steps)
+# audited by 192 Dirac gradient canaries on the iterates: the same plan, no extra clients.
+DIRAC_SUITE = {
+    "name": "bench-audit-dirac", "seed": 0,
+    "data": {"name": "digits", "clients": 1},
+    "model": {"hidden": [64]},
+    "train": {"rounds": 10, "cohort": 1, "batch_size": 64, "lr": 0.5},
+    "privacy": {"epsilon": 2.0, "delta": 1e-5, "clip": 1.0, "unit": "example"},
+    "attacks": {"loss": {"enabled": False}},
+    "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "dirac",
+              "n_canaries": 192},
+}
+
+
+@pytest.fixture(scope="module")
+def dirac_setup():
+    torch.set_num_threads(1)
+    cell = expand(validate_suite(DIRAC_SUITE, "bench"), "bench")[0]
+    data = load_split(cell.spec.data, cell.spec.seed)
+    shards = partition(cell.spec.data, data.y_train, cell.spec.seed)
+    return cell, data, shards
+
+
+def _dirac_audited(cell, data, shards):
+    spec = cell.spec
+    model = _model(cell, data)
+    planted = plant_canaries(spec, data, shards, model)
+    trained = train_fedavg(model, planted.data, planted.shards, planted.train, spec.privacy,
+                           spec.seed, gradient_canaries=planted.gradient_canaries)
+    return _score(CellContext(cell=cell, data=data, shards=shards, trained=trained,
+                              canaries=planted.canaries))
+
+
+DIRAC_VARIANTS = {
+    "baseline: DP-SGD, no audit": _plain,
+    "audited: 192 Dirac canaries, train + score + bound": _dirac_audited,
+}
+
+
+@pytest.mark.parametrize("variant", list(DIRAC_VARIANTS))
+def test_dirac_audit_overhead(benchmark, dirac_setup, variant):
+    """Calibration per run, as a fresh cell does (the scorer's plan then comes from the cache)."""
+    benchmark.group = "one-run Dirac audit overhead (example-level DP-SGD)"
+
+    def fresh():
+        accounting.calibrate_plan.cache_clear()
+        accounting.calibrate_noise_multiplier.cache_clear()
+        return dirac_setup, {}
+
+    benchmark.pedantic(DIRAC_VARIANTS[variant], setup=fresh, rounds=6, warmup_rounds=1)

@@ -44,22 +44,30 @@ class GradientCanaries:
         """The canaries of a subset of the clients (rows of `present`)."""
         return GradientCanaries(self.present[clients], self.coords, self.norm)
 
+    def blocks(self, params: Params) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(parameter name, coordinates inside it, canary columns) for each parameter holding
+        canaries, in model order: the layout every step adds to."""
+        out, offset = [], 0
+        for name, p in params.items():
+            size = p[0].numel()
+            cols = torch.nonzero((self.coords >= offset) & (self.coords < offset + size)).flatten()
+            if cols.numel():
+                out.append((name, self.coords[cols] - offset, cols))
+            offset += size
+        return out
 
-def add_canary_gradients(sums: Params, canaries: GradientCanaries, *, sampling_rate: float,
-                         clip: float, generator: torch.Generator) -> None:
+
+def add_canary_gradients(sums: Params, canaries: GradientCanaries,
+                         blocks: list[tuple[str, torch.Tensor, torch.Tensor]], *,
+                         sampling_rate: float, clip: float, generator: torch.Generator) -> None:
     """Poisson-sample each planted canary and add its clipped Dirac gradient to `sums` in place."""
     joined = (torch.rand(canaries.present.shape, generator=generator) < sampling_rate) \
         & canaries.present
     value = canaries.norm * float(aggregation.clip_factor(torch.tensor([canaries.norm]), clip)[0])
     contribution = joined.to(torch.float32) * value  # (K, m)
-    offset = 0
-    for s in sums.values():  # model parameter order
-        size = s[0].numel()
-        inside = (canaries.coords >= offset) & (canaries.coords < offset + size)
-        if bool(inside.any()):
-            s.view(s.shape[0], -1).index_add_(1, canaries.coords[inside] - offset,
-                                             contribution[:, inside])
-        offset += size
+    for name, coords, cols in blocks:
+        s = sums[name]
+        s.view(s.shape[0], -1).index_add_(1, coords, contribution[:, cols])
 
 
 def poisson_batches(valid: torch.Tensor, sampling_rate: float,
@@ -175,6 +183,7 @@ def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
     arange_k = torch.arange(k).unsqueeze(1)
     linear = per_example == "linear" or (per_example == "auto" and is_linear_stack(model))
     grad_fn = per_example_grad_fn(model)
+    blocks = canaries.blocks(stacked) if canaries is not None else []
     for _ in range(steps):
         idx, weights = poisson_batches(valid, sampling_rate, generator)
         xb, yb = x[arange_k, idx], y[arange_k, idx]
@@ -183,7 +192,7 @@ def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
         else:
             sums, _ = clipped_sum(grad_fn(stacked, xb, yb), weights, clip=clip)
         if canaries is not None:
-            add_canary_gradients(sums, canaries, sampling_rate=sampling_rate, clip=clip,
+            add_canary_gradients(sums, canaries, blocks, sampling_rate=sampling_rate, clip=clip,
                                  generator=generator)
         noise = gaussian_like(sums, noise_multiplier * clip, noise_generator)
         noised = {name: sums[name] + noise[name] for name in sums}

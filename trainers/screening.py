@@ -35,6 +35,30 @@ def problem_with(update: Any, template: Params, max_norm: float) -> str | None:
     return None
 
 
+def batch_problems(updates: Params, template: Params, max_norm: float) -> list[str | None]:
+    """`problem_with` for every row of a batched update (K, ...) at once: names, shapes and dtypes
+    are the batch's; finiteness and norms are checked row by row in one pass."""
+    k = next(iter(updates.values())).shape[0] if updates else 0
+    if set(updates) != set(template):
+        return ["wrong parameter names"] * k
+    for name, t in template.items():
+        u = updates[name]
+        if u.shape[1:] != t.shape:
+            return [f"{name}: shape {tuple(u.shape[1:])}, expected {tuple(t.shape)}"] * k
+        if u.dtype != t.dtype:
+            return [f"{name}: dtype {u.dtype}, expected {t.dtype}"] * k
+    reasons: list[str | None] = [None] * k
+    for name in template:
+        finite = torch.isfinite(updates[name].reshape(k, -1)).all(dim=1)
+        for pos in torch.nonzero(~finite).flatten().tolist():
+            reasons[pos] = reasons[pos] or f"{name}: NaN or Inf"
+    norms = update_norms({n: u.double() for n, u in updates.items()})
+    for pos in torch.nonzero(norms > max_norm).flatten().tolist():
+        reasons[pos] = reasons[pos] or (f"norm {float(norms[pos]):.3g} beyond the sanity bound "
+                                        f"{max_norm:g}")
+    return reasons
+
+
 def screen_updates(updates: Params, clients: list[int], template: Params, *, max_norm: float,
                    round_no: int, replaced: dict[int, Any] | None = None
                    ) -> tuple[Params | None, list[int], list[dict[str, Any]]]:
@@ -42,17 +66,21 @@ def screen_updates(updates: Params, clients: list[int], template: Params, *, max
     an update received instead of the honest one. Returns (kept batch or None, kept positions,
     rejections with client id, round and reason)."""
     replaced = replaced or {}
-    keep_rows, kept, rejections = [], [], []
-    for pos, client in enumerate(clients):
-        row = replaced.get(pos, {n: u[pos] for n, u in updates.items()})
-        why = problem_with(row, template, max_norm)
+    reasons = batch_problems(updates, template, max_norm) if clients else []
+    for pos, row in replaced.items():
+        reasons[pos] = problem_with(row, template, max_norm)
+    kept, rejections = [], []
+    for pos, (client, why) in enumerate(zip(clients, reasons, strict=True)):
         if why is None:
-            keep_rows.append(row)
             kept.append(pos)
         else:
             rejections.append({"client": client, "round": round_no, "reason": why})
             log.warning("round %d: rejected the update of client %d: %s", round_no, client, why)
-    if not keep_rows:
+    if not kept:
         return None, kept, rejections
-    batch = {n: torch.stack([r[n] for r in keep_rows]) for n in template}
+    if not any(pos in replaced for pos in kept):
+        rows = torch.tensor(kept)
+        return {n: updates[n][rows] for n in template}, kept, rejections
+    batch = {n: torch.stack([replaced[p][n] if p in replaced else updates[n][p] for p in kept])
+             for n in template}
     return batch, kept, rejections

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from privbench.audit.gaussians import EPS_SEARCH_MAX, gaussian_pair_epsilon, gdp_epsilon
 
@@ -179,8 +179,12 @@ def one_run_p_value(eps: np.ndarray, r: np.ndarray, v: np.ndarray, m: int | np.n
     """
     eps, r, v, m = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
                                          for a in (eps, r, v, m)))
-    q = stats.logistic.cdf(eps)  # e^eps / (1 + e^eps) without overflow
-    tail = stats.binom.sf(v - 1, r, q)
+    q = special.expit(eps)  # e^eps / (1 + e^eps) without overflow
+    # P[B >= v] as the regularised incomplete beta I_q(v, r - v + 1): scipy's ufuncs, not the
+    # slower distribution objects (this runs inside a bisection).
+    with np.errstate(invalid="ignore"):
+        tail = np.where(v > r, 0.0, special.betainc(np.maximum(v, 1), np.maximum(r - v + 1, 1e-300),
+                                                    q))
     if delta <= 0:
         return np.where(v <= 0, 1.0, tail)
     vmax = int(v.max()) if v.size else 0
@@ -191,8 +195,12 @@ def one_run_p_value(eps: np.ndarray, r: np.ndarray, v: np.ndarray, m: int | np.n
     # The pmf only where the outcome exists (j >= 0): rows with small v need few of the vmax.
     valid = j >= 0
     pmf = np.zeros(j.shape)
-    pmf[valid] = stats.binom.pmf(j[valid], np.broadcast_to(r[..., None], j.shape)[valid],
-                                 np.broadcast_to(q[..., None], j.shape)[valid])
+    jv = j[valid]
+    rv = np.broadcast_to(r[..., None], j.shape)[valid]
+    ev = np.broadcast_to(eps[..., None], j.shape)[valid]
+    pmf[valid] = np.exp(special.gammaln(rv + 1) - special.gammaln(jv + 1)
+                        - special.gammaln(rv - jv + 1) + jv * special.log_expit(ev)
+                        + (rv - jv) * special.log_expit(-ev))
     term = np.where(i <= v[..., None], np.cumsum(pmf, axis=-1) / i, 0.0).max(axis=-1)
     return np.where(v <= 0, 1.0, tail + 2 * m * delta * term)
 
