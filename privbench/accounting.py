@@ -207,12 +207,14 @@ def pld_grid_for(epsilon_estimate: float) -> float:
 
 
 def epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float,
-                          neighbouring: str = "add_or_remove_one", grid: float | None = None
+                          neighbouring: str = "add_or_remove_one", grid: float | None = None,
+                          rdp_estimate: float | None = None,
                           ) -> tuple[float, str, float | None, list[str]]:
     """(epsilon, accountant, PLD grid, notes): PLD if it can, coarser PLD or RDP otherwise.
 
     Never a crash for a supported event: every fallback is an upper bound on the exact
-    epsilon and is named in the notes. Without `grid`, `pld_grid_for` the RDP estimate is used.
+    epsilon and is named in the notes. Without `grid`, `pld_grid_for` the RDP estimate is used
+    (`rdp_estimate` when the caller has it already).
     """
     if _is_nonprivate(event):
         return math.inf, "pld", None, []
@@ -221,7 +223,8 @@ def epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float,
     if not pld_supports:
         notes.append(f"the PLD accountant does not support this event under {neighbouring}")
     if grid is None:
-        grid = pld_grid_for(rdp_epsilon_or_inf(event, delta, neighbouring))
+        grid = pld_grid_for(rdp_estimate if rdp_estimate is not None
+                            else rdp_epsilon_or_inf(event, delta, neighbouring))
         if grid != PLD_DISCRETIZATION:
             notes.append(f"large epsilon: PLD on a {grid:g} grid (pessimistic, an upper bound)")
     tries = sorted({grid, *(g for g in PLD_FALLBACK_GRIDS if g > grid)}) if pld_supports else []

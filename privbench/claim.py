@@ -73,8 +73,10 @@ def claim_from_event(event: Any, *, delta: float, target_epsilon: float,
     `pld_grid` fixes the PLD discretisation (default: `accounting.pld_grid_for` the epsilon);
     `rdp_orders` the Renyi orders of the RDP figure (default: dp_accounting's).
     """
-    eps, accountant, grid, notes = accounting.epsilon_with_fallback(event, delta, neighbouring,
-                                                                    grid=pld_grid)
+    eps_rdp = accounting.rdp_epsilon_or_inf(event, delta, neighbouring, rdp_orders)
+    eps, accountant, grid, notes = accounting.epsilon_with_fallback(
+        event, delta, neighbouring, grid=pld_grid,
+        rdp_estimate=eps_rdp if rdp_orders is None else None)
     if pld_grid is not None and pld_grid != accounting.PLD_DISCRETIZATION:
         notes.append(f"PLD on a {pld_grid:g} grid (pessimistic, an upper bound)")
     private = math.isfinite(eps)
@@ -83,7 +85,7 @@ def claim_from_event(event: Any, *, delta: float, target_epsilon: float,
         extra.update(trusted=[], notes=[])
     return Claim(
         epsilon=eps, delta=delta,
-        epsilon_rdp=accounting.rdp_epsilon_or_inf(event, delta, neighbouring, rdp_orders),
+        epsilon_rdp=eps_rdp,
         target_epsilon=target_epsilon, unit=unit, neighbouring=neighbouring,
         accountant=accountant, sampling=sampling if private else "none",
         noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps,
