@@ -48,13 +48,18 @@ SUITE = {
 }
 
 
-@pytest.fixture(scope="module")
-def setup():
+def _cell_inputs(suite: dict):
+    """The cell of a one-cell suite, its data split and client shards."""
     torch.set_num_threads(1)
-    cell = expand(validate_suite(SUITE, "bench"), "bench")[0]
+    cell = expand(validate_suite(suite, "bench"), "bench")[0]
     data = load_split(cell.spec.data, cell.spec.seed)
     shards = partition(cell.spec.data, data.y_train, cell.spec.seed)
     return cell, data, shards
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _cell_inputs(SUITE)
 
 
 def _model(cell, data):
@@ -135,11 +140,7 @@ DIRAC_SUITE = {
 
 @pytest.fixture(scope="module")
 def dirac_setup():
-    torch.set_num_threads(1)
-    cell = expand(validate_suite(DIRAC_SUITE, "bench"), "bench")[0]
-    data = load_split(cell.spec.data, cell.spec.seed)
-    shards = partition(cell.spec.data, data.y_train, cell.spec.seed)
-    return cell, data, shards
+    return _cell_inputs(DIRAC_SUITE)
 
 
 def _dirac_audited(cell, data, shards):
