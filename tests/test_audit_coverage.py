@@ -22,10 +22,12 @@ from privbench.audit.estimators import (
     gdp_route_epsilon,
     one_run_bound,
     one_run_epsilon,
+    planned_threshold,
     two_world_bound,
     two_world_epsilon,
 )
 from privbench.audit.gaussians import gdp_epsilon
+from privbench.audit.gradient_canaries import DiracMechanism
 
 DELTA = 1e-5
 ALPHA = 0.05
@@ -137,3 +139,30 @@ def test_fl_one_shot_covers_the_gaussian_mechanism():
     point, lb = fl_one_shot_epsilon_box(cos, d, DELTA, ALPHA, grid=7)
     print(f"\nfl-one-shot point estimate: median {np.median(point):.3f}")
     check("fl-one-shot lower bound, Gaussian", lb, true_gaussian_epsilon(), 0.4)
+
+
+@pytest.mark.parametrize("sampling_rate, sigma, route", [(1.0, 2.0, "gdp"),
+                                                         (0.5, 1.0, "clopper-pearson")])
+def test_multi_run_test_designed_on_the_claimed_mechanism_covers(sampling_rate, sigma, route):
+    """The multi-run pipeline on its own mechanism: the Dirac canary's coordinate over 4 steps of
+    DP-SGD (noise sigma, signal 1, sampled at rate q), the likelihood-ratio score, a threshold
+    designed on simulated scores, and the two-world bound from 1,000 runs per world. At q = 1 the
+    mechanism is mu-GDP with mu = 2 / sigma; at q < 1 its epsilon comes from the PLD accountant."""
+    steps, runs = 4, 1000
+    mechanism = DiracMechanism(step_scale=1.0, local_steps=steps, round_stds=np.array([sigma]),
+                               sampling_rate=sampling_rate, signal=1.0)
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(sampling_rate, dp_accounting.GaussianDpEvent(sigma))
+        if sampling_rate < 1 else dp_accounting.GaussianDpEvent(sigma), steps)
+    true_eps = pld_epsilon(event, DELTA)
+    rng = np.random.default_rng(5)
+    sim = [mechanism.simulate(1, False, included, 100_000, rng) for included in (True, False)]
+    threshold = planned_threshold(*sim, n_in=runs, n_out=runs, delta=DELTA, alpha=ALPHA,
+                                  route=route)
+    eps_lb = np.array([
+        two_world_bound(mechanism.simulate(1, False, True, runs, rng),
+                        mechanism.simulate(1, False, False, runs, rng), delta=DELTA,
+                        alpha=ALPHA, threshold=threshold, route=route).eps_lb
+        for _ in range(200)])
+    check(f"multi-run {route}, q = {sampling_rate}", eps_lb, true_eps,
+          0.6 if route == "gdp" else 0.2)
