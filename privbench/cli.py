@@ -173,6 +173,7 @@ def _summary(console: Console, result) -> None:
 
 def _cmd_list(console: Console) -> int:
     from privbench.attacks import ATTACKS
+    from privbench.attacks.inversion import INVERSION_ATTACKS
     from privbench.data import DATASETS
     from privbench.models import MODELS
     from privbench.spec import read_toml
@@ -190,6 +191,8 @@ def _cmd_list(console: Console) -> int:
         table.add_row("model", name, desc)
     for name, cls in ATTACKS.items():
         table.add_row("attack", name, f"{cls.description} [surface: {cls.surface}]")
+    for name, (desc, surface) in INVERSION_ATTACKS.items():
+        table.add_row("inversion", name, f"{desc} [surface: {surface}]")
     console.print(table)
     return 0
 

@@ -127,3 +127,20 @@ def test_builtin_suites_validate():
     for name in ("quick", "default"):
         suite = load_suite(name)
         assert suite.cells, name
+
+
+def test_list_names_every_suite_attack_and_inversion_attack():
+    from typing import get_args
+
+    from privbench.attacks import ATTACKS
+    from privbench.attacks.inversion import INVERSION_ATTACKS
+    from privbench.spec import InversionAttackSpec
+    from privbench.suite import builtin_suites
+
+    proc = run_cli("list", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for name in [*builtin_suites(), *ATTACKS, *INVERSION_ATTACKS]:
+        assert f" {name} " in out, name
+    image = get_args(get_args(InversionAttackSpec.model_fields["image_attacks"].annotation)[0])
+    assert set(image) <= set(INVERSION_ATTACKS)
