@@ -35,7 +35,7 @@ SIMULATED = 200_000
 
 
 def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, coord: int,
-                           runs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                           runs: int, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train `2 * runs` DP-SGD runs, the canary in the even ones; return the canary coordinate
     after each round, shape (2 * runs, rounds + 1), and the inclusion bits."""
     t, p = spec.train, spec.privacy
@@ -47,7 +47,7 @@ def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, c
     x = torch.from_numpy(data.x_train).float()
     y = torch.from_numpy(data.y_train).long()
     bits = np.arange(total) % 2 == 0
-    values = np.zeros((total, t.rounds + 1))
+    values = np.zeros((total, rounds + 1))
     for start in range(0, total, chunk):
         k = min(chunk, total - start)
         canaries = GradientCanaries(torch.from_numpy(bits[start:start + k]).unsqueeze(1),
@@ -56,7 +56,7 @@ def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, c
         noise_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 2)
         params = stack_params(initial, k)
         values[start:start + k, 0] = _flat(params)[:, coord]
-        for r in range(t.rounds):
+        for r in range(rounds):
             update = dp_sgd(model, params, x.expand(k, *x.shape), y.expand(k, n),
                             torch.full((k,), n), steps=plan.local_steps,
                             sampling_rate=plan.record_rate, expected_batch=t.batch_size, lr=t.lr,
@@ -74,16 +74,18 @@ def _flat(params: dict[str, torch.Tensor]) -> np.ndarray:
     return torch.cat([q.reshape(k, -1) for q in params.values()], dim=1).double().numpy()
 
 
-def multi_run_bound(spec: CellSpec, data: SplitData, *, delta: float) -> EpsilonBound:
-    """The multi-run audit of the cell's DP-SGD plan: eps_LB from `audit.runs` runs per world."""
+def multi_run_bound(spec: CellSpec, data: SplitData, *, delta: float,
+                    rounds: int) -> EpsilonBound:
+    """The multi-run audit of the cell's DP-SGD plan: eps_LB from `audit.runs` runs per world of
+    the `rounds` the cell ran (fewer than planned when its budget stopped it)."""
     a = spec.audit
     rng = np.random.default_rng([spec.seed, 0xA0D2])
     model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
     coord = int(quiet_coordinates(model, data.x_pop, data.y_pop, 1, rng)[0])
     plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(data.y_train)))
-    values, bits = run_canary_coordinates(spec, data, plan, coord, a.runs, spec.seed)
+    values, bits = run_canary_coordinates(spec, data, plan, coord, a.runs, rounds, spec.seed)
     mechanism = claimed_mechanism(spec, plan)
-    rounds, per_round = spec.train.rounds, a.surface == "iterates"
+    per_round = a.surface == "iterates"
     scores = mechanism.scores(values if per_round else values[:, [0, -1]], rounds)
     gaussian = plan.record_rate >= 1.0
     route = "gdp" if gaussian else "clopper-pearson"

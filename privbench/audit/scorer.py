@@ -83,7 +83,8 @@ def audit_scorer(ctx: CellContext) -> list[MetricRow]:
     if a.mode == "multi-run":  # trains its own runs of the cell's DP-SGD plan
         if not claim.is_private:
             return []
-        bound = multi_run_bound(ctx.cell.spec, ctx.data, delta=claim.delta)
+        bound = multi_run_bound(ctx.cell.spec, ctx.data, delta=claim.delta,
+                                rounds=len(ctx.trained.observations.iterates))
         return audit_rows(ctx.key, bound, claim.epsilon, a.surface, a.mode,
                           {"canary": a.canary, "n_canaries": 2 * a.runs, "included": a.runs})
     if ctx.canaries is None:
