@@ -73,12 +73,14 @@ def _plain(cell, data, shards):
 
 
 def _audited_training(cell, data, shards):
-    """Plant the canaries and train with the hook, as privbench/cell.py does."""
+    """Plant the canaries and train with the update hook or the gradient canaries, as
+    privbench/cell.py does."""
     spec = cell.spec
     model = _model(cell, data)
     planted = plant_canaries(spec, data, shards, model)
     trained = train_fedavg(model, planted.data, planted.shards, planted.train, spec.privacy,
-                           spec.seed, client_update_hook=planted.client_update_hook)
+                           spec.seed, client_update_hook=planted.client_update_hook,
+                           gradient_canaries=planted.gradient_canaries)
     return CellContext(cell=cell, data=data, shards=shards, trained=trained,
                        canaries=planted.canaries)
 
@@ -143,19 +145,9 @@ def dirac_setup():
     return _cell_inputs(DIRAC_SUITE)
 
 
-def _dirac_audited(cell, data, shards):
-    spec = cell.spec
-    model = _model(cell, data)
-    planted = plant_canaries(spec, data, shards, model)
-    trained = train_fedavg(model, planted.data, planted.shards, planted.train, spec.privacy,
-                           spec.seed, gradient_canaries=planted.gradient_canaries)
-    return _score(CellContext(cell=cell, data=data, shards=shards, trained=trained,
-                              canaries=planted.canaries))
-
-
 DIRAC_VARIANTS = {
     "baseline: DP-SGD, no audit": _plain,
-    "audited: 192 Dirac canaries, train + score + bound": _dirac_audited,
+    "audited: 192 Dirac canaries, train + score + bound": _audited,
 }
 
 

@@ -19,6 +19,19 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
                           text=True, timeout=timeout, **kwargs)
 
 
+def audit_row(spec: dict, run_dir: Path):
+    """Run the one-cell suite `spec` in-process and return its audit eps_lb row."""
+    from privbench.cell import run_cell
+    from privbench.spec import validate_suite
+    from privbench.suite import expand
+
+    result = run_cell(expand(validate_suite(spec, "test"), "test")[0], run_dir)
+    assert result.status == "ok", result.error
+    row = result.metric("audit", "eps_lb")
+    assert row is not None
+    return row
+
+
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

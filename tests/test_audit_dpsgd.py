@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import audit_row
 
 from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio
-from privbench.cell import run_cell
 from privbench.models import build_model
-from privbench.spec import ModelSpec, validate_suite
-from privbench.suite import expand
+from privbench.spec import ModelSpec
 from privbench.trainers import aggregation, dpsgd
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
 
@@ -36,11 +35,7 @@ DPSGD = {
 
 
 def audited(tmp_path: Path, **changes) -> dict:
-    spec = {**DPSGD, **{k: {**DPSGD[k], **v} for k, v in changes.items()}}
-    result = run_cell(expand(validate_suite(spec, "test"), "test")[0], tmp_path)
-    assert result.status == "ok", result.error
-    row = result.metric("audit", "eps_lb")
-    assert row is not None
+    row = audit_row({**DPSGD, **{k: {**DPSGD[k], **v} for k, v in changes.items()}}, tmp_path)
     return {"eps_lb": row.value, **row.details}
 
 

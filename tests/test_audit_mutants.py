@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import audit_row
 
 import privbench.trainers.fedavg as fedavg
 from privbench.audit.verdict import verdict
-from privbench.cell import run_cell
 from privbench.claim import claim_for_poisson_gaussian
-from privbench.spec import validate_suite
-from privbench.suite import expand
 from privbench.trainers import aggregation
 from privbench.trainers.privacy_plan import PrivacyPlan
 
@@ -93,11 +91,7 @@ def test_audit_verdict_on_broken_and_correct_dp_fedavg(variant, monkeypatch, tmp
         # dp_fedavg reads gaussian_like from the aggregation module; the loop reads the others
         # from the fedavg module.
         monkeypatch.setattr(aggregation if name == "gaussian_like" else fedavg, name, replacement)
-    cell = expand(validate_suite(AUDITED, "test"), "test")[0]
-    result = run_cell(cell, tmp_path)
-    assert result.status == "ok", result.error
-    row = result.metric("audit", "eps_lb")
-    assert row is not None
+    row = audit_row(AUDITED, tmp_path)
     print(f"\n{variant}: claimed {row.details['claimed_epsilon']:.3f}, eps_LB {row.value:.3f}, "
           f"ceiling {row.details['eps_ceiling']:.2f}, verdict {row.details['verdict']}, "
           f"{row.details['correct']}/{row.details['guesses']} guesses right")
@@ -124,10 +118,7 @@ def test_under_reported_sampling_rate_gets_fail(monkeypatch, tmp_path: Path):
             "train": {**AUDITED["train"], "cohort": 200},
             "privacy": {**AUDITED["privacy"], "epsilon": 8.0},
             "audit": {**AUDITED["audit"], "n_canaries": 1000}}
-    result = run_cell(expand(validate_suite(spec, "test"), "test")[0], tmp_path)
-    assert result.status == "ok", result.error
-    row = result.metric("audit", "eps_lb")
-    assert row is not None
+    row = audit_row(spec, tmp_path)
     print(f"\nsampling_rate_under_reported_10x: claimed {row.details['claimed_epsilon']:.3f} "
           f"(honest: 8), eps_LB {row.value:.3f}, ceiling {row.details['eps_ceiling']:.2f}, "
           f"verdict {row.details['verdict']}")
