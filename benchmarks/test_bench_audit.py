@@ -118,12 +118,12 @@ def test_audit_overhead(benchmark, setup, variant, calibration):
             accounting.calibrate_noise_multiplier.cache_clear()
         return setup, {}
 
-    benchmark.pedantic(VARIANTS[variant], setup=fresh, rounds=6, warmup_rounds=1)
+    benchmark.pedantic(VARIANTS[variant], setup=fresh, rounds=15, warmup_rounds=2)
 
 
 @pytest.mark.benchmark(group="one-run audit overhead, calibration cached")
 def test_audit_scoring_alone(benchmark, trained_ctx):
-    benchmark.pedantic(_score, args=(trained_ctx,), rounds=6, warmup_rounds=1)
+    benchmark.pedantic(_score, args=(trained_ctx,), rounds=15, warmup_rounds=2)
 
 
 # Example-level DP-SGD (one client, Poisson-sampled batches of ~64 records, 10 rounds of ~14 steps)
@@ -161,4 +161,4 @@ def test_dirac_audit_overhead(benchmark, dirac_setup, variant):
         accounting.calibrate_noise_multiplier.cache_clear()
         return dirac_setup, {}
 
-    benchmark.pedantic(DIRAC_VARIANTS[variant], setup=fresh, rounds=6, warmup_rounds=1)
+    benchmark.pedantic(DIRAC_VARIANTS[variant], setup=fresh, rounds=15, warmup_rounds=2)
