@@ -39,6 +39,11 @@ def _non_private(x, y):
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
+    return _train_epochs(model, opt, loader)
+
+
+def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, loader) -> nn.Module:
+    """EPOCHS of minibatch SGD over `loader`: the same loop for the plain and Opacus baselines."""
     for _ in range(EPOCHS):
         for xb, yb in loader:
             opt.zero_grad()
@@ -74,12 +79,7 @@ def _opacus(x, y):
         model, opt, loader = engine.make_private(
             module=model, optimizer=opt, data_loader=loader, noise_multiplier=NOISE,
             max_grad_norm=CLIP, poisson_sampling=True)
-        for _ in range(EPOCHS):
-            for xb, yb in loader:
-                opt.zero_grad()
-                F.cross_entropy(model(xb), yb).backward()
-                opt.step()
-    return model
+        return _train_epochs(model, opt, loader)
 
 
 def _privbench(x, y, per_example="linear"):
