@@ -19,8 +19,13 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "reports" / "test-artifacts
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y "
-                    "chromium); .ci/run does")
+        # An optional system package: a developer's machine without it reports the browser test
+        # as not run, with the install command; CI (CI=true, as .ci/run is run) requires it.
+        message = (f"browser test not run: {CHROMIUM} not found; install it with "
+                   "`sudo apt-get install -y chromium` (or set PRIVBENCH_CHROMIUM)")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + "; under CI it is required (.ci/run installs it)")
+        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")
