@@ -46,7 +46,10 @@ def _worse(a: MetricRow, b: MetricRow, tolerance: float) -> bool:
         return False
     sign = -1.0 if key in HIGHER_IS_BETTER else 1.0
     change = sign * (b.value - a.value)
-    if change <= tolerance * max(abs(a.value), 1e-12):
+    # A number computed to a stated precision (the claimed epsilon: the PLD grid) only changes
+    # when it moves by more than that precision.
+    precision = max(float(a.details.get("precision", 0.0)), float(b.details.get("precision", 0.0)))
+    if change <= max(tolerance * max(abs(a.value), 1e-12), precision):
         return False
     if b.ci_low is None or b.ci_high is None:
         return True

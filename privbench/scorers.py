@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from privbench import accounting
 from privbench.attacks import LossAttack
 from privbench.attacks.inversion.scorer import inversion_scorer
 from privbench.attacks.membership.population import audit_pool
 from privbench.audit.scorer import audit_scorer
+from privbench.claim import Claim
 from privbench.membership_audit import attack_rows, shadow_attack_scorer
 from privbench.results import MetricRow
 from privbench.scoring import CellContext, Scorer
@@ -34,7 +36,16 @@ def claim_scorer(ctx: CellContext) -> list[MetricRow]:
     claim = ctx.trained.claim
     return [MetricRow(ctx.key, "privacy", "epsilon", claim.epsilon, details={
         "delta": claim.delta, "accountant": claim.accountant, "epsilon_rdp": claim.epsilon_rdp,
-        "unit": claim.unit})]
+        "unit": claim.unit, "precision": claim_precision(claim)})]
+
+
+def claim_precision(claim: Claim) -> float:
+    """How far two computations of the same claimed epsilon may differ: the PLD accountant's
+    discretisation interval (its pessimistic epsilon moves by less than one grid step when the
+    grid or a rounding differs), or 1e-9 for RDP, whose value is exact for its orders."""
+    if claim.accountant == "pld":
+        return float(claim.pld_grid or accounting.PLD_DISCRETIZATION)
+    return 1e-9
 
 
 SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, shadow_attack_scorer, claim_scorer,

@@ -40,3 +40,18 @@ def test_worse_utility_and_stronger_attacks_are_flagged_beyond_their_intervals(q
     proc = run_cli("compare", str(quick_run[0]), str(run_b))
     assert proc.returncode == 1
     assert "REGRESSION" in proc.stdout and "1 regression(s)" in proc.stdout
+
+
+def test_an_epsilon_change_within_the_accountants_precision_is_not_a_regression(quick_run):
+    cells_a = load_cells(quick_run[0])
+    private = next(c for c in cells_a if c.metric("privacy", "epsilon").value < float("inf"))
+    eps = private.metric("privacy", "epsilon")
+    assert eps.details["precision"] == 1e-4  # the PLD grid of the claim
+    flagged = {}
+    for change in (1.8e-6, 1e-2):
+        cell = type(private).from_dict(private.to_dict())
+        i = cell.metrics.index(cell.metric("privacy", "epsilon"))
+        cell.metrics[i] = MetricRow(eps.experiment, "privacy", "epsilon", eps.value + change,
+                                    details=eps.details)
+        flagged[change] = [c.metric for c in compare_cells([private], [cell]) if c.regression]
+    assert flagged == {1.8e-6: [], 1e-2: ["epsilon"]}
