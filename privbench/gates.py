@@ -309,6 +309,12 @@ def _eps_lb_gate(cell: CellResult, eps: float, confidence: float) -> GateResult:
     if result.status == "pass" and alpha is not None and 1 - float(alpha) < confidence - 1e-12:
         return GateResult(result.gate, cell.label, threshold, row.value, result.margin, "warn",
                           f"audit ran at {1 - float(alpha):.0%} confidence, below {confidence:.0%}")
+    if result.status == "pass" and row.details.get("verdict") == "TOO_SMALL":
+        # No outcome of this design could have exceeded the claim: not evidence that it holds.
+        ceiling = cell.metric("audit", "eps_ceiling")
+        reach = "" if ceiling is None else f" (its ceiling {_fmt(ceiling.value)} ≤ claimed ε)"
+        return GateResult(result.gate, cell.label, threshold, row.value, result.margin, "warn",
+                          f"TOO_SMALL: the audit could not test the claim{reach}")
     return GateResult(result.gate, cell.label, threshold, row.value, result.margin, result.status,
                       str(row.details.get("verdict", "")))
 

@@ -110,3 +110,19 @@ def test_utility_drop_against_a_baseline_run(quick_run, tmp_path):
     bad = report.failures
     assert [(r.gate, r.cell) for r in bad] == [("max_utility_drop", worse[0].label)]
     assert math.isclose(bad[0].margin, -0.1, abs_tol=1e-9)
+
+
+def test_eps_lb_gate_warns_that_a_too_small_audit_could_not_test_the_claim(tmp_path):
+    text = "[audit]\neps_lb_not_above_claim = true\nconfidence = 0.95\n"
+    policy = load_policy(write_policy(tmp_path / "p.toml", text))
+    k = "0" * 16
+    small = _cell("small", 8.0, [
+        MetricRow(k, "audit", "eps_lb", 1.1, details={"alpha": 0.05, "verdict": "TOO_SMALL"}),
+        MetricRow(k, "audit", "eps_ceiling", 3.49)])
+    tested = _cell("tested", 2.0, [
+        MetricRow(k, "audit", "eps_lb", 1.1, details={"alpha": 0.05, "verdict": "PASS"})])
+    report = evaluate([small, tested], policy)
+    result = {r.cell: r for r in report.results}
+    assert result["small"].status == "warn" and result["tested"].status == "pass"
+    assert "could not test the claim" in result["small"].note and "3.49" in result["small"].note
+    assert report.verdict == "WARN"
