@@ -88,13 +88,45 @@ def load_suite(arg: str | None = None, overrides: list[str] | None = None,
                seed: int | None = None) -> Suite:
     """Read, override, validate and expand a suite named by `arg` (see resolve_suite_path)."""
     path = resolve_suite_path(arg)
-    raw = read_toml(path)
+    raw = resolve_relative_paths(read_toml(path), path.parent)
     if seed is not None:
         raw["seed"] = seed
     raw = apply_overrides(raw, overrides or [])
     source = path.name
     spec = validate_suite(raw, source)
     return Suite(spec=spec, source=source, cells=expand(spec, source))
+
+
+# Fields naming a local file or folder: relative values in a suite file mean "beside the file".
+PATH_FIELDS = (("data", "path"), ("model", "path"))
+
+
+def resolve_relative_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Make the suite file's relative `data.path` and `model.path` (and sweeps over them)
+    absolute against the file's folder, so a suite runs the same from any working directory.
+
+    Args:
+        raw: the suite file's TOML tree (changed in place and returned).
+        folder: the folder holding the suite file.
+
+    Returns:
+        `raw`, with those paths absolute. Command-line overrides are applied afterwards and stay
+        relative to the working directory, as a shell user expects.
+    """
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str((folder / value).resolve())
+        return value
+
+    for table, key in PATH_FIELDS:
+        section = raw.get(table)
+        if isinstance(section, dict) and key in section:
+            section[key] = absolute(section[key])
+        sweep = raw.get("sweep")
+        values = sweep.get(f"{table}.{key}") if isinstance(sweep, dict) else None
+        if isinstance(values, list):
+            sweep[f"{table}.{key}"] = [absolute(v) for v in values]
+    return raw
 
 
 def expand(spec: SuiteSpec, source: str) -> list[Cell]:
