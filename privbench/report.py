@@ -61,7 +61,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult],
 
 def _scorecard_row(cell: CellResult) -> dict[str, Any]:
     claim = cell.claim or {}
-    row: dict[str, Any] = {"cell": cell, "label": cell.label, "status": cell.status,
+    row: dict[str, Any] = {"cell": cell, "label": cell.label, "status": cell.health,
                            "error": cell.error, "key": cell.key}
     row["epsilon"] = claim.get("epsilon")
     row["epsilon_rdp"] = claim.get("epsilon_rdp")

@@ -46,6 +46,17 @@ class CellResult:
                 return row
         return None
 
+    @property
+    def health(self) -> str:
+        """The status a person reads: "error", "utility collapsed: <why>" when the model is
+        useless (suites.utility's collapse check), else "ok"."""
+        if self.status != "ok":
+            return self.status
+        collapsed = self.metric("utility", "collapsed")
+        if collapsed is not None and collapsed.value > 0:
+            return f"utility collapsed: {collapsed.details.get('reason', '')}".rstrip(": ")
+        return "ok"
+
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
 
