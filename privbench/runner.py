@@ -21,6 +21,7 @@ import torch
 
 import privbench
 from privbench.cell import load_finished, run_cell
+from privbench.limits import check_memory
 from privbench.results import CellResult, json_safe, write_json, write_sqlite
 from privbench.suite import Cell, Suite
 
@@ -56,6 +57,10 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
     With a `policy` (privbench.gates.Policy) the finished run is gated and the report shows the
     verdict. Every run appends an entry to the audit trail beside the run folder.
     """
+    finished = {c.key: load_finished(run_dir, c.key) for c in suite.cells}
+    todo = [c for c in suite.cells if finished[c.key] is None]
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    check_memory(todo, n_workers)  # before anything is written or trained
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "suite.json", {
         "source": suite.source,
@@ -67,13 +72,11 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
     results: dict[str, CellResult] = {}
     loaded = []
     for cell in suite.cells:
-        done = load_finished(run_dir, cell.key)
+        done = finished[cell.key]
         if done is not None:
             results[cell.key] = done
             loaded.append(cell.key)
             sink(("done", cell.key, done))
-    todo = [c for c in suite.cells if c.key not in results]
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo and n_workers == 1:
         _run_inline(todo, run_dir, sink, results)
     elif todo:
