@@ -246,3 +246,23 @@ def test_quick_suite_inversion_success_falls_with_epsilon_and_report_shows_it(qu
     html = (out / "index.html").read_text()
     section = html[html.index("Gradient inversion by a curious server"):]
     assert "<svg" in section and "data:image/png;base64," in section and "<mark>" in section
+
+
+def test_an_audited_run_inverts_only_real_clients_not_the_canary_clients(tmp_path):
+    """Canary clients (ids past the real shards) are seen by the server but hold no records."""
+    from privbench.cell import run_cell
+    from privbench.spec import validate_suite
+    from privbench.suite import expand
+
+    spec = {"name": "audited-inversion", "seed": 0,
+            "data": {"name": "digits", "clients": 20},
+            "model": {"name": "mlp", "hidden": [16]},
+            "train": {"rounds": 3, "cohort": 5, "local_epochs": 1, "batch_size": 8},
+            "privacy": {"epsilon": 4.0, "clip": 1.0},
+            "attacks": {"inversion": {"enabled": True, "rounds": [1, 2], "clients": 20}},
+            "audit": {"enabled": True, "surface": "iterates", "canary": "random-unit",
+                      "n_canaries": 40, "canary_norm": 10.0}}
+    result = run_cell(expand(validate_suite(spec, "test"), "test")[0], tmp_path)
+    assert result.status == "ok", result.error
+    assert result.metric("audit", "eps_lb") is not None
+    assert any(m.scorer.startswith("inversion") for m in result.metrics)

@@ -97,6 +97,12 @@ def _first_and_last_layers(model: nn.Module) -> tuple[str, str, str]:
     return f"{linear[0]}.weight", f"{linear[0]}.bias", f"{linear[-1]}.bias"
 
 
+def _has_records(ctx: CellContext, client: int) -> bool:
+    """A real client holding records. An audit's canary clients (ids past the real shards) send
+    a planted vector, not a gradient of data: there is nothing of theirs to invert."""
+    return client < len(ctx.shards) and len(ctx.shards[client].indices) > 0
+
+
 def _image_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
                 gen: torch.Generator, common: dict[str, Any]) -> list[MetricRow]:
     obs, data, model = ctx.trained.observations, ctx.data, ctx.trained.model
@@ -104,7 +110,7 @@ def _image_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
     w_name, b_name, last_bias = _first_and_last_layers(model)
     targets = [(r, c, u) for r in sorted(obs.client_updates)
                for c, u in sorted(obs.client_updates[r].items())
-               if len(ctx.shards[c].indices)][: spec.clients]
+               if _has_records(ctx, c)][: spec.clients]
     if not targets:
         return []
     train = ctx.cell.spec.train
@@ -160,13 +166,13 @@ def _aggregate_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: floa
     rounds = sorted(obs.client_updates if per_client else obs.aggregates)
     for r in rounds:
         if per_client:
-            clients = [c for c in sorted(obs.client_updates[r]) if len(ctx.shards[c].indices)]
+            clients = [c for c in sorted(obs.client_updates[r]) if _has_records(ctx, c)]
             if not clients:
                 continue
             views = [_noised(obs.client_updates[r][c], noise_std, gen) for c in clients]
             pseudo = {n: -sum(v[n] for v in views) for n in views[0]}
         else:  # the server decoded only the secure sum of the round's cohort
-            clients = [c for c in obs.cohorts.get(r, []) if len(ctx.shards[c].indices)]
+            clients = [c for c in obs.cohorts.get(r, []) if _has_records(ctx, c)]
             if not clients:
                 continue
             pseudo = {n: -t for n, t in obs.aggregates[r].items()}
