@@ -195,9 +195,11 @@ def verify(log: Path, head: str | None = None) -> Verification:
 
 def _entry_folder(entry: dict[str, Any], log: Path) -> Path | None:
     """The run folder an entry names, where it still is: as logged, or beside the log."""
-    logged = Path(str(entry.get("run_dir", "")))
+    if not isinstance(entry.get("run_dir"), str) or not entry["run_dir"]:
+        return None
+    logged = Path(entry["run_dir"])
     for candidate in (logged, log.parent / logged.name):
-        if str(candidate) and (candidate / "results.json").is_file():
+        if (candidate / "results.json").is_file():
             return candidate
     return None
 

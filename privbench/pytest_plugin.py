@@ -117,7 +117,12 @@ def privbench_run(request: pytest.FixtureRequest, record_property: Any) -> Privb
         root = config.rootpath / root
     run_dir = run_cache_dir(suite, root)
     if run_dir not in _SESSION_RUNS:
-        result = run_suite(suite, run_dir, workers=kwargs.get("workers", 1))
+        from privbench.errors import PrivbenchError
+
+        try:  # a cached run that does not verify, or is locked, fails in one line
+            result = run_suite(suite, run_dir, workers=kwargs.get("workers", 1))
+        except PrivbenchError as e:
+            pytest.fail(f"privbench suite {suite.spec.name}: {e}", pytrace=False)
         if result.failed:
             pytest.fail(f"privbench suite {suite.spec.name}: cells failed: "
                         + "; ".join(f"{c.label}: {c.error}" for c in result.failed),

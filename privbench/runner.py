@@ -225,6 +225,9 @@ def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
     from privbench.gates import evaluate, write_gate_report
     from privbench.report import write_report  # matplotlib is imported only when reporting
 
+    # Unlisted while they are rewritten: a crash in between leaves no stale hash that would make
+    # the next resume refuse the folder.
+    record_run(run_dir, drop=("results.sqlite", "results.json", "gates.json", "index.html"))
     write_sqlite(run_dir / "results.sqlite", cells)
     write_json(run_dir / "results.json", results_document(suite, cells))
     gates, written = None, ["results.sqlite", "results.json", "index.html"]
@@ -235,8 +238,8 @@ def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
     elif (run_dir / "gates.json").exists():
         (run_dir / "gates.json").unlink()  # a stale verdict must not outlive the run it gated
     write_report(run_dir, suite, cells, gates=gates)
-    manifest = record_run(run_dir, files=tuple(written), drop=("gates.json",) if gates is None
-                          else (), only_cells=[c.key for c in cells if c.status == "ok"])
+    manifest = record_run(run_dir, files=tuple(written),
+                          only_cells=[c.key for c in cells if c.status == "ok"])
     append_run(default_log_path(run_dir), suite=suite.spec.name, run_dir=run_dir,
                spec=json_safe(suite.spec.model_dump()),
                data_fingerprints=[c.data_fingerprint for c in cells if c.data_fingerprint],
