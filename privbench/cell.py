@@ -1,8 +1,10 @@
 """One cell: a pure work unit (data, train, score), its artifacts stored under its content hash.
 
-A finished cell's folder `cells/<key>/` holds `result.json`, `claim.json`, `weights.safetensors`
-and `iterates.safetensors`. The folder appears atomically (written aside, then renamed), so a run
-killed mid-cell leaves nothing half-written, and a rerun loads finished cells instead of training.
+A finished cell's folder `cells/<key>/` holds `result.json`, `claim.json`, `weights.safetensors`,
+`iterates.safetensors`, the card, ledger, observations and rounds, and `manifest.json` with the
+SHA-256 of each of them (privbench.manifest). The folder appears atomically (written aside, then
+renamed), so a run killed mid-cell leaves nothing half-written, and a rerun loads finished cells
+whose files match their hashes instead of training them again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from safetensors.torch import save_file
 from privbench.audit.canaries import plant_canaries, plants_canaries
 from privbench.card import CARD_FILE, privacy_card
 from privbench.data import load_split
+from privbench.manifest import check_cell_entry, write_cell_manifest
 from privbench.models import build_model
 from privbench.monitor import ROUNDS_FILE, RoundMonitor
 from privbench.partition import partition
@@ -49,13 +52,30 @@ def live_rounds_path(run_dir: Path, key: str) -> Path:
     return run_dir / "cells" / f".{key}.{ROUNDS_FILE}"
 
 
-def load_finished(run_dir: Path, key: str) -> CellResult | None:
-    """The stored result of a cell that finished without error, or None."""
-    path = cell_dir(run_dir, key) / RESULT_FILE
-    if not path.exists():
-        return None
-    result = CellResult.from_dict(json.loads(path.read_text()))
-    return result if result.status == "ok" else None
+def load_finished(run_dir: Path, key: str,
+                  recorded: str | None = None) -> tuple[CellResult | None, str]:
+    """The stored result of a cell that finished without error, if its files verify.
+
+    Args:
+        run_dir: the run folder.
+        key: the cell's content hash.
+        recorded: the SHA-256 of the cell's manifest as the run manifest recorded it, if it did.
+
+    Returns:
+        (result, "") for a finished cell whose every file matches its manifest (and the manifest
+        the recorded hash); (None, "") when the cell was never stored; (None, reason) when it was
+        stored but a file differs, is missing or truncated: the caller recomputes it.
+    """
+    folder = cell_dir(run_dir, key)
+    if not folder.exists():
+        return None, ""
+    check = check_cell_entry(run_dir, key, recorded)
+    if not check.ok:
+        return None, check.reason
+    result = CellResult.from_dict(json.loads((folder / RESULT_FILE).read_text()))
+    if result.key != key:
+        return None, f"cells/{key}/{RESULT_FILE} holds cell {result.key}: it was moved"
+    return (result, "") if result.status == "ok" else (None, "")
 
 
 def run_cell(cell: Cell, run_dir: Path,
@@ -135,7 +155,8 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
     live = live_rounds_path(run_dir, result.key)
     if live.exists():
         os.replace(live, tmp / ROUNDS_FILE)
-    write_json(tmp / RESULT_FILE, result.to_dict())  # written last: its presence means "finished"
+    write_json(tmp / RESULT_FILE, result.to_dict())
+    write_cell_manifest(tmp, result.key)  # last: the hashes of every file above
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

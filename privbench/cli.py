@@ -1,24 +1,35 @@
 """The command line: `privbench suite`, `list`, `card`, `attack`, `gate`, `verify`, `compare`.
 
-Errors caused by input print as one line each and exit with code 2, never with a traceback.
+Errors caused by input (a bad spec or option, a missing or unwritable path, a locked or
+unverified run folder) print as one line each and exit with code 2, never with a traceback.
+Exit code 1 means a check ran and said no: a gate FAIL, a regression, a run that does not verify.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from privbench.errors import PrivbenchError
+from privbench.errors import PrivbenchError, os_error_line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error printed as one line (exit code 2) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="privbench",
         description="Train with differential privacy, attack, and score leakage against the claim.",
     )
@@ -81,11 +92,26 @@ def main(argv: list[str] | None = None) -> int:
         for line in e.lines():
             print(line, file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path that cannot be read or written: the user's to fix
+        print(f"{args.command}: {os_error_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; run the same command with --out to resume",
               file=sys.stderr)
         return 130
     return 0
+
+
+def _writable_out(run_dir: Path) -> None:
+    """Refuse an --out that cannot be created or written, before anything trains."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PrivbenchError(f"--out {run_dir}: cannot write there ({e.strerror or e}); choose "
+                             "a folder you can write to") from None
 
 
 def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
@@ -103,9 +129,16 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
     from privbench.runner import default_run_dir, run_suite  # imports torch: after validation
 
     run_dir = args.out or default_run_dir(suite)
+    _writable_out(run_dir)
     labels = {c.key: c.label for c in suite.cells}
+
+    def recompute(key: str, why: str) -> None:
+        print(f"cell {labels[key]}: {why}; recomputing it instead of loading it", file=sys.stderr)
+
     if args.quiet:
-        result = run_suite(suite, run_dir, workers=args.workers, policy=policy)
+        result = run_suite(suite, run_dir, workers=args.workers, policy=policy,
+                           on_event=lambda e: recompute(e[1], e[2]) if e[0] == "recompute"
+                           else None)
     else:
         console.print(f"[bold]{suite.spec.name}[/]: {len(suite.cells)} cells -> {run_dir}")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -125,6 +158,8 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
                     if key in rounds:
                         progress.remove_task(rounds.pop(key))
                     progress.advance(overall)
+                elif kind == "recompute":
+                    recompute(key, payload)
 
             result = run_suite(suite, run_dir, workers=args.workers, on_event=on_event,
                                policy=policy)

@@ -1,4 +1,4 @@
-"""CLI commands that check finished runs: `gate` (policy), `verify` (audit trail), `compare`."""
+"""CLI commands that check finished runs: `gate` (policy), `verify` (hashes), `compare`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from privbench.errors import PrivbenchError
+from privbench.errors import PrivbenchError, os_error_line
 
 
 def add_check_commands(sub: Any) -> None:
@@ -20,10 +20,11 @@ def add_check_commands(sub: Any) -> None:
     gate.add_argument("run", type=Path, help="a run folder written by `privbench suite`")
     gate.add_argument("--policy", type=Path, required=True, help="the policy TOML")
     gate.add_argument("--strict", action="store_true", help="exit 1 on WARN too")
-    verify = sub.add_parser("verify", help="check the audit trail's hash chain; name the first "
-                                           "edited or removed entry")
+    verify = sub.add_parser("verify", help="recompute a run folder's hashes, or check the audit "
+                                           "trail's chain; name the first file or entry that "
+                                           "differs")
     verify.add_argument("log", type=Path, nargs="?", default=Path("reports/audit-trail.jsonl"),
-                        help="the log (default reports/audit-trail.jsonl)")
+                        help="a run folder, or the audit log (default reports/audit-trail.jsonl)")
     verify.add_argument("--head", default=None,
                         help="the last entry's hash as kept elsewhere, to detect removed tails")
     compare = sub.add_parser("compare", help="metric changes from RUN_A to RUN_B; exit 1 on a "
@@ -71,15 +72,22 @@ def print_gates(console: Console, report: Any) -> None:
 
 
 def _gate(args: argparse.Namespace, console: Console) -> int:
-    from privbench.gates import evaluate, load_policy, write_gate_report
-    from privbench.report import write_report
+    from privbench.gates import evaluate, load_policy, record_verdict
+    from privbench.runlock import run_lock
     from privbench.runner import load_run
 
     policy = load_policy(args.policy)
-    suite, cells = load_run(args.run)
-    report = evaluate(cells, policy)
-    write_gate_report(args.run, report)
-    write_report(args.run, suite, cells, gates=report)
+    if not Path(args.run).is_dir():
+        raise PrivbenchError(f"{args.run}: no such run folder; give a folder written by "
+                             "`privbench suite`")
+    try:
+        with run_lock(args.run, what="run"):
+            suite, cells = load_run(args.run, what="gate")
+            report = evaluate(cells, policy)
+            record_verdict(args.run, suite, cells, report)
+    except OSError as e:
+        raise PrivbenchError(f"gate: cannot record the verdict in {args.run}: "
+                             f"{os_error_line(e)}") from None
     print_gates(console, report)
     if report.verdict == "FAIL" or (args.strict and report.verdict == "WARN"):
         return 1
@@ -89,6 +97,11 @@ def _gate(args: argparse.Namespace, console: Console) -> int:
 def _verify(args: argparse.Namespace, console: Console) -> int:
     from privbench.audit_trail import verify
 
+    if args.log.is_dir():
+        return _verify_run(args, console)
+    if not args.log.exists():
+        raise PrivbenchError(f"{args.log}: no such file or folder; give a run folder or the "
+                             "audit log (reports/audit-trail.jsonl)")
     result = verify(args.log, head=args.head)
     if result.ok:
         console.print(f"{args.log}: {result.entries} entries, chain intact; head {result.head}",
@@ -97,6 +110,26 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[red]{escape(f'{args.log}: {result.reason}')}[/]", highlight=False,
                   soft_wrap=True)
     return 1
+
+
+def _verify_run(args: argparse.Namespace, console: Console) -> int:
+    """`privbench verify RUN_DIR`: every hash of the folder, then its audit-trail entry."""
+    from privbench.audit_trail import verify_run_folder
+
+    if args.head is not None:
+        raise PrivbenchError("--head: checks an audit log's last entry; give the log, not a "
+                             "run folder")
+    result = verify_run_folder(args.log)
+    if not result.ok:
+        console.print(f"[red]{escape(f'{args.log}: {result.reason}')}[/]", highlight=False,
+                      soft_wrap=True)
+        return 1
+    trail = (f"audit-trail entry {result.entry} in {result.log} matches" if result.entry is not
+             None else f"no audit-trail entry for it in {result.log}" if result.log else
+             "no audit trail beside it (the manifests alone were checked)")
+    console.print(escape(f"{args.log}: {result.files} files match their hashes; {trail}"),
+                  highlight=False, soft_wrap=True)
+    return 0
 
 
 def _compare(args: argparse.Namespace, console: Console) -> int:

@@ -26,3 +26,10 @@ class SpecError(PrivbenchError):
 
 class BudgetExceeded(PrivbenchError):
     """A planned round would push the spent epsilon past the allowed maximum."""
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError (a path that cannot be read or written) as one line: the path, what went
+    wrong, and what to check."""
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}; check that the path exists and that you may write there"

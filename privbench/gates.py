@@ -41,9 +41,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from privbench.errors import PrivbenchError, SpecError
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult, MetricRow, json_restore
-from privbench.spec import DATASET_SIZES, CellSpec, format_validation_error, read_toml
+from privbench.spec import (
+    DATASET_SIZES,
+    CellSpec,
+    format_validation_error,
+    read_toml,
+    shown_key,
+)
 
 Status = Literal["pass", "fail", "warn", "no data", "exempt"]
+# Utility metrics that are fractions: a threshold outside [0, 1] is a mistake, not a gate.
+FRACTION_METRICS = ("utility.accuracy", "utility.next_token_accuracy")
 # Scorers whose rows are not membership attacks, so the TPR gate skips them.
 NOT_MEMBERSHIP = ("utility", "privacy", "audit", "canary_exposure")
 
@@ -60,13 +68,17 @@ class PolicyError(PrivbenchError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    """Unknown keys are errors; values keep their TOML type (no "8" for 8); no inf or nan
+    except where a field allows it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True,
+                              allow_inf_nan=False)
 
 
 class PrivacyPolicy(_Strict):
     """Gates on the Claim."""
 
-    max_epsilon: float | None = Field(None, gt=0)
+    max_epsilon: float | None = Field(None, gt=0, allow_inf_nan=True)
     delta_at_most_one_over_n: bool = False
 
 
@@ -89,7 +101,7 @@ class UtilityPolicy(_Strict):
     metric: str = Field("utility.accuracy", pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_@.+-]+$")
     min: float | None = None
     max_drop: float | None = Field(None, ge=0)
-    baseline: Path | None = None
+    baseline: Path | None = Field(None, strict=False)  # a TOML string, read as a path
 
 
 class Policy(_Strict):
@@ -119,7 +131,25 @@ def load_policy(path: Path | str) -> Policy:
     if policy.utility.max_drop is not None and policy.utility.baseline is None:
         raise SpecError(str(path), ["utility.max_drop is set but utility.baseline is not; give "
                                     "the baseline run folder to compare against"])
+    problems = _interval_problems(policy.utility)
+    if problems:
+        raise SpecError(str(path), problems)
     return policy
+
+
+def _interval_problems(utility: UtilityPolicy) -> list[str]:
+    """Thresholds outside the interval their metric lives in: such a gate could never pass (or
+    never fail), so it is a mistake in the policy, not a verdict on the run."""
+    if utility.metric not in FRACTION_METRICS:
+        return []
+    problems = []
+    if utility.min is not None and not 0 <= utility.min <= 1:
+        problems.append(f"utility.min = {_fmt(utility.min)}: {utility.metric} lies in [0, 1]; "
+                        "give a value in [0, 1]")
+    if utility.max_drop is not None and utility.max_drop > 1:
+        problems.append(f"utility.max_drop = {_fmt(utility.max_drop)}: {utility.metric} lies in "
+                        "[0, 1], so it cannot drop by more than 1; give a value in [0, 1]")
+    return problems
 
 
 def _policy_problems(error: ValidationError) -> list[str]:
@@ -133,7 +163,7 @@ def _policy_problems(error: ValidationError) -> list[str]:
         for part in err["loc"][:-1]:
             model = model.model_fields[str(part)].annotation  # type: ignore[assignment]
         allowed = [f.alias or name for name, f in model.model_fields.items() if name != "source"]
-        path = ".".join(str(p) for p in err["loc"])
+        path = ".".join(shown_key(p) for p in err["loc"])
         lines.append(f"{path}: unknown key; allowed keys: {', '.join(allowed)}")
     return lines
 
@@ -349,11 +379,16 @@ def _drop_gate(cell: CellResult, row: MetricRow | None, baseline: dict[str, Cell
 
 
 def _load_baseline(run_dir: Path) -> dict[str, CellResult]:
+    """The baseline run's finished cells by key and label; a baseline that does not verify is
+    refused, since a forged baseline would hide a utility drop."""
+    from privbench.audit_trail import require_verified
+
     path = Path(run_dir) / "results.json"
     if not path.exists():
         raise PrivbenchError(f"utility.baseline = {str(run_dir)!r}: no results.json there; run "
                              "the baseline suite first or fix the path")
-    cells = [CellResult.from_dict(c) for c in json.loads(path.read_text())["cells"]]
+    require_verified(run_dir, "the utility.baseline gate")
+    cells = load_cells(run_dir)
     ok = [c for c in cells if c.status == "ok"]
     return {**{c.key: c for c in ok}, **{c.label: c for c in ok}}
 
@@ -375,6 +410,23 @@ def write_gate_report(run_dir: Path, report: GateReport) -> Path:
     path = Path(run_dir) / "gates.json"
     write_json(path, report.to_dict())
     return path
+
+
+def record_verdict(run_dir: Path, suite: Any, cells: list[CellResult], report: GateReport) -> None:
+    """Write gates.json and the report with the verdict, and hash both into the run manifest.
+
+    Args:
+        run_dir: a finished run folder (verified by the caller).
+        suite: its privbench.suite.Suite.
+        cells: its cell results.
+        report: the GateReport to record.
+    """
+    from privbench.manifest import record_run
+    from privbench.report import write_report
+
+    write_gate_report(run_dir, report)
+    write_report(Path(run_dir), suite, cells, gates=report)
+    record_run(run_dir, files=("gates.json", "index.html"))
 
 
 def _fmt(value: float) -> str:

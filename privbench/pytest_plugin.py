@@ -41,8 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def run_cache_dir(suite: Any, root: Path) -> Path:
     """The cached run folder of a suite: named by the content hashes of all its cells."""
+    from privbench.paths import safe_folder_name
+
     digest = hashlib.sha256("\n".join(c.key for c in suite.cells).encode()).hexdigest()[:16]
-    return Path(root) / f"{suite.spec.name}-{digest}"
+    return Path(root) / f"{safe_folder_name(suite.spec.name)}-{digest}"
 
 
 @dataclass
@@ -63,13 +65,11 @@ class PrivbenchRun:
     def gate(self, policy_path: str | Path) -> Any:
         """Evaluate a policy on this run, write gates.json and the report, and record each gate
         as a JUnit XML property."""
-        from privbench.gates import evaluate, load_policy, write_gate_report
-        from privbench.report import write_report
+        from privbench.gates import evaluate, load_policy, record_verdict
 
         policy = load_policy(policy_path)
         report = evaluate(self.cells, policy)
-        write_gate_report(self.run_dir, report)
-        write_report(self.run_dir, self.result.suite, self.cells, gates=report)
+        record_verdict(self.run_dir, self.result.suite, self.cells, report)
         self.record_property("privbench_verdict", report.verdict)
         self.record_property("privbench_report", str(self.run_dir / "index.html"))
         for r in report.results:
@@ -117,7 +117,12 @@ def privbench_run(request: pytest.FixtureRequest, record_property: Any) -> Privb
         root = config.rootpath / root
     run_dir = run_cache_dir(suite, root)
     if run_dir not in _SESSION_RUNS:
-        result = run_suite(suite, run_dir, workers=kwargs.get("workers", 1))
+        from privbench.errors import PrivbenchError
+
+        try:  # a cached run that does not verify, or is locked, fails in one line
+            result = run_suite(suite, run_dir, workers=kwargs.get("workers", 1))
+        except PrivbenchError as e:
+            pytest.fail(f"privbench suite {suite.spec.name}: {e}", pytrace=False)
         if result.failed:
             pytest.fail(f"privbench suite {suite.spec.name}: cells failed: "
                         + "; ".join(f"{c.label}: {c.error}" for c in result.failed),

@@ -2,6 +2,11 @@
 
 Each worker process uses one torch thread, and so does a single in-process run, so the numbers do
 not depend on `--workers`. A cell that raises is reported with its error; the others still finish.
+
+The run folder is locked while the run writes into it (privbench.runlock), and every file it
+stores is hashed into the run manifest (privbench.manifest) as it is written. Resuming a folder
+whose run-level files no longer match their hashes is refused; a cell whose files fail their
+hashes is recomputed instead of loaded, with a ("recompute", key, reason) event.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import queue
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,12 +25,24 @@ from typing import Any
 import torch
 
 import privbench
-from privbench.cell import load_finished, run_cell
+from privbench.cell import RESULT_FILE, cell_dir, load_finished, run_cell
+from privbench.errors import PrivbenchError
 from privbench.limits import check_memory
+from privbench.manifest import (
+    MANIFEST_FILE,
+    check_run,
+    file_hash,
+    read_run_manifest,
+    record_run,
+    run_digest,
+)
+from privbench.paths import safe_folder_name
 from privbench.results import CellResult, json_safe, write_json, write_sqlite
+from privbench.runlock import run_lock
 from privbench.suite import Cell, Suite
 
-# (kind, cell key, payload): ("round", key, (done, total)) or ("done", key, CellResult)
+# (kind, cell key, payload): ("round", key, (done, total)), ("done", key, CellResult) or
+# ("recompute", key, why its stored files were not loaded)
 Event = tuple[str, str, Any]
 EventSink = Callable[[Event], None]
 
@@ -39,6 +56,7 @@ class RunResult:
     cells: list[CellResult]
     loaded: list[str]  # keys of cells loaded from a previous run instead of recomputed
     gates: Any = None  # the GateReport when a policy was given
+    recomputed: dict[str, str] = field(default_factory=dict)  # key -> why it was not loaded
 
     @property
     def failed(self) -> list[CellResult]:
@@ -46,8 +64,9 @@ class RunResult:
 
 
 def default_run_dir(suite: Suite, root: Path = Path("reports")) -> Path:
+    """`root/<suite name>-<UTC time>`, the name made a safe folder name (it stays in `root`)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return root / f"{suite.spec.name}-{stamp}"
+    return root / f"{safe_folder_name(suite.spec.name)}-{stamp}"
 
 
 def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
@@ -56,34 +75,94 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
 
     With a `policy` (privbench.gates.Policy) the finished run is gated and the report shows the
     verdict. Every run appends an entry to the audit trail beside the run folder.
+
+    Args:
+        suite: the validated suite.
+        run_dir: the run folder; a folder of an earlier run of it is resumed.
+        workers: parallel cells (default: the number of cores).
+        on_event: receives ("round" | "done" | "recompute", key, payload) events.
+        policy: a privbench.gates.Policy to gate the finished run with, or None.
+
+    Returns:
+        The RunResult.
+
+    Raises:
+        RunLocked: another process is writing into `run_dir`.
+        PrivbenchError: `run_dir` holds a run whose run-level files do not match their hashes.
+        OSError: `run_dir` cannot be written.
     """
-    finished = {c.key: load_finished(run_dir, c.key) for c in suite.cells}
-    todo = [c for c in suite.cells if finished[c.key] is None]
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    check_memory(todo, n_workers)  # before anything is written or trained
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Memory limits before anything is written or locked: the cells without a stored result
+    # (resume verifies and may recompute more; those had fit once already).
+    unfinished = [c for c in suite.cells
+                  if not (cell_dir(Path(run_dir), c.key) / RESULT_FILE).exists()]
+    check_memory(unfinished, max(1, min(workers or os.cpu_count() or 1, len(unfinished) or 1)))
+    with run_lock(run_dir):
+        return _run_locked(suite, Path(run_dir), workers, on_event or (lambda event: None),
+                           policy)
+
+
+def _refuse_unverified(run_dir: Path) -> dict[str, Any] | None:
+    """The previous run's manifest, after checking its run-level files; refuse on a mismatch."""
+    manifest = read_run_manifest(run_dir)
+    if manifest is None:
+        return None
+    check = check_run(run_dir, include_cells=False)
+    if not check.ok:
+        raise PrivbenchError(f"{run_dir}: the run does not verify: {check.reason}; resuming "
+                             f"would overwrite it: check it with `privbench verify {run_dir}` "
+                             "or run into a new folder")
+    return manifest
+
+
+def _run_locked(suite: Suite, run_dir: Path, workers: int | None, sink: EventSink,
+                policy: Any) -> RunResult:
+    previous = _refuse_unverified(run_dir)
+    recorded = previous["cells"] if previous else {}
     write_json(run_dir / "suite.json", {
         "source": suite.source,
         "privbench_version": privbench.__version__,
         "spec": suite.spec.model_dump(),
         "cells": [{"key": c.key, "label": c.label, "axes": c.axes} for c in suite.cells],
     })
-    sink = on_event or (lambda event: None)
+    record_run(run_dir, files=("suite.json",))
     results: dict[str, CellResult] = {}
-    loaded = []
+    loaded, recomputed = [], {}
     for cell in suite.cells:
-        done = finished[cell.key]
+        done, why = load_finished(run_dir, cell.key, recorded.get(cell.key))
         if done is not None:
+            record_run(run_dir, cells={cell.key: _cell_manifest_hash(run_dir, cell.key)})
             results[cell.key] = done
             loaded.append(cell.key)
             sink(("done", cell.key, done))
+        elif why:
+            recomputed[cell.key] = why
+            sink(("recompute", cell.key, why))
+    sink = _recording(run_dir, sink)
+    todo = [c for c in suite.cells if c.key not in results]
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo and n_workers == 1:
         _run_inline(todo, run_dir, sink, results)
     elif todo:
         _run_pool(todo, run_dir, n_workers, sink, results)
     ordered = [results[c.key] for c in suite.cells]
     gates = _write_outputs(suite, run_dir, ordered, policy)
-    return RunResult(suite=suite, run_dir=run_dir, cells=ordered, loaded=loaded, gates=gates)
+    return RunResult(suite=suite, run_dir=run_dir, cells=ordered, loaded=loaded, gates=gates,
+                     recomputed=recomputed)
+
+
+def _cell_manifest_hash(run_dir: Path, key: str) -> str:
+    return file_hash(cell_dir(run_dir, key) / MANIFEST_FILE)
+
+
+def _recording(run_dir: Path, sink: EventSink) -> EventSink:
+    """`sink`, recording each cell stored as finished into the run manifest first."""
+    def record(event: Event) -> None:
+        kind, key, payload = event
+        if kind == "done" and payload.status == "ok":
+            record_run(run_dir, cells={key: _cell_manifest_hash(run_dir, key)})
+        sink(event)
+
+    return record
 
 
 def _run_inline(todo: list[Cell], run_dir: Path, sink: EventSink,
@@ -152,32 +231,44 @@ def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
     from privbench.gates import evaluate, write_gate_report
     from privbench.report import write_report  # matplotlib is imported only when reporting
 
+    # Unlisted while they are rewritten: a crash in between leaves no stale hash that would make
+    # the next resume refuse the folder.
+    record_run(run_dir, drop=("results.sqlite", "results.json", "gates.json", "index.html"))
     write_sqlite(run_dir / "results.sqlite", cells)
     write_json(run_dir / "results.json", results_document(suite, cells))
-    gates = None
+    gates, written = None, ["results.sqlite", "results.json", "index.html"]
     if policy is not None:
         gates = evaluate(cells, policy)
         write_gate_report(run_dir, gates)
+        written.append("gates.json")
     elif (run_dir / "gates.json").exists():
         (run_dir / "gates.json").unlink()  # a stale verdict must not outlive the run it gated
     write_report(run_dir, suite, cells, gates=gates)
+    manifest = record_run(run_dir, files=tuple(written),
+                          only_cells=[c.key for c in cells if c.status == "ok"])
     append_run(default_log_path(run_dir), suite=suite.spec.name, run_dir=run_dir,
                spec=json_safe(suite.spec.model_dump()),
                data_fingerprints=[c.data_fingerprint for c in cells if c.data_fingerprint],
-               results_path=run_dir / "results.json")
+               results_path=run_dir / "results.json", manifest_hash=run_digest(manifest))
     return gates
 
 
-def load_run(run_dir: Path) -> tuple[Suite, list[CellResult]]:
-    """The suite and cell results of a finished run folder, as written by `run_suite`."""
+def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[CellResult]]:
+    """The suite and cell results of a finished run folder, as written by `run_suite`.
+
+    Raises:
+        PrivbenchError: the folder is not a run folder, or does not verify (a file differs from
+            its hash, or the run manifest from the audit-trail entry of the run).
+    """
     import json
 
-    from privbench.errors import PrivbenchError
+    from privbench.audit_trail import require_verified
     from privbench.gates import load_cells
     from privbench.results import json_restore
     from privbench.spec import validate_suite
     from privbench.suite import expand
 
+    require_verified(run_dir, what)
     path = Path(run_dir) / "suite.json"
     if not path.exists():
         raise PrivbenchError(f"{run_dir}: no suite.json; give a run folder written by "

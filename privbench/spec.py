@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +24,13 @@ TEXT_DATASETS = ("support_messages", "jsonl")
 
 
 class StrictModel(BaseModel):
-    """Base for every spec table: unknown keys are errors, not silently ignored."""
+    """Base for every spec table: unknown keys are errors, not silently ignored; values must have
+    the TOML type the field expects (`lr = "0.1"` or `rounds = 5.0` are refused, not converted;
+    an integer is accepted where a float is expected); inf and nan are refused except where a
+    field says what inf means (privacy.epsilon, privacy.max_epsilon, train.max_update_norm)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True,
+                              allow_inf_nan=False)
 
 
 class DataSpec(StrictModel):
@@ -69,7 +74,8 @@ class TrainSpec(StrictModel):
     # epsilon (Chua et al. 2024).
     sampling: Literal["poisson", "fixed_cohort", "shuffle"] = "poisson"
     dropout: float = Field(0.0, ge=0, lt=1, description="chance a sampled client drops out")
-    max_update_norm: float = Field(1e4, gt=0, description="server sanity bound before clipping")
+    max_update_norm: float = Field(1e4, gt=0, allow_inf_nan=True,
+                                   description="server sanity bound before clipping; inf: none")
     max_accuracy_drop: float = Field(1.0, gt=0, le=1, description="monitor: roll back when the "
                                      "global model's accuracy on public data falls by more")
 
@@ -77,7 +83,8 @@ class TrainSpec(StrictModel):
 class PrivacySpec(StrictModel):
     """The privacy the user wants; the trainer's Claim states what it actually delivered."""
 
-    epsilon: float = Field(8.0, gt=0, description="target epsilon; inf trains without DP")
+    epsilon: float = Field(8.0, gt=0, allow_inf_nan=True,
+                           description="target epsilon; inf trains without DP")
     delta: float = Field(1e-5, gt=0, lt=1)
     clip: float = Field(1.0, gt=0, description="L2 bound on each client's update (unit "
                         "client) or on each example's gradient (unit example)")
@@ -87,8 +94,8 @@ class PrivacySpec(StrictModel):
         "client noises its own update); unit example always noises inside the client")
     accountant: Literal["pld"] = "pld"
     neighbouring: Literal["add_or_remove_one", "replace_one"] = "add_or_remove_one"
-    max_epsilon: float = Field(math.inf, gt=0, description="ledger: a round that would exceed "
-                               "this epsilon does not start")
+    max_epsilon: float = Field(math.inf, gt=0, allow_inf_nan=True, description="ledger: a round "
+                               "that would exceed this epsilon does not start")
     noise_schedule: list[float] = Field(default_factory=list, description="relative noise of "
                                         "equal spans of the rounds, e.g. [2, 1]; empty = constant")
     adaptive_clip: bool = False
@@ -533,7 +540,7 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
     """One line per pydantic error: `path = value: what is allowed`."""
     lines = []
     for err in error.errors():
-        path = prefix + ".".join(str(p) for p in err["loc"])
+        path = prefix + ".".join(shown_key(p) for p in err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
             parent = ".".join(str(p) for p in err["loc"][:-1])
@@ -548,8 +555,17 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
             msg = msg[len("Value error, ") :]
         if path == "privacy.epsilon" and kind in ("greater_than", "float_parsing", "float_type"):
             msg += " (use inf to train without DP)"
-        lines.append(f"{path} = {_show(err.get('input'))}: {msg}")
+        value = err.get("input")
+        shown = repr(value) if kind.endswith("_type") and isinstance(value, float) else _show(value)
+        lines.append(f"{path} = {shown}: {msg}")
     return lines
+
+
+def shown_key(part: Any) -> str:
+    """A key (or dotted path) as it appears in a message: as is when it is a plain name, else
+    quoted, so that a key holding a newline or a quote cannot break the one-line message."""
+    text = str(part)
+    return text if re.fullmatch(r"[\w@.+-]+", text) else repr(text)
 
 
 def _allowed_keys(parent: str) -> list[str]:

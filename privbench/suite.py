@@ -24,6 +24,7 @@ from privbench.spec import (
     format_validation_error,
     read_toml,
     set_path,
+    shown_key,
     validate_suite,
 )
 
@@ -135,10 +136,10 @@ def expand(spec: SuiteSpec, source: str) -> list[Cell]:
     axes = list(spec.sweep.items())
     for key, values in axes:
         if not _is_field_path(key):
-            raise SpecError(source, [f"sweep.{key}: unknown field; a sweep key is a dotted "
-                                     "field path such as privacy.epsilon"])
+            raise SpecError(source, [f"sweep.{shown_key(key)}: unknown field; a sweep key is a "
+                                     "dotted field path such as privacy.epsilon"])
         if not values:
-            raise SpecError(source, [f"sweep.{key} = []: must list at least one value"])
+            raise SpecError(source, [f"sweep.{shown_key(key)} = []: must list at least one value"])
     cells, seen = [], set()
     for combo in itertools.product(*(values for _, values in axes)):
         raw = copy.deepcopy(base)

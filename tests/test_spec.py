@@ -37,6 +37,14 @@ BAD_SUITES = {
                              "at most data.clients (50)"),
     "unknown data set": (BASE.replace('name = "digits"', 'name = "mnist"'), "data.name = 'mnist'",
                          "'digits', 'breast_cancer', 'support_messages' or 'jsonl'"),
+    "string for a number": (BASE.replace("[train]", '[train]\nlr = "0.1"'), "train.lr = '0.1'",
+                            "must be a valid number"),
+    "float for an integer": (BASE.replace("rounds = 5", "rounds = 5.0"), "train.rounds = 5.0",
+                             "must be a valid integer"),
+    "string for a boolean": (BASE + '[attacks.loss]\nenabled = "yes"\n',
+                             "attacks.loss.enabled = 'yes'", "must be a valid boolean"),
+    "infinite learning rate": (BASE.replace("[train]", "[train]\nlr = inf"), "train.lr = inf",
+                               "must be a finite number"),
 }
 
 
