@@ -84,11 +84,16 @@ def write_cell_manifest(folder: Path, key: str) -> str:
     Returns:
         The SHA-256 of the manifest file, which the run manifest records.
     """
-    files = {p.name: _entry(p) for p in sorted(Path(folder).iterdir())
-             if p.is_file() and p.name != MANIFEST_FILE}
+    files = {name: _entry(Path(folder) / name) for name in _stored(Path(folder))}
     path = Path(folder) / MANIFEST_FILE
     _write_atomic(path, {"format": CELL_FORMAT, "key": key, "files": files})
     return file_hash(path)
+
+
+def _stored(folder: Path) -> list[str]:
+    """Every file under a cell folder but its manifest, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST_FILE)
 
 
 def _read_json(path: Path, where: str) -> tuple[dict[str, Any] | None, str]:
@@ -147,8 +152,8 @@ def check_cell(folder: Path, where: str | None = None) -> ManifestCheck:
         problem = _check_file(path, rel, expected if isinstance(expected, dict) else {})
         if problem:
             return ManifestCheck(n, rel, problem)
-    for extra in sorted(p.name for p in folder.iterdir()):
-        if extra != MANIFEST_FILE and extra not in files:
+    for extra in _stored(folder):
+        if extra not in files:
             return ManifestCheck(len(files), f"{where}/{extra}",
                                  f"{where}/{extra} is not in the cell's manifest: it was added")
     return ManifestCheck(len(files))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import run_cli
 
-from privbench.audit_trail import append_run, verify
+from privbench.audit_trail import LEGACY_FIELDS, append_run, canonical, entry_hash, verify
 
 
 def _log_with_entries(tmp_path, n: int = 3):
@@ -69,3 +69,19 @@ def test_every_suite_run_is_logged_and_verify_cli_names_an_edited_entry(quick_ru
     proc = run_cli("verify", str(edited_log))
     assert proc.returncode == 1
     assert "line 2 (entry 1) does not match its hash: it was edited" in proc.stdout
+
+
+def test_entries_written_before_run_manifests_still_verify_and_the_chain_continues(tmp_path):
+    log = tmp_path / "audit-trail.jsonl"
+    body = {field: "x" for field in LEGACY_FIELDS} | {"seq": 0, "prev_hash": "0" * 64}
+    log.write_text(canonical({**body, "hash": entry_hash(body)}) + "\n")
+    assert verify(log).ok
+    results = tmp_path / "results.json"
+    results.write_text("{}")
+    entry = append_run(log, suite="s", run_dir=tmp_path / "run", spec={}, data_fingerprints=[],
+                       results_path=results, manifest_hash="ab" * 32)
+    assert entry["seq"] == 1 and entry["manifest_hash"] == "ab" * 32
+    assert verify(log).ok and verify(log).entries == 2
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text(lines[0].replace('"suite":"x"', '"suite":"y"') + lines[1])
+    assert verify(log).bad_line == 1  # a legacy entry is still covered by its hash

@@ -177,6 +177,21 @@ def test_verify_names_the_first_cell_file_that_differs(run, case, capsys):
     assert out.count("\n") == 1
 
 
+@pytest.mark.parametrize("name", ["suite.json", "results.sqlite", "results.json", "index.html",
+                                  "gates.json"])
+def test_verify_names_an_edited_or_deleted_run_level_file(run, tmp_path, capsys, name):
+    if name == "gates.json":  # written by a gate: hashed into the manifest like the rest
+        policy = write_suite(tmp_path / "fail.toml", FAIL_POLICY)
+        assert _cli(capsys, "gate", "--policy", str(policy), str(run))[0] == 1
+        assert "gates.json" in read_run_manifest(run)["files"]
+    _flip(run / name)
+    code, out, _ = _cli(capsys, "verify", str(run))
+    assert code == 1 and f"{name} differs from its manifest hash" in out, out
+    (run / name).unlink()
+    code, out, _ = _cli(capsys, "verify", str(run))
+    assert code == 1 and f"{name} is missing" in out, out
+
+
 def test_a_deleted_cell_and_an_added_file_are_named(run, capsys):
     key = _label_key(run, "epsilon=4")
     (run / "cells" / key / "backdoor.json").write_text("{}")

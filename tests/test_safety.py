@@ -80,6 +80,9 @@ def test_a_second_run_into_a_locked_folder_refuses_and_a_crashed_holder_does_not
         assert f"another privbench process (pid {holder.pid}) is writing into this run folder" \
             in line
         assert not (run_dir / "cells").exists()  # nothing trained
+        policy = write_suite(tmp_path / "p.toml", "")
+        code, out, err = _cli(capsys, "gate", "--policy", str(policy), str(run_dir))
+        assert code == 2 and out == "" and f"(pid {holder.pid})" in _one_line(err)
         with pytest.raises(RunLocked), run_lock(run_dir):
             pass
     finally:
