@@ -174,35 +174,46 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
 
 
 def _summary(console: Console, result) -> None:
+    """The run's table: claim, utility, the strongest membership attack, the audit's eps_LB and
+    verdict, and each cell's status. Off a terminal (a pipe, a CI log) it is printed at its full
+    width, never cut to `…`."""
     from privbench.mia import fpr_metric_name
+    from privbench.report_context import strongest
 
     table = Table(title=f"{result.suite.spec.name} ({len(result.loaded)} cells loaded, "
                         f"{len(result.cells) - len(result.loaded)} run)")
     audited = any(c.metric("audit", "eps_lb") is not None for c in result.cells)
-    columns = ["cell", "claimed ε", "δ", "accuracy", "LOSS AUC", "TPR@1e-3",
-               *(["ε_LB", "audit"] if audited else []), "time"]
+    columns = ["cell", "claimed ε", "δ", "accuracy", "MIA AUC", "TPR@1e-3",
+               *(["ε_LB", "audit"] if audited else []), "status", "time"]
     for col in columns:
-        table.add_column(col, justify="left" if col == "cell" else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("cell", "status") else "right",
+                         no_wrap=True)
     for c in result.cells:
         if c.status != "ok":
-            table.add_row(c.label, "[red]error[/]", "", c.error or "",
-                          *[""] * (len(columns) - 5), f"{c.seconds:.1f}s")
+            table.add_row(c.label, *[""] * (len(columns) - 3), f"[red]error: {c.error or ''}[/]",
+                          f"{c.seconds:.1f}s")
             continue
         eps = c.claim["epsilon"]
 
-        def val(scorer: str, metric: str, cell=c) -> str:
-            m = cell.metric(scorer, metric)
+        def val(m) -> str:
             return "—" if m is None else f"{m.value:.3f}"
 
         private = math.isfinite(eps)
         lb = c.metric("audit", "eps_lb")
         verdict = "—" if lb is None else lb.details.get("verdict", "—")
         colour = {"FAIL": "red", "PASS": "green"}.get(verdict, "default")
-        audit = [val("audit", "eps_lb"), f"[{colour}]{verdict}[/]"] if audited else []
+        audit = [val(lb), f"[{colour}]{verdict}[/]"] if audited else []
+        auc, tpr = strongest(c, "auc"), strongest(c, fpr_metric_name(1e-3))
+        health = c.health
         table.add_row(c.label, f"{eps:.3f}" if private else "∞ (no DP)",
                       f"{c.claim['delta']:.0e}" if private else "—",
-                      val("utility", "accuracy"), val("loss", "auc"),
-                      val("loss", fpr_metric_name(1e-3)), *audit, f"{c.seconds:.1f}s")
+                      val(c.metric("utility", "accuracy")),
+                      "—" if auc is None else f"{auc.value:.3f} ({auc.scorer})", val(tpr),
+                      *audit, health if health == "ok" else f"[red]{health}[/]",
+                      f"{c.seconds:.1f}s")
+    if not console.is_terminal:
+        natural = console.measure(table, options=console.options.update(max_width=100_000))
+        console = Console(file=console.file, width=max(80, natural.maximum), color_system=None)
     console.print(table)
 
 
