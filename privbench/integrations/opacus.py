@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy as copy_module
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dp_accounting
@@ -45,13 +45,13 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, 
 
 from privbench import accounting
 from privbench.audit.canaries import input_canaries
-from privbench.audit.estimators import EpsilonBound, one_run_bound
+from privbench.audit.estimators import one_run_bound
 from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio, quiet_coordinates
-from privbench.audit.verdict import Verdict, audit_rows, verdict
+from privbench.audit.verdict import audit_rows
 from privbench.claim import Claim, claim_from_event
 from privbench.data import SplitData
 from privbench.errors import PrivbenchError
-from privbench.results import MetricRow
+from privbench.integrations.result import AuditResult
 from privbench.signals import per_example_losses
 
 CanaryKind = Literal["dirac", "mislabelled", "ood"]
@@ -81,33 +81,6 @@ class AccountingCheck:
                 "pld_epsilon": self.pld_epsilon,
                 "opacus_interval": list(self.opacus_interval) if self.opacus_interval else None,
                 "accountants_agree": self.agrees, "accounting_note": self.note}
-
-
-@dataclass(frozen=True)
-class OpacusAuditResult:
-    """The audit of one Opacus run: the bound, its verdict against the re-accounted claim."""
-
-    bound: EpsilonBound
-    claim: Claim
-    accounting: AccountingCheck
-    rows: list[MetricRow]
-    surface: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def eps_lb(self) -> float:
-        return self.bound.eps_lb
-
-    @property
-    def verdict(self) -> Verdict:
-        return verdict(self.bound.eps_lb, self.bound.ceiling, self.claim.epsilon)
-
-    def line(self) -> str:
-        """One line: verdict, eps_LB against the claim, the ceiling and Opacus's own figure."""
-        return (f"opacus audit: {self.verdict} eps_LB {self.eps_lb:.3f} "
-                f"(ceiling {self.bound.ceiling:.2f}, {1 - self.bound.alpha:.0%} confidence) vs "
-                f"claimed {self.claim.epsilon:.3f} (PLD; Opacus {self.accounting.mechanism} "
-                f"{self.accounting.opacus_epsilon:.3f})")
 
 
 def history_event(history: list[tuple[float, float, int]]) -> dp_accounting.DpEvent:
@@ -425,7 +398,7 @@ class OpacusAudit:
     # -- after training ----------------------------------------------------------------------
 
     def result(self, engine: Any, *, delta: float, module: nn.Module | None = None,
-               experiment: str = "opacus") -> OpacusAuditResult:
+               experiment: str = "opacus") -> AuditResult:
         """Score the canaries and hold the one-run bound against the re-accounted claim.
 
         Args:
@@ -435,7 +408,8 @@ class OpacusAudit:
             experiment: the experiment name on the metric rows.
 
         Returns:
-            The bound, the Claim, the accounting comparison and the "audit" metric rows.
+            The bound, the Claim and the "audit" metric rows; details["accounting"] holds the
+            comparison with Opacus's own epsilon.
         """
         if self._optimizer is None:
             raise OpacusAuditError("opacus audit: call watch(model, optimizer) after "
@@ -459,7 +433,8 @@ class OpacusAudit:
         bound = one_run_bound(scores, self.bits, delta=delta, alpha=self.alpha,
                               selection=self.selection, rng=rng)
         rows = audit_rows(experiment, bound, claim.epsilon, surface, "one-run", details)
-        return OpacusAuditResult(bound, claim, check, rows, surface, details)
+        return AuditResult("opacus", bound, claim, claim.epsilon, rows, surface,
+                           {**details, "accounting": check})
 
     def _dirac_scores(self, history: list[tuple[float, float, int]],
                       details: dict[str, Any]) -> np.ndarray:
