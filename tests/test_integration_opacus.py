@@ -81,7 +81,7 @@ def weak_noise(monkeypatch):
 def show(name: str, result) -> None:
     print(f"\n{name}: {result.line()}; {result.bound.details['correct']}/"
           f"{result.bound.details['guesses']} guesses right; "
-          f"{result.details['accounting'].note}")
+          f"{result.accounting.note}")
 
 
 def test_honest_opacus_loop_passes_and_accounting_matches_opacus():
@@ -89,7 +89,7 @@ def test_honest_opacus_loop_passes_and_accounting_matches_opacus():
     show("honest", result)
     assert result.verdict == "PASS"
     assert result.claim.epsilon == pytest.approx(2.0, abs=0.01)
-    check = result.details["accounting"]
+    check = result.accounting
     assert check.mechanism == "prv" and check.agrees, check.note
     lower, upper = check.opacus_interval
     # PRV's stated accuracy (eps_error 0.01): the true epsilon lies in [lower, upper] and
@@ -122,7 +122,7 @@ def test_opacus_loop_with_under_reported_sampling_rate_fails():
 def test_rdp_accountant_disagreement_is_shown():
     result = user_training(OpacusAudit(canaries=40, kind="ood", seed=1), epsilon=2.0, epochs=2,
                            accountant="rdp")
-    check = result.details["accounting"]
+    check = result.accounting
     print(f"\n{check.note}")
     assert check.mechanism == "rdp" and check.opacus_epsilon > check.pld_epsilon
     assert "looser by" in check.note and check.note in result.claim.notes

@@ -408,7 +408,7 @@ class OpacusAudit:
             experiment: the experiment name on the metric rows.
 
         Returns:
-            The bound, the Claim and the "audit" metric rows; details["accounting"] holds the
+            The bound, the Claim and the "audit" metric rows; `accounting` holds the
             comparison with Opacus's own epsilon.
         """
         if self._optimizer is None:
@@ -433,8 +433,8 @@ class OpacusAudit:
         bound = one_run_bound(scores, self.bits, delta=delta, alpha=self.alpha,
                               selection=self.selection, rng=rng)
         rows = audit_rows(experiment, bound, claim.epsilon, surface, "one-run", details)
-        return AuditResult("opacus", bound, claim, claim.epsilon, rows, surface,
-                           {**details, "accounting": check})
+        return AuditResult("opacus", bound, claim, claim.epsilon, rows, surface, details,
+                           accounting=check)
 
     def _dirac_scores(self, history: list[tuple[float, float, int]],
                       details: dict[str, Any]) -> np.ndarray:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from privbench.audit.estimators import EpsilonBound
-from privbench.audit.verdict import Verdict, verdict
+from privbench.audit.verdict import Verdict, audit_rows, verdict
 from privbench.claim import Claim
 from privbench.results import MetricRow
 
@@ -25,7 +26,8 @@ class AuditResult:
     claimed_epsilon: float
     rows: list[MetricRow]
     surface: str
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-ready, on the rows too
+    accounting: Any = None  # the integration's comparison with its own accountant, if any
 
     @property
     def eps_lb(self) -> float:
@@ -43,3 +45,9 @@ class AuditResult:
                 f"{self.bound.ceiling:.2f}, {1 - self.bound.alpha:.0%} confidence, "
                 f"{self.bound.n} canaries certify) vs claimed epsilon "
                 f"{self.claimed_epsilon:.3f}{configured}")
+
+    def against(self, claimed: float) -> AuditResult:
+        """The same audit held against another claimed epsilon (rows and verdict redone)."""
+        experiment = self.rows[0].experiment if self.rows else self.source
+        rows = audit_rows(experiment, self.bound, claimed, self.surface, "one-run", self.details)
+        return dataclasses.replace(self, claimed_epsilon=claimed, rows=rows)
