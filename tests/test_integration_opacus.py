@@ -168,3 +168,16 @@ def test_steps_taken_before_watch_are_refused():
     audit.watch(model, optimizer)
     with pytest.raises(OpacusAuditError, match="accountant counted 1 steps but the audit saw 0"):
         audit.result(engine, delta=DELTA)
+
+
+def test_same_seed_same_numbers():
+    first, second = OpacusAudit(canaries=40, seed=5), OpacusAudit(canaries=40, seed=5)
+    a = user_training(first, epsilon=2.0, epochs=2)
+    b = user_training(second, epsilon=2.0, epochs=2)
+    np.testing.assert_array_equal(np.stack(first._observed), np.stack(second._observed))
+    assert (a.eps_lb, a.claim.epsilon) == (b.eps_lb, b.claim.epsilon)
+
+
+def test_mislabelled_canaries_need_a_population():
+    with pytest.raises(OpacusAuditError, match="needs population="):
+        OpacusAudit(canaries=40, kind="mislabelled")
