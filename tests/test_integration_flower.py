@@ -11,6 +11,7 @@ the same federation with a noise multiplier 10x below the claim's must FAIL.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 from readme_examples import readme_example
@@ -67,3 +68,43 @@ def test_result_before_a_run_is_refused():
     audit.wrap(DifferentialPrivacyServerSideFixedClipping(FedAvg(), 1.0, 1.0, CLIENTS))
     with pytest.raises(FlowerAuditError, match="no round was recorded"):
         audit.result(delta=DELTA)
+
+
+@pytest.mark.slow
+def test_client_side_clipping_mod_run_with_weak_noise_fails(readme_run):
+    """The README's clients behind Flower's fixedclipping_mod and the client-side DP wrapper:
+    canary clients send updates within the clip (as the mod would leave them) and the wrapper's
+    noise, 10x below the claim's, lets the audit refute the claim."""
+    from flwr.client import ClientApp
+    from flwr.client.mod import fixedclipping_mod
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
+    from flwr.simulation import run_simulation
+
+    ns = readme_run
+    audit = FlowerAudit(canaries=200, seed=1)
+
+    def server_fn(context):
+        np.random.seed(1)
+        fedavg = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=CLIENTS,
+                        min_available_clients=CLIENTS,
+                        initial_parameters=ndarrays_to_parameters(
+                            ns["get_weights"](ns["make_model"]())))
+        dp = DifferentialPrivacyClientSideFixedClipping(
+            fedavg, noise_multiplier=ns["z"] / 10, clipping_norm=1.0,
+            num_sampled_clients=CLIENTS)
+        return ServerAppComponents(strategy=audit.wrap(dp), config=ServerConfig(num_rounds=ROUNDS))
+
+    def client_fn(context):
+        return ns["DigitsClient"](int(context.node_config["partition-id"])).to_client()
+
+    run_simulation(server_app=ServerApp(server_fn=server_fn),
+                   client_app=ClientApp(client_fn=client_fn, mods=[fixedclipping_mod]),
+                   num_supernodes=CLIENTS,
+                   backend_config={"client_resources": {"num_cpus": 1},
+                                   "init_args": {"num_cpus": 2}})
+    result = audit.result(delta=DELTA, claim=CLAIM)
+    check("client-side clipping, noise 10x below the claim", audit, result)
+    assert result.details["dp_strategy"] == "DifferentialPrivacyClientSideFixedClipping"
+    assert result.verdict == "FAIL"
