@@ -7,6 +7,14 @@
 `privbench_run` runs the suite, or loads it when a run of the same cells (content hash) is cached
 under the cache folder (`--privbench-cache`, default .privbench-cache), so a rerun trains nothing.
 Each gate result is recorded as a JUnit XML property (`--junitxml`).
+
+A team that trains with its own code audits it with `privbench_audit`
+(privbench.integrations.pytest_audit):
+
+    @pytest.mark.privbench_audit(integration="opacus", canaries=300, seed=0)
+    def test_our_dp_sgd(privbench_audit):
+        result = privbench_audit(train_fn, claim=2.0)  # fails the test if the audit refutes it
+        assert result.eps_lb <= 2.0
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
                    "fixture runs or loads for this test")
     config.addinivalue_line(
         "markers", "privbench_gate: a test that gates a model against a privbench policy")
+    config.addinivalue_line(
+        "markers", "privbench_audit(integration='opacus', delta=1e-5, confidence=0.95, "
+                   "**audit options): defaults of the privbench_audit fixture for this test")
 
 
 def run_cache_dir(suite: Any, root: Path) -> Path:
@@ -132,3 +143,40 @@ def privbench_run(request: pytest.FixtureRequest, record_property: Any) -> Privb
     record_property("privbench_cells_loaded", f"{len(_SESSION_RUNS[run_dir].loaded)}"
                     f"/{len(_SESSION_RUNS[run_dir].cells)}")
     return PrivbenchRun(result=_SESSION_RUNS[run_dir], record_property=record_property)
+
+
+@pytest.fixture
+def privbench_audit(request: pytest.FixtureRequest, record_property: Any) -> Any:
+    """`privbench_audit(train_fn, claim=..., **options)`: audit the team's own training.
+
+    Calls `train_fn(audit)` with an integration's audit object (options from the
+    `privbench_audit` marker, overridden by the call's), scores it, gates eps_LB against the
+    claim as `privbench gate` does and fails the test with the gate's line when the audit refutes
+    the claim. Returns the AuditResult (verdict, eps_lb, claim, rows) otherwise; a TOO_SMALL
+    audit (it could not test the claim) passes with a warning recorded.
+    """
+    from privbench.errors import PrivbenchError
+    from privbench.integrations.pytest_audit import audit_train_fn, gate
+
+    marker = request.node.get_closest_marker("privbench_audit")
+    defaults = dict(marker.kwargs) if marker else {}
+
+    def run(train_fn: Any, **kwargs: Any) -> Any:
+        options = {**defaults, **kwargs}
+        confidence = float(options.pop("confidence", 0.95))
+        fail_on = options.pop("fail", True)
+        try:
+            result = audit_train_fn(train_fn, **options)
+        except PrivbenchError as e:
+            pytest.fail(f"privbench audit: {e}", pytrace=False)
+        g = gate(result, request.node.name, confidence)
+        record_property("privbench_audit", result.line())
+        record_property(f"privbench_gate[{g.gate}][{g.cell}]",
+                        f"{g.status}; measured={g.measured}; threshold={g.threshold}; "
+                        f"margin={g.margin}")
+        if fail_on and g.status == "fail":
+            pytest.fail(f"privbench audit {result.verdict}: {g.line()}\n{result.line()}",
+                        pytrace=False)
+        return result
+
+    return run
