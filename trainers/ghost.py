@@ -104,10 +104,15 @@ def unsupported(adapter: ModelAdapter, params: Params) -> str | None:
     return None
 
 
-def _capture(adapter: ModelAdapter, found: list[Layer], row: Params,
-             batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _capture(adapter: ModelAdapter, found: list[Layer], row: Params, batch: Batch,
+             flattened: set[str] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One forward and backward of the sum of the row's per-example losses; for each layer, the
-    inputs A (B, T, d_in) (ids (B, T) for embeddings) and output gradients G (B, T, d_out)."""
+    inputs A (B, T, d_in) (ids (B, T) for embeddings) and output gradients G (B, T, d_out).
+
+    A layer fed (B*T, d) rows (a model that flattens the sequence before its MLP) is read as
+    (B, T, d); its path is added to `flattened`, since only a probe against a reference engine
+    can confirm that the rows are grouped by example."""
+    flattened = set() if flattened is None else flattened
     inputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(found))}
     outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(found))}
 
@@ -132,23 +137,25 @@ def _capture(adapter: ModelAdapter, found: list[Layer], row: Params,
     for i, layer in enumerate(found):
         a_parts, g_parts = [], []
         for a, o in zip(inputs[i], outputs[i], strict=True):
-            if a.shape[0] != losses.shape[0]:
+            b = int(losses.shape[0])
+            if a.shape[0] != b and (layer.kind == "conv2d" or a.shape[0] % b):
                 raise ValueError(f"layer {layer.path!r} sees inputs of first dimension "
-                                 f"{a.shape[0]} in a batch of {losses.shape[0]} examples "
+                                 f"{a.shape[0]} in a batch of {b} examples "
                                  "(its input is not one row per example)")
+            if a.shape[0] != b:  # (B*T, d) flattened from (B, T, d): verified by the probe
+                flattened.add(layer.path)
             g = next(grads_iter)
             g = torch.zeros_like(o) if g is None else g.detach()
-            a, g = _as_sequence(layer, a, g)
+            a, g = _as_sequence(layer, a, g, b)
             a_parts.append(a)
             g_parts.append(g)
         captured.append((torch.cat(a_parts, dim=1), torch.cat(g_parts, dim=1)))
     return captured
 
 
-def _as_sequence(layer: Layer, a: torch.Tensor,
-                 g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_sequence(layer: Layer, a: torch.Tensor, g: torch.Tensor,
+                 b: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and output gradients as (B, T, d) with T the positions the weight is applied at."""
-    b = a.shape[0]
     if layer.kind == "conv2d":
         m = layer.module
         patches = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding,
@@ -256,14 +263,16 @@ def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weigh
     return {n: torch.stack([s[n] for s in sums]) for n in params}, torch.stack(norms)
 
 
-def ghost_grads(adapter: ModelAdapter, params: Params, batch: Batch) -> Params:
+def ghost_grads(adapter: ModelAdapter, params: Params, batch: Batch,
+                flattened: set[str] | None = None) -> Params:
     """Per-example gradients (K, b, ...) rebuilt from the recorded layer inputs and output
-    gradients: what the ghost norms and sums are computed from, materialised to check them."""
+    gradients: what the ghost norms and sums are computed from, materialised to check them.
+    Paths of layers that saw flattened (B*T, d) inputs are added to `flattened`."""
     found = layers(adapter, params)
     rows = []
     for r in range(_rows(params)):
         row = _row(params, r)
-        captured = _capture(adapter, found, row, _row(batch, r))
+        captured = _capture(adapter, found, row, _row(batch, r), flattened)
         out: Params = {}
         for layer, (a, g) in zip(found, captured, strict=True):
             if layer.weight is not None:

@@ -157,12 +157,17 @@ def select_engine(adapter: ModelAdapter, params: Params, sample_batch: Batch,
         missing = ghost.unsupported(adapter, params)
         if missing is None:
             try:
-                got = example_norms(ghost.ghost_grads(adapter, probe_params, probe))
+                flattened: set[str] = set()
+                got = example_norms(ghost.ghost_grads(adapter, probe_params, probe, flattened))
                 reference = next(iter(norms.values()), None)
-                if reference is None or _agree(got, reference):
+                if reference is None and flattened:
+                    failures["ghost"] = (f"layer {sorted(flattened)[0]!r} flattens its input "
+                                         "and no other engine runs to confirm its layout")
+                elif reference is None or _agree(got, reference):
                     return "ghost"
-                failures["ghost"] = ("its norms disagree with the per-example gradients "
-                                     "(a layer's input mixes examples)")
+                else:
+                    failures["ghost"] = ("its norms disagree with the per-example gradients "
+                                         "(a layer's input mixes examples)")
             except Exception as err:
                 failures["ghost"] = _reason(err)
         else:
