@@ -4,10 +4,10 @@ For a layer y_t = W a_t (+ b) applied at positions t = 1..T of one example (T = 
 vector, the sequence for (B, T, d) inputs, the spatial positions of a convolution's unfolded
 patches), the example's weight gradient is sum_t g_t a_t^T with g_t = dL/dy_t. Its squared norm is
     sum_{t,t'} (a_t . a_t') (g_t . g_t')          ("ghost norm", O(T^2 (d_in + d_out)))
-or ||G^T A||^2 computed directly (O(T d_in d_out)), whichever is cheaper (Li et al. 2022; Bu et
-al. 2023, "book-keeping"). An embedding is the same layer with one-hot inputs: a_t . a_t' is
-[id_t = id_t']. The clipped sum is then sum_i c_i G_i^T A_i: one matmul per layer, the same work
-as non-private training.
+or ||G^T A||^2 computed directly (O(T d_in d_out)), whichever is cheaper per layer (Li et al.
+2022; Bu et al. 2023, "book-keeping"). An embedding is the same layer with one-hot inputs:
+a_t . a_t' is [id_t = id_t']. The clipped sum is then sum_i c_i G_i^T A_i: one matmul per layer,
+the same work as non-private training.
 
 One ordinary forward and backward per row (client or run) records each trainable layer's inputs
 and output gradients through module hooks. The engine applies when every trainable parameter
@@ -178,7 +178,7 @@ def _weight_sq(kind: str, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return (same * torch.bmm(g, g.transpose(1, 2))).sum(dim=(1, 2))
     if t == 1:
         return a[:, 0].pow(2).sum(-1) * g[:, 0].pow(2).sum(-1)
-    if t * t <= a.shape[2] * g.shape[2]:
+    if t * (a.shape[2] + g.shape[2]) <= a.shape[2] * g.shape[2]:  # the cheaper of the two
         return (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
     return torch.bmm(g.transpose(1, 2), a).pow(2).sum(dim=(1, 2))
 
