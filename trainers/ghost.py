@@ -18,6 +18,7 @@ belongs to one such layer (`unsupported` says why not otherwise); a layer called
 from __future__ import annotations
 
 import sys
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -64,8 +65,22 @@ def _why_not(module: nn.Module, kind: str) -> str | None:
     return None
 
 
+_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def layers(adapter: ModelAdapter, params: Params) -> list[Layer]:
-    """The fast-path layers holding the trainable `params`, in module order."""
+    """The fast-path layers holding the trainable `params`, in module order (cached per module
+    and parameter names: every step of a training run asks for the same)."""
+    key = tuple(params)
+    cached = _LAYERS.get(adapter.module)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    found = _find_layers(adapter, params)
+    _LAYERS[adapter.module] = (key, found)
+    return found
+
+
+def _find_layers(adapter: ModelAdapter, params: Params) -> list[Layer]:
     names = {id(p): n for n, p in adapter.module.named_parameters()}
     out = []
     for path, module in adapter.module.named_modules():
