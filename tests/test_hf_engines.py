@@ -22,6 +22,7 @@ from privbench.lm.tokens import sequence_tensors
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.models.lora import find_lora_targets
 from privbench.spec import LMSpec
+from privbench.trainers import ghost
 from privbench.trainers.per_example import EngineError, per_example_grads, select_engine
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
@@ -102,6 +103,8 @@ def test_per_example_grads_equal_single_example_loop(arch, task, finetune, engin
     batch, lengths = batch_of_rows()
     assert select_engine(adapter, params, batch, engine) == engine
     got = per_example_grads(adapter, params, batch, engine=engine)
+    if engine == "ghost":  # rows in one vectorised call where torch.func traces the model
+        assert ghost.rows_vectorised(adapter) == (arch not in ENCODERS)
     reference = loop_grads(adapter, params, batch, lengths)
     assert set(got) == set(reference)
     if finetune == "lora":

@@ -14,6 +14,7 @@ from torch import nn
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
 from privbench.spec import ModelSpec
+from privbench.trainers import ghost
 from privbench.trainers.aggregation import clip_factor
 from privbench.trainers.per_example import (
     EngineError,
@@ -197,6 +198,8 @@ def test_engines_equal_single_example_loop(name, engine):
     params = rows_of(adapter, 3, seed=1)
     assert select_engine(adapter, params, batch, engine) == engine
     check_engine(adapter, params, batch, weights, engine)
+    if engine == "ghost":  # the rows went through one vectorised call, not a loop
+        assert ghost.rows_vectorised(adapter)
 
 
 @pytest.mark.parametrize(("name", "engine"), [("mlp", "ghost"), ("cnn", "ghost"),
