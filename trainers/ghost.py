@@ -251,11 +251,61 @@ def rows_vectorised(adapter: ModelAdapter) -> bool:
     return adapter.module not in _ROWS_LOOP
 
 
+# Layers without parameters that act on each example independently.
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Identity)
+
+
+def is_linear_stack(adapter: ModelAdapter) -> bool:
+    """A classifier that is an nn.Sequential of Linear layers and element-wise activations."""
+    from privbench.models.adapter import ClassifierAdapter
+
+    model = adapter.module
+    return type(adapter) is ClassifierAdapter and isinstance(model, nn.Sequential) and all(
+        isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in model)
+
+
+def _capture_linear_stack(adapter: ModelAdapter, found: list[Layer], params: Params,
+                          batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`_capture` of every row of a Linear stack at once, by batched matmuls over the rows (the
+    linear-stack fast path of trainers/dpsgd.py, generalised to any trainable subset): the
+    same inputs and output gradients, merged (K*B, 1, d)."""
+    by_module = {id(layer.module): layer for layer in found}
+    x, y = batch["x"], batch["y"]
+    k, b = y.shape
+    inputs, outputs = [], []
+    with torch.enable_grad():
+        h = x
+        for layer in adapter.module:
+            if not isinstance(layer, nn.Linear):
+                h = layer(h)
+                continue
+            spec = by_module.get(id(layer))
+            w = params[spec.weight] if spec is not None and spec.weight else \
+                layer.weight.detach().expand(k, *layer.weight.shape)
+            bias = params[spec.bias] if spec is not None and spec.bias else (
+                None if layer.bias is None else layer.bias.detach().expand(k, *layer.bias.shape))
+            if spec is not None:
+                inputs.append(h.detach())
+            h = torch.bmm(h, w.transpose(1, 2)) if bias is None else torch.baddbmm(
+                bias.unsqueeze(1), h, w.transpose(1, 2))
+            if spec is not None:
+                if not h.requires_grad:
+                    h.requires_grad_(True)
+                outputs.append(h)
+        losses = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none")
+        grads = torch.autograd.grad(losses.sum(), outputs)
+    return [(a.reshape(k * b, 1, -1), g.reshape(k * b, 1, -1))
+            for a, g in zip(inputs, grads, strict=True)]
+
+
 def _capture_rows(adapter: ModelAdapter, found: list[Layer], params: Params, batch: Batch,
                   flattened: set[str] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every row's layer inputs and output gradients, rows merged: (K*B, T, d) each. Several
-    rows go through one vectorised call where torch.func traces the model, else row by row."""
+    """Every row's layer inputs and output gradients, rows merged: (K*B, T, d) each. A Linear
+    stack takes batched matmuls; several rows of another model go through one vectorised call
+    where torch.func traces it, else row by row."""
     flattened = set() if flattened is None else flattened
+    if is_linear_stack(adapter) and batch["x"].dim() == 3:
+        return _capture_linear_stack(adapter, found, params, batch)
     if _rows(params) > 1 and adapter.module not in _ROWS_LOOP:
         try:
             return _capture_rows_vmap(adapter, found, params, batch, flattened)
