@@ -338,17 +338,21 @@ def _as_sequence(layer: Layer, a: torch.Tensor, g: torch.Tensor,
     return a.reshape(b, -1, a.shape[-1]), g.reshape(b, -1, g.shape[-1])
 
 
-def _weight_sq(kind: str, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Squared norm of each example's weight gradient sum_t g_t a_t^T, shape (B,)."""
+def _instantiates(kind: str, a: torch.Tensor, g: torch.Tensor) -> bool:
+    """Whether the per-example weight gradients G^T A (B, d_out, d_in) are cheaper to form than
+    the ghost norm: T (d_in + d_out) > d_in d_out. They are then kept for the clipped sum."""
     t = a.shape[1]
+    return kind != "embedding" and t > 1 and t * (a.shape[2] + g.shape[2]) > a.shape[2] * g.shape[2]
+
+
+def _weight_sq(kind: str, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Squared norm of each example's weight gradient sum_t g_t a_t^T by the ghost norm, (B,)."""
     if kind == "embedding":
         same = (a.unsqueeze(2) == a.unsqueeze(1)).to(g.dtype)
         return (same * torch.bmm(g, g.transpose(1, 2))).sum(dim=(1, 2))
-    if t == 1:
+    if a.shape[1] == 1:
         return a[:, 0].pow(2).sum(-1) * g[:, 0].pow(2).sum(-1)
-    if t * (a.shape[2] + g.shape[2]) <= a.shape[2] * g.shape[2]:  # the cheaper of the two
-        return (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
-    return torch.bmm(g.transpose(1, 2), a).pow(2).sum(dim=(1, 2))
+    return (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
 
 
 def _weight_grads(layer: Layer, a: torch.Tensor, g: torch.Tensor,
@@ -374,8 +378,9 @@ def _weight_sums(layer: Layer, a: torch.Tensor, g: torch.Tensor, k: int,
         out = torch.zeros((k * vocab, *shape[1:]), dtype=g.dtype, device=g.device)
         out.index_add_(0, ids.flatten(), g.reshape(-1, g.shape[-1]))
         return out.reshape(k, *shape)
-    total = torch.einsum("kto,kti->koi", g.reshape(k, -1, g.shape[-1]),
-                         a.reshape(k, -1, a.shape[-1]))
+    # Splitting the merged first dimension is a view: no copy of the (often strided) patches.
+    total = torch.einsum("kbto,kbti->koi", g.reshape(k, -1, *g.shape[1:]),
+                         a.reshape(k, -1, *a.shape[1:]))
     if layer.kind == "conv1d":
         total = total.transpose(1, 2)
     return total.reshape(k, *shape)
@@ -389,17 +394,26 @@ def _row(tree: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
     return {n: v[r] for n, v in tree.items()}
 
 
-def _norms(found: list[Layer], captured: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Per-example gradient norms (K*B,) from each layer's recorded A and G."""
-    sq = None
+def _norms(found: list[Layer], captured: list[tuple[torch.Tensor, torch.Tensor]],
+           ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """Per-example gradient norms (K*B,) from each layer's recorded A and G, and, per layer, the
+    per-example weight gradients G^T A (K*B, d_out, d_in) where forming them was the cheaper way
+    to the norm (None where the ghost norm was)."""
+    sq, kept = None, []
     for layer, (a, g) in zip(found, captured, strict=True):
         part = torch.zeros(g.shape[0], dtype=g.dtype, device=g.device)
+        per = None
         if layer.weight is not None:
-            part = part + _weight_sq(layer.kind, a, g)
+            if _instantiates(layer.kind, a, g):
+                per = torch.bmm(g.transpose(1, 2), a)
+                part = part + per.pow(2).sum(dim=(1, 2))
+            else:
+                part = part + _weight_sq(layer.kind, a, g)
         if layer.bias is not None:
             part = part + g.sum(dim=1).pow(2).sum(-1)
         sq = part if sq is None else sq + part
-    return sq.sqrt()
+        kept.append(per)
+    return sq.sqrt(), kept
 
 
 def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: torch.Tensor,
@@ -417,13 +431,21 @@ def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weigh
     found = layers(adapter, params)
     k, b = weights.shape
     captured = _capture_rows(adapter, found, params, batch)
-    norms = _norms(found, captured)
-    factor = (clip_factor(norms, clip) * weights.reshape(-1)).view(-1, 1, 1)
+    norms, kept = _norms(found, captured)
+    factor = clip_factor(norms, clip) * weights.reshape(-1)
     sums: Params = {}
-    for layer, (a, g) in zip(found, captured, strict=True):
-        scaled = g * factor
+    for layer, (a, g), per in zip(found, captured, kept, strict=True):
+        scaled = g * factor.view(-1, 1, 1)
         if layer.weight is not None:
-            sums[layer.weight] = _weight_sums(layer, a, scaled, k, params[layer.weight].shape[1:])
+            shape = params[layer.weight].shape[1:]
+            if per is None:
+                sums[layer.weight] = _weight_sums(layer, a, scaled, k, shape)
+            else:  # the kept per-example gradients, weighted: a batched matrix-vector product
+                total = torch.einsum("kb,kboi->koi", factor.view(k, b), per.view(k, b,
+                                                                                 *per.shape[1:]))
+                if layer.kind == "conv1d":
+                    total = total.transpose(1, 2)
+                sums[layer.weight] = total.reshape(k, *shape)
         if layer.bias is not None:
             sums[layer.bias] = scaled.reshape(k, -1, g.shape[-1]).sum(1).reshape(
                 params[layer.bias].shape)
