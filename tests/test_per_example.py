@@ -180,6 +180,8 @@ def check_engine(adapter, params, batch, weights, engine):
     ref_sums, ref_norms = loop_clipped_sum(reference, weights, clip)
     assert bool((ref_norms > clip).any()) and bool((ref_norms < clip).any())
     sums, norms = clipped_sum(adapter, params, batch, weights, clip=clip, engine=engine)
+    again, _ = clipped_sum(adapter, params, batch, weights, clip=clip, engine=engine)
+    assert all(torch.equal(again[n], sums[n]) for n in sums)  # deterministic, bit for bit
     torch.testing.assert_close(norms, ref_norms, **TOL)
     for n, s in ref_sums.items():
         torch.testing.assert_close(sums[n], s, **TOL, msg=n)
