@@ -17,7 +17,7 @@ from tiny_models import CAUSAL_LMS, CLASSIFIERS, N_LABELS, tiny_model_folder, ti
 
 from privbench.errors import PrivbenchError
 from privbench.lm.corpus import public_corpus
-from privbench.lm.pretrained import load_model
+from privbench.lm.pretrained import load_model, load_tokenizer
 from privbench.lm.tokens import sequence_tensors
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.models.lora import find_lora_targets
@@ -150,3 +150,14 @@ def test_no_lora_target_is_a_one_line_error_naming_the_field():
     with pytest.raises(PrivbenchError, match=r"^lm.lora_targets = \[\]: found no linear") as err:
         find_lora_targets(model)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("arch", "task"), MODELS)
+def test_tiny_folders_load_offline_with_their_tokenizer(arch, task):
+    folder = tiny_model_folder(arch, task)
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    tok = load_tokenizer(folder)
+    text = public_corpus(1, seed=5)[0]
+    assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    model = load_model(folder, task, N_LABELS)
+    assert model.config.model_type == arch and model.config.vocab_size == len(tok)
