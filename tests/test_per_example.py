@@ -65,6 +65,22 @@ class Sequence(nn.Module):
         return self.head(torch.tanh(self.mix(self.embed(ids))).mean(dim=1))
 
 
+class GPT2Style(nn.Module):
+    """Token ids -> embedding -> transformers' Conv1D (GPT-2's linear layer, weight (in, out))
+    over every position -> mean -> head: the ghost engine's transposed-weight layout."""
+
+    def __init__(self, vocab: int = 11, n_classes: int = 3) -> None:
+        super().__init__()
+        from transformers.pytorch_utils import Conv1D
+
+        self.embed = nn.Embedding(vocab, 5)
+        self.proj = Conv1D(6, 5)  # 5 inputs, 6 outputs
+        self.head = nn.Linear(6, n_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.proj(self.embed(ids))).mean(dim=1))
+
+
 class TrimsPadding(nn.Module):
     """Token ids whose batch is trimmed to its longest sequence before the first layer:
     data-dependent Python control flow (a shape read from the data), as encoders that trim
@@ -143,6 +159,7 @@ ADAPTERS = {
     "cnn": classifier_case(
         lambda: build_model(ModelSpec(name="cnn", channels=[3, 4]), 64, 5, seed=0), (64,), 5),
     "sequence": token_case(Sequence),
+    "gpt2_style": token_case(GPT2Style),
     "user": classifier_case(_seeded(lambda: user_model(6, 4)), (6,), 4),
     "trims_padding": token_case(TrimsPadding),
     "flat_rows": classifier_case(_seeded(FlatRows), (6,), 4),
@@ -150,7 +167,8 @@ ADAPTERS = {
 # Engines each adapter runs on: ghost needs every trainable layer to have a fast path; vmap needs
 # a forward torch.func can trace.
 APPLIES = {"mlp": {"vmap", "ghost", "hooks"}, "cnn": {"vmap", "ghost", "hooks"},
-           "sequence": {"vmap", "ghost", "hooks"}, "user": {"vmap", "hooks"},
+           "sequence": {"vmap", "ghost", "hooks"}, "gpt2_style": {"vmap", "ghost", "hooks"},
+           "user": {"vmap", "hooks"},
            "trims_padding": {"hooks"}, "flat_rows": {"vmap", "ghost"}}
 
 
