@@ -75,13 +75,18 @@ def hooks_grads(adapter: ModelAdapter, params: Params, batch: Batch) -> Params:
         wrapped.remove_hooks()
         for handle in expand:
             handle.remove()
-        with torch.no_grad():
-            for n, value in saved.items():
-                own[n].copy_(value)
-        for p in own.values():
-            p.grad = None
-            p.grad_sample = None
+        _load(own, saved)
     return {n: torch.stack([row[n] for row in rows]) for n in params}
+
+
+def _load(own: dict[str, nn.Parameter], values: Params) -> None:
+    """Write `values` into the module's parameters and clear their gradients."""
+    with torch.no_grad():
+        for n, value in values.items():
+            own[n].copy_(value)
+    for p in own.values():
+        p.grad = None
+        p.grad_sample = None
 
 
 def _expand_shared_ids(width: int):
@@ -95,12 +100,7 @@ def _expand_shared_ids(width: int):
 
 def _one_row(adapter: ModelAdapter, own: dict[str, nn.Parameter], row: Params, batch: Batch,
              padding: dict[str, int]) -> Params:
-    with torch.no_grad():
-        for n, value in row.items():
-            own[n].copy_(value)
-    for p in own.values():
-        p.grad = None
-        p.grad_sample = None
+    _load(own, row)
     b = int(next(iter(batch.values())).shape[0])
     with torch.enable_grad():
         adapter.per_example_loss({n: own[n] for n in row}, batch).sum().backward()

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from privbench.lm.tokens import attention_mask
-from privbench.models.adapter import Batch, Params
+from privbench.models.adapter import Batch, ClassifierAdapter, Params
 from privbench.models.lora import find_lora_targets, needs_fan_in_fan_out
 from privbench.spec import LMSpec
 
@@ -68,10 +68,10 @@ class HFAdapter:
         self.module = module.eval()
         self.task = task
 
-    def init_params(self) -> Params:
-        """Detached copies of the trainable parameters (tied weights appear once)."""
-        return {n: p.detach().clone() for n, p in self.module.named_parameters()
-                if p.requires_grad}
+    # The trainable parameters (tied weights appear once) and their release into the module are
+    # the classifier's: any nn.Module's.
+    init_params = ClassifierAdapter.init_params
+    release = ClassifierAdapter.release
 
     def outputs(self, params: Params, batch: Batch) -> torch.Tensor:
         """Next-token logits (B, T, V) of a causal LM, class logits (B, C) of a classifier."""
@@ -88,11 +88,3 @@ class HFAdapter:
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
             return (nll * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return F.cross_entropy(logits, batch["labels"], reduction="none")
-
-    def release(self, params: Params) -> nn.Module:
-        """Write `params` into the module and return it."""
-        with torch.no_grad():
-            for name, p in self.module.named_parameters():
-                if name in params:
-                    p.copy_(params[name])
-        return self.module
