@@ -32,7 +32,7 @@ from torch.func import grad, vmap
 from privbench.errors import PrivbenchError
 from privbench.models.adapter import Batch, ModelAdapter, Params
 from privbench.trainers import ghost, hooks_engine
-from privbench.trainers.aggregation import clip_factor
+from privbench.trainers.aggregation import clip_factor, update_norms
 
 ENGINES = ("auto", "ghost", "vmap", "hooks")
 # Relative agreement the probe asks of the ghost engine against a reference engine.
@@ -67,9 +67,10 @@ def _slice(batch: Batch, start: int, stop: int) -> Batch:
 
 
 def example_norms(grads: Params) -> torch.Tensor:
-    """L2 norm of each example's whole gradient: grads name -> (K, b, ...) gives (K, b)."""
-    squares = [g.flatten(start_dim=2).pow(2).sum(dim=2) for g in grads.values()]
-    return torch.stack(squares).sum(dim=0).sqrt()
+    """L2 norm of each example's whole gradient: grads name -> (K, b, ...) gives (K, b)
+    (`aggregation.update_norms` with rows = examples)."""
+    k, b = next(iter(grads.values())).shape[:2]
+    return update_norms({n: g.flatten(0, 1) for n, g in grads.items()}).reshape(k, b)
 
 
 def vmap_grads(adapter: ModelAdapter, params: Params, batch: Batch, *,
