@@ -17,6 +17,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from privbench.models.adapter import ClassifierAdapter
+from privbench.trainers.client_data import ClientData
 from privbench.trainers.dpsgd import dp_sgd
 
 EPOCHS, BATCH, LR, CLIP, NOISE = 3, 256, 0.5, 1.0, 1.0
@@ -88,10 +90,11 @@ def _privbench(x, y, per_example="linear"):
     n = len(y)
     rate = BATCH / n
     steps = EPOCHS * round(1 / rate)
-    return dp_sgd(model, params, x.unsqueeze(0), y.unsqueeze(0), torch.tensor([n]), steps=steps,
+    data = ClientData({"x": x.unsqueeze(0), "y": y.unsqueeze(0)}, torch.tensor([n]))
+    return dp_sgd(ClassifierAdapter(model), params, data, steps=steps,
                   sampling_rate=rate, expected_batch=BATCH, lr=LR, clip=CLIP,
                   noise_multiplier=NOISE, generator=torch.Generator().manual_seed(0),
-                  noise_generator=torch.Generator().manual_seed(1), per_example=per_example)
+                  noise_generator=torch.Generator().manual_seed(1), engine=per_example)
 
 
 VARIANTS = {

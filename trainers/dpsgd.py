@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
+from privbench.models.adapter import Batch, ClassifierAdapter, ModelAdapter, Params
 from privbench.trainers import aggregation
 from privbench.trainers.aggregation import gaussian_like
+from privbench.trainers.client_data import ClientData, gather
 from privbench.trainers.client_update import stack_params
-
-Params = dict[str, torch.Tensor]
+from privbench.trainers.optim import RowOptimizer
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,17 @@ def poisson_batches(valid: torch.Tensor, sampling_rate: float,
     return order, weights
 
 
-def per_example_grad_fn(model: nn.Module):
-    """vmap over clients of vmap over examples of the gradient of one example's loss."""
+def per_example_grad_fn(adapter: ModelAdapter):
+    """vmap over clients of vmap over examples of the gradient of one example's loss.
 
-    def example_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, p, (x.unsqueeze(0),))
-        return F.cross_entropy(logits, y.unsqueeze(0))
+    The returned function maps (params (K, ...), batch (K, b, ...)) to gradients (K, b, ...).
+    """
 
-    per_client = vmap(grad(example_loss), in_dims=(None, 0, 0))
-    return vmap(per_client, in_dims=(0, 0, 0))
+    def example_loss(p: Params, example: Batch) -> torch.Tensor:
+        return adapter.per_example_loss(p, {n: t.unsqueeze(0) for n, t in example.items()})[0]
+
+    per_client = vmap(grad(example_loss), in_dims=(None, 0))
+    return vmap(per_client, in_dims=(0, 0))
 
 
 def clipped_sum(grads: Params, weights: torch.Tensor, *,
@@ -161,42 +164,62 @@ def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tens
     return {n: sums[n] for n in params}, norms
 
 
-def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-           counts: torch.Tensor, *, steps: int, sampling_rate: float, expected_batch: float,
-           lr: float, clip: float, noise_multiplier: float, generator: torch.Generator,
-           noise_generator: torch.Generator, per_example: str = "auto",
-           canaries: GradientCanaries | None = None, batched_params: bool = False) -> Params:
+def example_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch,
+                        weights: torch.Tensor, *, clip: float,
+                        engine: str = "auto") -> tuple[Params, torch.Tensor]:
+    """Each row's weighted sum of per-example gradients clipped to `clip`, and their norms.
+
+    params (K, ...), batch (K, b, ...), weights (K, b). `engine`: "vmap" (any model torch.func
+    traces), "linear" (a classifier that is a Linear stack: norms without per-example gradients)
+    or "auto" (linear where it applies). Both give the same clipped sums.
+    """
+    module = getattr(adapter, "module", None)
+    linear = engine == "linear" or (engine == "auto" and isinstance(adapter, ClassifierAdapter)
+                                    and is_linear_stack(module))
+    if linear:
+        return linear_stack_clipped_sum(module, params, batch["x"], batch["y"], weights, clip)
+    return clipped_sum(per_example_grad_fn(adapter)(params, batch), weights, clip=clip)
+
+
+def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: int,
+           sampling_rate: float, expected_batch: float, lr: float, clip: float,
+           noise_multiplier: float, generator: torch.Generator,
+           noise_generator: torch.Generator, engine: str = "auto",
+           canaries: GradientCanaries | None = None, batched_params: bool = False,
+           optimizer: str = "sgd") -> Params:
     """Run `steps` DP-SGD steps on each of K clients from the same starting `params`.
 
-    x: (K, n_max, ...), y: (K, n_max), counts: (K,). Returns per-client updates (K, ...). No
-    other statistic of the records leaves this function: only the noised steps touch them.
-    `per_example`: "vmap" (any model), "linear" (Linear stacks: norms without per-example
-    gradients) or "auto" (linear where it applies). Both give the same clipped sums.
-    `canaries`: the audit's gradient canaries of these K clients. With `batched_params`, `params`
-    holds one starting point per client, each (K, ...): independent runs side by side.
+    Args:
+        adapter: the model; data: the K clients' padded records and counts.
+        steps, sampling_rate, expected_batch: Poisson batches of rate q, the noisy sum divided
+            by the public expected batch size.
+        lr, optimizer: the step on the noised mean gradient ("sgd" or "adam", fresh state).
+        clip, noise_multiplier: per-example clipping bound C and noise N(0, (z C)^2) per step.
+        generator, noise_generator: the sampling and noise streams.
+        engine: the per-example engine (see `example_clipped_sum`).
+        canaries: the audit's gradient canaries of these K clients.
+        batched_params: `params` holds one starting point per row, each (K, ...): independent
+            runs side by side.
+    Returns:
+        The per-client updates (K, ...). No other statistic of the records leaves this function:
+        only the noised steps touch them.
     """
-    k, n_max = y.shape
+    k = data.n_clients
     stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
                else stack_params(params, k))
     start = {name: p.clone() for name, p in stacked.items()}
-    valid = torch.arange(n_max).unsqueeze(0) < counts.unsqueeze(1)
-    arange_k = torch.arange(k).unsqueeze(1)
-    linear = per_example == "linear" or (per_example == "auto" and is_linear_stack(model))
-    grad_fn = per_example_grad_fn(model)
+    valid = data.valid()
     blocks = canaries.blocks(stacked) if canaries is not None else []
+    opt = RowOptimizer(optimizer, stacked, lr, rows=k)
     for _ in range(steps):
         idx, weights = poisson_batches(valid, sampling_rate, generator)
-        xb, yb = x[arange_k, idx], y[arange_k, idx]
-        if linear:
-            sums, _ = linear_stack_clipped_sum(model, stacked, xb, yb, weights, clip)
-        else:
-            sums, _ = clipped_sum(grad_fn(stacked, xb, yb), weights, clip=clip)
+        sums, _ = example_clipped_sum(adapter, stacked, gather(data.batch, idx), weights,
+                                      clip=clip, engine=engine)
         if canaries is not None:
             add_canary_gradients(sums, canaries, blocks, sampling_rate=sampling_rate, clip=clip,
                                  generator=generator)
         noise = gaussian_like(sums, noise_multiplier * clip, noise_generator)
         noised = {name: sums[name] + noise[name] for name in sums}
         with torch.no_grad():
-            for name in stacked:
-                stacked[name] -= lr * noised[name] / expected_batch
+            opt.step(stacked, noised, scale=expected_batch)
     return {name: stacked[name] - start[name] for name in stacked}
