@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from privbench.errors import SpecError
 
@@ -41,10 +48,20 @@ class DataSpec(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    """Which model from the zoo; `mlp` with `hidden = []` is multinomial logistic regression."""
+    """Which model: `mlp` (`hidden = []` is multinomial logistic regression), `cnn` for square
+    one-channel images, or `factory`, a user's `nn.Module` from `factory = "pkg.mod:fn"`
+    (setting `factory` alone selects it), called with (n_features, n_classes, **kwargs)."""
 
-    name: Literal["mlp", "tiny_gpt2"] = "mlp"
+    name: Literal["mlp", "cnn", "factory", "tiny_gpt2"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [32])
+    channels: list[int] = Field(default_factory=lambda: [16, 32],
+                                description="output channels of the CNN's two convolutions")
+    factory: str | None = Field(None, description="your model's entry point \"pkg.mod:fn\", "
+                                "called with (n_features, n_classes, **kwargs)")
+    kwargs: dict[str, Any] = Field(default_factory=dict,
+                                   description="keyword arguments for model.factory")
+    engine: Literal["auto", "ghost", "vmap", "hooks"] = Field(
+        "auto", description="per-example gradient engine; auto picks the fastest that runs")
     path: str | None = Field(None, description="local Hugging Face model folder (LM tasks)")
 
     @field_validator("hidden")
@@ -53,6 +70,31 @@ class ModelSpec(StrictModel):
         if any(w < 1 for w in v):
             raise ValueError("every hidden width must be at least 1")
         return v
+
+    @field_validator("channels")
+    @classmethod
+    def _two_channel_widths(cls, v: list[int]) -> list[int]:
+        if len(v) != 2 or any(w < 1 for w in v):
+            raise ValueError("must be two positive widths, e.g. [16, 32]")
+        return v
+
+    @model_validator(mode="after")
+    def _factory_selects_itself(self) -> ModelSpec:
+        if self.factory is not None and "name" not in self.model_fields_set:
+            self.name = "factory"
+        return self
+
+    def problems(self) -> list[str]:
+        """Cross-field problems of the model table, one line each."""
+        if self.name == "factory" and self.factory is None:
+            return ['model.name = "factory": needs model.factory = "pkg.mod:fn"']
+        if self.factory is not None and self.name != "factory":
+            return [f"model.factory = {self.factory!r}: model.name = {self.name!r} builds "
+                    "another model; drop model.name or set it to \"factory\""]
+        if self.kwargs and self.name != "factory":
+            return [f"model.kwargs: only model.factory takes keyword arguments (model.name = "
+                    f"{self.name!r}); drop model.kwargs"]
+        return []
 
 
 class TrainSpec(StrictModel):
@@ -296,9 +338,14 @@ def consistency_problems(spec: CellSpec) -> list[str]:
         from privbench.lm.checks import lm_problems
 
         return problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
-    if spec.data.name not in DATASET_SIZES or spec.model.name != "mlp" or spec.model.path:
+    if spec.data.name not in DATASET_SIZES or spec.model.name == "tiny_gpt2" or spec.model.path:
         return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
-                "model.name mlp without model.path; set task = \"causal_lm\" for text"]
+                "model.name mlp, cnn or factory without model.path; set task = \"causal_lm\" "
+                "for text"]
+    from privbench.models.zoo import spec_problems  # the zoo imports this module
+
+    if model_problems := spec.model.problems() or spec_problems(spec.model, spec.data.name):
+        return problems + model_problems
     inversion = spec.attacks.inversion
     if inversion.enabled and max(inversion.rounds) > spec.train.rounds:
         problems.append(
