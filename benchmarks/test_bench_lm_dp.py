@@ -21,8 +21,8 @@ from privbench.lm.tokens import Examples, attention_mask, sequence_tensors
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.spec import LMSpec
 from privbench.trainers.aggregation import gaussian_like
-from privbench.trainers.dpsgd import example_clipped_sum
 from privbench.trainers.optim import RowOptimizer
+from privbench.trainers.per_example import clipped_sum, select_engine
 
 BATCH, CLIP, Z, LR = 32, 1.0, 1.0, 1e-3
 
@@ -77,9 +77,11 @@ def test_privbench_dp_lora_step(benchmark, setup):
     weights = torch.ones(1, BATCH)
     opt = RowOptimizer("adam", params, LR, rows=1)
     gen = torch.Generator().manual_seed(0)
+    engine = select_engine(adapter, params, batch)  # once, before training, as the trainer does
+    benchmark.extra_info["engine"] = engine
 
     def step():
-        sums, _ = example_clipped_sum(adapter, params, batch, weights, clip=CLIP)
+        sums, _ = clipped_sum(adapter, params, batch, weights, clip=CLIP, engine=engine)
         noise = gaussian_like(sums, Z * CLIP, gen)
         with torch.no_grad():
             opt.step(params, {n: sums[n] + noise[n] for n in sums}, scale=BATCH)

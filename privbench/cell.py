@@ -73,7 +73,8 @@ def run_cell(cell: Cell, run_dir: Path,
                                spec.privacy, spec.seed, on_round=on_round,
                                work_dir=work_dir(run_dir, cell.key), secagg=spec.secagg,
                                on_record=monitor, optimizer=task.optimizer,
-                               server_optimizer=task.server_optimizer, **task.hooks)
+                               server_optimizer=task.server_optimizer,
+                               engine=spec.model.engine, **task.hooks)
         metrics, failures = score(cell.key, task.context(trained), task.scorers)
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",

@@ -21,12 +21,13 @@ from pydantic import (
     model_validator,
 )
 
+from privbench.datasets import DATA_SETS, NAMES, names_of
 from privbench.errors import SpecError
 
-# Records in each built-in data set, so that a spec can be checked before anything loads.
-DATASET_SIZES = {"digits": 1797, "breast_cancer": 569}
-# Text data sets for the language-model tasks: generated support messages, or a user's JSONL folder.
-TEXT_DATASETS = ("support_messages", "jsonl")
+# Derived from the data-set registry (privbench/datasets.py): records in each built-in tabular
+# data set, so that a spec can be checked before anything loads, and the text data sets.
+DATASET_SIZES = {n: i.records for n, i in DATA_SETS.items() if i.kind == "tabular" and i.records}
+TEXT_DATASETS = names_of("text")
 
 
 class StrictModel(BaseModel):
@@ -38,7 +39,7 @@ class StrictModel(BaseModel):
 class DataSpec(StrictModel):
     """Which data set, how it is split, and how it is partitioned into clients."""
 
-    name: Literal["digits", "breast_cancer", "support_messages", "jsonl"] = "digits"
+    name: Literal[NAMES] = "digits"  # type: ignore[valid-type]  (the registry's names)
     path: str | None = Field(None, description="folder of JSONL files, one per client (jsonl)")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     population_fraction: float = Field(0.25, gt=0, lt=1)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from privbench.models.adapter import Batch, ModelAdapter
+from privbench.registry import Registry
 from privbench.results import MetricRow
 from privbench.spec import TrainSpec
 from privbench.suite import Cell
@@ -81,16 +82,29 @@ def _language_task(cell: Cell, run_dir: Path) -> TaskRun:
     return lm_task(cell, run_dir)
 
 
-TASKS: dict[str, Callable[[Cell, Path], TaskRun]] = {
-    "tabular": tabular_task,
-    "causal_lm": _language_task,
-    "sequence_classification": _language_task,
-}
+@dataclass(frozen=True)
+class Task:
+    """A registered task: what it trains on and how its TaskRun is built."""
+
+    name: str
+    description: str
+    build: Callable[[Cell, Path], TaskRun]
+
+
+TASKS: Registry[Task] = Registry("task", "task")
+for _task in (
+    Task("tabular", "a classifier (mlp, cnn or your module:factory) on a tabular or image data "
+         "set", tabular_task),
+    Task("causal_lm", "a Hugging Face causal LM (LoRA or full) on client text", _language_task),
+    Task("sequence_classification", "a Hugging Face sequence classifier (LoRA or full) on "
+         "labelled client text", _language_task),
+):
+    TASKS.register(_task.name, _task)
 
 
 def build_task(cell: Cell, run_dir: Path) -> TaskRun:
     """The cell's task inputs (`spec.task` picks the builder)."""
-    return TASKS[cell.spec.task](cell, run_dir)
+    return TASKS.get(cell.spec.task).build(cell, run_dir)
 
 
 def score(key: str, ctx: Any, scorers: list[Callable[[Any], list[MetricRow]]]

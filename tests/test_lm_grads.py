@@ -14,7 +14,7 @@ from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadMo
 
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.spec import LMSpec
-from privbench.trainers.dpsgd import per_example_grad_fn
+from privbench.trainers.per_example import per_example_grads
 
 PAD, VOCAB = 1, 50
 
@@ -84,8 +84,8 @@ def test_per_example_grads_equal_single_example_loop(finetune, classify):
     task = "sequence_classification" if classify else "causal_lm"
     batch = {"ids": ids[None], "weights": weights[None], "labels": labels[None]}  # one client
     stacked = {n: p[None] for n, p in params.items()}
-    batched = {n: g[0] for n, g in per_example_grad_fn(HFAdapter(model, task))(stacked,
-                                                                                batch).items()}
+    grads = per_example_grads(HFAdapter(model, task), stacked, batch, engine="vmap")
+    batched = {n: g[0] for n, g in grads.items()}
     reference = loop_grads(model, ids, lengths, labels, classify)
     for i, ref in enumerate(reference):
         assert set(ref) == set(batched)

@@ -89,3 +89,31 @@ def test_an_lm_cell_killed_mid_run_resumes_to_identical_weights(saved_model, tmp
     assert all(bool((want[n] == got[n]).all()) for n in want)
     assert resumed.claim["epsilon"] == straight.claim["epsilon"]
     assert [m.value for m in resumed.metrics] == [m.value for m in straight.metrics]
+
+
+def test_lora_targets_the_model_lacks_fail_before_training_in_one_line(saved_model,  # noqa: F811
+                                                                      tmp_path):
+    cell = _llm_cell(saved_model, "lm.finetune=lora", 'lm.lora_targets=["no_such_layer"]')
+    result = run_cell(cell, tmp_path)
+    assert result.status == "error"
+    assert "lm.lora_targets = ['no_such_layer']: LoRA cannot attach" in result.error
+    assert "c_attn" in result.error and "\n" not in result.error  # names layers that exist
+    assert not (tmp_path / "work" / cell.key).exists()  # nothing trained, nothing checkpointed
+
+
+def test_a_scorer_failing_after_training_keeps_the_model_and_other_metrics(saved_model,  # noqa: F811
+                                                                          tmp_path, monkeypatch):
+    import privbench.lm.task as lm_task
+
+    def broken_scorer(ctx):
+        raise RuntimeError("scorer bug")
+
+    monkeypatch.setattr(lm_task, "LM_SCORERS", [broken_scorer, *lm_task.LM_SCORERS])
+    result = run_cell(_llm_cell(saved_model), tmp_path)
+    assert result.status == "ok", result.error
+    row = result.metric("broken", "error")
+    assert row is not None and "RuntimeError: scorer bug" in row.details["error"]
+    assert result.metric("utility", "perplexity") is not None
+    assert result.metric("privacy", "epsilon").value == result.claim["epsilon"]
+    assert (cell_dir(tmp_path, result.key) / "weights.safetensors").exists()
+    assert any(h.get("scorer_error") == "broken" for h in result.history)

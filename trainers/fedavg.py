@@ -41,8 +41,9 @@ from privbench.trainers.aggregation import (
 )
 from privbench.trainers.checkpoint import load_checkpoint, save_checkpoint
 from privbench.trainers.client_data import ClientData, from_shards
-from privbench.trainers.client_update import local_sgd
-from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
+from privbench.trainers.client_update import local_sgd, stack_params
+from privbench.trainers.dpsgd import GradientCanaries, dp_sgd, resolve_engine
+from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.monitor import RoundMonitor
 from privbench.trainers.optim import RowOptimizer
 from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
@@ -82,7 +83,7 @@ def tabular_inputs(model: nn.Module, data: SplitData, shards: list[ClientShard]
         (adapter, client data, public batch), the first three arguments of `train_fedavg`.
     """
     public = {"x": torch.from_numpy(data.x_pop).float(), "y": torch.from_numpy(data.y_pop).long()}
-    return ClassifierAdapter(model), from_shards(data.x_train, data.y_train, shards), public
+    return classifier_adapter(model), from_shards(data.x_train, data.y_train, shards), public
 
 
 def generators(seed: int) -> dict[str, torch.Generator]:
@@ -151,6 +152,11 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
     ledger = PrivacyLedger(work_dir / LEDGER_FILE if work_dir else None, privacy.delta,
                            privacy.neighbouring)
     params = adapter.init_params()
+    if plan.mode == "example":  # checked before the first round: an engine that cannot run is a
+        # one-line error naming model.engine; "auto" picks the fastest that runs on this model
+        first = torch.nonzero(data.counts > 0).flatten()[:1]
+        engine = resolve_engine(adapter, stack_params(params, 1), data.rows(first).batch, engine)
+        log.info("per-example gradient engine: %s", engine)
     monitor = RoundMonitor(adapter, public, train.max_accuracy_drop)
     server = RowOptimizer(server_optimizer, params, train.server_lr)
     # [secagg] hook: route the cohort's clipped updates through secure aggregation.

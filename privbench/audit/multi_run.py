@@ -23,11 +23,11 @@ from privbench.audit.estimators import EpsilonBound, planned_threshold, two_worl
 from privbench.audit.gradient_canaries import claimed_mechanism, quiet_coordinates
 from privbench.data import SplitData
 from privbench.models import build_model
-from privbench.models.adapter import ClassifierAdapter
 from privbench.spec import CellSpec
 from privbench.trainers.client_data import ClientData
 from privbench.trainers.client_update import stack_params
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
+from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
 
 # Floats of one chunk's gathered batch (runs x records x features): bounds the memory.
@@ -43,7 +43,7 @@ def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, c
     t, p = spec.train, spec.privacy
     n = len(data.y_train)
     model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-    adapter = ClassifierAdapter(model)
+    adapter = classifier_adapter(model)
     initial = adapter.init_params()
     total = 2 * runs
     chunk = max(2, min(total, CHUNK_FLOATS // max(1, n * data.n_features)) // 2 * 2)

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 def lm_problems(spec: CellSpec) -> list[str]:
     """One line per problem, naming the field and the fix."""
     problems = []
-    if spec.data.name not in ("support_messages", "jsonl"):
+    from privbench.datasets import names_of
+
+    if spec.data.name not in names_of("text"):
         problems.append(f"data.name = {spec.data.name!r}: task {spec.task} needs a text data set; "
                         "use \"support_messages\" (generated) or \"jsonl\" with data.path")
     if spec.data.name == "jsonl" and not spec.data.path:

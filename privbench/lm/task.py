@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from privbench.lm.corpus import public_corpus
+from privbench.lm.exposure import digit_token_ids
 from privbench.lm.pretrained import default_model_folder, load_model, load_tokenizer
 from privbench.lm.scorers import LM_SCORERS, LMContext
 from privbench.lm.textdata import load_text_data
@@ -48,6 +49,8 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
     model = load_model(folder, spec.task, len(data.label_names))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if spec.task == "causal_lm" and lm.canaries.count and spec.attacks.canary_exposure.enabled:
+        digit_token_ids(tokenizer)  # checked before training: exposure needs one token a digit
     adapter = HFAdapter(prepare_for_finetuning(model, spec.lm, spec.task), spec.task)
     train = examples(tokenizer, data.train_texts, data.train_labels, data.train_clients,
                      lm.max_length)

@@ -14,6 +14,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 from torch.func import functional_call
 
+from privbench.errors import PrivbenchError
 from privbench.lm.tokens import attention_mask
 from privbench.models.adapter import Batch, Params
 from privbench.spec import LMSpec
@@ -40,12 +41,28 @@ def prepare_for_finetuning(model: nn.Module, lm: LMSpec, task: str) -> nn.Module
             fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",  # Conv1D layout
             target_modules=list(lm.lora_targets) or None,
             task_type=TaskType.CAUSAL_LM if task == "causal_lm" else TaskType.SEQ_CLS)
-        model = get_peft_model(model, config)
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as e:  # peft found no target (or no default for this architecture)
+            raise PrivbenchError(
+                f"lm.lora_targets = {list(lm.lora_targets)}: LoRA cannot attach to this model "
+                f"({str(e).splitlines()[0][:120]}); name some of its linear layers, e.g. "
+                f"{linear_layer_names(model)[:6]}") from None
     else:
         for p in model.parameters():
             p.requires_grad_(True)
     model.eval()  # no dropout: per-example gradients are exact and training is deterministic
     return model
+
+
+def linear_layer_names(model: nn.Module) -> list[str]:
+    """The distinct last names of the model's linear layers (nn.Linear, transformers' Conv1D)."""
+    names: list[str] = []
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if type(module).__name__ in ("Linear", "Conv1D") and last not in names:
+            names.append(last)
+    return names
 
 
 class HFAdapter:
