@@ -4,7 +4,9 @@ Clients hold different numbers of records. Each client's data is padded to the l
 each minibatch carries a weight mask, so a client takes exactly ceil(n_i / B) steps an epoch over
 its own records; steps past its end have zero weight and leave its parameters (and, under Adam,
 its moments) unchanged. The model is any `ModelAdapter`: its per-example loss is vmapped over the
-clients (rows), which may also be independent runs (shadow models) with their own parameters.
+clients (rows), which may also be independent runs (shadow models) with their own parameters. A
+model whose forward torch.func's vmap cannot trace (data-dependent control flow, as some encoder
+models have) takes the same steps row by row (`vmap_traces`, checked before the first round).
 """
 
 from __future__ import annotations
@@ -24,9 +26,48 @@ def stack_params(params: Params, k: int) -> Params:
     return {name: p.detach().unsqueeze(0).expand(k, *p.shape).clone() for name, p in params.items()}
 
 
+def _batch_loss(adapter: ModelAdapter):
+    """The weighted mean loss of one row's minibatch (and its weighted sum, as aux)."""
+
+    def batch_loss(p: Params, batch: Batch, wb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = (adapter.per_example_loss(p, batch) * wb).sum()
+        return total / wb.sum().clamp(min=1.0), total
+
+    return batch_loss
+
+
+def vmap_traces(adapter: ModelAdapter, params: Params, batch: Batch) -> bool:
+    """Whether vmap over rows of the adapter's minibatch gradient runs (probed on `batch`'s
+    first row, two examples). Models it cannot trace train row by row instead."""
+    probe = {n: v[:1, :2] for n, v in batch.items()}
+    rows = {n: p.detach().unsqueeze(0) for n, p in params.items()}
+    try:
+        vmap(grad(_batch_loss(adapter), has_aux=True))(rows, probe,
+                                                      torch.ones(1, probe_width(probe)))
+    except Exception:  # any failure to trace means "row by row", never a crash
+        return False
+    return True
+
+
+def probe_width(batch: Batch) -> int:
+    return int(next(iter(batch.values())).shape[1])
+
+
+def _row_by_row(fn):
+    """`vmap(fn)` as a Python loop over rows, for models vmap cannot trace."""
+
+    def looped(p: Params, batch: Batch, wb: torch.Tensor):
+        outs = [fn({n: v[k] for n, v in p.items()}, {n: v[k] for n, v in batch.items()}, wb[k])
+                for k in range(wb.shape[0])]
+        grads = {n: torch.stack([o[0][n] for o in outs]) for n in p}
+        return grads, torch.stack([o[1] for o in outs])
+
+    return looped
+
+
 def local_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, epochs: int,
               batch_size: int, lr: float, generator: torch.Generator, optimizer: str = "sgd",
-              batched_params: bool = False) -> tuple[Params, torch.Tensor]:
+              batched_params: bool = False, vectorised: bool = True) -> tuple[Params, torch.Tensor]:
     """Run `epochs` of minibatch SGD (or Adam, fresh state) on each of K clients.
 
     Args:
@@ -36,6 +77,7 @@ def local_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, epochs
         data: the K clients' padded records and counts.
         epochs, batch_size, lr: the local plan; optimizer: "sgd" or "adam".
         generator: the stream of the minibatch order.
+        vectorised: vmap over the rows (False: the same steps row by row; see `vmap_traces`).
     Returns:
         The per-client updates (trained minus start), each (K, ...), and each client's mean
         training loss over its steps.
@@ -48,11 +90,8 @@ def local_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, epochs
     valid = data.valid()
     opt = RowOptimizer(optimizer, stacked, lr, rows=k)
 
-    def batch_loss(p: Params, batch: Batch, wb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total = (adapter.per_example_loss(p, batch) * wb).sum()
-        return total / wb.sum().clamp(min=1.0), total
-
-    step = vmap(grad(batch_loss, has_aux=True))
+    row_grad = grad(_batch_loss(adapter), has_aux=True)
+    step = vmap(row_grad) if vectorised else _row_by_row(row_grad)
     loss_sum = torch.zeros(k)
     seen = torch.zeros(k)
     steps_per_epoch = math.ceil(n_max / batch_size)

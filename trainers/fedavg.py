@@ -41,7 +41,7 @@ from privbench.trainers.aggregation import (
 )
 from privbench.trainers.checkpoint import load_checkpoint, save_checkpoint
 from privbench.trainers.client_data import ClientData, from_shards
-from privbench.trainers.client_update import local_sgd, stack_params
+from privbench.trainers.client_update import local_sgd, stack_params, vmap_traces
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd, resolve_engine
 from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.monitor import RoundMonitor
@@ -157,6 +157,10 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         first = torch.nonzero(data.counts > 0).flatten()[:1]
         engine = resolve_engine(adapter, stack_params(params, 1), data.rows(first).batch, engine)
         log.info("per-example gradient engine: %s", engine)
+    vectorised = plan.mode == "example" or vmap_traces(
+        adapter, params, data.rows(torch.nonzero(data.counts > 0).flatten()[:1]).batch)
+    if not vectorised:  # checked before the first round, as the engine is
+        log.info("local training: vmap cannot trace this model; clients train row by row")
     monitor = RoundMonitor(adapter, public, train.max_accuracy_drop)
     server = RowOptimizer(server_optimizer, params, train.server_lr)
     # [secagg] hook: route the cohort's clipped updates through secure aggregation.
@@ -208,7 +212,8 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         step, clip_next = _one_round(adapter, plan, params, data, sampled, clients, train,
                                      clip, gens, r, record, tamper, secure,
                                      client_update_hook, view, gradient_canaries,
-                                     optimizer=optimizer, engine=engine)
+                                     optimizer=optimizer, engine=engine,
+                                     vectorised=vectorised)
         if view is not None:  # hook for the inversion attacks (attacks.inversion.rounds)
             _record_round(recorded, r + 1, start_params, view, secure is None)
         if step is not None:  # the mean update is a descent direction: minus it is a gradient
@@ -303,7 +308,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                client_update_hook: ClientUpdateHook | None = None,
                view: dict[str, Any] | None = None,
                gradient_canaries: GradientCanaries | None = None, *,
-               optimizer: str = "sgd", engine: str = "auto",
+               optimizer: str = "sgd", engine: str = "auto", vectorised: bool = True,
                ) -> tuple[Params | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
@@ -320,7 +325,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                           optimizer=optimizer)
         else:
             sent, losses = _train_clients(adapter, params, data, sampled, train, gens,
-                                          client_update_hook, optimizer)
+                                          client_update_hook, optimizer, vectorised)
             if not plan.private and losses.numel():
                 record["client_loss"] = float(losses.mean())
             if client_update_hook is not None:  # audit canaries (see ClientUpdateHook)
@@ -374,7 +379,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
 
 def _train_clients(adapter: ModelAdapter, params: Params, data: ClientData,
                    sampled: torch.Tensor, train: TrainSpec, gens: dict[str, torch.Generator],
-                   hook: ClientUpdateHook | None, optimizer: str,
+                   hook: ClientUpdateHook | None, optimizer: str, vectorised: bool = True,
                    ) -> tuple[Params, torch.Tensor]:
     """Local SGD on the sampled clients whose updates the hook keeps; returns the updates
     (K, ...), zero in the rows of clients the hook replaces, and the trained clients' losses."""
@@ -383,7 +388,7 @@ def _train_clients(adapter: ModelAdapter, params: Params, data: ClientData,
     if replaced is None or not bool(replaced.any()):
         return local_sgd(adapter, params, data.rows(sampled), epochs=train.local_epochs,
                          batch_size=train.batch_size, lr=train.lr, generator=gens["local"],
-                         optimizer=optimizer)
+                         optimizer=optimizer, vectorised=vectorised)
     sent = {name: torch.zeros((sampled.numel(), *p.shape), dtype=p.dtype)
             for name, p in params.items()}
     real = sampled[~replaced]
@@ -391,7 +396,8 @@ def _train_clients(adapter: ModelAdapter, params: Params, data: ClientData,
         return sent, torch.zeros(0)
     trained, losses = local_sgd(adapter, params, data.rows(real), epochs=train.local_epochs,
                                 batch_size=train.batch_size, lr=train.lr,
-                                generator=gens["local"], optimizer=optimizer)
+                                generator=gens["local"], optimizer=optimizer,
+                                vectorised=vectorised)
     for name, u in trained.items():
         sent[name][~replaced] = u
     return sent, losses
