@@ -14,6 +14,7 @@ from torch import nn
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
 from privbench.spec import ModelSpec
+from privbench.trainers import ghost
 from privbench.trainers.aggregation import clip_factor
 from privbench.trainers.per_example import (
     EngineError,
@@ -85,6 +86,26 @@ class TrimsPadding(nn.Module):
         return self.head((hidden * (ids != 0).unsqueeze(-1)).sum(dim=1))
 
 
+class FlatRows(nn.Module):
+    """Applies its Linear to rows of three features, (B*2, 3), flattened example by example (as
+    OPT's MLP flattens (B, T, d)): the ghost engine reads them as (B, 2, 3), which a probe
+    against vmap confirms. `by_position` flattens position by position instead: the rows of one
+    example are not adjacent, and the probe must refuse the ghost engine."""
+
+    def __init__(self, by_position: bool = False) -> None:
+        super().__init__()
+        self.by_position = by_position
+        self.rows = nn.Linear(3, 3)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        if self.by_position:
+            rows = self.rows(x.reshape(b, 2, 3).transpose(0, 1).reshape(-1, 3))
+            return self.head(rows.reshape(2, b, 3).transpose(0, 1).reshape(b, 6))
+        return self.head(self.rows(x.reshape(-1, 3)).reshape(b, 6))
+
+
 def user_model(n_features: int, n_classes: int, width: int = 5) -> nn.Module:
     """A user's model with a layer the ghost engine has no rule for (LayerNorm)."""
     return nn.Sequential(nn.Linear(n_features, width), nn.LayerNorm(width), nn.ReLU(),
@@ -124,12 +145,13 @@ ADAPTERS = {
     "sequence": token_case(Sequence),
     "user": classifier_case(_seeded(lambda: user_model(6, 4)), (6,), 4),
     "trims_padding": token_case(TrimsPadding),
+    "flat_rows": classifier_case(_seeded(FlatRows), (6,), 4),
 }
 # Engines each adapter runs on: ghost needs every trainable layer to have a fast path; vmap needs
 # a forward torch.func can trace.
 APPLIES = {"mlp": {"vmap", "ghost", "hooks"}, "cnn": {"vmap", "ghost", "hooks"},
            "sequence": {"vmap", "ghost", "hooks"}, "user": {"vmap", "hooks"},
-           "trims_padding": {"hooks"}}
+           "trims_padding": {"hooks"}, "flat_rows": {"vmap", "ghost"}}
 
 
 def rows_of(adapter, k, seed):
@@ -176,14 +198,17 @@ def test_engines_equal_single_example_loop(name, engine):
     params = rows_of(adapter, 3, seed=1)
     assert select_engine(adapter, params, batch, engine) == engine
     check_engine(adapter, params, batch, weights, engine)
+    if engine == "ghost":  # the rows went through one vectorised call, not a loop
+        assert ghost.rows_vectorised(adapter)
 
 
-@pytest.mark.parametrize(("name", "engine"), [("mlp", "ghost"), ("cnn", "ghost"),
-                                              ("sequence", "ghost"), ("user", "vmap"),
-                                              ("trims_padding", "hooks")])
-def test_auto_picks_the_fastest_engine_that_runs(name, engine):
+@pytest.mark.parametrize(("name", "rows", "engine"), [
+    ("mlp", 2, "ghost"), ("cnn", 1, "ghost"), ("cnn", 2, "vmap"), ("sequence", 2, "ghost"),
+    ("user", 2, "vmap"), ("trims_padding", 2, "hooks"), ("flat_rows", 2, "ghost")])
+def test_auto_picks_the_fastest_engine_that_runs(name, rows, engine):
+    """Convolutions over several rows take vmap (faster there, see benchmarks)."""
     adapter, batch, _ = ADAPTERS[name]()
-    assert select_engine(adapter, rows_of(adapter, 2, seed=1), batch) == engine
+    assert select_engine(adapter, rows_of(adapter, rows, seed=1), batch) == engine
 
 
 def test_vmap_microbatches_give_the_same_sum():
@@ -196,19 +221,6 @@ def test_vmap_microbatches_give_the_same_sum():
     torch.testing.assert_close(n_parts, n_whole, **TOL)
     for n in whole:
         torch.testing.assert_close(parts[n], whole[n], **TOL)
-
-
-class FlatRows(nn.Module):
-    """Applies its Linear to rows of three features, (B*2, 3): every layer is a Linear, but the
-    layer's input is not one row per example, so per-layer norms do not apply."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows = nn.Linear(3, 3)
-        self.head = nn.Linear(6, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rows(x.reshape(-1, 3)).reshape(x.shape[0], 6))
 
 
 class FlipsBatch(nn.Module):
@@ -226,7 +238,7 @@ class FlipsBatch(nn.Module):
 
 
 @pytest.mark.parametrize(("model", "reason"), [
-    (FlatRows, "layer 'rows' sees inputs of first dimension 4 in a batch of 2"),
+    (lambda: FlatRows(by_position=True), "its norms disagree with the per-example gradients"),
     (FlipsBatch, "its norms disagree with the per-example gradients"),
 ])
 def test_ghost_probe_refuses_a_model_whose_layers_mix_examples(model, reason):

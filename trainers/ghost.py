@@ -4,10 +4,10 @@ For a layer y_t = W a_t (+ b) applied at positions t = 1..T of one example (T = 
 vector, the sequence for (B, T, d) inputs, the spatial positions of a convolution's unfolded
 patches), the example's weight gradient is sum_t g_t a_t^T with g_t = dL/dy_t. Its squared norm is
     sum_{t,t'} (a_t . a_t') (g_t . g_t')          ("ghost norm", O(T^2 (d_in + d_out)))
-or ||G^T A||^2 computed directly (O(T d_in d_out)), whichever is cheaper (Li et al. 2022; Bu et
-al. 2023, "book-keeping"). An embedding is the same layer with one-hot inputs: a_t . a_t' is
-[id_t = id_t']. The clipped sum is then sum_i c_i G_i^T A_i: one matmul per layer, the same work
-as non-private training.
+or ||G^T A||^2 computed directly (O(T d_in d_out)), whichever is cheaper per layer (Li et al.
+2022; Bu et al. 2023, "book-keeping"). An embedding is the same layer with one-hot inputs:
+a_t . a_t' is [id_t = id_t']. The clipped sum is then sum_i c_i G_i^T A_i: one matmul per layer,
+the same work as non-private training.
 
 One ordinary forward and backward per row (client or run) records each trainable layer's inputs
 and output gradients through module hooks. The engine applies when every trainable parameter
@@ -18,11 +18,13 @@ belongs to one such layer (`unsupported` says why not otherwise); a layer called
 from __future__ import annotations
 
 import sys
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import grad, vmap
 
 from privbench.models.adapter import Batch, ModelAdapter, Params
 from privbench.trainers.aggregation import clip_factor
@@ -64,8 +66,22 @@ def _why_not(module: nn.Module, kind: str) -> str | None:
     return None
 
 
+_LAYERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def layers(adapter: ModelAdapter, params: Params) -> list[Layer]:
-    """The fast-path layers holding the trainable `params`, in module order."""
+    """The fast-path layers holding the trainable `params`, in module order (cached per module
+    and parameter names: every step of a training run asks for the same)."""
+    key = tuple(params)
+    cached = _LAYERS.get(adapter.module)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    found = _find_layers(adapter, params)
+    _LAYERS[adapter.module] = (key, found)
+    return found
+
+
+def _find_layers(adapter: ModelAdapter, params: Params) -> list[Layer]:
     names = {id(p): n for n, p in adapter.module.named_parameters()}
     out = []
     for path, module in adapter.module.named_modules():
@@ -104,10 +120,24 @@ def unsupported(adapter: ModelAdapter, params: Params) -> str | None:
     return None
 
 
-def _capture(adapter: ModelAdapter, found: list[Layer], row: Params,
-             batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """One forward and backward of the sum of the row's per-example losses; for each layer, the
-    inputs A (B, T, d_in) (ids (B, T) for embeddings) and output gradients G (B, T, d_out)."""
+def _check_rows(layer: Layer, a: torch.Tensor, b: int, flattened: set[str]) -> None:
+    """A layer's input must have one row per example, or B*T rows (flattened (B, T, d))."""
+    if a.shape[0] != b and (layer.kind == "conv2d" or a.shape[0] % b):
+        raise ValueError(f"layer {layer.path!r} sees inputs of first dimension {a.shape[0]} in "
+                         f"a batch of {b} examples (its input is not one row per example)")
+    if a.shape[0] != b:  # (B*T, d) flattened from (B, T, d): only a probe can confirm the order
+        flattened.add(layer.path)
+
+
+def _capture(adapter: ModelAdapter, found: list[Layer], row: Params, batch: Batch,
+             flattened: set[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One ordinary forward and backward of the sum of one row's per-example losses; for each
+    layer, the inputs A (B, T, d_in) (ids (B, T) for embeddings) and output gradients
+    G (B, T, d_out), all of the layer's calls side by side along T.
+
+    A layer fed (B*T, d) rows (a model that flattens the sequence before its MLP) is read as
+    (B, T, d); its path is added to `flattened`, since only a probe against a reference engine
+    can confirm that the rows are grouped by example."""
     inputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(found))}
     outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(found))}
 
@@ -123,32 +153,177 @@ def _capture(adapter: ModelAdapter, found: list[Layer], row: Params,
             p = {n: v.detach().requires_grad_(True) for n, v in row.items()}
             losses = adapter.per_example_loss(p, batch)
             flat = [o for i in range(len(found)) for o in outputs[i]]
-            grads = torch.autograd.grad(losses.sum(), flat, allow_unused=True)
+            grads = iter(torch.autograd.grad(losses.sum(), flat, allow_unused=True))
     finally:
         for h in handles:
             h.remove()
-    grads_iter = iter(grads)
+    b = int(losses.shape[0])
     captured = []
     for i, layer in enumerate(found):
         a_parts, g_parts = [], []
         for a, o in zip(inputs[i], outputs[i], strict=True):
-            if a.shape[0] != losses.shape[0]:
-                raise ValueError(f"layer {layer.path!r} sees inputs of first dimension "
-                                 f"{a.shape[0]} in a batch of {losses.shape[0]} examples "
-                                 "(its input is not one row per example)")
-            g = next(grads_iter)
-            g = torch.zeros_like(o) if g is None else g.detach()
-            a, g = _as_sequence(layer, a, g)
+            _check_rows(layer, a, b, flattened)
+            g = next(grads)
+            a, g = _as_sequence(layer, a, torch.zeros_like(o) if g is None else g.detach(), b)
             a_parts.append(a)
             g_parts.append(g)
-        captured.append((torch.cat(a_parts, dim=1), torch.cat(g_parts, dim=1)))
+        captured.append((_cat(a_parts, dim=1), _cat(g_parts, dim=1)))
     return captured
 
 
-def _as_sequence(layer: Layer, a: torch.Tensor,
-                 g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+# Modules whose forward torch.func cannot trace over rows: the row loop serves them.
+_ROWS_LOOP: weakref.WeakSet = weakref.WeakSet()
+# Per module: the (layer, output shape) of each hooked call, by batch shapes (from a dry run).
+_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _calls(adapter: ModelAdapter, found: list[Layer], row: Params,
+           batch: Batch) -> list[tuple[int, torch.Size]]:
+    """The layer and output shape of every hooked call of one row's forward, in call order."""
+    key = tuple((n, tuple(v.shape)) for n, v in batch.items())
+    cache = _CALLS.setdefault(adapter.module, {})
+    if key in cache:
+        return cache[key]
+    calls: list[tuple[int, torch.Size]] = []
+
+    def hook(i: int):
+        def record(_module: nn.Module, _args: tuple, out: torch.Tensor) -> None:
+            calls.append((i, out.shape))
+        return record
+
+    handles = [layer.module.register_forward_hook(hook(i)) for i, layer in enumerate(found)]
+    try:
+        with torch.no_grad():
+            adapter.per_example_loss(row, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    cache[key] = calls
+    return calls
+
+
+def _capture_rows_vmap(adapter: ModelAdapter, found: list[Layer], params: Params,
+                       batch: Batch, flattened: set[str]) -> list[tuple[torch.Tensor,
+                                                                        torch.Tensor]]:
+    """`_capture` for every row at once: torch.func `vmap` over rows of `grad` with respect to
+    zero perturbations added to each hooked layer's output (the gradient with respect to a
+    layer's output is the gradient with respect to a perturbation of it). Rows are merged into
+    the example dimension: A (K*B, T, d_in), G (K*B, T, d_out)."""
+    k, b = _rows(params), int(next(iter(batch.values())).shape[1])
+    calls = _calls(adapter, found, _row(params, 0), _row(batch, 0))
+    state: dict = {}
+
+    def hook(i: int):
+        def perturb(_module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            j = len(state["inputs"])
+            if j >= len(calls) or calls[j][0] != i:
+                raise RuntimeError("the layers are called in a data-dependent order")
+            state["inputs"].append(args[0])
+            return out + state["deltas"][j]
+        return perturb
+
+    def row_loss(deltas: list[torch.Tensor], p: Params, rows: Batch):
+        state.update(deltas=deltas, inputs=[])
+        total = adapter.per_example_loss(p, rows).sum()
+        return total, tuple(state["inputs"])
+
+    zeros = [torch.zeros((k, *shape), dtype=next(iter(params.values())).dtype)
+             for _, shape in calls]
+    handles = [layer.module.register_forward_hook(hook(i)) for i, layer in enumerate(found)]
+    try:
+        grads, inputs = vmap(grad(row_loss, has_aux=True))(zeros, params, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    if len(inputs) != len(calls):
+        raise RuntimeError("the layers are called a data-dependent number of times")
+    parts: dict[int, tuple[list, list]] = {i: ([], []) for i in range(len(found))}
+    for (i, _), a, g in zip(calls, inputs, grads, strict=True):
+        _check_rows(found[i], a[0], b, flattened)
+        a, g = _as_sequence(found[i], a.flatten(0, 1), g.flatten(0, 1), k * b)
+        parts[i][0].append(a)
+        parts[i][1].append(g)
+    return [(_cat(parts[i][0], dim=1), _cat(parts[i][1], dim=1)) for i in range(len(found))]
+
+
+def rows_vectorised(adapter: ModelAdapter) -> bool:
+    """False once the model's rows had to be taken one by one (torch.func cannot trace it)."""
+    return adapter.module not in _ROWS_LOOP
+
+
+# Layers without parameters that act on each example independently.
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Identity)
+
+
+def is_linear_stack(adapter: ModelAdapter) -> bool:
+    """A classifier that is an nn.Sequential of Linear layers and element-wise activations."""
+    from privbench.models.adapter import ClassifierAdapter
+
+    model = adapter.module
+    return type(adapter) is ClassifierAdapter and isinstance(model, nn.Sequential) and all(
+        isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in model)
+
+
+def _capture_linear_stack(adapter: ModelAdapter, found: list[Layer], params: Params,
+                          batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`_capture` of every row of a Linear stack at once, by batched matmuls over the rows (the
+    linear-stack fast path of trainers/dpsgd.py, generalised to any trainable subset): the
+    same inputs and output gradients, merged (K*B, 1, d)."""
+    by_module = {id(layer.module): layer for layer in found}
+    x, y = batch["x"], batch["y"]
+    k, b = y.shape
+    inputs, outputs = [], []
+    with torch.enable_grad():
+        h = x
+        for layer in adapter.module:
+            if not isinstance(layer, nn.Linear):
+                h = layer(h)
+                continue
+            spec = by_module.get(id(layer))
+            w = params[spec.weight] if spec is not None and spec.weight else \
+                layer.weight.detach().expand(k, *layer.weight.shape)
+            bias = params[spec.bias] if spec is not None and spec.bias else (
+                None if layer.bias is None else layer.bias.detach().expand(k, *layer.bias.shape))
+            if spec is not None:
+                inputs.append(h.detach())
+            h = torch.bmm(h, w.transpose(1, 2)) if bias is None else torch.baddbmm(
+                bias.unsqueeze(1), h, w.transpose(1, 2))
+            if spec is not None:
+                if not h.requires_grad:
+                    h.requires_grad_(True)
+                outputs.append(h)
+        losses = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none")
+        grads = torch.autograd.grad(losses.sum(), outputs)
+    return [(a.reshape(k * b, 1, -1), g.reshape(k * b, 1, -1))
+            for a, g in zip(inputs, grads, strict=True)]
+
+
+def _capture_rows(adapter: ModelAdapter, found: list[Layer], params: Params, batch: Batch,
+                  flattened: set[str] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every row's layer inputs and output gradients, rows merged: (K*B, T, d) each. A Linear
+    stack takes batched matmuls; several rows of another model go through one vectorised call
+    where torch.func traces it, else row by row."""
+    flattened = set() if flattened is None else flattened
+    if is_linear_stack(adapter) and batch["x"].dim() == 3:
+        return _capture_linear_stack(adapter, found, params, batch)
+    if _rows(params) > 1 and adapter.module not in _ROWS_LOOP:
+        try:
+            return _capture_rows_vmap(adapter, found, params, batch, flattened)
+        except Exception:  # not traceable over rows (or a layer misread): take the row loop
+            _ROWS_LOOP.add(adapter.module)
+    rows = [_capture(adapter, found, _row(params, r), _row(batch, r), flattened)
+            for r in range(_rows(params))]
+    return [(_cat([row[i][0] for row in rows]), _cat([row[i][1] for row in rows]))
+            for i in range(len(found))]
+
+
+def _cat(parts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
+def _as_sequence(layer: Layer, a: torch.Tensor, g: torch.Tensor,
+                 b: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and output gradients as (B, T, d) with T the positions the weight is applied at."""
-    b = a.shape[0]
     if layer.kind == "conv2d":
         m = layer.module
         patches = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding,
@@ -171,7 +346,7 @@ def _weight_sq(kind: str, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return (same * torch.bmm(g, g.transpose(1, 2))).sum(dim=(1, 2))
     if t == 1:
         return a[:, 0].pow(2).sum(-1) * g[:, 0].pow(2).sum(-1)
-    if t * t <= a.shape[2] * g.shape[2]:
+    if t * (a.shape[2] + g.shape[2]) <= a.shape[2] * g.shape[2]:  # the cheaper of the two
         return (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
     return torch.bmm(g.transpose(1, 2), a).pow(2).sum(dim=(1, 2))
 
@@ -189,17 +364,21 @@ def _weight_grads(layer: Layer, a: torch.Tensor, g: torch.Tensor,
     return per.reshape(a.shape[0], *shape)
 
 
-def _weight_sum(layer: Layer, a: torch.Tensor, g: torch.Tensor,
-                shape: torch.Size) -> torch.Tensor:
-    """sum_i of the examples' weight gradients (g already scaled by each clip factor)."""
+def _weight_sums(layer: Layer, a: torch.Tensor, g: torch.Tensor, k: int,
+                 shape: torch.Size) -> torch.Tensor:
+    """Each row's sum of its examples' weight gradients (K, *shape), from merged A and G
+    (K*B, T, ...) with g already scaled by each example's clip factor."""
     if layer.kind == "embedding":
-        out = torch.zeros(shape, dtype=g.dtype, device=g.device)
-        out.index_add_(0, a.flatten(), g.reshape(-1, g.shape[-1]))
-        return out
-    total = torch.einsum("bto,bti->oi", g, a)
+        vocab = shape[0]
+        ids = a.reshape(k, -1) + vocab * torch.arange(k, device=a.device).unsqueeze(1)
+        out = torch.zeros((k * vocab, *shape[1:]), dtype=g.dtype, device=g.device)
+        out.index_add_(0, ids.flatten(), g.reshape(-1, g.shape[-1]))
+        return out.reshape(k, *shape)
+    total = torch.einsum("kto,kti->koi", g.reshape(k, -1, g.shape[-1]),
+                         a.reshape(k, -1, a.shape[-1]))
     if layer.kind == "conv1d":
-        total = total.t()
-    return total.reshape(shape)
+        total = total.transpose(1, 2)
+    return total.reshape(k, *shape)
 
 
 def _rows(params: Params) -> int:
@@ -210,10 +389,8 @@ def _row(tree: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
     return {n: v[r] for n, v in tree.items()}
 
 
-def ghost_norms_and_inputs(adapter: ModelAdapter, found: list[Layer], row: Params,
-                           batch: Batch) -> tuple[torch.Tensor, list]:
-    """Per-example gradient norms (B,) of one row and the recorded (A, G) of each layer."""
-    captured = _capture(adapter, found, row, batch)
+def _norms(found: list[Layer], captured: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per-example gradient norms (K*B,) from each layer's recorded A and G."""
     sq = None
     for layer, (a, g) in zip(found, captured, strict=True):
         part = torch.zeros(g.shape[0], dtype=g.dtype, device=g.device)
@@ -222,12 +399,12 @@ def ghost_norms_and_inputs(adapter: ModelAdapter, found: list[Layer], row: Param
         if layer.bias is not None:
             part = part + g.sum(dim=1).pow(2).sum(-1)
         sq = part if sq is None else sq + part
-    return sq.sqrt(), captured
+    return sq.sqrt()
 
 
 def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: torch.Tensor,
                       *, clip: float) -> tuple[Params, torch.Tensor]:
-    """The engine interface's clipped sum by ghost norms and one matmul per layer and row.
+    """The engine interface's clipped sum by ghost norms and one matmul per layer.
 
     Args:
         adapter: the model; every trainable layer must have a fast path (`unsupported` is None).
@@ -238,37 +415,35 @@ def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weigh
         (sums name -> (K, ...), norms (K, b) before clipping).
     """
     found = layers(adapter, params)
-    sums: list[Params] = []
-    norms = []
-    for r in range(_rows(params)):
-        row = _row(params, r)
-        n, captured = ghost_norms_and_inputs(adapter, found, row, _row(batch, r))
-        factor = clip_factor(n, clip) * weights[r]
-        out: Params = {}
-        for layer, (a, g) in zip(found, captured, strict=True):
-            scaled = g * factor.view(-1, 1, 1)
-            if layer.weight is not None:
-                out[layer.weight] = _weight_sum(layer, a, scaled, row[layer.weight].shape)
-            if layer.bias is not None:
-                out[layer.bias] = scaled.sum(dim=(0, 1)).reshape(row[layer.bias].shape)
-        sums.append(out)
-        norms.append(n)
-    return {n: torch.stack([s[n] for s in sums]) for n in params}, torch.stack(norms)
+    k, b = weights.shape
+    captured = _capture_rows(adapter, found, params, batch)
+    norms = _norms(found, captured)
+    factor = (clip_factor(norms, clip) * weights.reshape(-1)).view(-1, 1, 1)
+    sums: Params = {}
+    for layer, (a, g) in zip(found, captured, strict=True):
+        scaled = g * factor
+        if layer.weight is not None:
+            sums[layer.weight] = _weight_sums(layer, a, scaled, k, params[layer.weight].shape[1:])
+        if layer.bias is not None:
+            sums[layer.bias] = scaled.reshape(k, -1, g.shape[-1]).sum(1).reshape(
+                params[layer.bias].shape)
+    return {n: sums[n] for n in params}, norms.reshape(k, b)
 
 
-def ghost_grads(adapter: ModelAdapter, params: Params, batch: Batch) -> Params:
+def ghost_grads(adapter: ModelAdapter, params: Params, batch: Batch,
+                flattened: set[str] | None = None) -> Params:
     """Per-example gradients (K, b, ...) rebuilt from the recorded layer inputs and output
-    gradients: what the ghost norms and sums are computed from, materialised to check them."""
+    gradients: what the ghost norms and sums are computed from, materialised to check them.
+    Paths of layers that saw flattened (B*T, d) inputs are added to `flattened`."""
     found = layers(adapter, params)
-    rows = []
-    for r in range(_rows(params)):
-        row = _row(params, r)
-        captured = _capture(adapter, found, row, _row(batch, r))
-        out: Params = {}
-        for layer, (a, g) in zip(found, captured, strict=True):
-            if layer.weight is not None:
-                out[layer.weight] = _weight_grads(layer, a, g, row[layer.weight].shape)
-            if layer.bias is not None:
-                out[layer.bias] = g.sum(dim=1).reshape(g.shape[0], *row[layer.bias].shape)
-        rows.append(out)
-    return {n: torch.stack([row[n] for row in rows]) for n in params}
+    k = _rows(params)
+    b = int(next(iter(batch.values())).shape[1])
+    out: Params = {}
+    for layer, (a, g) in zip(found, _capture_rows(adapter, found, params, batch, flattened),
+                             strict=True):
+        if layer.weight is not None:
+            shape = params[layer.weight].shape[1:]
+            out[layer.weight] = _weight_grads(layer, a, g, shape).reshape(k, b, *shape)
+        if layer.bias is not None:
+            out[layer.bias] = g.sum(dim=1).reshape(k, b, *params[layer.bias].shape[1:])
+    return {n: out[n] for n in params}

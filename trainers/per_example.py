@@ -101,6 +101,10 @@ def vmap_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weight
     return sums, torch.cat(norms, dim=1)
 
 
+def _rows(params: Params) -> int:
+    return int(next(iter(params.values())).shape[0])
+
+
 def _rows_and_width(batch: Batch) -> tuple[int, int]:
     first = next(iter(batch.values()))
     return int(first.shape[0]), int(first.shape[1])
@@ -128,8 +132,10 @@ def select_engine(adapter: ModelAdapter, params: Params, sample_batch: Batch,
 
     "auto" takes "ghost" where every trainable layer has a fast path and its norms agree with
     a reference engine on the probe, else "vmap" where torch.func traces the model, else "hooks":
-    never a crash while one engine runs. A requested engine that cannot run is a one-line
-    `EngineError` naming `model.engine`.
+    never a crash while one engine runs. One exception, from benchmarks/test_bench_engine_rows.py:
+    a model with convolutions trained over several rows (clients) takes vmap, which is faster
+    there than ghost norms (unfolding every patch); over one row ghost is faster. A requested
+    engine that cannot run is a one-line `EngineError` naming `model.engine`.
 
     Args:
         adapter: the model.
@@ -157,12 +163,20 @@ def select_engine(adapter: ModelAdapter, params: Params, sample_batch: Batch,
         missing = ghost.unsupported(adapter, params)
         if missing is None:
             try:
-                got = example_norms(ghost.ghost_grads(adapter, probe_params, probe))
+                flattened: set[str] = set()
+                got = example_norms(ghost.ghost_grads(adapter, probe_params, probe, flattened))
                 reference = next(iter(norms.values()), None)
-                if reference is None or _agree(got, reference):
+                if reference is None and flattened:
+                    failures["ghost"] = (f"layer {sorted(flattened)[0]!r} flattens its input "
+                                         "and no other engine runs to confirm its layout")
+                elif reference is None or _agree(got, reference):
+                    if requested == "auto" and "vmap" in norms and _rows(params) > 1 and any(
+                            layer.kind == "conv2d" for layer in ghost.layers(adapter, params)):
+                        return "vmap"  # convolutions over many rows: vmap measured faster
                     return "ghost"
-                failures["ghost"] = ("its norms disagree with the per-example gradients "
-                                     "(a layer's input mixes examples)")
+                else:
+                    failures["ghost"] = ("its norms disagree with the per-example gradients "
+                                         "(a layer's input mixes examples)")
             except Exception as err:
                 failures["ghost"] = _reason(err)
         else:

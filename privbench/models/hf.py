@@ -1,58 +1,63 @@
-"""The Hugging Face adapter: a causal LM or a sequence classifier, LoRA (peft) or full fine-tuning.
+"""The Hugging Face adapter: any causal LM or sequence classifier, LoRA (peft) or full.
 
-The trainer sees it like any other model (privbench/models/adapter.py): the trainable parameters
-(LoRA's adapters and the classifier head, or every weight), a functional per-example loss and the
-logits. A batch is `{"ids": (B, T), "weights": (B, T-1), "labels": (B,)}`: right-padded token ids,
-the weights of the predicted positions (privbench/lm/tokens.py) and class labels.
+A batch is `{"ids": (B, T), "weights": (B, T-1), "labels": (B,)}`: right-padded token ids, the
+weights of the predicted positions (1 where token t+1 is real) and, for classifiers, the labels.
+The causal LM's loss of an example is its mean next-token negative log-likelihood over the real
+targets; the classifier's is cross-entropy. The real-token attention mask is passed explicitly
+(`privbench.lm.tokens.attention_mask`), so transformers never guesses padding from the pad id.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 from torch.func import functional_call
 
 from privbench.errors import PrivbenchError
 from privbench.lm.tokens import attention_mask
 from privbench.models.adapter import Batch, Params
+from privbench.models.lora import find_lora_targets, needs_fan_in_fan_out
 from privbench.spec import LMSpec
 
 TASKS = ("causal_lm", "sequence_classification")
 
 
 def prepare_for_finetuning(model: nn.Module, lm: LMSpec, task: str) -> nn.Module:
-    """Wrap `model` with LoRA adapters (peft) or leave every parameter trainable; eval mode.
+    """Wrap `model` with LoRA adapters (peft) or make every parameter trainable; eval mode.
 
-    Attention runs eagerly: transformers' SDPA path checks masks with data-dependent Python
-    control flow, which vmap cannot trace.
+    LoRA targets are `lm.lora_targets`, or, when it is empty, the linear layers of the model's
+    attention and MLP blocks (`find_lora_targets`, any architecture). Attention runs eagerly:
+    transformers' SDPA path checks masks with data-dependent Python control flow.
 
     Args:
-        model: a causal LM or sequence classifier; lm: the fine-tuning options;
+        model: a transformers causal LM or sequence classifier.
+        lm: the spec's language-model table (finetune, lora_r, lora_alpha, lora_targets).
         task: "causal_lm" or "sequence_classification".
+
     Returns:
-        The model to train (the peft wrapper under LoRA).
+        The model to train (a peft model under LoRA), in eval mode (no dropout).
     """
+    from peft import LoraConfig, TaskType, get_peft_model
+
     model.set_attn_implementation("eager")
     if lm.finetune == "lora":
+        targets = list(lm.lora_targets) or find_lora_targets(model)
         config = LoraConfig(
             r=lm.lora_r, lora_alpha=lm.lora_alpha, lora_dropout=0.0,
-            fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",  # Conv1D layout
-            target_modules=list(lm.lora_targets) or None,
+            fan_in_fan_out=needs_fan_in_fan_out(model, targets), target_modules=targets,
             task_type=TaskType.CAUSAL_LM if task == "causal_lm" else TaskType.SEQ_CLS)
         try:
             model = get_peft_model(model, config)
-        except ValueError as e:  # peft found no target (or no default for this architecture)
+        except ValueError as e:  # a named target the model does not have
             raise PrivbenchError(
-                f"lm.lora_targets = {list(lm.lora_targets)}: LoRA cannot attach to this model "
+                f"lm.lora_targets = {targets}: LoRA cannot attach to this model "
                 f"({str(e).splitlines()[0][:120]}); name some of its linear layers, e.g. "
                 f"{linear_layer_names(model)[:6]}") from None
     else:
         for p in model.parameters():
             p.requires_grad_(True)
-    model.eval()  # no dropout: per-example gradients are exact and training is deterministic
-    return model
+    return model.eval()
 
 
 def linear_layer_names(model: nn.Module) -> list[str]:
@@ -66,16 +71,17 @@ def linear_layer_names(model: nn.Module) -> list[str]:
 
 
 class HFAdapter:
-    """A prepared Hugging Face model: mean next-token NLL (causal LM) or cross-entropy (classifier).
+    """A prepared Hugging Face model behind the `ModelAdapter` contract.
 
     Args:
-        module: the model as `prepare_for_finetuning` returns it.
+        module: the model from `prepare_for_finetuning` (its trainable parameters are the
+            LoRA adapters and head under LoRA, every parameter under full fine-tuning).
         task: "causal_lm" or "sequence_classification".
     """
 
     def __init__(self, module: nn.Module, task: str) -> None:
         if task not in TASKS:
-            raise ValueError(f"task = {task!r}: a Hugging Face adapter takes one of {TASKS}")
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
         self.module = module.eval()
         self.task = task
 
@@ -85,13 +91,14 @@ class HFAdapter:
                 if p.requires_grad}
 
     def outputs(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Logits: (B, T, V) for a causal LM, (B, C) for a classifier."""
+        """Next-token logits (B, T, V) of a causal LM, class logits (B, C) of a classifier."""
         out = functional_call(self.module, params, (batch["ids"],),
-                              {"attention_mask": attention_mask(batch["weights"])}, strict=False)
+                              {"attention_mask": attention_mask(batch["weights"])},
+                              strict=False)
         return out.logits
 
     def per_example_loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Each sequence's mean next-token NLL over its real targets, or its class CE: (B,)."""
+        """Mean next-token NLL over each example's real targets, or cross-entropy: (B,)."""
         logits = self.outputs(params, batch)
         if self.task == "causal_lm":
             ids, weights = batch["ids"], batch["weights"]
@@ -100,7 +107,8 @@ class HFAdapter:
         return F.cross_entropy(logits, batch["labels"], reduction="none")
 
     def accuracy(self, params: Params, batch: Batch) -> float:
-        """Next-token accuracy over the real targets (causal LM) or class accuracy."""
+        """Next-token accuracy over the real targets (causal LM) or class accuracy; the round
+        monitor watches it on public text (trainers/monitor.py)."""
         logits = self.outputs(params, batch)
         if self.task == "causal_lm":
             w = batch["weights"]
@@ -109,7 +117,7 @@ class HFAdapter:
         return float((logits.argmax(-1) == batch["labels"]).float().mean())
 
     def release(self, params: Params) -> nn.Module:
-        """Write `params` into the module and return it (eval mode)."""
+        """Write `params` into the module and return it."""
         with torch.no_grad():
             for name, p in self.module.named_parameters():
                 if name in params:
