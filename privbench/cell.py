@@ -74,7 +74,8 @@ def run_cell(cell: Cell, run_dir: Path,
                                work_dir=work_dir(run_dir, cell.key), secagg=spec.secagg,
                                on_record=monitor, optimizer=task.optimizer,
                                server_optimizer=task.server_optimizer,
-                               engine=spec.model.engine, **task.hooks)
+                               engine=spec.model.engine, microbatch=task.microbatch,
+                               **task.hooks)
         metrics, failures = score(cell.key, task.context(trained), task.scorers)
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",

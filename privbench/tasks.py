@@ -41,6 +41,7 @@ class TaskRun:
     hooks: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "sgd"
     server_optimizer: str = "sgd"
+    microbatch: int | None = None  # examples per vmap call of the per-example engine
 
 
 def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:

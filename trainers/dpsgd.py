@@ -107,7 +107,7 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
            noise_multiplier: float, generator: torch.Generator,
            noise_generator: torch.Generator, engine: str = "auto",
            canaries: GradientCanaries | None = None, batched_params: bool = False,
-           optimizer: str = "sgd") -> Params:
+           optimizer: str = "sgd", microbatch: int | None = None) -> Params:
     """Run `steps` DP-SGD steps on each of K clients from the same starting `params`.
 
     Args:
@@ -122,6 +122,7 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
         canaries: the audit's gradient canaries of these K clients.
         batched_params: `params` holds one starting point per row, each (K, ...): independent
             runs side by side.
+        microbatch: examples per row in one vmap call of the vmap engine (None: what fits).
     Returns:
         The per-client updates (K, ...). No other statistic of the records leaves this function:
         only the noised steps touch them.
@@ -140,7 +141,8 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
         if engine == ADAPTER_FAST_PATH:
             sums, _ = adapter.clipped_sum(stacked, batch, weights, clip)  # type: ignore[attr-defined]
         else:
-            sums, _ = clipped_sum(adapter, stacked, batch, weights, clip=clip, engine=engine)
+            sums, _ = clipped_sum(adapter, stacked, batch, weights, clip=clip, engine=engine,
+                                  microbatch=microbatch)
         if canaries is not None:
             add_canary_gradients(sums, canaries, blocks, sampling_rate=sampling_rate, clip=clip,
                                  generator=generator)

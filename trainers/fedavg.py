@@ -120,7 +120,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
                  record_rounds: Collection[int] = (),
                  gradient_canaries: GradientCanaries | None = None,
                  optimizer: str = "sgd", server_optimizer: str = "sgd",
-                 engine: str = "auto") -> TrainedModel:
+                 engine: str = "auto", microbatch: int | None = None) -> TrainedModel:
     """Train the adapter's model federatedly on the clients' `data`; return it with its Claim.
 
     Args:
@@ -143,6 +143,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         server_optimizer: the server's step on the mean update ("sgd" with `train.server_lr`,
             or "adam": DP-FedAdam; post-processing of the noised mean).
         engine: the per-example gradient engine of example-level DP-SGD.
+        microbatch: examples per row in one call of the vmap engine (None: what fits memory).
     Returns:
         The released model, its Claim, observations and per-round history.
     """
@@ -213,7 +214,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
                                      clip, gens, r, record, tamper, secure,
                                      client_update_hook, view, gradient_canaries,
                                      optimizer=optimizer, engine=engine,
-                                     vectorised=vectorised)
+                                     vectorised=vectorised, microbatch=microbatch)
         if view is not None:  # hook for the inversion attacks (attacks.inversion.rounds)
             _record_round(recorded, r + 1, start_params, view, secure is None)
         if step is not None:  # the mean update is a descent direction: minus it is a gradient
@@ -309,7 +310,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                view: dict[str, Any] | None = None,
                gradient_canaries: GradientCanaries | None = None, *,
                optimizer: str = "sgd", engine: str = "auto", vectorised: bool = True,
-               ) -> tuple[Params | None, float]:
+               microbatch: int | None = None) -> tuple[Params | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
     sent = None
@@ -322,7 +323,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                           generator=gens["local"], noise_generator=gens["noise"],
                           canaries=None if gradient_canaries is None
                           else gradient_canaries.rows(sampled), engine=engine,
-                          optimizer=optimizer)
+                          optimizer=optimizer, microbatch=microbatch)
         else:
             sent, losses = _train_clients(adapter, params, data, sampled, train, gens,
                                           client_update_hook, optimizer, vectorised)

@@ -51,6 +51,10 @@ class RowOptimizer:
             scale: divides the gradient (DP-SGD's expected batch size); SGD computes
                 `lr * g / scale` in that order.
         """
+        if self.kind == "sgd" and (active is None or bool(active.all())):
+            for name, p in params.items():  # every row steps: no mask to apply
+                p -= self.lr * grads[name] / scale if scale != 1.0 else self.lr * grads[name]
+            return
         on = torch.ones_like(self.t) if active is None else active.float()
         self.t += on
         b1, b2 = self.betas

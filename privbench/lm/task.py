@@ -68,4 +68,5 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
 
     return TaskRun(adapter, from_examples(train.batch(), train.clients, data.n_clients), public,
                    spec.train, context, list(LM_SCORERS), data.fingerprint(),
-                   optimizer=lm.optimizer, server_optimizer=lm.server_optimizer)
+                   optimizer=lm.optimizer, server_optimizer=lm.server_optimizer,
+                   microbatch=lm.microbatch)
