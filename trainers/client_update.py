@@ -42,15 +42,11 @@ def vmap_traces(adapter: ModelAdapter, params: Params, batch: Batch) -> bool:
     probe = {n: v[:1, :2] for n, v in batch.items()}
     rows = {n: p.detach().unsqueeze(0) for n, p in params.items()}
     try:
-        vmap(grad(_batch_loss(adapter), has_aux=True))(rows, probe,
-                                                      torch.ones(1, probe_width(probe)))
+        width = int(next(iter(probe.values())).shape[1])
+        vmap(grad(_batch_loss(adapter), has_aux=True))(rows, probe, torch.ones(1, width))
     except Exception:  # any failure to trace means "row by row", never a crash
         return False
     return True
-
-
-def probe_width(batch: Batch) -> int:
-    return int(next(iter(batch.values())).shape[1])
 
 
 def _row_by_row(fn):
