@@ -34,7 +34,7 @@ from privbench.partition import partition
 from privbench.scoring import CellContext
 from privbench.spec import validate_suite
 from privbench.suite import expand
-from privbench.trainers import train_fedavg
+from privbench.trainers import tabular_inputs, train_fedavg
 
 SUITE = {
     "name": "bench-audit", "seed": 0,
@@ -69,7 +69,8 @@ def _model(cell, data):
 
 def _plain(cell, data, shards):
     spec = cell.spec
-    return train_fedavg(_model(cell, data), data, shards, spec.train, spec.privacy, spec.seed)
+    return train_fedavg(*tabular_inputs(_model(cell, data), data, shards), spec.train,
+                        spec.privacy, spec.seed)
 
 
 def _audited_training(cell, data, shards):
@@ -78,7 +79,8 @@ def _audited_training(cell, data, shards):
     spec = cell.spec
     model = _model(cell, data)
     planted = plant_canaries(spec, data, shards, model)
-    trained = train_fedavg(model, planted.data, planted.shards, planted.train, spec.privacy,
+    trained = train_fedavg(*tabular_inputs(model, planted.data, planted.shards), planted.train,
+                           spec.privacy,
                            spec.seed, client_update_hook=planted.client_update_hook,
                            gradient_canaries=planted.gradient_canaries)
     return CellContext(cell=cell, data=data, shards=shards, trained=trained,

@@ -17,7 +17,9 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from privbench.trainers.client_data import ClientData
 from privbench.trainers.dpsgd import dp_sgd
+from privbench.trainers.linear_stack import classifier_adapter
 
 EPOCHS, BATCH, LR, CLIP, NOISE = 3, 256, 0.5, 1.0, 1.0
 
@@ -82,16 +84,17 @@ def _opacus(x, y):
         return _train_epochs(model, opt, loader)
 
 
-def _privbench(x, y, per_example="linear"):
+def _privbench(x, y, per_example="auto"):
     model = _model()
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     n = len(y)
     rate = BATCH / n
     steps = EPOCHS * round(1 / rate)
-    return dp_sgd(model, params, x.unsqueeze(0), y.unsqueeze(0), torch.tensor([n]), steps=steps,
+    data = ClientData({"x": x.unsqueeze(0), "y": y.unsqueeze(0)}, torch.tensor([n]))
+    return dp_sgd(classifier_adapter(model), params, data, steps=steps,
                   sampling_rate=rate, expected_batch=BATCH, lr=LR, clip=CLIP,
                   noise_multiplier=NOISE, generator=torch.Generator().manual_seed(0),
-                  noise_generator=torch.Generator().manual_seed(1), per_example=per_example)
+                  noise_generator=torch.Generator().manual_seed(1), engine=per_example)
 
 
 VARIANTS = {
@@ -99,7 +102,9 @@ VARIANTS = {
     "non-private: tensor slices, no DataLoader": _non_private_slices,
     "opacus: make_private (hooks)": _opacus,
     "privbench: torch.func vmap(grad) DP-SGD": lambda x, y: _privbench(x, y, "vmap"),
-    "privbench: linear-layer norms DP-SGD (default for MLPs)": _privbench,
+    "privbench: ghost engine (trainers/per_example.py) DP-SGD": lambda x, y: _privbench(x, y,
+                                                                                   "ghost"),
+    "privbench: DP-SGD, engine auto (the MLP adapter's batched linear-layer norms)": _privbench,
 }
 
 

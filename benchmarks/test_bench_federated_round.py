@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from privbench.data import load_split
 from privbench.models import build_model
+from privbench.models.adapter import ClassifierAdapter
 from privbench.partition import partition
 from privbench.spec import DataSpec, ModelSpec
+from privbench.trainers.client_data import ClientData, from_shards
 from privbench.trainers.client_update import local_sgd
-from privbench.trainers.fedavg import pad_shards
 
 EPOCHS, BATCH, LR, COHORT = 2, 8, 0.1, 20
 
@@ -26,7 +27,8 @@ def setup():
     spec = DataSpec(clients=100)
     data = load_split(spec, 0)
     shards = partition(spec, data.y_train, 0)
-    xs, ys, counts = pad_shards(data.x_train, data.y_train, shards)
+    clients = from_shards(data.x_train, data.y_train, shards)
+    xs, ys, counts = clients.batch["x"], clients.batch["y"], clients.counts
     model = build_model(ModelSpec(hidden=[32]), data.n_features, data.n_classes, 0)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     cohort = torch.arange(COHORT)
@@ -54,7 +56,9 @@ def _loop(model, params, xs, ys, counts):
 
 
 def _vectorised(model, params, xs, ys, counts):
-    return local_sgd(model, params, xs, ys, counts, epochs=EPOCHS, batch_size=BATCH, lr=LR,
+    data = ClientData({"x": xs, "y": ys}, counts)
+    return local_sgd(ClassifierAdapter(model), params, data, epochs=EPOCHS, batch_size=BATCH,
+                     lr=LR,
                      generator=torch.Generator().manual_seed(0))
 
 

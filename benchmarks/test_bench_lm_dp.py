@@ -17,17 +17,12 @@ from transformers import GPT2LMHeadModel
 
 from privbench.lm.corpus import public_corpus
 from privbench.lm.pretrained import tiny_gpt2_config, train_tokenizer
-from privbench.lm.tokens import attention_mask, sequence_tensors
+from privbench.lm.tokens import Examples, attention_mask, sequence_tensors
+from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.spec import LMSpec
-from privbench.trainers.aggregation import dp_fedavg
-from privbench.trainers.lm import (
-    Examples,
-    Objective,
-    RowOptimizer,
-    clipped_gradient_sum,
-    prepare_for_finetuning,
-    trainable_params,
-)
+from privbench.trainers.aggregation import gaussian_like
+from privbench.trainers.optim import RowOptimizer
+from privbench.trainers.per_example import clipped_sum, select_engine
 
 BATCH, CLIP, Z, LR = 32, 1.0, 1.0, 1e-3
 
@@ -73,20 +68,23 @@ def test_nonprivate_lora_step_baseline(benchmark, setup):
 
 @pytest.mark.benchmark(group="lm_lora_step")
 def test_privbench_dp_lora_step(benchmark, setup):
-    """privbench: per-example gradients by vmap(grad), clip, noisy sum, Adam."""
+    """privbench: the trainer's DP-SGD step (one client): per-example clipped sum through the
+    adapter, Gaussian noise, Adam on the noisy mean."""
     make, ex = setup
-    model = make()
-    objective = Objective(model, "causal_lm")
-    params = trainable_params(model)
-    opt = RowOptimizer("adam", params, LR)
+    adapter = HFAdapter(make(), "causal_lm")
+    params = {n: p[None] for n, p in adapter.init_params().items()}  # one row: one client
+    batch = {n: t[None] for n, t in ex.batch().items()}
+    weights = torch.ones(1, BATCH)
+    opt = RowOptimizer("adam", params, LR, rows=1)
     gen = torch.Generator().manual_seed(0)
-    idx = torch.arange(BATCH)
+    engine = select_engine(adapter, params, batch)  # once, before training, as the trainer does
+    benchmark.extra_info["engine"] = engine
 
     def step():
-        sums, _ = clipped_gradient_sum(objective, params, ex, idx, CLIP, microbatch=BATCH)
-        g, _ = dp_fedavg(sums, params, clip=CLIP, noise_multiplier=Z, expected_cohort=BATCH,
-                         generator=gen)
-        opt.step(params, g)
+        sums, _ = clipped_sum(adapter, params, batch, weights, clip=CLIP, engine=engine)
+        noise = gaussian_like(sums, Z * CLIP, gen)
+        with torch.no_grad():
+            opt.step(params, {n: sums[n] + noise[n] for n in sums}, scale=BATCH)
     benchmark.pedantic(step, rounds=15, warmup_rounds=2)
 
 

@@ -18,7 +18,7 @@ from privbench.models import build_model
 from privbench.partition import partition
 from privbench.scoring import CellContext
 from privbench.suite import load_suite
-from privbench.trainers import train_fedavg
+from privbench.trainers import tabular_inputs, train_fedavg
 from privbench.trainers.shadow import ShadowPlan, train_shadows
 
 
@@ -55,7 +55,8 @@ def test_whole_lira16_attack(benchmark, mia_cell):
     cell, data, shards, _, _ = mia_cell
     spec = cell.spec
     target = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-    trained = train_fedavg(target, data, shards, spec.train, spec.privacy, spec.seed)
+    trained = train_fedavg(*tabular_inputs(target, data, shards), spec.train, spec.privacy,
+                           spec.seed)
     ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained, run_dir=None)
     rows = benchmark.pedantic(shadow_attack_scorer, args=(ctx,), rounds=1, warmup_rounds=0)
     assert np.isfinite([r.value for r in rows]).all()

@@ -20,17 +20,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from privbench.audit.canaries import plant_canaries, plants_canaries
 from privbench.card import CARD_FILE, privacy_card
-from privbench.data import load_split
 from privbench.manifest import check_cell_entry, write_cell_manifest
-from privbench.models import build_model
 from privbench.monitor import ROUNDS_FILE, RoundMonitor
-from privbench.partition import partition
 from privbench.results import CellResult, json_safe, write_json
-from privbench.scorers import SCORERS
-from privbench.scoring import CellContext
 from privbench.suite import Cell
+from privbench.tasks import build_task, score
 from privbench.trained import TrainedModel
 from privbench.trainers import train_fedavg
 from privbench.trainers.fedavg import LEDGER_FILE
@@ -82,45 +77,31 @@ def run_cell(cell: Cell, run_dir: Path,
              on_round: Callable[[int, int], None] | None = None) -> CellResult:
     """Train and score one cell, store its artifacts, and return its result.
 
-    An exception inside the cell becomes a result with status "error" and the message; it is not
-    stored as finished, so the next run tries the cell again.
+    Every task takes this one path: its adapter and client data go to the one trainer, its
+    scorers read the trained model. An exception while preparing or training becomes a result
+    with status "error" and the message; it is not stored as finished, so the next run tries the
+    cell again. A scorer that fails after training adds an "error" row and a history entry; the
+    model and every other metric are kept.
     """
     start = time.perf_counter()
     spec = cell.spec
     try:
         torch.manual_seed(spec.seed)
-        if spec.task != "tabular":  # language models train and score in privbench.lm
-            from privbench.lm.cell import run_lm_cell
-
-            result, trained = run_lm_cell(cell, start, on_round=on_round)
-            _store(run_dir, result, trained)
-            return result
-        data = load_split(spec.data, spec.seed)
-        shards = partition(spec.data, data.y_train, spec.seed)
-        model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-        inversion = spec.attacks.inversion  # the server keeps these rounds' client updates
-        record = {"record_rounds": set(inversion.rounds)} if inversion.enabled else {}
+        task = build_task(cell, run_dir)  # spec.task picks the adapter, data set and scorers
         monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
-        planted = plant_canaries(spec, data, shards, model) if plants_canaries(spec) else None
-        # Audit canaries (privbench.audit): extra clients and an update hook, or gradient
-        # canaries inside DP-SGD.
-        hook = {name: getattr(planted, name) for name in ("client_update_hook",
-                                                          "gradient_canaries")
-                if planted is not None and getattr(planted, name) is not None}
-        trained = train_fedavg(model, planted.data if planted else data,
-                               planted.shards if planted else shards,
-                               planted.train if planted else spec.train, spec.privacy,
-                               spec.seed, on_round=on_round, work_dir=work_dir(run_dir, cell.key),
-                               secagg=spec.secagg, on_record=monitor, **hook, **record)
-        ctx = CellContext(cell=cell, data=data, shards=shards, trained=trained,
-                          canaries=planted.canaries if planted else None,
-                          run_dir=run_dir)
-        metrics = [row for scorer in SCORERS for row in scorer(ctx)]
+        trained = train_fedavg(task.adapter, task.clients, task.public, task.train,
+                               spec.privacy, spec.seed, on_round=on_round,
+                               work_dir=work_dir(run_dir, cell.key), secagg=spec.secagg,
+                               on_record=monitor, optimizer=task.optimizer,
+                               server_optimizer=task.server_optimizer,
+                               engine=spec.model.engine, microbatch=task.microbatch,
+                               **task.hooks)
+        metrics, failures = score(cell.key, task.context(trained), task.scorers)
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",
             spec=spec.model_dump(), seconds=time.perf_counter() - start,
             claim=trained.claim.model_dump(), metrics=metrics,
-            history=trained.history, data_fingerprint=data.fingerprint(),
+            history=[*trained.history, *failures], data_fingerprint=task.fingerprint,
         )
         _store(run_dir, result, trained)
         return result

@@ -220,10 +220,11 @@ def _summary(console: Console, result) -> None:
 def _cmd_list(console: Console) -> int:
     from privbench.attacks import ATTACKS
     from privbench.attacks.inversion import INVERSION_ATTACKS
-    from privbench.data import DATASETS
+    from privbench.datasets import DATA_SETS
     from privbench.models import MODELS
     from privbench.spec import read_toml
     from privbench.suite import builtin_suites
+    from privbench.tasks import TASKS
 
     table = Table(title="privbench: what is built in")
     table.add_column("kind")
@@ -231,8 +232,10 @@ def _cmd_list(console: Console) -> int:
     table.add_column("description")
     for name, path in sorted(builtin_suites().items()):
         table.add_row("suite", name, str(read_toml(path).get("description", "")))
-    for name, (_, _, desc) in DATASETS.items():
-        table.add_row("data set", name, desc)
+    for name, info in DATA_SETS.items():
+        table.add_row("data set", name, f"{info.description} [{info.kind}]")
+    for name in TASKS.names():
+        table.add_row("task", name, TASKS.get(name).description)
     for name, (_, desc) in MODELS.items():
         table.add_row("model", name, desc)
     for name, cls in ATTACKS.items():

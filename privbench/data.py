@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 
+from privbench.datasets import DATA_SETS, names_of
 from privbench.spec import DataSpec
 
 
@@ -53,11 +54,11 @@ def _breast_cancer() -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y.astype(np.int64)
 
 
-# name -> (loader, whether features need standardising with train statistics, description)
+# name -> (loader, whether features need standardising with train statistics, description); the
+# names and descriptions are the data-set registry's tabular entries (privbench/datasets.py).
+_LOADERS = {"digits": (_digits, False), "breast_cancer": (_breast_cancer, True)}
 DATASETS: dict[str, tuple[Callable[[], tuple[np.ndarray, np.ndarray]], bool, str]] = {
-    "digits": (_digits, False, "scikit-learn digits: 1,797 8x8 images, 10 classes"),
-    "breast_cancer": (_breast_cancer, True, "scikit-learn breast cancer: 569 records, 30 features"),
-}
+    name: (*_LOADERS[name], DATA_SETS.get(name).description) for name in names_of("tabular")}
 
 
 def load_split(spec: DataSpec, seed: int) -> SplitData:

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from privbench.datasets import DATA_SETS
 from privbench.errors import PrivbenchError, SpecError
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult, MetricRow, json_restore
@@ -173,7 +174,16 @@ def _policy_problems(error: ValidationError) -> list[str]:
 
 
 def privacy_units(spec: CellSpec) -> int:
-    """n in "delta at most 1/n": the number of clients, or of training records for example DP."""
+    """n in "delta at most 1/n": the number of clients, or of training records for example DP.
+
+    A text data set's units are counted from the text itself (generated messages with their
+    canaries, or a folder's files), which loads in well under a second and trains nothing.
+    """
+    if DATA_SETS.get(spec.data.name).kind == "text":
+        from privbench.lm.textdata import load_text_data
+
+        data = load_text_data(spec.data, spec.lm, spec.seed)
+        return data.n_clients if spec.privacy.unit == "client" else len(data.train_texts)
     if spec.privacy.unit == "client":
         return spec.data.clients
     size = DATASET_SIZES[spec.data.name]

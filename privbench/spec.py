@@ -22,12 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from privbench.datasets import DATA_SETS, NAMES, names_of
 from privbench.errors import SpecError
 
-# Records in each built-in data set, so that a spec can be checked before anything loads.
-DATASET_SIZES = {"digits": 1797, "breast_cancer": 569}
-# Text data sets for the language-model tasks: generated support messages, or a user's JSONL folder.
-TEXT_DATASETS = ("support_messages", "jsonl")
+# Derived from the data-set registry (privbench/datasets.py): records in each built-in tabular
+# data set, so that a spec can be checked before anything loads, and the text data sets.
+DATASET_SIZES = {n: i.records for n, i in DATA_SETS.items() if i.kind == "tabular" and i.records}
+TEXT_DATASETS = names_of("text")
 
 
 class StrictModel(BaseModel):
@@ -43,7 +44,7 @@ class StrictModel(BaseModel):
 class DataSpec(StrictModel):
     """Which data set, how it is split, and how it is partitioned into clients."""
 
-    name: Literal["digits", "breast_cancer", "support_messages", "jsonl"] = "digits"
+    name: Literal[NAMES] = "digits"  # type: ignore[valid-type]  (the registry's names)
     path: str | None = Field(None, description="folder of JSONL files, one per client (jsonl)")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     population_fraction: float = Field(0.25, gt=0, lt=1)
@@ -341,10 +342,10 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"train.cohort = {_show(spec.train.cohort)}: must be at most data.clients "
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
-    if spec.task != "tabular":
+    if spec.task != "tabular":  # every trainer option applies; data, model and scorers differ
         from privbench.lm.checks import lm_problems
 
-        return problems + lm_problems(spec) + _lm_unsupported(spec)
+        return problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
     if spec.data.name not in DATASET_SIZES or spec.model.name == "tiny_gpt2" or spec.model.path:
         return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
                 "model.name mlp, cnn or factory without model.path; set task = \"causal_lm\" "
@@ -376,25 +377,6 @@ def consistency_problems(spec: CellSpec) -> list[str]:
     problems += _secagg_problems(spec)
     problems += audit_problems(spec)
     problems += _attack_problems(spec.attacks)
-    return problems
-
-
-def _lm_unsupported(spec: CellSpec) -> list[str]:
-    """Trainer options that the language-model trainer (trainers/lm.py) does not run."""
-    p, t, problems = spec.privacy, spec.train, []
-    if p.setting != "central" or p.noise_schedule or p.adaptive_clip:
-        problems.append(f"task = {spec.task!r}: language models train with central noise at one "
-                        "level; unset privacy.setting, noise_schedule and adaptive_clip")
-    if t.sampling != "poisson" or t.dropout > 0:
-        problems.append(f"task = {spec.task!r}: language models sample clients by Poisson "
-                        "without dropouts; unset train.sampling and train.dropout")
-    for name, on in (("secagg.enabled", spec.secagg.enabled), ("audit.enabled", spec.audit.enabled),
-                     ("attacks.inversion.enabled", spec.attacks.inversion.enabled),
-                     ("attacks.lira.enabled", spec.attacks.lira.enabled),
-                     ("attacks.rmia.enabled", spec.attacks.rmia.enabled)):
-        if on:
-            problems.append(f"{name} = true: not available for task = {spec.task!r} yet; "
-                            "turn it off")
     return problems
 
 

@@ -167,9 +167,9 @@ def test_canary_clients_are_not_trained(monkeypatch, tmp_path: Path):
     trained, masked = [], []
     real_sgd, real_mask = fedavg.local_sgd, CanaryUpdateHook.canary_mask
 
-    def counting_sgd(model, params, x, *args, **kwargs):
-        trained.append(len(x))
-        return real_sgd(model, params, x, *args, **kwargs)
+    def counting_sgd(adapter, params, data, *args, **kwargs):
+        trained.append(data.n_clients)
+        return real_sgd(adapter, params, data, *args, **kwargs)
 
     def counting_mask(self, sampled):
         mask = real_mask(self, sampled)

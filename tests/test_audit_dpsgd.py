@@ -18,7 +18,9 @@ from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio
 from privbench.models import build_model
 from privbench.spec import ModelSpec
 from privbench.trainers import aggregation, dpsgd
+from privbench.trainers.client_data import ClientData
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
+from privbench.trainers.linear_stack import classifier_adapter
 
 # Centralised full-batch DP-SGD on digits (about 900 training records, q = 1): every step is an
 # unsampled Gaussian, so the claim is mu-GDP.
@@ -83,7 +85,7 @@ def test_multi_run_audit_of_correct_dpsgd_is_tight(epsilon, tmp_path: Path):
     assert got["tightness"] >= 0.5
 
 
-@pytest.mark.parametrize("per_example", ["vmap", "linear"])
+@pytest.mark.parametrize("per_example", ["vmap", "ghost", "adapter"])
 def test_gradient_canary_moves_its_coordinate_by_its_clipped_norm(per_example):
     """Noise off, q = 1: a planted canary adds exactly lr * min(norm, C) / B per step on its
     coordinate (client 0), nothing where it is absent (client 1)."""
@@ -93,11 +95,13 @@ def test_gradient_canary_moves_its_coordinate_by_its_clipped_norm(per_example):
     coord = 2  # first layer weight (0, 2), fed by input feature 2: blank here, so no gradient
 
     def run(canaries):
-        return dp_sgd(model, params, x, y, torch.tensor([5, 5]), steps=3, sampling_rate=1.0,
+        return dp_sgd(classifier_adapter(model), params,
+                      ClientData({"x": x, "y": y}, torch.tensor([5, 5])), steps=3,
+                      sampling_rate=1.0,
                       expected_batch=5, lr=0.1, clip=0.5, noise_multiplier=0.0,
                       generator=torch.Generator().manual_seed(0),
                       noise_generator=torch.Generator().manual_seed(1),
-                      per_example=per_example, canaries=canaries)
+                      engine=per_example, canaries=canaries)
 
     present = torch.tensor([[True], [False]])
     with_canary = run(GradientCanaries(present, torch.tensor([coord]), norm=4.0))

@@ -17,10 +17,12 @@ from scipy import stats
 from privbench.data import SplitData, load_split
 from privbench.errors import SpecError
 from privbench.models import build_model
+from privbench.models.adapter import ClassifierAdapter
 from privbench.partition import partition
 from privbench.spec import DataSpec, ModelSpec, PrivacySpec, TrainSpec, validate_suite
-from privbench.trainers import train_fedavg
-from privbench.trainers.dpsgd import clipped_sum, per_example_grad_fn
+from privbench.trainers import tabular_inputs, train_fedavg
+from privbench.trainers.linear_stack import classifier_adapter
+from privbench.trainers.per_example import clipped_sum
 
 
 def _zero_input_data(clients: int, per_client: int, seed: int = 0) -> SplitData:
@@ -38,7 +40,7 @@ def _zero_input_run(clients: int, train: TrainSpec, privacy: PrivacySpec, seed: 
     shards = partition(DataSpec(clients=clients), data.y_train, seed)
     model = build_model(ModelSpec(hidden=[]), 64, 10, seed)
     start = model[0].weight.detach().clone()
-    trained = train_fedavg(model, data, shards, train, privacy, seed)
+    trained = train_fedavg(*tabular_inputs(model, data, shards), train, privacy, seed)
     its = [start] + [it["0.weight"] for it in trained.observations.iterates]
     steps = np.stack([(b - a).flatten().double().numpy() for a, b in itertools.pairwise(its)])
     return trained, steps
@@ -93,8 +95,8 @@ def test_per_example_clipped_sum_equals_a_loop():
     x, y = torch.randn(2, 6, 5), torch.randint(0, 3, (2, 6))
     weights = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.float32)
     stacked = {n: p.unsqueeze(0).expand(2, *p.shape).clone() for n, p in params.items()}
-    grads = per_example_grad_fn(model)(stacked, x, y)
-    got, _ = clipped_sum(grads, weights, clip=0.3)
+    got, _ = clipped_sum(ClassifierAdapter(model), stacked, {"x": x, "y": y}, weights, clip=0.3,
+                         engine="vmap")
     for k in range(2):
         want = {n: torch.zeros_like(p) for n, p in params.items()}
         for i in range(6):
@@ -117,7 +119,7 @@ def _digits_run(train: TrainSpec, privacy: PrivacySpec, clients: int = 20, seed:
     data = load_split(spec, seed)
     shards = partition(spec, data.y_train, seed)
     model = build_model(ModelSpec(hidden=[16]), data.n_features, data.n_classes, seed)
-    return train_fedavg(model, data, shards, train, privacy, seed, **kwargs)
+    return train_fedavg(*tabular_inputs(model, data, shards), train, privacy, seed, **kwargs)
 
 
 def test_a_round_that_would_exceed_max_epsilon_does_not_start():
@@ -265,21 +267,25 @@ def _flatten(event: dict) -> list[dict]:
 
 
 def test_linear_layer_norms_give_the_same_clipped_sum_as_vmap_grad():
-    from privbench.trainers.dpsgd import is_linear_stack, linear_stack_clipped_sum
+    from privbench.trainers.per_example import select_engine
 
     torch.manual_seed(1)
     model = build_model(ModelSpec(hidden=[7, 5]), 6, 4, seed=0)
-    assert is_linear_stack(model)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     stacked = {n: (p.unsqueeze(0) + 0.1 * torch.randn(3, *p.shape)) for n, p in params.items()}
     x, y = torch.randn(3, 9, 6) * 3, torch.randint(0, 4, (3, 9))
     weights = (torch.rand(3, 9) < 0.7).float()
-    want, want_norms = clipped_sum(per_example_grad_fn(model)(stacked, x, y), weights, clip=0.5)
-    got, norms = linear_stack_clipped_sum(model, stacked, x, y, weights, 0.5)
+    adapter, batch = ClassifierAdapter(model), {"x": x, "y": y}
+    assert select_engine(adapter, stacked, batch) == "ghost"  # what DP-SGD on an MLP runs
+    want, want_norms = clipped_sum(adapter, stacked, batch, weights, clip=0.5, engine="vmap")
     kept = weights.bool()  # padding rows carry no gradient in the linear path
-    torch.testing.assert_close(norms[kept], want_norms[kept], rtol=1e-4, atol=1e-6)
-    for n in params:
-        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
+    fast = classifier_adapter(model)
+    assert hasattr(fast, "clipped_sum")  # an MLP's adapter has the batched fast path
+    for got, norms in (clipped_sum(adapter, stacked, batch, weights, clip=0.5, engine="ghost"),
+                       fast.clipped_sum(stacked, batch, weights, 0.5)):
+        torch.testing.assert_close(norms[kept], want_norms[kept], rtol=1e-4, atol=1e-6)
+        for n in params:
+            torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
 
 
 def test_ledger_survives_a_line_cut_short_by_a_crash(tmp_path):

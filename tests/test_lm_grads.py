@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
+from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.spec import LMSpec
-from privbench.trainers.lm import Objective, per_example_grads, prepare_for_finetuning
+from privbench.trainers.per_example import per_example_grads
 
 PAD, VOCAB = 1, 50
 
@@ -81,7 +82,10 @@ def test_per_example_grads_equal_single_example_loop(finetune, classify):
         assert params and all("lora_" in n or "score" in n for n in params)
         assert any("c_attn" in n for n in params)  # LoRA on GPT-2's Conv1D
     task = "sequence_classification" if classify else "causal_lm"
-    batched = per_example_grads(Objective(model, task), params, ids, weights, labels)
+    batch = {"ids": ids[None], "weights": weights[None], "labels": labels[None]}  # one client
+    stacked = {n: p[None] for n, p in params.items()}
+    grads = per_example_grads(HFAdapter(model, task), stacked, batch, engine="vmap")
+    batched = {n: g[0] for n, g in grads.items()}
     reference = loop_grads(model, ids, lengths, labels, classify)
     for i, ref in enumerate(reference):
         assert set(ref) == set(batched)

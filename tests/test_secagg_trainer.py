@@ -13,7 +13,7 @@ from privbench.errors import SpecError
 from privbench.models import build_model
 from privbench.partition import partition
 from privbench.spec import DataSpec, ModelSpec, PrivacySpec, SecAggSpec, TrainSpec, validate_suite
-from privbench.trainers import train_fedavg
+from privbench.trainers import tabular_inputs, train_fedavg
 
 
 def _train(privacy: PrivacySpec, secagg: SecAggSpec | None, cohort: float = 6, seed: int = 0):
@@ -22,7 +22,7 @@ def _train(privacy: PrivacySpec, secagg: SecAggSpec | None, cohort: float = 6, s
     shards = partition(data_spec, data.y_train, seed)
     model = build_model(ModelSpec(hidden=[8]), data.n_features, data.n_classes, seed)
     train = TrainSpec(rounds=3, cohort=cohort, batch_size=8)
-    return train_fedavg(model, data, shards, train, privacy, seed, secagg=secagg)
+    return train_fedavg(*tabular_inputs(model, data, shards), train, privacy, seed, secagg=secagg)
 
 
 def test_secure_fedavg_matches_plain_fedavg_and_hides_client_updates():

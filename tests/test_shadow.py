@@ -13,7 +13,7 @@ from privbench.data import load_split
 from privbench.models import build_model
 from privbench.partition import partition
 from privbench.spec import CellSpec
-from privbench.trainers import train_fedavg
+from privbench.trainers import tabular_inputs, train_fedavg
 from privbench.trainers.shadow import ShadowPlan, batched_logits, cached_shadows, train_shadows
 
 
@@ -34,8 +34,8 @@ def test_a_shadow_given_the_targets_records_and_seed_reproduces_the_target_exact
     """Same records, partition, client sampling, local SGD, clip and executed DP noise."""
     spec, data, model, init = _setup()
     shards = partition(spec.data, data.y_train, 0)
-    trained = train_fedavg(build_model(spec.model, data.n_features, data.n_classes, 0), data,
-                           shards, spec.train, spec.privacy, 0)
+    target = build_model(spec.model, data.n_features, data.n_classes, 0)
+    trained = train_fedavg(*tabular_inputs(target, data, shards), spec.train, spec.privacy, 0)
     assert trained.claim.noise_multiplier > 0
     x = np.concatenate([data.x_train, data.x_test])
     y = np.concatenate([data.y_train, data.y_test])

@@ -12,10 +12,12 @@ from scipy import stats
 
 from privbench.data import load_split
 from privbench.models import build_model
+from privbench.models.adapter import ClassifierAdapter
 from privbench.partition import partition
 from privbench.spec import DataSpec, ModelSpec, PrivacySpec, TrainSpec
-from privbench.trainers import train_fedavg
+from privbench.trainers import tabular_inputs, train_fedavg
 from privbench.trainers.aggregation import clip_updates, dp_fedavg, update_norms
+from privbench.trainers.client_data import ClientData
 from privbench.trainers.client_update import local_sgd
 
 
@@ -52,7 +54,8 @@ def test_vectorised_local_sgd_equals_a_loop_over_clients():
     counts = torch.tensor([7, 3, 12, 1])  # unequal shards, one smaller than a batch
     x = torch.randn(4, 12, 5)
     y = torch.randint(0, 3, (4, 12))
-    got, _ = local_sgd(model, params, x, y, counts, epochs=2, batch_size=4, lr=0.3,
+    got, _ = local_sgd(ClassifierAdapter(model), params, ClientData({"x": x, "y": y}, counts),
+                       epochs=2, batch_size=4, lr=0.3,
                        generator=torch.Generator().manual_seed(11))
     want = _loop_reference(model, params, x, y, counts, 2, 4, 0.3, seed=11)
     for name in params:
@@ -90,7 +93,8 @@ def _train(epsilon: float, seed: int = 0):
     shards = partition(data_spec, data.y_train, seed)
     model = build_model(ModelSpec(hidden=[16]), data.n_features, data.n_classes, seed)
     train = TrainSpec(rounds=6, cohort=5, batch_size=8)
-    return train_fedavg(model, data, shards, train, PrivacySpec(epsilon=epsilon), seed)
+    return train_fedavg(*tabular_inputs(model, data, shards), train, PrivacySpec(epsilon=epsilon),
+                        seed)
 
 
 def test_training_is_deterministic_and_the_claim_reflects_what_ran():

@@ -1,8 +1,12 @@
-"""Local SGD on many clients at once: one batched model through torch.func, not a Python loop.
+"""Local training on many clients at once: one batched model through torch.func, not a Python loop.
 
 Clients hold different numbers of records. Each client's data is padded to the largest shard and
 each minibatch carries a weight mask, so a client takes exactly ceil(n_i / B) steps an epoch over
-its own records; steps past its end have zero weight and leave its parameters unchanged.
+its own records; steps past its end have zero weight and leave its parameters (and, under Adam,
+its moments) unchanged. The model is any `ModelAdapter`: its per-example loss is vmapped over the
+clients (rows), which may also be independent runs (shadow models) with their own parameters. A
+model whose forward torch.func's vmap cannot trace (data-dependent control flow, as some encoder
+models have) takes the same steps row by row (`vmap_traces`, checked before the first round).
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
-Params = dict[str, torch.Tensor]
+from privbench.models.adapter import Batch, ModelAdapter, Params
+from privbench.trainers.client_data import ClientData, gather
+from privbench.trainers.optim import RowOptimizer
 
 
 def stack_params(params: Params, k: int) -> Params:
@@ -22,50 +26,84 @@ def stack_params(params: Params, k: int) -> Params:
     return {name: p.detach().unsqueeze(0).expand(k, *p.shape).clone() for name, p in params.items()}
 
 
-def local_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-              counts: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-              generator: torch.Generator,
-              batched_params: bool = False) -> tuple[Params, torch.Tensor]:
-    """Run `epochs` of minibatch SGD on each of K clients from the same starting `params`.
+def _batch_loss(adapter: ModelAdapter):
+    """The weighted mean loss of one row's minibatch (and its weighted sum, as aux)."""
 
-    With `batched_params`, `params` already holds one starting point per row, each (K, ...):
-    many independent models (e.g. shadow models, each with its own global state) train at once.
+    def batch_loss(p: Params, batch: Batch, wb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = (adapter.per_example_loss(p, batch) * wb).sum()
+        return total / wb.sum().clamp(min=1.0), total
 
-    x: (K, n_max, ...) padded records; y: (K, n_max) labels; counts: (K,) real record counts.
-    Returns the per-client updates (trained minus start), each (K, ...), and each client's mean
-    training loss over its steps.
+    return batch_loss
+
+
+def vmap_traces(adapter: ModelAdapter, params: Params, batch: Batch) -> bool:
+    """Whether vmap over rows of the adapter's minibatch gradient runs (probed on `batch`'s
+    first row, two examples). Models it cannot trace train row by row instead."""
+    probe = {n: v[:1, :2] for n, v in batch.items()}
+    rows = {n: p.detach().unsqueeze(0) for n, p in params.items()}
+    try:
+        width = int(next(iter(probe.values())).shape[1])
+        vmap(grad(_batch_loss(adapter), has_aux=True))(rows, probe, torch.ones(1, width))
+    except Exception:  # any failure to trace means "row by row", never a crash
+        return False
+    return True
+
+
+def _row_by_row(fn):
+    """`vmap(fn)` as a Python loop over rows, for models vmap cannot trace."""
+
+    def looped(p: Params, batch: Batch, wb: torch.Tensor):
+        outs = [fn({n: v[k] for n, v in p.items()}, {n: v[k] for n, v in batch.items()}, wb[k])
+                for k in range(wb.shape[0])]
+        grads = {n: torch.stack([o[0][n] for o in outs]) for n in p}
+        return grads, torch.stack([o[1] for o in outs])
+
+    return looped
+
+
+def local_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, epochs: int,
+              batch_size: int, lr: float, generator: torch.Generator, optimizer: str = "sgd",
+              batched_params: bool = False, vectorised: bool = True) -> tuple[Params, torch.Tensor]:
+    """Run `epochs` of minibatch SGD (or Adam, fresh state) on each of K clients.
+
+    Args:
+        adapter: the model.
+        params: the starting point, shared (each (...)) or, with `batched_params`, one per row
+            (each (K, ...)): many independent models (e.g. shadow models) train at once.
+        data: the K clients' padded records and counts.
+        epochs, batch_size, lr: the local plan; optimizer: "sgd" or "adam".
+        generator: the stream of the minibatch order.
+        vectorised: vmap over the rows (False: the same steps row by row; see `vmap_traces`).
+    Returns:
+        The per-client updates (trained minus start), each (K, ...), and each client's mean
+        training loss over its steps.
     """
-    k, n_max = y.shape
+    k, n_max = data.n_clients, data.n_max
+    counts = data.counts
     stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
                else stack_params(params, k))
     start = {name: p.clone() for name, p in stacked.items()}
-    arange_k = torch.arange(k).unsqueeze(1)
-    valid = torch.arange(n_max).unsqueeze(0) < counts.unsqueeze(1)
+    valid = data.valid()
+    opt = RowOptimizer(optimizer, stacked, lr, rows=k)
 
-    def batch_loss(p: Params, xb: torch.Tensor, yb: torch.Tensor,
-                   wb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = functional_call(model, p, (xb,))
-        losses = F.cross_entropy(logits, yb, reduction="none")
-        total = (losses * wb).sum()
-        return total / wb.sum().clamp(min=1.0), total
-
-    step = vmap(grad(batch_loss, has_aux=True))
+    row_grad = grad(_batch_loss(adapter), has_aux=True)
+    step = vmap(row_grad) if vectorised else _row_by_row(row_grad)
     loss_sum = torch.zeros(k)
     seen = torch.zeros(k)
     steps_per_epoch = math.ceil(n_max / batch_size)
+    dtype = next(iter(stacked.values())).dtype
     for _ in range(epochs):
         keys = torch.rand(k, n_max, generator=generator).masked_fill(~valid, 2.0)
         order = keys.argsort(dim=1)
         for s in range(steps_per_epoch):
             idx = order[:, s * batch_size:(s + 1) * batch_size]
             pos = torch.arange(s * batch_size, s * batch_size + idx.shape[1]).unsqueeze(0)
-            wb = (pos < counts.unsqueeze(1)).to(x.dtype)
+            wb = (pos < counts.unsqueeze(1)).to(dtype)
             if not bool(wb.any()):
                 break
-            grads, total = step(stacked, x[arange_k, idx], y[arange_k, idx], wb)
+            grads, total = step(stacked, gather(data.batch, idx), wb)
             with torch.no_grad():
-                for name in stacked:
-                    stacked[name] -= lr * grads[name]
+                opt.step(stacked, grads, active=wb.sum(dim=1) > 0)
             loss_sum += total.detach()
             seen += wb.sum(dim=1)
     updates = {name: stacked[name] - start[name] for name in stacked}

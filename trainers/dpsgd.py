@@ -1,9 +1,10 @@
 """Sample-level DP-SGD inside many clients at once: Poisson-sampled records, per-example clipping
-and Gaussian noise, vectorised over clients AND examples with torch.func (vmap of vmap of grad).
+and Gaussian noise, vectorised over clients and examples (the engines of trainers/per_example.py).
 
 Centralised DP-SGD is the one-client case. Each step, every record of every client joins the
 batch independently with probability q; the per-example gradients of the selected records are
-clipped to norm C (`aggregation.clip_updates`, rows = examples), summed, and N(0, (z C)^2) noise is
+clipped to norm C (`trainers/per_example.clipped_sum`: the engine chosen before the first round,
+the one clipping rule `aggregation.clip_factor`), summed, and N(0, (z C)^2) noise is
 added by the client before dividing by the public expected batch size. Steps with an empty batch
 still add noise, so the Poisson-subsampled Gaussian event is exactly what ran.
 
@@ -17,15 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call, grad, vmap
 
+from privbench.models.adapter import Batch, ModelAdapter, Params
 from privbench.trainers import aggregation
 from privbench.trainers.aggregation import gaussian_like
+from privbench.trainers.client_data import ClientData, gather
 from privbench.trainers.client_update import stack_params
-
-Params = dict[str, torch.Tensor]
+from privbench.trainers.optim import RowOptimizer
+from privbench.trainers.per_example import clipped_sum, select_engine
 
 
 @dataclass(frozen=True)
@@ -84,119 +84,70 @@ def poisson_batches(valid: torch.Tensor, sampling_rate: float,
     return order, weights
 
 
-def per_example_grad_fn(model: nn.Module):
-    """vmap over clients of vmap over examples of the gradient of one example's loss."""
-
-    def example_loss(p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, p, (x.unsqueeze(0),))
-        return F.cross_entropy(logits, y.unsqueeze(0))
-
-    per_client = vmap(grad(example_loss), in_dims=(None, 0, 0))
-    return vmap(per_client, in_dims=(0, 0, 0))
+# The engine name of an adapter's own `clipped_sum` (privbench/models/adapter.py's optional fast
+# path), which "auto" prefers.
+ADAPTER_FAST_PATH = "adapter"
 
 
-def clipped_sum(grads: Params, weights: torch.Tensor, *,
-                clip: float) -> tuple[Params, torch.Tensor]:
-    """Clip each example's gradient to `clip` and sum each client's batch.
+def resolve_engine(adapter: ModelAdapter, params: Params, sample_batch: Batch,
+                   requested: str = "auto") -> str:
+    """The per-example engine DP-SGD runs, chosen once before the first step.
 
-    grads: name -> (K, b, ...); weights: (K, b). Returns the sums (K, ...) and the per-example
-    norms (K, b) before clipping.
+    "auto" takes the adapter's own fast path where it has one, else what
+    `per_example.select_engine` picks on `sample_batch`; a named engine that cannot run is a
+    one-line error naming model.engine.
     """
-    k, b = weights.shape
-    flat = {name: g.reshape(k * b, *g.shape[2:]) for name, g in grads.items()}
-    clipped, norms = aggregation.clip_updates(flat, clip)
-    w = weights.reshape(k * b)
-    sums = {name: (c * w.view(-1, *([1] * (c.dim() - 1)))).reshape(k, b, *c.shape[1:]).sum(1)
-            for name, c in clipped.items()}
-    return sums, norms.reshape(k, b)
+    if requested in ("auto", ADAPTER_FAST_PATH) and hasattr(adapter, "clipped_sum"):
+        return ADAPTER_FAST_PATH
+    return select_engine(adapter, params, sample_batch, requested)
 
 
-# Layers without parameters that act on each example independently.
-ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Identity)
-
-
-def is_linear_stack(model: nn.Module) -> bool:
-    """True for an nn.Sequential of Linear layers and parameter-free element-wise activations."""
-    return isinstance(model, nn.Sequential) and all(
-        isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in model) and all(
-        m.bias is not None for m in model if isinstance(m, nn.Linear))
-
-
-def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tensor,
-                             y: torch.Tensor, weights: torch.Tensor,
-                             clip: float) -> tuple[Params, torch.Tensor]:
-    """The same clipped sum as vmap(grad) + `clip_updates`, without per-example gradients.
-
-    For a linear layer the per-example weight gradient is the outer product g_i a_i^T, so its
-    norm is ||g_i|| ||a_i|| and the clipped sum is (c * G)^T A: one batched matmul per layer
-    (ghost clipping, Li et al. 2022; book-keeping, Bu et al. 2023). x: (K, b, F); weights (K, b).
-    Returns the clipped sums (K, ...) and the per-example norms (K, b).
-    """
-    inputs, outputs, names = [], [], []
-    h = x
-    for name, layer in model.named_children():
-        if isinstance(layer, nn.Linear):
-            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
-            inputs.append(h.detach())
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            if not h.requires_grad:
-                h.requires_grad_(True)
-            outputs.append(h)
-            names.append(name)
-        else:
-            h = layer(h)
-    losses = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none")
-    grads = torch.autograd.grad((losses * weights.flatten()).sum(), outputs)
-    sq = torch.zeros_like(weights)
-    for a, g in zip(inputs, grads, strict=True):
-        g_sq = g.pow(2).sum(-1)
-        sq = sq + a.pow(2).sum(-1) * g_sq + g_sq
-    norms = sq.sqrt()
-    factor = aggregation.clip_factor(norms, clip) * weights
-    sums: Params = {}
-    for name, a, g in zip(names, inputs, grads, strict=True):
-        scaled = g * factor.unsqueeze(-1)
-        sums[f"{name}.weight"] = torch.bmm(scaled.transpose(1, 2), a)
-        sums[f"{name}.bias"] = scaled.sum(1)
-    return {n: sums[n] for n in params}, norms
-
-
-def dp_sgd(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
-           counts: torch.Tensor, *, steps: int, sampling_rate: float, expected_batch: float,
-           lr: float, clip: float, noise_multiplier: float, generator: torch.Generator,
-           noise_generator: torch.Generator, per_example: str = "auto",
-           canaries: GradientCanaries | None = None, batched_params: bool = False) -> Params:
+def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: int,
+           sampling_rate: float, expected_batch: float, lr: float, clip: float,
+           noise_multiplier: float, generator: torch.Generator,
+           noise_generator: torch.Generator, engine: str = "auto",
+           canaries: GradientCanaries | None = None, batched_params: bool = False,
+           optimizer: str = "sgd", microbatch: int | None = None) -> Params:
     """Run `steps` DP-SGD steps on each of K clients from the same starting `params`.
 
-    x: (K, n_max, ...), y: (K, n_max), counts: (K,). Returns per-client updates (K, ...). No
-    other statistic of the records leaves this function: only the noised steps touch them.
-    `per_example`: "vmap" (any model), "linear" (Linear stacks: norms without per-example
-    gradients) or "auto" (linear where it applies). Both give the same clipped sums.
-    `canaries`: the audit's gradient canaries of these K clients. With `batched_params`, `params`
-    holds one starting point per client, each (K, ...): independent runs side by side.
+    Args:
+        adapter: the model; data: the K clients' padded records and counts.
+        steps, sampling_rate, expected_batch: Poisson batches of rate q, the noisy sum divided
+            by the public expected batch size.
+        lr, optimizer: the step on the noised mean gradient ("sgd" or "adam", fresh state).
+        clip, noise_multiplier: per-example clipping bound C and noise N(0, (z C)^2) per step.
+        generator, noise_generator: the sampling and noise streams.
+        engine: the per-example engine (trainers/per_example.py); "auto" is resolved once, on
+            the first clients' records, before the first step.
+        canaries: the audit's gradient canaries of these K clients.
+        batched_params: `params` holds one starting point per row, each (K, ...): independent
+            runs side by side.
+        microbatch: examples per row in one vmap call of the vmap engine (None: what fits).
+    Returns:
+        The per-client updates (K, ...). No other statistic of the records leaves this function:
+        only the noised steps touch them.
     """
-    k, n_max = y.shape
+    k = data.n_clients
     stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
                else stack_params(params, k))
     start = {name: p.clone() for name, p in stacked.items()}
-    valid = torch.arange(n_max).unsqueeze(0) < counts.unsqueeze(1)
-    arange_k = torch.arange(k).unsqueeze(1)
-    linear = per_example == "linear" or (per_example == "auto" and is_linear_stack(model))
-    grad_fn = per_example_grad_fn(model)
+    valid = data.valid()
     blocks = canaries.blocks(stacked) if canaries is not None else []
+    opt = RowOptimizer(optimizer, stacked, lr, rows=k)
+    engine = resolve_engine(adapter, stacked, data.batch, engine)
     for _ in range(steps):
         idx, weights = poisson_batches(valid, sampling_rate, generator)
-        xb, yb = x[arange_k, idx], y[arange_k, idx]
-        if linear:
-            sums, _ = linear_stack_clipped_sum(model, stacked, xb, yb, weights, clip)
+        batch = gather(data.batch, idx)
+        if engine == ADAPTER_FAST_PATH:
+            sums, _ = adapter.clipped_sum(stacked, batch, weights, clip)  # type: ignore[attr-defined]
         else:
-            sums, _ = clipped_sum(grad_fn(stacked, xb, yb), weights, clip=clip)
+            sums, _ = clipped_sum(adapter, stacked, batch, weights, clip=clip, engine=engine,
+                                  microbatch=microbatch)
         if canaries is not None:
             add_canary_gradients(sums, canaries, blocks, sampling_rate=sampling_rate, clip=clip,
                                  generator=generator)
         noise = gaussian_like(sums, noise_multiplier * clip, noise_generator)
         noised = {name: sums[name] + noise[name] for name in sums}
         with torch.no_grad():
-            for name in stacked:
-                stacked[name] -= lr * noised[name] / expected_batch
+            opt.step(stacked, noised, scale=expected_batch)
     return {name: stacked[name] - start[name] for name in stacked}

@@ -7,6 +7,10 @@ privacy ledger, from which the Claim is built. Every round the server screens th
 (trainers/screening.py), a monitor watches the global model on public data and rolls back a bad
 round (trainers/monitor.py), and, given a work folder, a checkpoint is written so that a crashed
 run resumes to the same weights (trainers/checkpoint.py).
+
+The loop is the same for every model: it sees a `ModelAdapter` (privbench/models/adapter.py) and
+client data as one padded Batch dict (trainers/client_data.py), so a tabular MLP, a CNN and a
+Hugging Face language model with LoRA get every capability above alike.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from privbench import accounting
 from privbench.data import SplitData
 from privbench.ledger import PrivacyLedger
+from privbench.models.adapter import Batch, ClassifierAdapter, ModelAdapter, Params
 from privbench.partition import ClientShard
 from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trained import Observations, TrainedModel
@@ -36,9 +40,12 @@ from privbench.trainers.aggregation import (
     update_norms,
 )
 from privbench.trainers.checkpoint import load_checkpoint, save_checkpoint
-from privbench.trainers.client_update import local_sgd
-from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
+from privbench.trainers.client_data import ClientData, from_shards
+from privbench.trainers.client_update import local_sgd, stack_params, vmap_traces
+from privbench.trainers.dpsgd import GradientCanaries, dp_sgd, resolve_engine
+from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.monitor import RoundMonitor
+from privbench.trainers.optim import RowOptimizer
 from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
 from privbench.trainers.screening import screen_updates
@@ -49,7 +56,9 @@ RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
 TamperHook = Callable[[int, list[int], dict[str, torch.Tensor]], dict[int, Any]]
 LEDGER_FILE = "ledger.jsonl"
 log = logging.getLogger("privbench.trainers")
-__all__ = ["CENTRAL_DP_OBSERVERS", "pad_shards", "train_fedavg"]
+# Checkpoint entries of the server optimizer's state (beside the parameters, never released).
+SERVER_STATE = "server_optimizer."
+__all__ = ["CENTRAL_DP_OBSERVERS", "tabular_inputs", "train_fedavg"]
 # Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->
 # updates. It may replace canary clients' updates before clipping and noise; None changes nothing.
 # A hook may also have a method `canary_mask(sampled) -> (K,) bool tensor` marking the sampled
@@ -63,17 +72,18 @@ RecordCallback = Callable[[dict[str, Any], Any], None]
 
 
 
-def pad_shards(x: np.ndarray, y: np.ndarray,
-               shards: list[ClientShard]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack client shards into padded tensors (clients, n_max, ...) plus the record counts."""
-    counts = torch.tensor([len(s.indices) for s in shards])
-    n_max = int(counts.max())
-    xs = torch.zeros((len(shards), n_max, *x.shape[1:]), dtype=torch.float32)
-    ys = torch.zeros((len(shards), n_max), dtype=torch.long)
-    for i, s in enumerate(shards):
-        xs[i, : len(s.indices)] = torch.from_numpy(x[s.indices])
-        ys[i, : len(s.indices)] = torch.from_numpy(y[s.indices])
-    return xs, ys, counts
+def tabular_inputs(model: nn.Module, data: SplitData, shards: list[ClientShard]
+                   ) -> tuple[ClassifierAdapter, ClientData, Batch]:
+    """A classifier's trainer inputs: its adapter, the clients' padded records and the public
+    pool the round monitor watches (`data.x_pop`, never a client's records).
+
+    Args:
+        model: the classifier; data: the split; shards: each client's record indices.
+    Returns:
+        (adapter, client data, public batch), the first three arguments of `train_fedavg`.
+    """
+    public = {"x": torch.from_numpy(data.x_pop).float(), "y": torch.from_numpy(data.y_pop).long()}
+    return classifier_adapter(model), from_shards(data.x_train, data.y_train, shards), public
 
 
 def generators(seed: int) -> dict[str, torch.Generator]:
@@ -100,33 +110,60 @@ def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
     return perm[slot * m:(slot + 1) * m].sort().values
 
 
-def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], train: TrainSpec,
-                 privacy: PrivacySpec, seed: int, on_round: RoundCallback | None = None, *,
+def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
+                 train: TrainSpec, privacy: PrivacySpec, seed: int,
+                 on_round: RoundCallback | None = None, *,
                  work_dir: Path | None = None, tamper: TamperHook | None = None,
                  secagg: SecAggSpec | None = None,
                  client_update_hook: ClientUpdateHook | None = None,
                  on_record: RecordCallback | None = None,
                  record_rounds: Collection[int] = (),
-                 gradient_canaries: GradientCanaries | None = None) -> TrainedModel:
-    """Train `model` federatedly on `shards` of `data` and return it with its Claim.
+                 gradient_canaries: GradientCanaries | None = None,
+                 optimizer: str = "sgd", server_optimizer: str = "sgd",
+                 engine: str = "auto", microbatch: int | None = None) -> TrainedModel:
+    """Train the adapter's model federatedly on the clients' `data`; return it with its Claim.
 
-    For each round in `record_rounds` (1-based) the observations keep what the server holds: the
-    round's starting model, every received client update (not under secure aggregation) and the
-    aggregated sum.
-
-    `work_dir` holds the ledger and round checkpoints (resumed from when present); `tamper` lets a
-    test play malicious clients by replacing what chosen clients send. `gradient_canaries` are
-    the audit's Dirac records inside example-level DP-SGD (rows: clients).
+    Args:
+        adapter: the model (classifier, Hugging Face LM, ...); its trainable parameters train.
+        data: every client's padded records and counts (one row per client).
+        public: public records the round monitor evaluates each round (None: only its
+            non-finite check runs).
+        train, privacy, seed: the plan, the DP target and the seed of every random stream.
+        on_round: called with (round finished, rounds planned).
+        work_dir: holds the ledger and round checkpoints (resumed from when present).
+        tamper: lets a test play malicious clients by replacing what chosen clients send.
+        secagg: secure aggregation of the cohort's clipped updates.
+        client_update_hook, gradient_canaries: the audit's canary clients, or Dirac records
+            inside example-level DP-SGD (rows: clients).
+        on_record: monitoring hook on each round's record and DP event.
+        record_rounds: rounds (1-based) whose server view the observations keep: the round's
+            starting model, every received client update (not under secure aggregation) and
+            the aggregated sum.
+        optimizer: the clients' local optimizer ("sgd" or "adam", fresh state each round).
+        server_optimizer: the server's step on the mean update ("sgd" with `train.server_lr`,
+            or "adam": DP-FedAdam; post-processing of the noised mean).
+        engine: the per-example gradient engine of example-level DP-SGD.
+        microbatch: examples per row in one call of the vmap engine (None: what fits memory).
+    Returns:
+        The released model, its Claim, observations and per-round history.
     """
-    n_clients = len(shards)
-    xs, ys, counts = pad_shards(data.x_train, data.y_train, shards)
-    plan = make_plan(train, privacy, n_clients, mean_shard=float(counts.float().mean()))
+    n_clients = data.n_clients
+    plan = make_plan(train, privacy, n_clients, mean_shard=float(data.counts.float().mean()))
     gens = generators(seed)
     ledger = PrivacyLedger(work_dir / LEDGER_FILE if work_dir else None, privacy.delta,
                            privacy.neighbouring)
-    params = {name: p.detach().clone() for name, p in model.named_parameters()}
-    monitor = RoundMonitor(model, torch.from_numpy(data.x_pop).float(),
-                           torch.from_numpy(data.y_pop).long(), train.max_accuracy_drop)
+    params = adapter.init_params()
+    if plan.mode == "example":  # checked before the first round: an engine that cannot run is a
+        # one-line error naming model.engine; "auto" picks the fastest that runs on this model
+        first = torch.nonzero(data.counts > 0).flatten()[:1]
+        engine = resolve_engine(adapter, stack_params(params, 1), data.rows(first).batch, engine)
+        log.info("per-example gradient engine: %s", engine)
+    vectorised = plan.mode == "example" or vmap_traces(
+        adapter, params, data.rows(torch.nonzero(data.counts > 0).flatten()[:1]).batch)
+    if not vectorised:  # checked before the first round, as the engine is
+        log.info("local training: vmap cannot trace this model; clients train row by row")
+    monitor = RoundMonitor(adapter, public, train.max_accuracy_drop)
+    server = RowOptimizer(server_optimizer, params, train.server_lr)
     # [secagg] hook: route the cohort's clipped updates through secure aggregation.
     secure = (SecureRounds(secagg, privacy, train, plan.update_noise_multiplier(0), params, seed)
               if secagg is not None and secagg.enabled else None)
@@ -138,6 +175,8 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
     if resumed is not None:  # keep the model's parameter order: noise is drawn in that order
         loaded, loaded_iterates, state = resumed
         params = {name: loaded[name] for name in params}
+        server.load_state({k[len(SERVER_STATE):]: v for k, v in loaded.items()
+                           if k.startswith(SERVER_STATE)})
         iterates = [{name: it[name] for name in params} for it in loaded_iterates]
         start_round, history, clip = state["round"], state["history"], state["clip"]
         stopped = state.get("stopped")
@@ -171,13 +210,16 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         clients = [int(c) for c in sampled]
         view: dict[str, Any] | None = {} if r + 1 in record_rounds else None
         start_params = params
-        step, clip_next = _one_round(model, plan, params, xs, ys, counts, sampled, clients, train,
-                                     clip, gens, r, record, tamper,
-                                     secure, client_update_hook, view, gradient_canaries)
+        step, clip_next = _one_round(adapter, plan, params, data, sampled, clients, train,
+                                     clip, gens, r, record, tamper, secure,
+                                     client_update_hook, view, gradient_canaries,
+                                     optimizer=optimizer, engine=engine,
+                                     vectorised=vectorised, microbatch=microbatch)
         if view is not None:  # hook for the inversion attacks (attacks.inversion.rounds)
             _record_round(recorded, r + 1, start_params, view, secure is None)
-        if step is not None:
-            params = {name: params[name] + train.server_lr * step[name] for name in params}
+        if step is not None:  # the mean update is a descent direction: minus it is a gradient
+            params = {name: p.clone() for name, p in params.items()}
+            server.step(params, {name: -u for name, u in step.items()})
         params, rollback = monitor.check(r + 1, params)
         if rollback is not None:
             record["rollback"] = rollback
@@ -192,15 +234,14 @@ def train_fedavg(model: nn.Module, data: SplitData, shards: list[ClientShard], t
         if on_record is not None:
             on_record(record, round_event)
         if work_dir is not None:
-            save_checkpoint(work_dir, params=params, iterates=iterates, generators=gens, state={
+            saved = {**params, **{SERVER_STATE + k: v for k, v in server.state().items()}}
+            save_checkpoint(work_dir, params=saved, iterates=iterates, generators=gens, state={
                 "round": r + 1, "history": history, "clip": clip, "stopped": stopped,
                 "best_accuracy": monitor.best_accuracy})
         if on_round is not None:
             on_round(r + 1, train.rounds)
 
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(params[name])
+    model = adapter.release(params)
     rounds_run = sum(1 for h in history if "stopped" not in h)
     claim = plan.claim(ledger, rounds_run, privacy.clip)
     if stopped is not None:
@@ -261,30 +302,31 @@ def _client_would_exceed(ledger: PrivacyLedger, plan: PrivacyPlan, client: int, 
         > max_epsilon
 
 
-def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tensor],
-               xs: torch.Tensor, ys: torch.Tensor, counts: torch.Tensor, sampled: torch.Tensor,
-               clients: list[int], train: TrainSpec, clip: float,
+def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: ClientData,
+               sampled: torch.Tensor, clients: list[int], train: TrainSpec, clip: float,
                gens: dict[str, torch.Generator], r: int, record: dict[str, Any],
                tamper: TamperHook | None, secure: SecureRounds | None = None,
                client_update_hook: ClientUpdateHook | None = None,
                view: dict[str, Any] | None = None,
-               gradient_canaries: GradientCanaries | None = None,
-               ) -> tuple[dict[str, torch.Tensor] | None, float]:
+               gradient_canaries: GradientCanaries | None = None, *,
+               optimizer: str = "sgd", engine: str = "auto", vectorised: bool = True,
+               microbatch: int | None = None) -> tuple[Params | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
     sent = None
     if sampled.numel() > 0:
         if plan.mode == "example":
-            sent = dp_sgd(model, params, xs[sampled], ys[sampled], counts[sampled],
-                          steps=plan.local_steps, sampling_rate=plan.record_rate,
+            sent = dp_sgd(adapter, params, data.rows(sampled), steps=plan.local_steps,
+                          sampling_rate=plan.record_rate,
                           expected_batch=train.batch_size, lr=train.lr, clip=clip,
                           noise_multiplier=plan.update_noise_multiplier(r),
                           generator=gens["local"], noise_generator=gens["noise"],
                           canaries=None if gradient_canaries is None
-                          else gradient_canaries.rows(sampled))
+                          else gradient_canaries.rows(sampled), engine=engine,
+                          optimizer=optimizer, microbatch=microbatch)
         else:
-            sent, losses = _train_clients(model, params, xs, ys, counts, sampled, train, gens,
-                                          client_update_hook)
+            sent, losses = _train_clients(adapter, params, data, sampled, train, gens,
+                                          client_update_hook, optimizer, vectorised)
             if not plan.private and losses.numel():
                 record["client_loss"] = float(losses.mean())
             if client_update_hook is not None:  # audit canaries (see ClientUpdateHook)
@@ -336,27 +378,27 @@ def _one_round(model: nn.Module, plan: PrivacyPlan, params: dict[str, torch.Tens
     return fedavg_mean(received), clip
 
 
-def _train_clients(model: nn.Module, params: dict[str, torch.Tensor], xs: torch.Tensor,
-                   ys: torch.Tensor, counts: torch.Tensor, sampled: torch.Tensor,
-                   train: TrainSpec, gens: dict[str, torch.Generator],
-                   hook: ClientUpdateHook | None,
-                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _train_clients(adapter: ModelAdapter, params: Params, data: ClientData,
+                   sampled: torch.Tensor, train: TrainSpec, gens: dict[str, torch.Generator],
+                   hook: ClientUpdateHook | None, optimizer: str, vectorised: bool = True,
+                   ) -> tuple[Params, torch.Tensor]:
     """Local SGD on the sampled clients whose updates the hook keeps; returns the updates
     (K, ...), zero in the rows of clients the hook replaces, and the trained clients' losses."""
     mask_of = getattr(hook, "canary_mask", None)
     replaced = mask_of(sampled) if mask_of is not None else None
     if replaced is None or not bool(replaced.any()):
-        return local_sgd(model, params, xs[sampled], ys[sampled], counts[sampled],
-                         epochs=train.local_epochs, batch_size=train.batch_size, lr=train.lr,
-                         generator=gens["local"])
+        return local_sgd(adapter, params, data.rows(sampled), epochs=train.local_epochs,
+                         batch_size=train.batch_size, lr=train.lr, generator=gens["local"],
+                         optimizer=optimizer, vectorised=vectorised)
     sent = {name: torch.zeros((sampled.numel(), *p.shape), dtype=p.dtype)
             for name, p in params.items()}
     real = sampled[~replaced]
     if real.numel() == 0:
         return sent, torch.zeros(0)
-    trained, losses = local_sgd(model, params, xs[real], ys[real], counts[real],
-                                epochs=train.local_epochs, batch_size=train.batch_size,
-                                lr=train.lr, generator=gens["local"])
+    trained, losses = local_sgd(adapter, params, data.rows(real), epochs=train.local_epochs,
+                                batch_size=train.batch_size, lr=train.lr,
+                                generator=gens["local"], optimizer=optimizer,
+                                vectorised=vectorised)
     for name, u in trained.items():
         sent[name][~replaced] = u
     return sent, losses

@@ -1,6 +1,11 @@
 """The training monitor: after each round, the global model's loss and accuracy on public data
 (the population pool, never a client's records, so watching costs no privacy). A non-finite loss
-or an accuracy drop beyond the margin rolls the model back to the last good round."""
+or an accuracy drop beyond the margin rolls the model back to the last good round.
+
+It reads the model through its adapter: the loss is the adapter's per-example loss, the accuracy
+that of the adapter's `accuracy(params, batch)` where it has one, else of the argmax of its
+outputs against `batch["y"]` (a classifier); without public data only the non-finite check runs.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +13,37 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
 
-Params = dict[str, torch.Tensor]
+from privbench.models.adapter import Batch, ModelAdapter, Params
+
+
+def public_accuracy(adapter: ModelAdapter, params: Params, batch: Batch) -> float:
+    """The accuracy of `params` on `batch`: the adapter's own measure, or a classifier's."""
+    own = getattr(adapter, "accuracy", None)
+    if own is not None:
+        return float(own(params, batch))
+    logits = adapter.outputs(params, batch)
+    return float((logits.argmax(1) == batch["y"]).float().mean())
 
 
 @dataclass
 class RoundMonitor:
     """Keeps the last good parameters; `check` returns the parameters to continue from."""
 
-    model: nn.Module
-    x: torch.Tensor
-    y: torch.Tensor
+    adapter: ModelAdapter
+    public: Batch | None
     max_accuracy_drop: float
     best_accuracy: float = -math.inf
     good: Params | None = None
     good_round: int = 0
 
     def evaluate(self, params: Params) -> tuple[float, float]:
+        """(loss, accuracy) on the public data; (0, -inf) without public data."""
+        if self.public is None:
+            return 0.0, -math.inf
         with torch.no_grad():
-            logits = functional_call(self.model, params, (self.x,))
-            loss = float(F.cross_entropy(logits, self.y))
-            accuracy = float((logits.argmax(1) == self.y).float().mean())
+            loss = float(self.adapter.per_example_loss(params, self.public).mean())
+            accuracy = public_accuracy(self.adapter, params, self.public)
         return loss, accuracy
 
     def check(self, round_no: int, params: Params) -> tuple[Params, dict | None]:

@@ -23,11 +23,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 import privbench
+from privbench.models.adapter import ClassifierAdapter
 from privbench.partition import ClientShard, partition
 from privbench.spec import DataSpec, TrainSpec
 from privbench.trainers.aggregation import clip_updates, dp_fedavg, fedavg_mean
+from privbench.trainers.client_data import from_shards
 from privbench.trainers.client_update import local_sgd
-from privbench.trainers.fedavg import pad_shards
 
 Params = dict[str, torch.Tensor]
 
@@ -68,7 +69,8 @@ def train_shadows(model: nn.Module, init: Params, x: np.ndarray, y: np.ndarray,
         for shard in partition(plan.data, y[chosen], plan.seed + k):
             shards.append(ClientShard(len(shards), chosen[shard.indices]))
             owner.append(k)
-    xs, ys, counts = pad_shards(x, y, shards)
+    clients = from_shards(x, y, shards)
+    adapter = ClassifierAdapter(model)
     n_clients = plan.data.clients
     rows_of = torch.arange(len(shards)).view(k_models, n_clients)  # partition keeps the count
     rate = plan.train.cohort / n_clients
@@ -87,7 +89,7 @@ def train_shadows(model: nn.Module, init: Params, x: np.ndarray, y: np.ndarray,
         updates = None
         if rows.numel():
             start = {n: p[shadow_of_row] for n, p in glob.items()}
-            updates, _ = local_sgd(model, start, xs[rows], ys[rows], counts[rows],
+            updates, _ = local_sgd(adapter, start, clients.rows(rows),
                                    epochs=plan.train.local_epochs,
                                    batch_size=plan.train.batch_size, lr=plan.train.lr,
                                    generator=local_gen, batched_params=True)

@@ -24,8 +24,10 @@ from privbench.audit.gradient_canaries import claimed_mechanism, quiet_coordinat
 from privbench.data import SplitData
 from privbench.models import build_model
 from privbench.spec import CellSpec
+from privbench.trainers.client_data import ClientData
 from privbench.trainers.client_update import stack_params
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
+from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
 
 # Floats of one chunk's gathered batch (runs x records x features): bounds the memory.
@@ -41,7 +43,8 @@ def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, c
     t, p = spec.train, spec.privacy
     n = len(data.y_train)
     model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-    initial = {name: q.detach() for name, q in model.named_parameters()}
+    adapter = classifier_adapter(model)
+    initial = adapter.init_params()
     total = 2 * runs
     chunk = max(2, min(total, CHUNK_FLOATS // max(1, n * data.n_features)) // 2 * 2)
     x = torch.from_numpy(data.x_train).float()
@@ -55,10 +58,11 @@ def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, c
         gen = torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 1)
         noise_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 2)
         params = stack_params(initial, k)
+        runs_data = ClientData({"x": x.expand(k, *x.shape), "y": y.expand(k, n)},
+                               torch.full((k,), n))
         values[start:start + k, 0] = _flat(params)[:, coord]
         for r in range(rounds):
-            update = dp_sgd(model, params, x.expand(k, *x.shape), y.expand(k, n),
-                            torch.full((k,), n), steps=plan.local_steps,
+            update = dp_sgd(adapter, params, runs_data, steps=plan.local_steps,
                             sampling_rate=plan.record_rate, expected_batch=t.batch_size, lr=t.lr,
                             clip=p.clip, noise_multiplier=plan.update_noise_multiplier(r),
                             generator=gen, noise_generator=noise_gen, canaries=canaries,

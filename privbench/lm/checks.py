@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 def lm_problems(spec: CellSpec) -> list[str]:
     """One line per problem, naming the field and the fix."""
     problems = []
-    if spec.data.name not in ("support_messages", "jsonl"):
+    from privbench.datasets import names_of
+
+    if spec.data.name not in names_of("text"):
         problems.append(f"data.name = {spec.data.name!r}: task {spec.task} needs a text data set; "
                         "use \"support_messages\" (generated) or \"jsonl\" with data.path")
     if spec.data.name == "jsonl" and not spec.data.path:
@@ -33,6 +35,13 @@ def lm_problems(spec: CellSpec) -> list[str]:
     if canaries.count * 2 > 10**canaries.digits:
         problems.append(f"lm.canaries.count = {canaries.count}: at most half of the "
                         f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
+    for name, on in (("audit.enabled", spec.audit.enabled),
+                     ("attacks.inversion.enabled", spec.attacks.inversion.enabled),
+                     ("attacks.lira.enabled", spec.attacks.lira.enabled),
+                     ("attacks.rmia.enabled", spec.attacks.rmia.enabled)):
+        if on:  # their scorers read tabular records; the LM scorers are utility, LOSS, exposure
+            problems.append(f"{name} = true: this scorer reads tabular records and has no "
+                            f"language-model version yet (task = {spec.task!r}); turn it off")
     if spec.privacy.unit == "example" and spec.train.batch_size > _max_examples(spec):
         problems.append(f"train.batch_size = {spec.train.batch_size}: the expected DP-SGD batch "
                         "must be below the number of training examples; lower it")

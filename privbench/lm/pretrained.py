@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import torch
 import transformers
 from tokenizers import ByteLevelBPETokenizer
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     GPT2Config,
@@ -33,6 +35,8 @@ from privbench.errors import PrivbenchError
 from privbench.lm.corpus import CORPUS_VERSION, public_corpus
 from privbench.lm.tokens import BOS, PAD, attention_mask, sequence_tensors
 from privbench.spec import LMSpec
+
+log = logging.getLogger("privbench.lm")
 
 PRETRAIN_VERSION = "1"
 
@@ -136,9 +140,15 @@ def load_model(folder: Path, task: str, n_labels: int) -> PreTrainedModel:
         if task == "causal_lm":
             model = AutoModelForCausalLM.from_pretrained(
                 folder, local_files_only=True, attn_implementation="eager")
-        else:
+        else:  # a head for another label count is replaced by a new one (seeded by the caller)
+            config = AutoConfig.from_pretrained(folder, local_files_only=True)
+            fresh = config.num_labels != n_labels
+            if fresh:
+                log.warning("model.path = %r: its classifier head has %d labels, the data %d; "
+                            "a new head is initialised", str(folder), config.num_labels, n_labels)
             model = AutoModelForSequenceClassification.from_pretrained(
-                folder, local_files_only=True, num_labels=n_labels, attn_implementation="eager")
+                folder, local_files_only=True, num_labels=n_labels, attn_implementation="eager",
+                ignore_mismatched_sizes=fresh)
     except (OSError, ValueError) as e:
         raise PrivbenchError(f"model.path = {str(folder)!r}: cannot load ({str(e)[:160]}); "
                              "give a folder written by save_pretrained") from None

@@ -20,13 +20,13 @@ from privbench.attacks import LossAttack
 from privbench.lm.exposure import exposure, secret_log_likelihoods
 from privbench.lm.signals import classifier_logits, sequence_stats
 from privbench.lm.textdata import TextData
+from privbench.lm.tokens import Examples
 from privbench.mia import membership_rows
 from privbench.results import MetricRow
 from privbench.scorers import claim_scorer  # reads only .key and .trained.claim
 from privbench.stats import clopper_pearson
 from privbench.suite import Cell
 from privbench.trained import TrainedModel
-from privbench.trainers.lm import Examples
 
 
 @dataclass
@@ -100,8 +100,8 @@ def loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
     n = min(len(pool), len(ctx.test))
     members = torch.from_numpy(np.sort(rng.choice(pool, size=n, replace=False)))
     nonmembers = torch.from_numpy(np.sort(rng.choice(len(ctx.test), size=n, replace=False)))
-    s_in = attack.score(example_losses(ctx, _subset(ctx.train, members)))
-    s_out = attack.score(example_losses(ctx, _subset(ctx.test, nonmembers)))
+    s_in = attack.score(example_losses(ctx, ctx.train.subset(members)))
+    s_out = attack.score(example_losses(ctx, ctx.test.subset(nonmembers)))
     return membership_rows(ctx.key, attack.name, attack.surface, s_in, s_out)
 
 
@@ -160,10 +160,6 @@ LM_SCORERS = [utility_scorer, loss_attack_scorer, canary_exposure_scorer, claim_
 def _exp(x: float) -> float:
     """exp that saturates at inf (a destroyed model's perplexity) instead of raising."""
     return math.exp(x) if x < 709 else math.inf
-
-
-def _subset(ex: Examples, idx: torch.Tensor) -> Examples:
-    return Examples(ex.ids[idx], ex.weights[idx], ex.labels[idx], ex.clients[idx])
 
 
 def _mean_interval(values: np.ndarray) -> tuple[float | None, float | None]:

@@ -7,6 +7,8 @@ attention mask or position-id shift is needed: positions are 0..T-1 as in the un
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -35,3 +37,31 @@ def attention_mask(weights: torch.Tensor) -> torch.Tensor:
     dependent check that vmap cannot run, and wrong when the pad id is also the begin token).
     """
     return torch.cat([torch.ones_like(weights[:, :1]), weights], dim=1).long()
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Tokenised examples: ids (N, T), target weights (N, T-1), labels (N,) and clients (N,)."""
+
+    ids: torch.Tensor
+    weights: torch.Tensor
+    labels: torch.Tensor
+    clients: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        """The examples as the Hugging Face adapter's Batch (privbench/models/hf.py)."""
+        return {"ids": self.ids, "weights": self.weights, "labels": self.labels}
+
+    def subset(self, idx: torch.Tensor) -> Examples:
+        return Examples(self.ids[idx], self.weights[idx], self.labels[idx], self.clients[idx])
+
+
+def examples(tokenizer: PreTrainedTokenizerBase, texts: list[str], labels, clients,
+             max_length: int) -> Examples:
+    """Tokenise `texts` (with their labels and client ids) into Examples."""
+    ids, weights = sequence_tensors(tokenizer, texts, max_length)
+    return Examples(ids, weights, torch.as_tensor(labels, dtype=torch.long),
+                    torch.as_tensor(clients, dtype=torch.long))

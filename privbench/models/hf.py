@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from privbench.errors import PrivbenchError
 from privbench.lm.tokens import attention_mask
 from privbench.models.adapter import Batch, ClassifierAdapter, Params
 from privbench.models.lora import find_lora_targets, needs_fan_in_fan_out
@@ -46,11 +47,27 @@ def prepare_for_finetuning(model: nn.Module, lm: LMSpec, task: str) -> nn.Module
             r=lm.lora_r, lora_alpha=lm.lora_alpha, lora_dropout=0.0,
             fan_in_fan_out=needs_fan_in_fan_out(model, targets), target_modules=targets,
             task_type=TaskType.CAUSAL_LM if task == "causal_lm" else TaskType.SEQ_CLS)
-        model = get_peft_model(model, config)
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as e:  # a named target the model does not have
+            raise PrivbenchError(
+                f"lm.lora_targets = {targets}: LoRA cannot attach to this model "
+                f"({str(e).splitlines()[0][:120]}); name some of its linear layers, e.g. "
+                f"{linear_layer_names(model)[:6]}") from None
     else:
         for p in model.parameters():
             p.requires_grad_(True)
     return model.eval()
+
+
+def linear_layer_names(model: nn.Module) -> list[str]:
+    """The distinct last names of the model's linear layers (nn.Linear, transformers' Conv1D)."""
+    names: list[str] = []
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if type(module).__name__ in ("Linear", "Conv1D") and last not in names:
+            names.append(last)
+    return names
 
 
 class HFAdapter:
@@ -88,3 +105,14 @@ class HFAdapter:
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
             return (nll * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return F.cross_entropy(logits, batch["labels"], reduction="none")
+
+    def accuracy(self, params: Params, batch: Batch) -> float:
+        """Next-token accuracy over the real targets (causal LM) or class accuracy; the round
+        monitor watches it on public text (trainers/monitor.py)."""
+        logits = self.outputs(params, batch)
+        if self.task == "causal_lm":
+            w = batch["weights"]
+            right = (logits[:, :-1].argmax(-1) == batch["ids"][:, 1:]).float() * w
+            return float(right.sum() / w.sum().clamp(min=1.0))
+        return float((logits.argmax(-1) == batch["labels"]).float().mean())
+
