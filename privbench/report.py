@@ -101,7 +101,8 @@ def git_revision() -> str | None:
 
 
 def _frontier_svg(cells: list[CellResult]) -> str | None:
-    """Accuracy and LOSS-attack AUC against claimed epsilon, one line per other sweep setting."""
+    """Utility (accuracy, or next-token accuracy for language models) and the strongest
+    membership attack's AUC against claimed epsilon, one line per other sweep setting."""
     ok = [c for c in cells if c.status == "ok" and c.claim]
     if not ok:
         return None
@@ -114,13 +115,15 @@ def _frontier_svg(cells: list[CellResult]) -> str | None:
         eps = c.claim["epsilon"]
         series[name].append((eps if math.isfinite(eps) else inf_x, c))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
-    panels = (("utility", "accuracy", "test accuracy"), ("loss", "auc", "LOSS attack AUC"))
-    for ax, (scorer, metric, title) in zip(axes, panels, strict=True):
+    lm = any(c.metric("utility", "next_token_accuracy") for c in ok)
+    panels = (("utility", "next-token accuracy (test)" if lm else "test accuracy"),
+              ("auc", "membership AUC (strongest attack)"))
+    for ax, (metric, title) in zip(axes, panels, strict=True):
         for name, points in sorted(series.items()):
             points.sort(key=lambda p: p[0])
             xs, ys, lo, hi = [], [], [], []
             for x, c in points:
-                m = c.metric(scorer, metric)
+                m = _frontier_value(c, metric)
                 if m is None:
                     continue
                 xs.append(x)
@@ -146,6 +149,16 @@ def _frontier_svg(cells: list[CellResult]) -> str | None:
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog so it inlines in HTML
+
+
+def _frontier_value(cell: CellResult, panel: str):
+    """The row a frontier panel plots for `cell`: its utility (accuracy, else next-token
+    accuracy) or its strongest membership attack's AUC."""
+    from privbench.report_context import strongest
+
+    if panel == "auc":
+        return strongest(cell, "auc")
+    return cell.metric("utility", "accuracy") or cell.metric("utility", "next_token_accuracy")
 
 
 def _num(value: Any, digits: int = 3) -> str:

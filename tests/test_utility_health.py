@@ -68,3 +68,18 @@ def test_the_scorecard_shows_a_collapsed_cell_instead_of_ok(quick_run, tmp_path)
     html = write_report(tmp_path, load_suite("quick"), cells).read_text()
     assert "utility collapsed: accuracy at chance (0.10)" in html
     assert html.count(">ok</td>") == len(cells) - 1
+
+
+def test_the_frontier_plots_language_models_next_token_accuracy():
+    from privbench.report import _frontier_svg
+    from privbench.results import MetricRow
+
+    def cell(eps: float, with_utility: bool) -> CellResult:
+        rows = [MetricRow("k", "utility", "next_token_accuracy", 0.3 + 0.01 * eps, 0.25, 0.4)
+                ] if with_utility else []
+        return CellResult(key=f"k{eps}", label=f"epsilon={eps}", axes={"privacy.epsilon": eps},
+                          status="ok", spec={}, claim={"epsilon": eps}, metrics=rows)
+
+    empty = _frontier_svg([cell(e, False) for e in (1.0, 8.0)])
+    plotted = _frontier_svg([cell(e, True) for e in (1.0, 8.0)])
+    assert plotted.count("<path") > empty.count("<path")
