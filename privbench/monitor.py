@@ -81,7 +81,7 @@ class BudgetPlan:
             return self.target
         while len(self._eps) < r:
             self._acc.compose(self._round_event)
-            self._eps.append(self._acc.epsilon(self.delta))
+            self._eps.append(self._acc.epsilon(self.delta, vectorised=True))
         return self._eps[r - 1] if r > 0 else 0.0
 
 
@@ -150,7 +150,7 @@ class RoundMonitor:
         if self._rdp is None and self._spent is not None and accounting.PLDComposer.supports(
                 event, self.plan.neighbouring):
             self._spent.compose(event)
-            self._spent_eps = self._spent.epsilon(self.plan.delta)
+            self._spent_eps = self._spent.epsilon(self.plan.delta, vectorised=True)
             return
         if self._rdp is None:  # an event PLD cannot take (fixed cohorts): RDP, composed alike
             self._rdp = rdp.RdpAccountant(

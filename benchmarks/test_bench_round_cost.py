@@ -1,0 +1,135 @@
+"""Round cost against the round index (rounds 10 to 1,000) and the cohort (10 to 1,000), and a
+DP cell's round against the same cell's non-DP round (issue 22).
+
+Each benchmark times single rounds of a whole cell's training loop, as `privbench.cell` runs it:
+`train_fedavg` with the cell's round monitor (rounds.jsonl, epsilon spent against the plan) and
+its work folder (ledger, checkpoints). The loop runs in a thread that pauses after every round,
+so each benchmark call is exactly one round (plus a thread hand-over of some microseconds).
+
+Run: .venv/bin/python -m pytest benchmarks/test_bench_round_cost.py -q -s
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from privbench.data import load_split
+from privbench.models import build_model
+from privbench.monitor import RoundMonitor
+from privbench.partition import partition
+from privbench.spec import CellSpec
+from privbench.trainers import train_fedavg
+
+BENCH_ROUNDS = 20  # rounds timed per benchmark
+
+
+class _Stop(Exception):
+    pass
+
+
+class SteppedCell:
+    """A cell's training loop in a thread that pauses after each round; `step` runs one."""
+
+    def __init__(self, spec: CellSpec, folder: Path) -> None:
+        self.spec, self.done_rounds = spec, 0
+        self._go, self._done = threading.Event(), threading.Event()
+        self._stop, self.error = False, None
+        data = load_split(spec.data, spec.seed)
+        shards = partition(spec.data, data.y_train, spec.seed)
+        model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
+        monitor = RoundMonitor(folder / "rounds.jsonl", spec)
+
+        def target() -> None:
+            try:
+                train_fedavg(model, data, shards, spec.train, spec.privacy, spec.seed,
+                             on_round=self._pause, work_dir=folder / "work", on_record=monitor)
+            except _Stop:
+                pass
+            except Exception as e:  # surfaced by step()
+                self.error = e
+            self._done.set()
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+        self._done.wait()  # start-up and round 1
+        self._done.clear()
+
+    def _pause(self, done: int, total: int) -> None:
+        self.done_rounds = done
+        self._done.set()
+        self._go.wait()
+        self._go.clear()
+        if self._stop:
+            raise _Stop
+
+    def step(self) -> None:
+        """Run one round and wait until it has finished."""
+        self._go.set()
+        self._done.wait()
+        self._done.clear()
+        if self.error is not None:
+            raise self.error
+
+    def advance_to(self, round_no: int) -> None:
+        while self.done_rounds < round_no:
+            self.step()
+
+    def close(self) -> None:
+        self._stop = True
+        self._go.set()
+        self._thread.join()
+
+
+def _spec(epsilon: float, clients: int = 100, cohort: float = 10, rounds: int = 200,
+          hidden: int = 256) -> CellSpec:
+    return CellSpec.model_validate({
+        "seed": 0, "data": {"clients": clients}, "model": {"hidden": [hidden]},
+        "train": {"rounds": rounds, "cohort": cohort, "batch_size": 16},
+        "privacy": {"epsilon": epsilon}})
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory) -> Any:
+    torch.set_num_threads(1)
+    opened: dict[tuple, SteppedCell] = {}
+
+    def get(**kwargs: Any) -> SteppedCell:
+        key = tuple(sorted(kwargs.items()))
+        if key not in opened:
+            opened[key] = SteppedCell(_spec(**kwargs), tmp_path_factory.mktemp("cell"))
+        return opened[key]
+
+    yield get
+    for cell in opened.values():
+        cell.close()
+
+
+def _time_rounds(benchmark, cell: SteppedCell, start: int) -> None:
+    cell.advance_to(start)
+    benchmark.pedantic(cell.step, rounds=BENCH_ROUNDS, iterations=1)
+    benchmark.extra_info.update(first_round=start + 1, last_round=cell.done_rounds)
+
+
+@pytest.mark.benchmark(group="round-index (DP, 100 clients, cohort 10)")
+@pytest.mark.parametrize("start", [10, 100, 1000], ids=["baseline: round 10", "round 100",
+                                                       "round 1000"])
+def test_round_cost_against_the_round_index(benchmark, cells, start):
+    _time_rounds(benchmark, cells(epsilon=4.0, rounds=1000 + 2 * BENCH_ROUNDS), start)
+
+
+@pytest.mark.benchmark(group="dp-vs-non-dp (100 clients, cohort 10)")
+@pytest.mark.parametrize("epsilon", [float("inf"), 4.0], ids=["baseline: non-DP", "DP eps 4"])
+def test_dp_round_against_the_non_dp_round(benchmark, cells, epsilon):
+    _time_rounds(benchmark, cells(epsilon=epsilon), 10)
+
+
+@pytest.mark.parametrize("cohort", [10, 100, 1000])
+@pytest.mark.parametrize("epsilon", [float("inf"), 4.0], ids=["baseline: non-DP", "DP eps 4"])
+def test_round_cost_against_the_cohort(benchmark, cells, cohort, epsilon):
+    benchmark.group = f"cohort {cohort} of 1000 clients"
+    _time_rounds(benchmark, cells(epsilon=epsilon, clients=1000, cohort=cohort, rounds=100), 5)
