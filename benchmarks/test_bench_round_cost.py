@@ -15,10 +15,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
-from privbench.data import load_split
+from privbench.data import SplitData, load_split
 from privbench.models import build_model
 from privbench.monitor import RoundMonitor
 from privbench.partition import partition
@@ -39,7 +40,8 @@ class SteppedCell:
         self.spec, self.done_rounds = spec, 0
         self._go, self._done = threading.Event(), threading.Event()
         self._stop, self.error = False, None
-        data = load_split(spec.data, spec.seed)
+        data = load_split(spec.data, spec.seed) if spec.data.clients <= 800 else _synthetic(
+            spec.data.clients)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
         monitor = RoundMonitor(folder / "rounds.jsonl", spec)
@@ -83,6 +85,18 @@ class SteppedCell:
         self._stop = True
         self._go.set()
         self._thread.join()
+
+
+def _synthetic(clients: int, per_client: int = 8, seed: int = 0) -> SplitData:
+    """Digits-shaped data (64 features, 10 classes) with `per_client` records per client, for
+    cohorts beyond what digits' 898 training records can split into."""
+    rng = np.random.default_rng(seed)
+    n = clients * per_client
+    centres = rng.normal(size=(10, 64)).astype(np.float32)
+    y = rng.integers(0, 10, n + 400)
+    x = (centres[y] + rng.normal(size=(n + 400, 64))).astype(np.float32)
+    return SplitData("synthetic", x[:n], y[:n], x[n:n + 200], y[n:n + 200], x[n + 200:],
+                     y[n + 200:], 10)
 
 
 def _spec(epsilon: float, clients: int = 100, cohort: float = 10, rounds: int = 200,

@@ -18,6 +18,7 @@ import numpy as np
 from dp_accounting import pld, privacy_accountant, rdp
 from dp_accounting.pld import pld_pmf
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
+from scipy import signal
 
 # dp_accounting's RDP code logs a warning for every order it drops; they are expected and noisy.
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -104,7 +105,7 @@ class PLDComposer:
             if event.noise_multiplier == 0:
                 self.nonprivate = True
             else:
-                self._pld = self._pld.compose(_mechanism_pld(
+                self._pld = _compose(self._pld, _mechanism_pld(
                     event.noise_multiplier / math.sqrt(count), None, self.neighbouring,
                     self.grid))
         elif (isinstance(event, dp_accounting.PoissonSampledDpEvent)
@@ -114,7 +115,7 @@ class PLDComposer:
             if event.event.noise_multiplier == 0:
                 self.nonprivate = True
             else:
-                self._pld = self._pld.compose(_subsampled_pld(
+                self._pld = _compose(self._pld, _subsampled_pld(
                     event.event.noise_multiplier, event.sampling_probability,
                     self.neighbouring, self.grid, count))
         else:
@@ -138,6 +139,57 @@ class PLDComposer:
             return float(self._pld.get_epsilon_for_delta(delta))
         pmfs = [self._pld._pmf_remove, self._pld._pmf_add]
         return max(_vectorised_epsilon(pmf, delta) for pmf in pmfs)
+
+
+def _compose(a: pld_lib.PrivacyLossDistribution, b: pld_lib.PrivacyLossDistribution,
+             tail_mass_truncation: float = 1e-15) -> pld_lib.PrivacyLossDistribution:
+    """`a.compose(b)` (dp_accounting, same default truncation) with the tails of dense PMFs
+    truncated by numpy: the same convolution and the same cumulative sums, so the same PLD,
+    without a Python loop over every truncated entry (milliseconds a round for wide PLDs)."""
+    remove = _compose_pmfs(a._pmf_remove, b._pmf_remove, tail_mass_truncation)
+    if a._symmetric and b._symmetric:
+        return pld_lib.PrivacyLossDistribution(remove)
+    add = _compose_pmfs(a._pmf_add, b._pmf_add, tail_mass_truncation)
+    return pld_lib.PrivacyLossDistribution(remove, add)
+
+
+def _compose_pmfs(p: Any, q: Any, tail_mass_truncation: float) -> Any:
+    """`pld_pmf.compose_pmfs`, with `DensePLDPmf.compose`'s tail truncation vectorised."""
+    if (isinstance(p, pld_pmf.SparsePLDPmf) and isinstance(q, pld_pmf.SparsePLDPmf)
+            and p.size * q.size <= pld_pmf._MAX_PMF_SPARSE_SIZE):
+        return p.compose(q, tail_mass_truncation)
+    p, q = p.to_dense_pmf(), q.to_dense_pmf()
+    p.validate_composable(q)
+    probs = signal.fftconvolve(p._probs, q._probs)
+    infinity_mass = (p._infinity_mass + q._infinity_mass
+                     - p._infinity_mass * q._infinity_mass)
+    offset, probs, right_tail = _truncate_tails(probs, tail_mass_truncation,
+                                                p._pessimistic_estimate)
+    return pld_pmf.DensePLDPmf(p._discretization, p._lower_loss + q._lower_loss + offset, probs,
+                               infinity_mass + right_tail, p._pessimistic_estimate)
+
+
+def _truncate_tails(probs: np.ndarray, tail_mass_truncation: float,
+                    pessimistic: bool) -> tuple[int, np.ndarray, float]:
+    """`pld_pmf._truncate_tails`: the longest prefix and suffix each summing to at most half
+    the truncation (running sums as the library's loop adds them), moved to the ends."""
+    if tail_mass_truncation == 0:
+        return 0, probs, 0
+
+    def prefix(arr: np.ndarray) -> int:
+        over = np.cumsum(arr) > tail_mass_truncation / 2
+        return int(np.argmax(over)) if over.any() else len(arr)
+
+    left_idx = prefix(probs)
+    right_idx = max(len(probs) - prefix(np.flip(probs)), left_idx + 1)
+    left_mass = np.sum(probs[:left_idx])
+    right_mass = np.sum(probs[right_idx:])
+    truncated = probs[left_idx:right_idx]
+    if pessimistic:
+        truncated[0] += left_mass
+        return left_idx, truncated, right_mass
+    truncated[-1] += right_mass
+    return left_idx, truncated, 0
 
 
 def _vectorised_epsilon(pmf: Any, delta: float) -> float:

@@ -61,9 +61,9 @@ class RoundCheckpoint:
             state: the loop's JSON state (round, clip, ...).
         """
         (self.folder / ITERATES).mkdir(parents=True, exist_ok=True)
-        for r in range(self._iterates, len(iterates)):
-            _save_atomic({n: p.contiguous() for n, p in iterates[r].items()},
-                         self.folder / ITERATES / f"{r + 1:05d}.safetensors", {})
+        for r in range(self._iterates, len(iterates)):  # counted only once committed below
+            save_file({n: p.contiguous() for n, p in iterates[r].items()},
+                      str(self.folder / ITERATES / f"{r + 1:05d}.safetensors"))
         self._iterates = len(iterates)
         lines = "".join(json.dumps(h) + "\n" for h in history[self._history:])
         with open(self.folder / HISTORY, "ab") as f:
