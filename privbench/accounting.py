@@ -18,7 +18,7 @@ import numpy as np
 from dp_accounting import pld, privacy_accountant, rdp
 from dp_accounting.pld import pld_pmf
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
-from scipy import signal
+from scipy import fft as sp_fft
 
 # dp_accounting's RDP code logs a warning for every order it drops; they are expected and noisy.
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -160,13 +160,32 @@ def _compose_pmfs(p: Any, q: Any, tail_mass_truncation: float) -> Any:
         return p.compose(q, tail_mass_truncation)
     p, q = p.to_dense_pmf(), q.to_dense_pmf()
     p.validate_composable(q)
-    probs = signal.fftconvolve(p._probs, q._probs)
+    probs = _fft_convolve(p._probs, q)
     infinity_mass = (p._infinity_mass + q._infinity_mass
                      - p._infinity_mass * q._infinity_mass)
     offset, probs, right_tail = _truncate_tails(probs, tail_mass_truncation,
                                                 p._pessimistic_estimate)
     return pld_pmf.DensePLDPmf(p._discretization, p._lower_loss + q._lower_loss + offset, probs,
                                infinity_mass + right_tail, p._pessimistic_estimate)
+
+
+_SPECTRA: dict[tuple[int, int], tuple[Any, np.ndarray]] = {}
+
+
+def _fft_convolve(a: np.ndarray, pmf: Any) -> np.ndarray:
+    """`scipy.signal.fftconvolve(a, pmf._probs)`, the same transforms of the same length, with
+    the spectrum of `pmf` (a cached one-round PMF, composed every round) computed once."""
+    b = pmf._probs
+    if len(a) == 1 or len(b) == 1:  # scipy multiplies directly along a length-1 axis
+        return a * b
+    full = len(a) + len(b) - 1
+    n = sp_fft.next_fast_len(full, True)
+    key = (id(pmf), n)
+    if key not in _SPECTRA:
+        if len(_SPECTRA) >= 64:
+            _SPECTRA.clear()
+        _SPECTRA[key] = (pmf, sp_fft.rfft(b, n))  # holding pmf keeps its id unique
+    return sp_fft.irfft(sp_fft.rfft(a, n) * _SPECTRA[key][1], n)[:full].copy()
 
 
 def _truncate_tails(probs: np.ndarray, tail_mass_truncation: float,

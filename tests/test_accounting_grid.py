@@ -142,3 +142,20 @@ def test_replace_one_poisson_claims_the_target_on_the_fine_grid(target):
     assert claim.accountant == "pld" and claim.pld_grid == accounting.PLD_DISCRETIZATION
     assert target - 1e-3 <= claim.epsilon <= target
     assert not any("large epsilon" in n or "grid" in n for n in claim.notes), claim.notes
+
+
+@pytest.mark.parametrize("neighbouring", ["add_or_remove_one", "replace_one"])
+def test_the_incremental_composer_is_dp_accountings_pld_accountant_to_the_bit(neighbouring):
+    """Round by round, PLDComposer (cached PLDs, numpy tail truncation, a cached spectrum) holds
+    the accountant's epsilon exactly; its numpy reading is within 1e-15."""
+    events = [accounting.sampled_gaussian_event(1.2, "poisson", 0.2)] * 5 + [
+        accounting.sampled_gaussian_event(0.9, "poisson", 0.2),
+        dp_accounting.GaussianDpEvent(4.0),
+        accounting.compose_steps([accounting.sampled_gaussian_event(2.0, "poisson", 0.05)] * 3)]
+    composer = accounting.PLDComposer(neighbouring, 3e-3)
+    for r, event in enumerate(events):
+        composer.compose(event)
+        acc = pld.PLDAccountant(accounting.NEIGHBOURING[neighbouring], 3e-3)
+        want = acc.compose(dp_accounting.ComposedDpEvent(events[:r + 1])).get_epsilon(1e-6)
+        assert composer.epsilon(1e-6) == want
+        assert composer.epsilon(1e-6, vectorised=True) == pytest.approx(want, rel=1e-15)
