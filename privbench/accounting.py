@@ -196,8 +196,11 @@ def _truncate_tails(probs: np.ndarray, tail_mass_truncation: float,
         return 0, probs, 0
 
     def prefix(arr: np.ndarray) -> int:
-        over = np.cumsum(arr) > tail_mass_truncation / 2
-        return int(np.argmax(over)) if over.any() else len(arr)
+        for end in (256, len(arr)):  # tails are short: look at the first entries first
+            over = np.cumsum(arr[:end]) > tail_mass_truncation / 2
+            if over.any():
+                return int(np.argmax(over))
+        return len(arr)
 
     left_idx = prefix(probs)
     right_idx = max(len(probs) - prefix(np.flip(probs)), left_idx + 1)
@@ -224,10 +227,22 @@ def _vectorised_epsilon(pmf: Any, delta: float) -> float:
     inf_mass = pmf._infinity_mass  # the PMF's own fields, read as dp_accounting reads them
     if inf_mass > delta:
         return math.inf
-    probs = np.flip(pmf._probs)
-    n, d = len(probs), pmf._discretization
+    flipped = np.flip(pmf._probs)
+    d, top = pmf._discretization, (pmf._lower_loss + len(flipped) - 1) * pmf._discretization
+    for end in (2048, len(flipped)):  # the largest losses first: epsilon is usually among them
+        found = _epsilon_among(inf_mass, flipped[:end], d, top, delta, final=end >= len(flipped))
+        if found is not None:
+            return found
+    raise AssertionError("unreachable: the whole PMF always decides")
+
+
+def _epsilon_among(inf_mass: float, probs: np.ndarray, d: float, top: float, delta: float,
+                   final: bool) -> float | None:
+    """The loop of `_get_epsilon_for_delta` over the first `len(probs)` (largest) losses: its
+    result, or None when the loop would go on past them (and `final` is False)."""
+    n = len(probs)
     steps = np.full(n, -d)
-    steps[0] = (pmf._lower_loss + n - 1) * d
+    steps[0] = top  # losses as itertools.count(top, -d) yields them
     losses = np.cumsum(steps)
     upper = np.cumsum(np.concatenate(([inf_mass], probs)))
     lower = np.cumsum(np.concatenate(([0.0], np.exp(-losses) * probs)))
@@ -239,6 +254,8 @@ def _vectorised_epsilon(pmf: Any, delta: float) -> float:
     k_under = int(np.argmax(underflow)) if underflow.any() else n
     if k_under < k_stop:
         return max(0.0, float(losses[k_under]))
+    if k_stop == n and not final:
+        return None
     mass_upper, mass_lower = float(upper[k_stop]), float(lower[k_stop])
     if mass_upper <= mass_lower + delta:
         return 0.0
