@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from round_records import GOLDEN, SCENARIOS, run, spec_of
+from round_records import BASE, GOLDEN, SCENARIOS, run, spec_of
 
 from privbench.monitor import RoundMonitor
 
@@ -116,3 +116,16 @@ def test_a_resumed_run_leaves_the_records_of_an_uninterrupted_run(name, where, g
     assert len(spent) == spec.train.rounds and spent == sorted(spent) and spent[0] > 0
     assert resumed == straight
     assert_same_records(resumed, golden[name])  # and both are what the old code recorded
+
+
+def test_a_fixed_cohort_run_reports_its_rdp_epsilon_spent_round_by_round(tmp_path):
+    """Fixed cohorts are accounted with RDP (PLD has no sampling-without-replacement event): the
+    round monitor composes the same events the same way, and ends at the Claim's epsilon."""
+    from privbench.spec import CellSpec
+
+    spec = CellSpec.model_validate({**BASE, "train": {**BASE["train"], "sampling": "fixed_cohort"},
+                                    "privacy": {"epsilon": 4.0, "neighbouring": "replace_one"}})
+    got = run(spec, tmp_path)
+    spent = [row["epsilon_spent"] for row in _rows(got)]
+    assert got["claim"]["accountant"] == "rdp" and len(spent) == spec.train.rounds
+    assert spent == sorted(spent) and spent[-1] == pytest.approx(got["claim"]["epsilon"], rel=1e-9)
