@@ -11,7 +11,9 @@ Run: .venv/bin/python -m pytest benchmarks/test_bench_round_cost.py -q -s
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,8 @@ class SteppedCell:
 
     def step(self) -> None:
         """Run one round and wait until it has finished."""
+        if self.done_rounds >= self.spec.train.rounds:
+            raise RuntimeError("the run has no rounds left: plan more rounds")
         self._go.set()
         self._done.wait()
         self._done.clear()
@@ -100,9 +104,9 @@ def _synthetic(clients: int, per_client: int = 8, seed: int = 0) -> SplitData:
 
 
 def _spec(epsilon: float, clients: int = 100, cohort: float = 10, rounds: int = 200,
-          hidden: int = 256) -> CellSpec:
+          hidden: int = 256, seed_offset: int = 0) -> CellSpec:
     return CellSpec.model_validate({
-        "seed": 0, "data": {"clients": clients}, "model": {"hidden": [hidden]},
+        "seed": seed_offset, "data": {"clients": clients}, "model": {"hidden": [hidden]},
         "train": {"rounds": rounds, "cohort": cohort, "batch_size": 16},
         "privacy": {"epsilon": epsilon}})
 
@@ -147,3 +151,39 @@ def test_dp_round_against_the_non_dp_round(benchmark, cells, epsilon):
 def test_round_cost_against_the_cohort(benchmark, cells, cohort, epsilon):
     benchmark.group = f"cohort {cohort} of 1000 clients"
     _time_rounds(benchmark, cells(epsilon=epsilon, clients=1000, cohort=cohort, rounds=100), 5)
+
+
+def _paired(benchmark, first: SteppedCell, second: SteppedCell) -> float:
+    """Time rounds of two cells alternately (so a busy machine slows both alike); the median
+    of second/first over the pairs goes into extra_info and is returned."""
+    ratios: list[float] = []
+
+    def pair() -> None:
+        t0 = time.perf_counter()
+        first.step()
+        t1 = time.perf_counter()
+        second.step()
+        ratios.append((time.perf_counter() - t1) / (t1 - t0))
+
+    benchmark.pedantic(pair, rounds=3 * BENCH_ROUNDS, iterations=1)
+    ratio = statistics.median(ratios)
+    benchmark.extra_info["paired_median_ratio"] = ratio
+    print(f"\n{benchmark.name}: paired median ratio {ratio:.3f}")
+    return ratio
+
+
+@pytest.mark.benchmark(group="paired")
+def test_paired_dp_round_over_non_dp_round(benchmark, cells):
+    nodp, dp = cells(epsilon=float("inf")), cells(epsilon=4.0)
+    nodp.advance_to(10 + 2 * BENCH_ROUNDS)
+    dp.advance_to(10 + 2 * BENCH_ROUNDS)
+    _paired(benchmark, nodp, dp)
+
+
+@pytest.mark.benchmark(group="paired")
+def test_paired_round_1000_over_round_10(benchmark, cells):
+    late = cells(epsilon=4.0, rounds=1000 + 4 * BENCH_ROUNDS)
+    late.advance_to(1000)
+    early = cells(epsilon=4.0, rounds=1000 + 4 * BENCH_ROUNDS, seed_offset=1)  # a second run
+    early.advance_to(10)
+    _paired(benchmark, early, late)
