@@ -1,16 +1,24 @@
 """The privacy ledger: an append-only JSON Lines record of every round's DP event, per run and per
 client, that survives a crash and says, before a round runs, whether it would exceed the budget.
 
-Each line is one JSON object. "round" lines carry the round's run-level event, the realised cohort
-and each participant's own event; a "resume" line marks that the run restarted from the checkpoint
-of an earlier round (the lines after it replace the rounds the checkpoint did not hold; the
-replayed rounds reuse the same random streams, so they release exactly what was released before).
+Each line is one JSON object, a "round" line: the round's run-level event, the realised cohort and
+each participant's own event. A run that resumes from the checkpoint of round k first cuts the
+ledger back to the size it had at round k (`truncate`; the checkpoint records it): the rounds after
+it are run again with the same random streams and release exactly what they released before, so
+the resumed ledger equals an uninterrupted run's, byte for byte. (Ledgers written before this
+marked a restart with a "resume" line; they are still read.)
+
+Appending a round costs the same at round 1,000 as at round 1: the file is never read back, the
+participation counts and each client's events are kept as rounds arrive, and the budget check
+composes one more round onto a running coarse composition (deciding exactly, as before, only
+when that upper bound comes near the budget).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +26,99 @@ import dp_accounting
 
 from privbench import accounting
 
+# The budget check's fast upper bound: a pessimistic PLD grid that is a multiple of the Claim's
+# 1e-4 grid, so its epsilon is never below the Claim's; near the budget the check decides on the
+# Claim's own accounting.
+BUDGET_CHECK_DISCRETIZATION = 3e-3
+BUDGET_CHECK_MARGIN = 1e-3
+# ... used below this epsilon only, where the Claim's grid (1e-4, or 1e-3 where RDP's looser
+# estimate is above 10) divides the coarse one.
+FAST_CHECK_UP_TO = 10.0
+
 
 class PrivacyLedger:
-    """Append-only ledger of executed DP events, with run-level and per-client epsilons."""
+    """Append-only ledger of executed DP events, with run-level and per-client epsilons.
+
+    Args:
+        path: the JSON Lines file (None: kept in memory only); an existing file is read.
+        delta: the delta every epsilon is read at.
+        neighbouring: "add_or_remove_one" or "replace_one".
+    """
 
     def __init__(self, path: Path | None, delta: float, neighbouring: str) -> None:
         self.path = path
         self.delta = delta
         self.neighbouring = neighbouring
+        self._load()
+
+    def _load(self) -> None:
         self.rounds: list[dict[str, Any]] = []
-        if path is not None and path.exists():
-            for line in path.read_text().splitlines():
+        self._reset_views()
+        self._open_line = False  # the file ends inside a line a crash cut short
+        if self.path is not None and self.path.exists():
+            text = self.path.read_bytes()
+            self._open_line = bool(text) and not text.endswith(b"\n")
+            for line in text.decode().splitlines():
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     # a line cut short by a crash: its round had no checkpoint yet, so it ran
-                    # again after the "resume" line that follows
+                    # again after it
                     continue
                 self._replay(entry)
+
+    def _reset_views(self) -> None:
+        self._events: list[dp_accounting.DpEvent] = []
+        self._counts: dict[int, int] = {}
+        self._client_events: dict[int, list[dp_accounting.DpEvent]] = {}
+        self._coarse: accounting.PLDComposer | None = None
+        self._coarse_failed = False
 
     def _replay(self, entry: dict[str, Any]) -> None:
         if entry["kind"] == "round":
             self.rounds.append(entry)
-        elif entry["kind"] == "resume":
-            self.rounds = [r for r in self.rounds if r["round"] <= entry["from_round"]]
+            event = accounting.event_from_dict(entry["event"])
+            self._events.append(event)
+            client_event = (None if entry.get("client_event") is None
+                            else accounting.event_from_dict(entry["client_event"]))
+            for c in entry["participants"]:
+                self._counts[c] = self._counts.get(c, 0) + 1
+                if client_event is not None:
+                    self._client_events.setdefault(c, []).append(client_event)
+            if self._coarse is not None:
+                self._coarse = self._coarse_with(self._coarse, event)
+                self._coarse_failed = self._coarse is None
+        elif entry["kind"] == "resume":  # ledgers written before `truncate` existed
+            kept = [r for r in self.rounds if r["round"] <= entry["from_round"]]
+            self.rounds = []
+            self._reset_views()
+            for r in kept:
+                self._replay(r)
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes (0 without a file): what a checkpoint records."""
+        if self.path is None or not self.path.exists():
+            return 0
+        return self.path.stat().st_size
+
+    def truncate(self, size: int) -> None:
+        """Cut the file back to `size` bytes (a checkpoint's `size`) and read it again: the
+        rounds after the checkpoint are dropped, as the resumed run executes them again."""
+        if self.path is not None and self.path.exists():
+            os.truncate(self.path, min(size, self.path.stat().st_size))
+        self._load()
 
     def _append(self, entry: dict[str, Any]) -> None:
         self._replay(entry)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
-                if f.tell() and not self.path.read_bytes().endswith(b"\n"):
+                if self._open_line:
                     f.write("\n")  # close a line a crash cut short
+                    self._open_line = False
                 f.write(json.dumps(entry, sort_keys=True) + "\n")
                 f.flush()
-
-    def mark_resume(self, from_round: int) -> None:
-        """Record that the run restarts after `from_round` (later lines are superseded)."""
-        self._append({"kind": "resume", "from_round": from_round})
 
     def record_round(self, round_no: int, run_event: dp_accounting.DpEvent,
                      participants: list[int], client_event: dp_accounting.DpEvent | None,
@@ -72,20 +135,19 @@ class PrivacyLedger:
 
     def run_event(self, extra: dp_accounting.DpEvent | None = None) -> dp_accounting.DpEvent:
         """The composition of every recorded round's run-level event (plus `extra`)."""
-        events = [accounting.event_from_dict(r["event"]) for r in self.rounds]
-        return accounting.compose_steps(events + ([extra] if extra is not None else []))
+        return accounting.compose_steps(self._events + ([extra] if extra is not None else []))
+
+    def round_events(self) -> list[dp_accounting.DpEvent]:
+        """Each recorded round's run-level event, in order."""
+        return list(self._events)
 
     def client_events(self, client: int) -> list[dp_accounting.DpEvent]:
-        return [accounting.event_from_dict(r["client_event"]) for r in self.rounds
-                if r.get("client_event") is not None and client in r["participants"]]
+        """The events of the rounds `client` took part in, in order."""
+        return list(self._client_events.get(client, []))
 
     def participations(self) -> dict[int, int]:
         """How many recorded rounds each client took part in."""
-        out: dict[int, int] = {}
-        for r in self.rounds:
-            for c in r["participants"]:
-                out[c] = out.get(c, 0) + 1
-        return out
+        return dict(self._counts)
 
     def epsilon(self, extra: dp_accounting.DpEvent | None = None) -> float:
         """The run-level epsilon at the ledger's delta (PLD, with the noted fallbacks)."""
@@ -103,7 +165,32 @@ class PrivacyLedger:
         return accounting.epsilon_with_fallback(event, self.delta, self.neighbouring)[0]
 
     def would_exceed(self, next_event: dp_accounting.DpEvent, max_epsilon: float) -> bool:
-        """True when composing `next_event` onto the recorded rounds exceeds `max_epsilon`."""
+        """True when composing `next_event` onto the recorded rounds exceeds `max_epsilon`.
+
+        The answer is that of `epsilon(next_event)`, the Claim's accounting; a running coarse
+        upper bound answers "no" first, in one composition, while it stays clear of the budget.
+        """
         if math.isinf(max_epsilon):
             return False
+        bound = self._coarse_bound(next_event)
+        if bound <= min(max_epsilon - BUDGET_CHECK_MARGIN, FAST_CHECK_UP_TO):
+            return False
         return self.epsilon(next_event) > max_epsilon
+
+    def _coarse_bound(self, next_event: dp_accounting.DpEvent) -> float:
+        """An upper bound on `epsilon(next_event)` (inf where the PLD cannot compose it)."""
+        if self._coarse is None and not self._coarse_failed:
+            coarse: accounting.PLDComposer | None = accounting.PLDComposer(
+                self.neighbouring, BUDGET_CHECK_DISCRETIZATION)
+            for e in self._events:
+                coarse = self._coarse_with(coarse, e)
+            self._coarse, self._coarse_failed = coarse, coarse is None
+        with_next = self._coarse_with(self._coarse, next_event, copy=True)
+        return math.inf if with_next is None else with_next.epsilon(self.delta)
+
+    def _coarse_with(self, coarse: accounting.PLDComposer | None, event: dp_accounting.DpEvent,
+                     copy: bool = False) -> accounting.PLDComposer | None:
+        """`coarse` with `event` composed on, or None where the PLD cannot compose it."""
+        if coarse is None or not accounting.PLDComposer.supports(event, self.neighbouring):
+            return None
+        return (coarse.copy() if copy else coarse).compose(event)

@@ -3,10 +3,16 @@ epsilon spent so far against the plan, and an alarm when spending runs ahead of 
 
 The plan is the planned mechanism (the calibrated noise multiplier at the planned sampling rate)
 composed once per round, so after r of R rounds the plan allows the PLD epsilon of r such rounds
-and reaches the target at round R. Spent epsilon is read from the round record when the trainer's
+and reaches the target at round R. Spent epsilon is read from the round record when the
 trainer hands over each round's executed DP event: the monitor composes those on a coarse
 pessimistic PLD grid as they come. An alarm is recorded when spent exceeds plan, or rounds exceed
 the plan.
+
+A round costs the same at round 1,000 as at round 1: each distinct mechanism's PLD is built once
+(`accounting.PLDComposer`), each round composes one more onto the running composition, and while
+the executed rounds are the planned ones (the usual case) spent and plan are one composition.
+On resume the loop hands back the rounds its checkpoint holds (`restart`), so the file and the
+spent epsilon continue exactly where the checkpoint left them.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from dp_accounting import pld
+import dp_accounting
+from dp_accounting import rdp
 
 from privbench import accounting
 from privbench.results import json_restore, json_safe
@@ -49,7 +56,8 @@ class BudgetPlan:
                           and t.sampling == "poisson" and not p.noise_schedule
                           and not p.adaptive_clip)
         self._eps: list[float] = []
-        self._acc: pld.PLDAccountant | None = None
+        self._acc: accounting.PLDComposer | None = None
+        self._round_event: dp_accounting.DpEvent | None = None
         if self.per_round:
             q = t.cohort / spec.data.clients
             z = accounting.calibrate_noise_multiplier(self.target, self.delta, q, self.rounds,
@@ -57,9 +65,13 @@ class BudgetPlan:
             self._round_event = accounting.poisson_gaussian_event(z, q, 1)
             self._acc = self._accountant()
 
-    def _accountant(self) -> pld.PLDAccountant:
-        return pld.PLDAccountant(accounting.NEIGHBOURING[self.neighbouring],
-                                 value_discretization_interval=MONITOR_DISCRETIZATION)
+    def _accountant(self) -> accounting.PLDComposer:
+        return accounting.PLDComposer(self.neighbouring, MONITOR_DISCRETIZATION)
+
+    @property
+    def round_event(self) -> dp_accounting.DpEvent | None:
+        """The planned mechanism of one round (None when there is no per-round plan)."""
+        return self._round_event
 
     def epsilon_after(self, r: int) -> float:
         """Planned epsilon after `r` rounds (the target when no per-round plan exists)."""
@@ -69,30 +81,91 @@ class BudgetPlan:
             return self.target
         while len(self._eps) < r:
             self._acc.compose(self._round_event)
-            self._eps.append(float(self._acc.get_epsilon(self.delta)))
+            self._eps.append(self._acc.epsilon(self.delta, vectorised=True))
         return self._eps[r - 1] if r > 0 else 0.0
+
+
+class RecordHook(Protocol):
+    """What the federated loop calls as rounds finish (`trainers.fedavg`'s `on_record`)."""
+
+    def __call__(self, record: dict[str, Any], event: Any = None) -> None:
+        """Round `record` (the hook may add keys; they stay in the history) and the DP event
+        the round executed (None without DP)."""
+
+    def restart(self, rows: list[dict[str, Any]], events: list[Any]) -> None:
+        """Before the first round the loop runs: the records and events of the rounds already
+        done (a resumed checkpoint's; empty for a fresh run)."""
 
 
 class RoundMonitor:
     """Called with each round's record and executed DP event; adds the budget figures to the
-    record itself (so they stay in the cell's history) and appends it to `path` at once."""
+    record itself (so they stay in the cell's history) and appends it to `path` at once.
+
+    Args:
+        path: the JSONL file of per-round rows (emptied now; `restart` refills it on resume).
+        spec: the cell's spec (its privacy plan).
+    """
 
     def __init__(self, path: Path, spec: CellSpec):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")
         self.plan = BudgetPlan(spec)
-        self._spent = self.plan._accountant() if self.plan.private else None
-        self._spent_eps = 0.0
         self.alarms: list[dict[str, Any]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._events: list[dp_accounting.DpEvent] = []
+        self._on_plan = self.plan.round_event is not None  # spent is the plan's composition
+        self._spent: accounting.PLDComposer | None = (None if self._on_plan
+                                                      else self.plan._accountant())
+        self._rdp: rdp.RdpAccountant | None = None
+        self._spent_eps = 0.0
+
+    def restart(self, rows: list[dict[str, Any]], events: list[Any]) -> None:
+        """Continue after the rounds a checkpoint holds: rewrite their rows (as the history
+        kept them) and compose their events again, in order, to the same spent epsilon."""
+        self._reset()
+        self.alarms = [{"round": int(r["round"]), "reason": r["alarm"]} for r in rows
+                       if r.get("alarm")]
+        for event in events:
+            if event is not None and self.plan.private:
+                self._spend(event)
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(_line(row) for row in rows)
+
+    def _spend(self, event: dp_accounting.DpEvent) -> None:
+        """Compose one executed round's event onto the spent epsilon."""
+        self._events.append(event)
+        r = len(self._events)
+        if (self._on_plan and r <= self.plan.rounds
+                and _one(event) == _one(self.plan.round_event)):
+            self._spent_eps = self.plan.epsilon_after(r)
+            return
+        if self._on_plan:  # the run left its plan: compose what ran so far on its own
+            self._on_plan = False
+            self._spent = self.plan._accountant()
+            for e in self._events[:-1]:
+                self._spent.compose(e)
+        if self._rdp is None and self._spent is not None and accounting.PLDComposer.supports(
+                event, self.plan.neighbouring):
+            self._spent.compose(event)
+            self._spent_eps = self._spent.epsilon(self.plan.delta, vectorised=True)
+            return
+        if self._rdp is None:  # an event PLD cannot take (fixed cohorts): RDP, composed alike
+            self._rdp = rdp.RdpAccountant(
+                neighboring_relation=accounting.NEIGHBOURING[self.plan.neighbouring])
+            for e in self._events[:-1]:
+                self._rdp.compose(accounting.rdp_convention(e, self.plan.neighbouring))
+        self._rdp.compose(accounting.rdp_convention(event, self.plan.neighbouring))
+        self._spent_eps = float(self._rdp.get_epsilon(self.plan.delta))
 
     def __call__(self, record: dict[str, Any], event: Any = None) -> None:
         r = int(record["round"])
         row = record
-        if self.plan.private and self._spent is not None:
+        if self.plan.private:
             if event is not None:  # spent: what the round actually executed, composed so far
-                self._spent.compose(event)
-                self._spent_eps = float(self._spent.get_epsilon(self.plan.delta))
+                self._spend(event)
             planned = self.plan.epsilon_after(min(r, self.plan.rounds))
             spent = self._spent_eps
             row["epsilon_planned"], row["epsilon_spent"] = planned, spent
@@ -106,8 +179,19 @@ class RoundMonitor:
                 row["alarm"] = reason
                 self.alarms.append({"round": r, "reason": reason})
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+            f.write(_line(row))
             f.flush()
+
+
+def _one(event: Any) -> Any:
+    """The event itself, for one self-composition of it (they account alike)."""
+    if isinstance(event, dp_accounting.SelfComposedDpEvent) and event.count == 1:
+        return event.event
+    return event
+
+
+def _line(row: dict[str, Any]) -> str:
+    return json.dumps(json_safe(row), allow_nan=False) + "\n"
 
 
 def read_rounds(path: Path) -> list[dict[str, Any]]:

@@ -40,8 +40,10 @@ def test_secure_fedavg_matches_plain_fedavg_and_hides_client_updates():
 
 def test_distributed_dp_claim_uses_the_realised_noise_of_each_round():
     privacy = PrivacySpec(epsilon=8.0, clip=1.0)
+    # seed 2 draws an aborted round at the noise calibrated for epsilon 8 (seed 0 did, before
+    # the calibration searched on to meet the target within 1e-3)
     ddp = _train(privacy, SecAggSpec(enabled=True, distributed_dp=True, dropout_rate=0.2),
-                 cohort=10)
+                 cohort=10, seed=2)
     zs = [h["secagg_noise_multiplier"] for h in ddp.history if "secagg_noise_multiplier" in h]
     aborted = [h for h in ddp.history if "secagg_aborted" in h]
     assert zs and len(zs) + len(aborted) == 3 == ddp.claim.steps

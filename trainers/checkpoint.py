@@ -1,12 +1,17 @@
-"""Round checkpoints: parameters, iterates and random-generator states in one safetensors file,
-with the loop's state as JSON in its metadata, replaced atomically, so that a run killed at any
-moment resumes from its last finished round and ends with the same weights as an uninterrupted
-run."""
+"""Round checkpoints that cost the same at round 1,000 as at round 1: each round appends its
+global model as one safetensors file (`iterates/NNNNN.safetensors`) and its history record as one
+JSON line (`history.jsonl`), then replaces one small safetensors file holding the parameters, the
+random-generator states and the loop's state as JSON (its metadata). That file is the commit
+point: a run killed at any moment resumes from its last finished round, reads the iterates and
+history that round's checkpoint counts (later ones are overwritten), and ends with the same
+weights as an uninterrupted run. No pickle: safetensors and JSON only.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,37 +21,90 @@ from safetensors.torch import load_file, save_file
 
 Params = dict[str, torch.Tensor]
 TENSORS = "checkpoint.safetensors"
+ITERATES = "iterates"
+HISTORY = "history.jsonl"
 
 
-def save_checkpoint(folder: Path, *, params: Params, iterates: list[Params],
-                    generators: dict[str, torch.Generator], state: dict[str, Any]) -> None:
-    """Write one round's checkpoint as a single file (tensors plus state), atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"params.{n}": p.contiguous() for n, p in params.items()}
-    tensors.update({f"iterate{r:05d}.{n}": p.contiguous()
-                    for r, it in enumerate(iterates) for n, p in it.items()})
-    tensors.update({f"generator.{k}": g.get_state() for k, g in generators.items()})
-    tmp = folder / f".{TENSORS}.tmp"
-    meta = {"state": json.dumps({**state, "n_iterates": len(iterates)}, sort_keys=True)}
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, folder / TENSORS)
+@dataclass
+class Resumed:
+    """What a checkpoint restores: parameters, every iterate so far, the history records and
+    the loop's state (the generators are restored in place)."""
+
+    params: Params
+    iterates: list[Params]
+    history: list[dict[str, Any]]
+    state: dict[str, Any]
 
 
-def load_checkpoint(folder: Path, generators: dict[str, torch.Generator]
-                    ) -> tuple[Params, list[Params], dict[str, Any]] | None:
-    """(params, iterates, state) of the last checkpoint, restoring the generators; None if none."""
-    path = folder / TENSORS
-    if not path.exists():
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        state = json.loads(f.metadata()["state"])
-    tensors = load_file(str(path))
-    params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
-    iterates: list[Params] = [{} for _ in range(state["n_iterates"])]
-    for k, v in tensors.items():
-        if k.startswith("iterate"):
-            head, name = k.split(".", 1)
-            iterates[int(head[len("iterate"):])][name] = v
-    for k, g in generators.items():
-        g.set_state(tensors[f"generator.{k}"])
-    return params, iterates, state
+class RoundCheckpoint:
+    """The checkpoint of one training run in `folder`, appended round by round.
+
+    Args:
+        folder: the run's work folder (created on the first save).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._iterates = 0  # iterates already on disk
+        self._history = 0  # history records already on disk
+        self._history_bytes = 0
+
+    def save(self, *, params: Params, iterates: list[Params], history: list[dict[str, Any]],
+             generators: dict[str, torch.Generator], state: dict[str, Any]) -> None:
+        """Append the iterates and history records not yet written, then commit the round.
+
+        Args:
+            params: the parameters to continue from.
+            iterates: every round's global model so far (only new ones are written).
+            history: every round's record so far (only new ones are written).
+            generators: the random streams, saved with their states.
+            state: the loop's JSON state (round, clip, ...).
+        """
+        (self.folder / ITERATES).mkdir(parents=True, exist_ok=True)
+        for r in range(self._iterates, len(iterates)):  # counted only once committed below
+            save_file({n: p.contiguous() for n, p in iterates[r].items()},
+                      str(self.folder / ITERATES / f"{r + 1:05d}.safetensors"))
+        self._iterates = len(iterates)
+        lines = "".join(json.dumps(h) + "\n" for h in history[self._history:])
+        with open(self.folder / HISTORY, "ab") as f:
+            f.seek(self._history_bytes)
+            f.truncate()
+            f.write(lines.encode())
+            self._history_bytes = f.tell()
+        self._history = len(history)
+        tensors = {f"params.{n}": p.contiguous() for n, p in params.items()}
+        tensors.update({f"generator.{k}": g.get_state() for k, g in generators.items()})
+        meta = {"state": json.dumps({**state, "n_iterates": self._iterates,
+                                     "n_history": self._history,
+                                     "history_bytes": self._history_bytes}, sort_keys=True)}
+        _save_atomic(tensors, self.folder / TENSORS, meta)
+
+    def load(self, generators: dict[str, torch.Generator]) -> Resumed | None:
+        """The last committed round (restoring the generators), or None if there is none."""
+        path = self.folder / TENSORS
+        if not path.exists():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads(f.metadata()["state"])
+        tensors = load_file(str(path))
+        params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
+        for k, g in generators.items():
+            g.set_state(tensors[f"generator.{k}"])
+        n_iterates, n_history = state.pop("n_iterates"), state.pop("n_history")
+        self._history_bytes = state.pop("history_bytes")
+        iterates = [load_file(str(self.folder / ITERATES / f"{r + 1:05d}.safetensors"))
+                    for r in range(n_iterates)]
+        with open(self.folder / HISTORY, "rb") as f:
+            text = f.read(self._history_bytes).decode()
+        history = [json.loads(line) for line in text.splitlines()]
+        if len(history) != n_history:
+            raise ValueError(f"{self.folder / HISTORY} holds {len(history)} rounds, its "
+                             f"checkpoint {n_history}: remove {self.folder} to start again")
+        self._iterates, self._history = n_iterates, n_history
+        return Resumed(params, iterates, history, state)
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata or None)
+    os.replace(tmp, path)

@@ -28,6 +28,7 @@ from privbench import accounting
 from privbench.data import SplitData
 from privbench.ledger import PrivacyLedger
 from privbench.models.adapter import Batch, ClassifierAdapter, ModelAdapter, Params
+from privbench.monitor import RecordHook
 from privbench.partition import ClientShard
 from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trained import Observations, TrainedModel
@@ -39,7 +40,7 @@ from privbench.trainers.aggregation import (
     gaussian_like,
     update_norms,
 )
-from privbench.trainers.checkpoint import load_checkpoint, save_checkpoint
+from privbench.trainers.checkpoint import RoundCheckpoint
 from privbench.trainers.client_data import ClientData, from_shards
 from privbench.trainers.client_update import local_sgd, stack_params, vmap_traces
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd, resolve_engine
@@ -65,10 +66,11 @@ __all__ = ["CENTRAL_DP_OBSERVERS", "tabular_inputs", "train_fedavg"]
 # clients whose updates it replaces: those clients are then not trained, and their rows reach the
 # hook as zeros. A hook without it gets every sampled client's trained update.
 ClientUpdateHook = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-# Monitoring hook: called with each round's history record and the DP event the round executed
-# (None without DP) as soon as the round ends; it may add keys to the record (the monitor adds the
-# epsilon spent and planned), which stay in the history.
-RecordCallback = Callable[[dict[str, Any], Any], None]
+# Monitoring hook (privbench.monitor.RecordHook): called with each round's history record and the
+# DP event the round executed (None without DP) as soon as the round ends; it may add keys to the
+# record (the monitor adds the epsilon spent and planned), which stay in the history. Before the
+# first round it is handed the rounds a resumed checkpoint holds.
+RecordCallback = RecordHook
 
 
 
@@ -171,17 +173,22 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
     history: list[dict[str, Any]] = []
     clip = privacy.clip
     start_round, stopped = 0, None
-    resumed = load_checkpoint(work_dir, gens) if work_dir else None
+    checkpoint = RoundCheckpoint(work_dir) if work_dir else None
+    resumed = checkpoint.load(gens) if checkpoint else None
     if resumed is not None:  # keep the model's parameter order: noise is drawn in that order
-        loaded, loaded_iterates, state = resumed
-        params = {name: loaded[name] for name in params}
-        server.load_state({k[len(SERVER_STATE):]: v for k, v in loaded.items()
+        state = resumed.state
+        params = {name: resumed.params[name] for name in params}
+        server.load_state({k[len(SERVER_STATE):]: v for k, v in resumed.params.items()
                            if k.startswith(SERVER_STATE)})
-        iterates = [{name: it[name] for name in params} for it in loaded_iterates]
-        start_round, history, clip = state["round"], state["history"], state["clip"]
+        iterates = [{name: it[name] for name in params} for it in resumed.iterates]
+        start_round, history, clip = state["round"], resumed.history, state["clip"]
         stopped = state.get("stopped")
         monitor.best_accuracy, monitor.good_round = state["best_accuracy"], state["round"]
-        ledger.mark_resume(start_round)
+    # the ledger continues from the checkpoint's round (rounds after it run again, alike)
+    ledger.truncate(resumed.state["ledger_bytes"] if resumed is not None else 0)
+    if on_record is not None:
+        rows = [h for h in history if "stopped" not in h]
+        on_record.restart(rows, ledger.round_events() if plan.private else [None] * len(rows))
     monitor.good = {n: p.clone() for n, p in params.items()}
 
     recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {},
@@ -233,11 +240,12 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         history.append(record)
         if on_record is not None:
             on_record(record, round_event)
-        if work_dir is not None:
+        if checkpoint is not None:
             saved = {**params, **{SERVER_STATE + k: v for k, v in server.state().items()}}
-            save_checkpoint(work_dir, params=saved, iterates=iterates, generators=gens, state={
-                "round": r + 1, "history": history, "clip": clip, "stopped": stopped,
-                "best_accuracy": monitor.best_accuracy})
+            checkpoint.save(params=saved, iterates=iterates, history=history, generators=gens,
+                            state={"round": r + 1, "clip": clip, "stopped": stopped,
+                                   "best_accuracy": monitor.best_accuracy,
+                                   "ledger_bytes": ledger.size})
         if on_round is not None:
             on_round(r + 1, train.rounds)
 

@@ -37,7 +37,12 @@ def problem_with(update: Any, template: Params, max_norm: float) -> str | None:
 
 def batch_problems(updates: Params, template: Params, max_norm: float) -> list[str | None]:
     """`problem_with` for every row of a batched update (K, ...) at once: names, shapes and dtypes
-    are the batch's; finiteness and norms are checked row by row in one pass."""
+    are the batch's; finiteness and norms come from one pass per tensor in the model's dtype.
+
+    A row holding NaN or Inf has a non-finite sum of squares, so the sums find every such row;
+    a finite row whose sum overflows the dtype is told apart by an exact check of that row, and
+    its norm is taken in float64, so every reason is what a float64 check gives.
+    """
     k = next(iter(updates.values())).shape[0] if updates else 0
     if set(updates) != set(template):
         return ["wrong parameter names"] * k
@@ -48,11 +53,21 @@ def batch_problems(updates: Params, template: Params, max_norm: float) -> list[s
         if u.dtype != t.dtype:
             return [f"{name}: dtype {u.dtype}, expected {t.dtype}"] * k
     reasons: list[str | None] = [None] * k
-    for name in template:
-        finite = torch.isfinite(updates[name].reshape(k, -1)).all(dim=1)
-        for pos in torch.nonzero(~finite).flatten().tolist():
-            reasons[pos] = reasons[pos] or f"{name}: NaN or Inf"
-    norms = update_norms({n: u.double() for n, u in updates.items()})
+    if k == 0:
+        return reasons
+    names = list(template)
+    squares = torch.stack([torch.linalg.vector_norm(updates[n].reshape(k, -1), dim=1) ** 2
+                           for n in names])  # (tensors, K)
+    norms = squares.sum(dim=0).sqrt().double()
+    suspect = ~torch.isfinite(squares)
+    if bool(suspect.any()):  # rare: NaN or Inf, or a sum too large for the dtype
+        for i, pos in torch.nonzero(suspect).tolist():
+            if reasons[pos] is None and not bool(torch.isfinite(updates[names[i]][pos]).all()):
+                reasons[pos] = f"{names[i]}: NaN or Inf"
+        for pos in torch.nonzero(suspect.any(dim=0)).flatten().tolist():
+            if reasons[pos] is None:
+                norms[pos] = float(update_norms({n: updates[n][pos:pos + 1].double()
+                                                 for n in names})[0])
     for pos in torch.nonzero(norms > max_norm).flatten().tolist():
         reasons[pos] = reasons[pos] or (f"norm {float(norms[pos]):.3g} beyond the sanity bound "
                                         f"{max_norm:g}")
@@ -79,6 +94,8 @@ def screen_updates(updates: Params, clients: list[int], template: Params, *, max
     if not kept:
         return None, kept, rejections
     if not any(pos in replaced for pos in kept):
+        if len(kept) == len(clients):  # every row kept: the batch as it came, not a copy
+            return {n: updates[n] for n in template}, kept, rejections
         rows = torch.tensor(kept)
         return {n: updates[n][rows] for n in template}, kept, rejections
     batch = {n: torch.stack([replaced[p][n] if p in replaced else updates[n][p] for p in kept])
