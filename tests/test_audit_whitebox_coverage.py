@@ -66,7 +66,7 @@ def test_gauss_sum_bound_is_capped_at_the_claim_when_the_claim_stands():
 
 @pytest.mark.parametrize("q, steps, z, m, floor", [
     (1.0, 5, 2.2, 1000, 0.45),
-    (0.5, 10, 1.5, 600, 0.3),
+    (0.5, 10, 1.5, 400, 0.25),
 ])
 def test_fdp_one_run_bound_covers_known_mechanisms(q, steps, z, m, floor):
     """Guesses on the likelihood-ratio scores, guess counts designed on simulated canaries."""
@@ -79,7 +79,7 @@ def test_fdp_one_run_bound_covers_known_mechanisms(q, steps, z, m, floor):
     k_plus, k_minus = design_guesses(
         m, lambda bits, r: scores(model.simulate(bits, 1.0, r)), family, ALPHA, rng)
     eps = []
-    for _ in range(40 if q == 1.0 else 25):
+    for _ in range(40 if q == 1.0 else 20):
         bits = rng.random(m) < 0.5
         eps.append(fdp_one_run_bound(scores(model.simulate(bits, 1.0, rng)), bits, family,
                                      k_plus=k_plus, k_minus=k_minus, alpha=ALPHA,

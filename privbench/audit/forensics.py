@@ -16,6 +16,7 @@ test has a stated false-alarm rate `alpha` (family-wise over everything it check
   differences of paired rounds must keep the later round's fresh noise (lower tail; noise reused
   across rounds cancels there), and on coordinates fed by always-blank inputs the noise must be
   Gaussian (Kolmogorov-Smirnov against N(0, 1)); alpha / 3 each;
+- composition: the claim must account at least the DP steps that the observed rounds show;
 - participation: the realised cohort sizes the run recorded against Binomial(clients, q) each
   round, the total (two-sided exact binomial test) at alpha.
 """
@@ -31,7 +32,7 @@ from privbench.audit.canaries import audited_cohort, flatten
 from privbench.audit.whitebox import canary_segments, snapshots
 from privbench.results import MetricRow
 from privbench.scoring import CellContext
-from privbench.trainers.privacy_plan import round_factors
+from privbench.trainers.privacy_plan import make_plan, round_factors
 
 
 @dataclass(frozen=True)
@@ -199,12 +200,31 @@ def participation(ctx: CellContext, alpha: float) -> Finding | None:
                    "round, two-sided exact test")
 
 
+def composition(ctx: CellContext) -> Finding | None:
+    """The claim must compose at least the DP steps the observed rounds show: rounds seen on
+    the surface times DP steps per round (local DP-SGD steps, or one release per round). An exact
+    check: p-value 0 when the claim accounts fewer steps, 1 otherwise."""
+    spec, claim = ctx.cell.spec, ctx.trained.claim
+    if spec.privacy.setting != "central" and spec.privacy.unit == "client":
+        return None
+    rounds = len(ctx.trained.observations.iterates)
+    per_round = 1
+    if spec.privacy.unit == "example":
+        per_round = make_plan(spec.train, spec.privacy, 1,
+                              mean_shard=float(len(ctx.data.y_train))).local_steps
+    ran = rounds * per_round
+    return Finding("composition", 0.0 if claim.steps < ran else 1.0, spec.audit.forensics_alpha,
+                   f"claim composes {claim.steps} steps; the run shows {ran}",
+                   "the accounted number of DP steps against the rounds observed")
+
+
 def forensic_rows(ctx: CellContext) -> list[MetricRow]:
     """One "audit_forensics" row per test: value = p-value, the verdict against its alpha."""
     if not ctx.trained.claim.is_private or ctx.cell.spec.audit.surface == "final_model":
         return []
     alpha = ctx.cell.spec.audit.forensics_alpha
-    findings = [f for f in (tensor_noise_scale(ctx, alpha), participation(ctx, alpha))
+    findings = [f for f in (tensor_noise_scale(ctx, alpha), participation(ctx, alpha),
+                            composition(ctx))
                 if f is not None] + client_noise_tests(ctx, alpha) + dirac_noise_tests(ctx, alpha)
     rows = []
     for f in findings:

@@ -65,13 +65,19 @@ class WhiteBoxModel:
         return x + np.where(bits[..., None], k, 0)
 
 
-def mu_lower_bound(stat_in: np.ndarray, stat_out: np.ndarray, alpha: float) -> np.ndarray:
-    """Lower confidence bound (1 - alpha) of (mean_in - mean_out) / sd_out, along the last axis:
-    Welch's t bound of the mean difference at alpha / 2 over the chi-square upper bound of the
-    excluded canaries' spread at alpha / 2 (Bonferroni)."""
-    n1, n0 = stat_in.shape[-1], stat_out.shape[-1]
-    m1, m0 = stat_in.mean(axis=-1), stat_out.mean(axis=-1)
-    v1, v0 = stat_in.var(axis=-1, ddof=1), stat_out.var(axis=-1, ddof=1)
+def mu_lower_bound(stat: np.ndarray, bits: np.ndarray, alpha: float) -> np.ndarray:
+    """Lower confidence bound (1 - alpha) of (mean_in - mean_out) / sd_out along the last axis
+    (canaries; `bits` marks the included ones): Welch's t bound of the mean difference at
+    alpha / 2 over the chi-square upper bound of the excluded canaries' spread at alpha / 2
+    (Bonferroni). Leading axes are independent audits (vectorised for the power simulation)."""
+    stat = np.asarray(stat, np.float64)
+    w1 = np.asarray(bits, bool).astype(np.float64)
+    w0 = 1.0 - w1
+    n1, n0 = w1.sum(axis=-1), w0.sum(axis=-1)
+    m1 = (w1 * stat).sum(axis=-1) / n1
+    m0 = (w0 * stat).sum(axis=-1) / n0
+    v1 = (w1 * (stat - m1[..., None]) ** 2).sum(axis=-1) / (n1 - 1)
+    v0 = (w0 * (stat - m0[..., None]) ** 2).sum(axis=-1) / (n0 - 1)
     se = np.sqrt(v1 / n1 + v0 / n0)
     dof = se**4 / ((v1 / n1) ** 2 / (n1 - 1) + (v0 / n0) ** 2 / (n0 - 1))
     diff_lb = m1 - m0 - stats.t.ppf(1 - alpha / 2, dof) * se
@@ -84,7 +90,7 @@ def noise_scale_upper_bound(x: np.ndarray, bits: np.ndarray, model: WhiteBoxMode
     """(s_UB, mu_LB, mu_hat) from each canary's segments x (m, S) and its inclusion bit."""
     bits = np.asarray(bits, bool)
     stat = model.statistic(x)
-    mu_lb = float(mu_lower_bound(stat[bits], stat[~bits], alpha))
+    mu_lb = float(mu_lower_bound(stat, bits, alpha))
     mu_hat = float((stat[bits].mean() - stat[~bits].mean()) / stat[~bits].std(ddof=1))
     s_ub = model.mu(1.0) / mu_lb if mu_lb > 0 else math.inf
     return s_ub, mu_lb, mu_hat

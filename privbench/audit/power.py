@@ -22,8 +22,8 @@ from privbench.audit.gauss_sum import WhiteBoxModel
 POWER = 0.9
 SIMULATIONS = 60
 
-# (x (m, S) canary segments, bits (m,)) -> True when the audit's verdict is FAIL.
-Refutes = Callable[[np.ndarray, np.ndarray], bool]
+# (x (n, m, S) canary segments of n audits, bits (n, m)) -> (n,) True where the verdict is FAIL.
+Refutes = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def design_power(model: WhiteBoxModel, family: MechanismFamily, m: int, refutes: Refutes, *,
@@ -43,7 +43,7 @@ def design_power(model: WhiteBoxModel, family: MechanismFamily, m: int, refutes:
 
     def rate(s: float) -> float:
         x = normals * (s * sd) + np.where(bits[..., None], k, 0)
-        return float(np.mean([refutes(x[i], bits[i]) for i in range(simulations)]))
+        return float(np.mean(refutes(x, bits)))
 
     lo, hi = math.log(1 / 64), 0.0  # log s: refuted at lo (hopefully), not at hi
     at_half = rate(0.5)

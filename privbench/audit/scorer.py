@@ -125,9 +125,8 @@ def gauss_sum_refutes(model: WhiteBoxModel, alpha: float):
     """Verdict FAIL of the Gaussian-sum bound: mu_LB above the claimed mu (s_UB < 1)."""
     mu_claim = model.mu(1.0)
 
-    def refutes(x: np.ndarray, bits: np.ndarray) -> bool:
-        stat = model.statistic(x)
-        return float(mu_lower_bound(stat[bits], stat[~bits], alpha)) > mu_claim
+    def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        return mu_lower_bound(model.statistic(x), bits, alpha) > mu_claim
 
     return refutes
 
@@ -136,12 +135,15 @@ def fdp_refutes(model: WhiteBoxModel, family: MechanismFamily, k_plus: int, k_mi
                 alpha: float):
     """Verdict FAIL of the f-DP bound: the claimed member (s = 1) ruled out."""
 
-    def refutes(x: np.ndarray, bits: np.ndarray) -> bool:
+    def one(x: np.ndarray, bits: np.ndarray) -> bool:
         scores = model_scores(model, x)
         pairs = np.array([[k_plus, k_minus]])
         c = int(_correct_guesses(scores, bits, pairs, np.zeros(len(bits)))[0])
         return fdp_rejects(len(bits), k_plus + k_minus, c, alpha,
                            lambda y: family.inverse_power(y, 1.0))
+
+    def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        return np.array([one(xi, bi) for xi, bi in zip(x, bits, strict=True)])
 
     return refutes
 

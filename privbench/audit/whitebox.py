@@ -12,6 +12,8 @@ segment's steps and noise from the cell's privacy plan, in units of one clipped 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from privbench.audit.canaries import flatten
@@ -59,13 +61,35 @@ def canary_segments(ctx: CellContext) -> tuple[np.ndarray, WhiteBoxModel]:
         steps, var = mech.segments(rounds, per_round)
         return x, WhiteBoxModel(steps.astype(np.float64), var / mech.signal**2,
                                 claim.sampling_rate)
-    thetas = np.stack([flatten(p) for p in snaps])
-    x = canaries.vectors @ np.diff(thetas, axis=0).T  # (m, S)
     clip = spec.privacy.clip
     z = claim.noise_multiplier * np.asarray(round_factors(spec.privacy.noise_schedule,
                                                           spec.train.rounds)[:rounds])
     var = (z * clip / min(canaries.norm, clip)) ** 2  # one round's noise, in canary steps
+    x = whitened_projections(canaries.vectors, snaps)
     if per_round:
         return x, WhiteBoxModel(np.ones(rounds), var, claim.sampling_rate)
     return x, WhiteBoxModel(np.array([float(rounds)]), np.array([var.sum()]),
                             claim.sampling_rate)
+
+
+def whitened_projections(vectors: np.ndarray, snaps: list[dict]) -> np.ndarray:
+    """sum_b w_bt <c_jb, step_bt> for each canary j and segment t, over parameter tensors b.
+
+    w_bt = v_t / v_bt: the segment's mean per-coordinate step energy over that of tensor b, so a
+    tensor whose real updates dwarf the noise (a bias every client moves alike) counts less, and
+    one with less noise than the rest counts more. The weights read the steps, never the bits;
+    for the claim's model any weights give at most the plain projection's mean shift over spread
+    (Cauchy-Schwarz), so the bound stays conservative.
+    """
+    thetas = np.stack([flatten(p) for p in snaps])
+    steps = np.diff(thetas, axis=0)  # (S, d)
+    sizes = [p.numel() for p in snaps[0].values()]
+    bounds = np.cumsum([0, *sizes])
+    energy = np.stack([(steps[:, a:b] ** 2).mean(axis=1) for a, b in itertools.pairwise(bounds)],
+                      axis=1)  # (S, blocks)
+    overall = (steps**2).mean(axis=1, keepdims=True)
+    weights = overall / np.maximum(energy, 1e-300)
+    x = np.zeros((len(vectors), len(steps)))
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+        x += (vectors[:, a:b] @ steps[:, a:b].T) * weights[:, k]
+    return x
