@@ -1,8 +1,9 @@
 """One-run white-box audits that catch a noise multiplier 2x too small, and are tight on the
 correct trainer, for client-level DP-FedAvg and example-level DP-SGD.
 
-The design: 1,000 canaries on the `iterates` surface (random-unit canary clients of norm 10 x clip;
-Dirac gradient canaries on the coordinates of always-blank pixels, hence a 400-unit hidden layer)
+The design: 2,000 canaries on the `iterates` surface (random-unit canary clients of norm 10 x clip,
+orthonormal, in a 128-unit MLP so that they span a fifth of its 9,610 parameters; Dirac gradient
+canaries on the coordinates of always-blank pixels, hence an 800-unit hidden layer)
 and the Gaussian-sum bound (audit.estimator = "auto"). The mutant halves the noise the trainer
 adds (real epsilon about twice the claim) and must get FAIL in ONE run; the correct trainer must
 PASS with eps_LB / claimed at least 0.6. The power row beside the verdict states what the design
@@ -22,22 +23,22 @@ from privbench.trainers import aggregation, dpsgd
 CLIENT = {
     "name": "power-client", "seed": 1,
     "data": {"name": "digits", "clients": 40},
-    "model": {"hidden": [64]},
+    "model": {"hidden": [128]},
     "train": {"rounds": 10, "cohort": 40, "local_epochs": 1, "batch_size": 8, "lr": 0.1},
     "privacy": {"epsilon": 1.0, "delta": 1e-5, "clip": 1.0},
     "attacks": {"loss": {"enabled": False}},
     "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "random-unit",
-              "n_canaries": 1000, "canary_norm": 10.0},
+              "n_canaries": 2000, "canary_norm": 10.0},
 }
 EXAMPLE = {
     "name": "power-example", "seed": 1,
     "data": {"name": "digits", "clients": 1},
-    "model": {"hidden": [400]},
+    "model": {"hidden": [800]},
     "train": {"rounds": 5, "cohort": 1, "batch_size": 900, "lr": 2.0},
     "privacy": {"epsilon": 1.0, "delta": 1e-5, "clip": 1.0, "unit": "example"},
     "attacks": {"loss": {"enabled": False}},
     "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "dirac",
-              "n_canaries": 1000, "canary_norm": 10.0},
+              "n_canaries": 2000, "canary_norm": 10.0},
 }
 SPECS = {"client": CLIENT, "example": EXAMPLE}
 
