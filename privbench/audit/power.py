@@ -56,4 +56,5 @@ def design_power(model: WhiteBoxModel, family: MechanismFamily, m: int, refutes:
         else:
             hi = mid
     s = math.exp(lo)
-    return {"eps_caught": family.epsilon(s), "noise_scale": s, "power_at_claim_x2": at_half}
+    # An upper estimate of eps(s): the statement "caught eps >= X" errs on the honest side.
+    return {"eps_caught": family.epsilon_upper(s), "noise_scale": s, "power_at_claim_x2": at_half}
