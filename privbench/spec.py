@@ -259,6 +259,9 @@ class AuditSpec(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence of the lower bound")
     selection: Literal["split", "union"] = Field(
         "split", description="one-run guess counts: chosen on half the canaries, or union bound")
+    design: Literal["manual", "auto"] = Field(
+        "manual", description="auto: for dirac and random-unit canaries, choose n_canaries and "
+        "canary_norm for power within the scoring budget (privbench.audit.design)")
     estimator: Literal["auto", "gauss-sum", "fdp", "steinke"] = Field(
         "auto", description="one-run bound: auto = gauss-sum for white-box canaries (dirac, "
         "random-unit), steinke otherwise; fdp = Mahloujifar et al. 2025 on designed guesses")

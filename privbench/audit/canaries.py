@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privbench.audit.design import auto_design
 from privbench.audit.gradient_canaries import plant_dirac_canaries, quiet_coordinates
 from privbench.data import SplitData
 from privbench.errors import PrivbenchError
@@ -107,7 +108,7 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
     """Draw canaries and inclusion bits; add one client per included canary, with the expected
     cohort scaled to keep the real clients' sampling rate (Dirac canaries are records of the one
     client instead)."""
-    spec, clip, seed = cell.audit, cell.privacy.clip, cell.seed
+    spec, clip, seed = auto_design(cell, data, model), cell.privacy.clip, cell.seed
     rng = canary_rng(seed)
     m = spec.n_canaries
     bits = rng.random(m) < 0.5

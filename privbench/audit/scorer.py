@@ -76,7 +76,8 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
     """The spec's estimator on the canary scores, plus what else a reader should see."""
     a, canaries, claim = ctx.cell.spec.audit, ctx.canaries, ctx.trained.claim
     assert canaries is not None
-    extra = {"canary": a.canary, "n_canaries": canaries.m, "included": int(canaries.bits.sum())}
+    extra = {"canary": a.canary, "n_canaries": canaries.m, "included": int(canaries.bits.sum()),
+             "design": a.design, "canary_norm": canaries.norm}
     if a.mode == "fl-one-shot":
         dim = canaries.vectors.shape[1]
         unseen = scores[~canaries.bits]

@@ -57,10 +57,10 @@ def canary_segments(ctx: CellContext) -> tuple[np.ndarray, WhiteBoxModel]:
         plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(ctx.data.y_train)))
         mech = claimed_mechanism(spec, plan)
         values = coordinate_values(snaps, canaries.coords)
-        x = -np.diff(values, axis=-1) / mech.step_scale / mech.signal
+        signal = min(canaries.norm, spec.privacy.clip)  # the planted canary, clipped
+        x = -np.diff(values, axis=-1) / mech.step_scale / signal
         steps, var = mech.segments(rounds, per_round)
-        return x, WhiteBoxModel(steps.astype(np.float64), var / mech.signal**2,
-                                claim.sampling_rate)
+        return x, WhiteBoxModel(steps.astype(np.float64), var / signal**2, claim.sampling_rate)
     clip = spec.privacy.clip
     z = claim.noise_multiplier * np.asarray(round_factors(spec.privacy.noise_schedule,
                                                           spec.train.rounds)[:rounds])
