@@ -72,6 +72,17 @@ def run_key_for(run_dir: Path, enc: dict[str, Any], what: str = "") -> RunKey:
     return key
 
 
+def _target(path: Path, run_dir: Path | None, name: str | None) -> tuple[Path, str]:
+    where_dir, where_name = locate(path)
+    return (Path(run_dir) if run_dir is not None else where_dir), name or where_name
+
+
+def _sealing_key(run_dir: Path, name: str) -> RunKey | None:
+    """The key to seal `name` with, or None when it is written plaintext."""
+    enc = run_encryption(run_dir) if Path(name).name not in PLAINTEXT else None
+    return run_key_for(run_dir, enc) if enc is not None else None
+
+
 def write_bytes(path: Path, data: bytes, *, run_dir: Path | None = None,
                 name: str | None = None) -> None:
     """Write a run file, sealed when its run is encrypted.
@@ -82,13 +93,9 @@ def write_bytes(path: Path, data: bytes, *, run_dir: Path | None = None,
         run_dir: the run folder (default: from `path`, see `locate`).
         name: the file's final path inside the run folder (default: from `path`).
     """
-    where_dir, where_name = locate(path)
-    run_dir = Path(run_dir) if run_dir is not None else where_dir
-    name = name or where_name
-    enc = run_encryption(run_dir) if Path(name).name not in PLAINTEXT else None
-    if enc is not None:
-        data = seal(run_key_for(run_dir, enc), data, name)
-    Path(path).write_bytes(data)
+    run_dir, name = _target(path, run_dir, name)
+    key = _sealing_key(run_dir, name)
+    Path(path).write_bytes(seal(key, data, name) if key is not None else data)
 
 
 def read_bytes(path: Path, *, run_dir: Path | None = None, name: str | None = None) -> bytes:
@@ -118,7 +125,13 @@ def read_text(path: Path, **where: Any) -> str:
 
 
 def write_text(path: Path, text: str, **where: Any) -> None:
-    write_bytes(path, text.encode("utf-8"), **where)
+    """`write_bytes` of UTF-8 text (a plaintext file is written as text, as before)."""
+    run_dir, name = _target(path, where.get("run_dir"), where.get("name"))
+    key = _sealing_key(run_dir, name)
+    if key is None:
+        Path(path).write_text(text, encoding="utf-8")
+    else:
+        Path(path).write_bytes(seal(key, text.encode("utf-8"), name))
 
 
 def read_json(path: Path, **where: Any) -> Any:
