@@ -106,9 +106,7 @@ def read_bytes(path: Path, *, run_dir: Path | None = None, name: str | None = No
             authentication; or it is plaintext where the encrypted run expects a sealed file.
         OSError: the file cannot be read.
     """
-    where_dir, where_name = locate(path)
-    run_dir = Path(run_dir) if run_dir is not None else where_dir
-    name = name or where_name
+    run_dir, name = _target(path, run_dir, name)
     data = Path(path).read_bytes()
     enc = run_encryption(run_dir) if Path(name).name not in PLAINTEXT else None
     if is_sealed(data):

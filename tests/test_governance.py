@@ -164,6 +164,10 @@ def test_commands_open_an_encrypted_run_with_the_key_and_refuse_without_it(
         run_suite(suite, sealed, workers=1)
     with use_key(load_run_key(key)), pytest.raises(PrivbenchError, match="plaintext run"):
         run_suite(suite, runs["plain"], workers=1, encrypt=True)
+    with use_key(load_run_key(key)):  # with the key, the finished cell is loaded, not retrained
+        again = run_suite(suite, sealed, workers=1)
+    assert again.loaded == [_key(sealed)]
+    assert (sealed / "results.json").read_bytes().startswith(b"PBSEAL1")
 
 
 def test_a_flipped_or_moved_sealed_file_fails_authentication_and_is_named(sealed, runs, capsys):
