@@ -37,6 +37,10 @@ FIELDS = ("seq", "time", "user", "suite", "run_dir", "spec_hash", "code_version"
           "data_fingerprint", "results_hash", "manifest_hash", "prev_hash")
 # Entries written before run manifests: the same fields without manifest_hash.
 LEGACY_FIELDS = tuple(f for f in FIELDS if f != "manifest_hash")
+# A signed entry also holds its signer's public key (hashed with the rest) and, beside its hash,
+# the Ed25519 signature of that hash.
+SIGNED_FIELDS = (*FIELDS, "signer")
+SHAPES = ({*FIELDS, "hash"}, {*LEGACY_FIELDS, "hash"}, {*SIGNED_FIELDS, "hash", "signature"})
 
 
 def default_log_path(run_dir: Path) -> Path:
@@ -52,7 +56,28 @@ def canonical(data: dict[str, Any]) -> str:
 
 
 def _fields(entry: dict[str, Any]) -> tuple[str, ...]:
+    if "signer" in entry:
+        return SIGNED_FIELDS
     return FIELDS if "manifest_hash" in entry else LEGACY_FIELDS
+
+
+def signed_message(entry_hash_hex: str) -> bytes:
+    """What a trail entry's signature signs: a domain tag and the entry's hash."""
+    return b"privbench-audit-entry/1\n" + entry_hash_hex.encode("ascii")
+
+
+def signature_problem(entry: dict[str, Any], public_key: str | None) -> str:
+    """'' when the entry's signature holds (by `public_key` when given), else why not."""
+    from privbench.crypto import fingerprint, signature_ok
+
+    if "signature" not in entry:
+        return "" if public_key is None else "is not signed, though a public key was given"
+    if not signature_ok(entry["signer"], signed_message(entry["hash"]), entry["signature"]):
+        return "does not match its signature: it was forged or edited"
+    if public_key is not None and entry["signer"] != public_key:
+        return (f"is signed by key {fingerprint(entry['signer'])}, not the given public key "
+                f"{fingerprint(public_key)}: it was forged or re-signed")
+    return ""
 
 
 def entry_hash(body: dict[str, Any]) -> str:
@@ -82,7 +107,7 @@ def _user() -> str:
 
 def append_run(log: Path, *, suite: str, run_dir: Path, spec: dict[str, Any],
                data_fingerprints: list[str], results_path: Path,
-               manifest_hash: str | None = None) -> dict[str, Any]:
+               manifest_hash: str | None = None, signing_key: Any = None) -> dict[str, Any]:
     """Append one entry for a finished run and return it.
 
     Args:
@@ -93,6 +118,7 @@ def append_run(log: Path, *, suite: str, run_dir: Path, spec: dict[str, Any],
         data_fingerprints: fingerprints of the data each cell trained on.
         results_path: the run's results.json, hashed.
         manifest_hash: the run manifest's digest (privbench.manifest.run_digest).
+        signing_key: an Ed25519 private key: the entry carries its public key and signature.
 
     Returns:
         The entry as written.
@@ -119,7 +145,13 @@ def append_run(log: Path, *, suite: str, run_dir: Path, spec: dict[str, Any],
         "manifest_hash": manifest_hash,
         "prev_hash": prev,
     }
+    if signing_key is not None:
+        from privbench.crypto import public_key_text, sign
+
+        body["signer"] = public_key_text(signing_key.public_key())
     entry = {**body, "hash": entry_hash(body)}
+    if signing_key is not None:
+        entry["signature"] = sign(signing_key, signed_message(entry["hash"]))
     with open(log, "a", encoding="utf-8") as f:
         f.write(canonical(entry) + "\n")
         f.flush()
@@ -141,8 +173,19 @@ class Verification:
         return self.bad_line is None
 
 
-def verify(log: Path, head: str | None = None) -> Verification:
-    """Check every link of the chain; stop at the first entry that was edited or removed."""
+def verify(log: Path, head: str | None = None, public_key: str | None = None) -> Verification:
+    """Check every link of the chain and every signature; stop at the first bad entry.
+
+    Args:
+        log: the audit log.
+        head: the last entry's hash as kept elsewhere, to detect removed tails.
+        public_key: the run key's public key (base64, privbench.crypto.load_public_key): every
+            entry must be signed by it. Without it, a signed entry's signature is checked
+            against the key it names, which a forger who re-signs with their own key passes.
+
+    Returns:
+        The Verification.
+    """
     log = Path(log)
     if not log.exists():
         return Verification(0, 0, f"{log}: no audit log here")
@@ -160,13 +203,15 @@ def verify(log: Path, head: str | None = None) -> Verification:
             entry = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             return Verification(i, i + 1, f"{where} is not valid JSON: it was edited")
-        if not isinstance(entry, dict) or set(entry) not in ({*FIELDS, "hash"},
-                                                             {*LEGACY_FIELDS, "hash"}):
+        if not isinstance(entry, dict) or set(entry) not in SHAPES:
             return Verification(i, i + 1, f"{where} does not have the entry fields: it was edited")
         if canonical(entry).encode() != line:
             return Verification(i, i + 1, f"{where} is not in canonical form: it was edited")
         if entry_hash(entry) != entry["hash"]:
             return Verification(i, i + 1, f"{where} does not match its hash: it was edited")
+        problem = signature_problem(entry, public_key)
+        if problem:
+            return Verification(i, i + 1, f"{where} {problem}")
         if entry["prev_hash"] != prev or entry["seq"] != i:
             if entry["seq"] > i:
                 return Verification(i, i + 1, f"entry {i} was removed (line {i + 1} holds entry "
@@ -239,21 +284,29 @@ class RunVerification:
         return not self.reason
 
 
-def verify_run_folder(run_dir: Path, log: Path | None = None) -> RunVerification:
-    """Recompute every hash of a run folder, then check it against its audit-trail entry.
+def verify_run_folder(run_dir: Path, log: Path | None = None,
+                      public_key: str | None = None) -> RunVerification:
+    """Recompute every hash of a run folder, check its signatures, then its audit-trail entry.
 
     Args:
         run_dir: the run folder.
         log: the audit log (default: the one beside the run folder, or $PRIVBENCH_AUDIT_LOG).
+        public_key: the run key's public key (base64): the run manifest and gates.json must be
+            signed by it (privbench.signatures), and so must the trail entry when there is one.
 
     Returns:
         The RunVerification. Without a log, or without an entry for this folder in it, only the
         manifests are checked (`entry` is None).
     """
     run_dir = Path(run_dir)
+    from privbench.signatures import check_signatures
+
     check = check_run(run_dir)
     if not check.ok:
         return RunVerification(check.files, check.reason)
+    problem = check_signatures(run_dir, public_key)
+    if problem:
+        return RunVerification(check.files, problem)
     log = Path(log) if log is not None else default_log_path(run_dir)
     if not log.is_file():
         return RunVerification(check.files)
@@ -269,6 +322,9 @@ def verify_run_folder(run_dir: Path, log: Path | None = None) -> RunVerification
     if entry is None:
         return RunVerification(check.files, log=log)
     problem = _entry_mismatch(entry, run_dir)
+    if not problem:
+        bad = signature_problem(entry, public_key)
+        problem = bad and f"its entry {bad}"
     return RunVerification(check.files, problem and f"{problem} (audit-trail entry "
                            f"{entry['seq']} in {log})", entry["seq"], log)
 

@@ -3,7 +3,6 @@ DP model to state, generated from its Claim and spec only, so it cannot disagree
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -117,16 +116,18 @@ def _num(v: float) -> str:
 
 
 def print_cards(run_dir: Path) -> int:
-    """`privbench card RUN_DIR`: print the card of each finished cell (or of one cell folder)."""
+    """`privbench card RUN_DIR`: print the card of each finished cell (or of one cell folder);
+    in an encrypted run each card is opened with the run key (privbench.sealed)."""
+    from privbench.sealed import read_json
+
     folders = [run_dir] if (run_dir / CARD_FILE).exists() else sorted(
         p.parent for p in (run_dir / "cells").glob(f"*/{CARD_FILE}"))
     if not folders:
         raise PrivbenchError(f"{run_dir}: no {CARD_FILE} found; give a run folder written by "
                              "`privbench suite` (or one of its cells/<key> folders)")
     for folder in folders:
-        card = json.loads((folder / CARD_FILE).read_text())
+        card = read_json(folder / CARD_FILE)
         result = folder / "result.json"
-        label = json.loads(result.read_text()).get("label", folder.name) if result.exists() \
-            else folder.name
+        label = read_json(result).get("label", folder.name) if result.exists() else folder.name
         print(format_card(card, f"{label} ({folder.name})"))
     return 0

@@ -9,7 +9,6 @@ whose files match their hashes instead of training them again.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -18,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from privbench.card import CARD_FILE, privacy_card
 from privbench.manifest import check_cell_entry, write_cell_manifest
 from privbench.monitor import ROUNDS_FILE, RoundMonitor
-from privbench.results import CellResult, json_safe, write_json
+from privbench.results import CellResult, json_safe, read_json, write_json
+from privbench.sealed import read_bytes, write_bytes
 from privbench.suite import Cell
 from privbench.tasks import build_task, score
 from privbench.trained import TrainedModel
@@ -67,7 +67,7 @@ def load_finished(run_dir: Path, key: str,
     check = check_cell_entry(run_dir, key, recorded)
     if not check.ok:
         return None, check.reason
-    result = CellResult.from_dict(json.loads((folder / RESULT_FILE).read_text()))
+    result = CellResult.from_dict(read_json(folder / RESULT_FILE))
     if result.key != key:
         return None, f"cells/{key}/{RESULT_FILE} holds cell {result.key}: it was moved"
     return (result, "") if result.status == "ok" else (None, "")
@@ -115,30 +115,47 @@ def run_cell(cell: Cell, run_dir: Path,
 
 
 def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
+    """Write the cell folder aside, hash it, rename it into place. Every file goes through
+    privbench.sealed under its final name, so an encrypted run stores them sealed."""
     final = cell_dir(run_dir, result.key)
     tmp = final.with_name(f".{result.key}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in trained.observations.final_params.items()},
-              str(tmp / "weights.safetensors"), metadata={"experiment": result.key})
+
+    def put(name: str, data: bytes) -> None:
+        write_bytes(tmp / name, data, run_dir=run_dir, name=f"cells/{result.key}/{name}")
+
+    def put_json(name: str, data: object) -> None:
+        write_json(tmp / name, data, run_dir=run_dir, name=f"cells/{result.key}/{name}")
+
+    put("weights.safetensors",
+        save({k: v.contiguous() for k, v in trained.observations.final_params.items()},
+             metadata={"experiment": result.key}))
     iterates = {f"round{r + 1:05d}.{name}": p.contiguous()
                 for r, params in enumerate(trained.observations.iterates)
                 for name, p in params.items()}
     if iterates:
-        save_file(iterates, str(tmp / "iterates.safetensors"), metadata={"surface": "iterates"})
-    write_json(tmp / "claim.json", trained.claim.model_dump(mode="json"))
-    write_json(tmp / CARD_FILE, json_safe(privacy_card(trained.claim, result.spec)))
+        put("iterates.safetensors", save(iterates, metadata={"surface": "iterates"}))
+    put_json("claim.json", trained.claim.model_dump(mode="json"))
+    put_json(CARD_FILE, json_safe(privacy_card(trained.claim, result.spec)))
     ledger = work_dir(run_dir, result.key) / LEDGER_FILE
     if ledger.exists():
-        shutil.copyfile(ledger, tmp / LEDGER_FILE)
-    write_json(tmp / "observations.json", json_safe({"exposed": trained.observations.exposed}))
+        put(LEDGER_FILE, ledger.read_bytes())
+    put_json("observations.json", json_safe({"exposed": trained.observations.exposed}))
     live = live_rounds_path(run_dir, result.key)
     if live.exists():
-        os.replace(live, tmp / ROUNDS_FILE)
-    write_json(tmp / RESULT_FILE, result.to_dict())
+        put(ROUNDS_FILE, live.read_bytes())
+        live.unlink()
+    put_json(RESULT_FILE, result.to_dict())
     write_cell_manifest(tmp, result.key)  # last: the hashes of every file above
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     shutil.rmtree(work_dir(run_dir, result.key), ignore_errors=True)
+
+
+def read_cell_file(run_dir: Path, key: str, name: str) -> bytes:
+    """One stored file of a finished cell, opened with the run key when the run is encrypted."""
+    return read_bytes(cell_dir(run_dir, key) / name, run_dir=run_dir,
+                      name=f"cells/{key}/{name}")

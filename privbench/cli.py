@@ -1,4 +1,8 @@
-"""The command line: `privbench suite`, `list`, `card`, `attack`, `gate`, `verify`, `compare`.
+"""The command line: `privbench suite`, `list`, `card`, `report`, `attack`, `gate`, `verify`,
+`compare`, `keygen`.
+
+Every command that reads a run folder takes `--key-file FILE` (else $PRIVBENCH_KEY) for an
+encrypted run (privbench.crypto, privbench.sealed); without the key it refuses in one line.
 
 Errors caused by input (a bad spec or option, a missing or unwritable path, a locked or
 unverified run folder) print as one line each and exit with code 2, never with a traceback.
@@ -49,9 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--policy", type=Path, default=None,
                        help="a policy TOML: refuse a spec that breaks it before training, and "
                             "gate the finished run (exit 1 on FAIL)")
+    suite.add_argument("--encrypt", action="store_true",
+                       help="seal every stored file (weights, iterates, results, report) with "
+                            "the run key (AES-256-GCM)")
+    add_key_option(suite)
+    add_signing_option(suite)
+    add_private_text_option(suite)
     sub.add_parser("list", help="list built-in suites, data sets, models and attacks")
     card = sub.add_parser("card", help="print the privacy card of every model in a run folder")
     card.add_argument("run_dir", type=Path, help="a run folder (or one cell's folder)")
+    add_key_option(card)
+    report = sub.add_parser("report", help="render a finished run's HTML report again")
+    report.add_argument("run_dir", type=Path, help="a run folder written by `privbench suite`")
+    report.add_argument("--out", type=Path, default=None,
+                        help="write the report to this file (plaintext, outside the run folder) "
+                             "instead of RUN_DIR/index.html")
+    add_key_option(report)
+    add_private_text_option(report)
+    keygen = sub.add_parser("keygen", help="write a signing key pair (PREFIX.key, PREFIX.pub) "
+                                           "or, with --encryption, a run key file")
+    keygen.add_argument("path", type=Path, help="PREFIX of the key pair, or the run key file")
+    keygen.add_argument("--encryption", action="store_true",
+                        help="write a run key (for --encrypt) instead of a signing pair")
     attack = sub.add_parser("attack", help="membership attacks on a model trained elsewhere")
     attack.add_argument("--model", type=Path, default=None,
                         help="a local Hugging Face causal LM folder; without it the files hold "
@@ -70,24 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key-file", type=Path, default=None,
+                        help="the run key of an encrypted run (default: $PRIVBENCH_KEY)")
+
+
+def add_signing_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--signing-key", type=Path, default=None,
+                        help="an Ed25519 private key (PREFIX.key from `privbench keygen`) to "
+                             "sign with (default: $PRIVBENCH_SIGNING_KEY)")
+
+
+def add_private_text_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--show-private-text", action="store_true",
+                        help="show raw private text in the report (training sequences beside "
+                             "their recoveries); hidden by default")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=False)
     try:
-        if args.command == "suite":
-            return _cmd_suite(args, console)
-        if args.command == "list":
-            return _cmd_list(console)
-        if args.command == "card":
-            from privbench.card import print_cards
+        from privbench.crypto import load_run_key, use_key
 
-            return print_cards(args.run_dir)
-        if args.command == "attack":
-            return _cmd_attack(args, console)
-        if args.command in ("gate", "verify", "compare"):
-            from privbench.cli_checks import run_check_command
-
-            return run_check_command(args, console)
+        with use_key(load_run_key(getattr(args, "key_file", None))):
+            return _dispatch(args, console)
     except PrivbenchError as e:
         for line in e.lines():
             print(line, file=sys.stderr)
@@ -99,6 +129,72 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished cells are kept; run the same command with --out to resume",
               file=sys.stderr)
         return 130
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "suite":
+        return _cmd_suite(args, console)
+    if args.command == "list":
+        return _cmd_list(console)
+    if args.command == "card":
+        from privbench.card import print_cards
+
+        return print_cards(args.run_dir)
+    if args.command == "report":
+        return _cmd_report(args)
+    if args.command == "keygen":
+        return _cmd_keygen(args)
+    if args.command == "attack":
+        return _cmd_attack(args, console)
+    from privbench.cli_checks import run_check_command  # gate, verify, compare
+
+    return run_check_command(args, console)
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from privbench.crypto import write_key_pair, write_run_key
+
+    if args.encryption:
+        print(f"{write_run_key(args.path)}: run key; keep it secret (pass it with --key-file "
+              "or $PRIVBENCH_KEY)")
+        return 0
+    private, public = write_key_pair(args.path)
+    print(f"{private}: signing key, keep it secret (--signing-key); {public}: public key, "
+          "share it (verify --public-key)")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """`privbench report RUN_DIR`: render the report of a verified run again, into the run
+    folder (sealed when the run is encrypted) or, with --out, into a plaintext file elsewhere."""
+    from privbench.gates import GateReport
+    from privbench.manifest import record_run
+    from privbench.report import render_report, write_report
+    from privbench.runlock import run_lock
+    from privbench.runner import load_run
+    from privbench.sealed import read_json
+
+    run = args.run_dir
+    if not Path(run).is_dir():
+        raise PrivbenchError(f"{run}: no such run folder; give a folder written by "
+                             "`privbench suite`")
+    if args.out is not None and Path(args.out).resolve().is_relative_to(Path(run).resolve()):
+        raise PrivbenchError(f"--out {args.out}: inside the run folder; a report written there "
+                             "is unlisted (and plaintext): choose a path outside it, or omit "
+                             "--out to rewrite RUN_DIR/index.html")
+    with run_lock(run, what="run"):
+        suite, cells = load_run(run, what="report")
+        gates_path = Path(run) / "gates.json"
+        gates = GateReport.from_dict(read_json(gates_path)) if gates_path.exists() else None
+        if args.out is not None:
+            Path(args.out).write_text(render_report(Path(run), suite, cells, gates,
+                                                    args.show_private_text), encoding="utf-8")
+            print(args.out)
+            return 0
+        path = write_report(Path(run), suite, cells, gates=gates,
+                            show_private_text=args.show_private_text)
+        record_run(run, files=("index.html",))
+    print(path)
     return 0
 
 
@@ -115,10 +211,15 @@ def _writable_out(run_dir: Path) -> None:
 
 
 def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
+    from privbench.crypto import active_run_key, load_signing_key
     from privbench.suite import load_suite
 
     if args.workers is not None and args.workers < 1:
         raise PrivbenchError(f"--workers = {args.workers}: must be at least 1")
+    if args.encrypt and active_run_key() is None:
+        raise PrivbenchError("--encrypt: no run key; give --key-file FILE or set $PRIVBENCH_KEY "
+                             "(`privbench keygen --encryption FILE` writes one)")
+    signing_key = load_signing_key(args.signing_key)
     suite = load_suite(args.suite, args.overrides, seed=args.seed)
     policy = None
     if args.policy is not None:
@@ -131,6 +232,8 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
     run_dir = args.out or default_run_dir(suite)
     _writable_out(run_dir)
     labels = {c.key: c.label for c in suite.cells}
+    options = {"encrypt": args.encrypt, "signing_key": signing_key,
+               "show_private_text": args.show_private_text}
 
     def recompute(key: str, why: str) -> None:
         print(f"cell {labels[key]}: {why}; recomputing it instead of loading it", file=sys.stderr)
@@ -138,7 +241,7 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
     if args.quiet:
         result = run_suite(suite, run_dir, workers=args.workers, policy=policy,
                            on_event=lambda e: recompute(e[1], e[2]) if e[0] == "recompute"
-                           else None)
+                           else None, **options)
     else:
         console.print(f"[bold]{suite.spec.name}[/]: {len(suite.cells)} cells -> {run_dir}")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -162,7 +265,7 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
                     recompute(key, payload)
 
             result = run_suite(suite, run_dir, workers=args.workers, on_event=on_event,
-                               policy=policy)
+                               policy=policy, **options)
         _summary(console, result)
     if result.gates is not None:
         from privbench.cli_checks import print_gates

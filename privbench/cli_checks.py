@@ -15,11 +15,15 @@ from privbench.errors import PrivbenchError, os_error_line
 
 
 def add_check_commands(sub: Any) -> None:
+    from privbench.cli import add_key_option, add_signing_option
+
     gate = sub.add_parser("gate", help="check a finished run against a policy; exit 0 (PASS or "
                                        "WARN) or 1 (FAIL)")
     gate.add_argument("run", type=Path, help="a run folder written by `privbench suite`")
     gate.add_argument("--policy", type=Path, required=True, help="the policy TOML")
     gate.add_argument("--strict", action="store_true", help="exit 1 on WARN too")
+    add_key_option(gate)
+    add_signing_option(gate)
     verify = sub.add_parser("verify", help="recompute a run folder's hashes, or check the audit "
                                            "trail's chain; name the first file or entry that "
                                            "differs")
@@ -27,6 +31,10 @@ def add_check_commands(sub: Any) -> None:
                         help="a run folder, or the audit log (default reports/audit-trail.jsonl)")
     verify.add_argument("--head", default=None,
                         help="the last entry's hash as kept elsewhere, to detect removed tails")
+    verify.add_argument("--public-key", type=Path, default=None,
+                        help="the run key's public key (PREFIX.pub): every trail entry, the "
+                             "run manifest and gates.json must be signed by it")
+    add_key_option(verify)
     compare = sub.add_parser("compare", help="metric changes from RUN_A to RUN_B; exit 1 on a "
                                              "regression")
     compare.add_argument("run_a", type=Path)
@@ -34,6 +42,7 @@ def add_check_commands(sub: Any) -> None:
     compare.add_argument("--tolerance", type=float, default=0.0,
                          help="relative change allowed before a worse value is flagged")
     compare.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    add_key_option(compare)
 
 
 def run_check_command(args: argparse.Namespace, console: Console) -> int:
@@ -72,10 +81,12 @@ def print_gates(console: Console, report: Any) -> None:
 
 
 def _gate(args: argparse.Namespace, console: Console) -> int:
+    from privbench.crypto import load_signing_key
     from privbench.gates import evaluate, load_policy, record_verdict
     from privbench.runlock import run_lock
     from privbench.runner import load_run
 
+    signing_key = load_signing_key(args.signing_key)
     policy = load_policy(args.policy)
     if not Path(args.run).is_dir():
         raise PrivbenchError(f"{args.run}: no such run folder; give a folder written by "
@@ -84,7 +95,7 @@ def _gate(args: argparse.Namespace, console: Console) -> int:
         with run_lock(args.run, what="run"):
             suite, cells = load_run(args.run, what="gate")
             report = evaluate(cells, policy)
-            record_verdict(args.run, suite, cells, report)
+            record_verdict(args.run, suite, cells, report, signing_key)
     except OSError as e:
         raise PrivbenchError(f"gate: cannot record the verdict in {args.run}: "
                              f"{os_error_line(e)}") from None
@@ -96,30 +107,37 @@ def _gate(args: argparse.Namespace, console: Console) -> int:
 
 def _verify(args: argparse.Namespace, console: Console) -> int:
     from privbench.audit_trail import verify
+    from privbench.crypto import load_public_key
 
+    public = load_public_key(args.public_key) if args.public_key is not None else None
     if args.log.is_dir():
-        return _verify_run(args, console)
+        return _verify_run(args, console, public)
     if not args.log.exists():
         raise PrivbenchError(f"{args.log}: no such file or folder; give a run folder or the "
                              "audit log (reports/audit-trail.jsonl)")
-    result = verify(args.log, head=args.head)
+    result = verify(args.log, head=args.head, public_key=public)
     if result.ok:
-        console.print(f"{args.log}: {result.entries} entries, chain intact; head {result.head}",
-                      highlight=False, soft_wrap=True)
+        signed = "; every entry signed by the given public key" if public else ""
+        console.print(f"{args.log}: {result.entries} entries, chain intact; head {result.head}"
+                      f"{signed}", highlight=False, soft_wrap=True)
         return 0
     console.print(f"[red]{escape(f'{args.log}: {result.reason}')}[/]", highlight=False,
                   soft_wrap=True)
     return 1
 
 
-def _verify_run(args: argparse.Namespace, console: Console) -> int:
-    """`privbench verify RUN_DIR`: every hash of the folder, then its audit-trail entry."""
+def _verify_run(args: argparse.Namespace, console: Console, public: str | None) -> int:
+    """`privbench verify RUN_DIR`: every hash of the folder, its signatures, its audit-trail
+    entry, and, for an encrypted run given its key, every sealed file's authentication."""
     from privbench.audit_trail import verify_run_folder
+    from privbench.crypto import active_run_key
+    from privbench.sealed import authenticate_run, run_encryption
+    from privbench.signatures import signer
 
     if args.head is not None:
         raise PrivbenchError("--head: checks an audit log's last entry; give the log, not a "
                              "run folder")
-    result = verify_run_folder(args.log)
+    result = verify_run_folder(args.log, public_key=public)
     if not result.ok:
         console.print(f"[red]{escape(f'{args.log}: {result.reason}')}[/]", highlight=False,
                       soft_wrap=True)
@@ -127,8 +145,22 @@ def _verify_run(args: argparse.Namespace, console: Console) -> int:
     trail = (f"audit-trail entry {result.entry} in {result.log} matches" if result.entry is not
              None else f"no audit-trail entry for it in {result.log}" if result.log else
              "no audit trail beside it (the manifests alone were checked)")
-    console.print(escape(f"{args.log}: {result.files} files match their hashes; {trail}"),
-                  highlight=False, soft_wrap=True)
+    key = signer(args.log)
+    signed = (f"; signed by key {key}" + (" (the given public key)" if public else "")
+              if key else "; not signed")
+    sealed = ""
+    if run_encryption(args.log) is not None:
+        if active_run_key() is None:
+            sealed = "; encrypted: sealed files not opened (no key; the hashes were checked)"
+        else:
+            opened, problem = authenticate_run(args.log)
+            if problem:
+                console.print(f"[red]{escape(f'{args.log}: {problem}')}[/]", highlight=False,
+                              soft_wrap=True)
+                return 1
+            sealed = f"; encrypted: {opened} sealed files authenticate with the key"
+    console.print(escape(f"{args.log}: {result.files} files match their hashes; {trail}"
+                         f"{signed}{sealed}"), highlight=False, soft_wrap=True)
     return 0
 
 

@@ -30,7 +30,6 @@ measurement is weaker than asked (e.g. an audit at a lower confidence), else PAS
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from privbench.datasets import DATA_SETS
 from privbench.errors import PrivbenchError, SpecError
 from privbench.mia import fpr_metric_name
-from privbench.results import CellResult, MetricRow, json_restore
+from privbench.results import CellResult, MetricRow
 from privbench.spec import (
     DATASET_SIZES,
     CellSpec,
@@ -274,6 +273,14 @@ class GateReport:
         return {"policy": self.policy, "verdict": self.verdict,
                 "results": [r.__dict__ for r in self.results]}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateReport:
+        """The report as gates.json stores it (its verdict is recomputed from the results)."""
+        from privbench.results import json_restore
+
+        data = json_restore(data)
+        return cls(data["policy"], [GateResult(**r) for r in data["results"]])
+
 
 def evaluate(cells: list[CellResult], policy: Policy) -> GateReport:
     """Check every cell of a finished run against every gate the policy sets."""
@@ -404,12 +411,15 @@ def _load_baseline(run_dir: Path) -> dict[str, CellResult]:
 
 
 def load_cells(run_dir: Path) -> list[CellResult]:
-    """The cell results of a finished run folder (its results.json)."""
+    """The cell results of a finished run folder (its results.json, opened with the run key
+    when the run is encrypted)."""
+    from privbench.results import read_json
+
     path = Path(run_dir) / "results.json"
     if not path.exists():
         raise PrivbenchError(f"{run_dir}: no results.json; give a run folder written by "
                              "`privbench suite`")
-    data = json_restore(json.loads(path.read_text()))
+    data = read_json(path)
     return [CellResult.from_dict(c) for c in data["cells"]]
 
 
@@ -422,21 +432,27 @@ def write_gate_report(run_dir: Path, report: GateReport) -> Path:
     return path
 
 
-def record_verdict(run_dir: Path, suite: Any, cells: list[CellResult], report: GateReport) -> None:
-    """Write gates.json and the report with the verdict, and hash both into the run manifest.
+def record_verdict(run_dir: Path, suite: Any, cells: list[CellResult], report: GateReport,
+                   signing_key: Any = None) -> None:
+    """Write gates.json and the report with the verdict, hash both into the run manifest, and
+    sign the verdict (privbench.signatures).
 
     Args:
         run_dir: a finished run folder (verified by the caller).
         suite: its privbench.suite.Suite.
         cells: its cell results.
         report: the GateReport to record.
+        signing_key: an Ed25519 private key to sign gates.json with; without one, a gates
+            signature that would be stale is removed.
     """
     from privbench.manifest import record_run
     from privbench.report import write_report
+    from privbench.signatures import resign_gates
 
     write_gate_report(run_dir, report)
     write_report(Path(run_dir), suite, cells, gates=report)
     record_run(run_dir, files=("gates.json", "index.html"))
+    resign_gates(run_dir, signing_key)
 
 
 def _fmt(value: float) -> str:

@@ -178,7 +178,8 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any] | None:
 
 def record_run(run_dir: Path, *, files: tuple[str, ...] = (),
                cells: dict[str, str] | None = None, drop: tuple[str, ...] = (),
-               only_cells: list[str] | None = None) -> dict[str, Any]:
+               only_cells: list[str] | None = None,
+               encryption: dict[str, str] | None = None) -> dict[str, Any]:
     """Update the run manifest: hash `files` now, record `cells` ({key: manifest hash}).
 
     Args:
@@ -187,6 +188,8 @@ def record_run(run_dir: Path, *, files: tuple[str, ...] = (),
         cells: cells just stored, with the SHA-256 of their `manifest.json`.
         drop: run-level files removed (e.g. a stale gates.json).
         only_cells: when given, the manifest keeps only these cells (the run's own, at its end).
+        encryption: the run's encryption record (privbench.sealed.encryption_record), set once
+            when an encrypted run starts; every later write of the run is sealed.
 
     Returns:
         The manifest as written.
@@ -198,6 +201,8 @@ def record_run(run_dir: Path, *, files: tuple[str, ...] = (),
     for name in drop:
         manifest["files"].pop(name, None)
     manifest["cells"].update(cells or {})
+    if encryption is not None:
+        manifest["encryption"] = encryption
     if only_cells is not None:
         manifest["cells"] = {k: manifest["cells"][k] for k in only_cells
                              if k in manifest["cells"]}
@@ -206,9 +211,12 @@ def record_run(run_dir: Path, *, files: tuple[str, ...] = (),
 
 
 def run_digest(manifest: dict[str, Any]) -> str:
-    """The hash the audit trail logs for a run: its manifest without the derived files."""
+    """The hash the audit trail logs (and the run's signature signs): its manifest without the
+    derived files; an encrypted run's encryption record is part of it, so it cannot be dropped."""
     evidence = {"format": manifest["format"], "cells": manifest["cells"],
                 "files": {k: v for k, v in manifest["files"].items() if k not in DERIVED}}
+    if "encryption" in manifest:
+        evidence["encryption"] = manifest["encryption"]
     return hashlib.sha256(_canonical(evidence)).hexdigest()
 
 

@@ -196,7 +196,9 @@ def _line(row: dict[str, Any]) -> str:
 
 def read_rounds(path: Path) -> list[dict[str, Any]]:
     """The per-round rows written by a RoundMonitor (an empty list when there is no file)."""
+    from privbench.sealed import read_text  # opened with the run key in an encrypted run
+
     path = Path(path)
     if not path.exists():
         return []
-    return [json_restore(json.loads(line)) for line in path.read_text().splitlines() if line]
+    return [json_restore(json.loads(line)) for line in read_text(path).splitlines() if line]

@@ -33,8 +33,27 @@ INF_LABEL = "∞ (no DP)"
 
 
 def write_report(run_dir: Path, suite: Suite, cells: list[CellResult],
-                 gates: Any = None) -> Path:
-    """Render `index.html` into `run_dir` and return its path; `gates` is a GateReport or None."""
+                 gates: Any = None, show_private_text: bool = False) -> Path:
+    """Render `index.html` into `run_dir` (sealed in an encrypted run) and return its path.
+
+    Args:
+        run_dir: the run folder.
+        suite: the run's suite.
+        cells: its cell results.
+        gates: a GateReport or None.
+        show_private_text: include raw private text (text recovered by inversion beside the
+            training text it came from); off by default, so a report can be shared.
+    """
+    from privbench.sealed import write_text
+
+    path = run_dir / "index.html"
+    write_text(path, render_report(run_dir, suite, cells, gates, show_private_text))
+    return path
+
+
+def render_report(run_dir: Path, suite: Suite, cells: list[CellResult], gates: Any = None,
+                  show_private_text: bool = False) -> str:
+    """The report's HTML (see `write_report`)."""
     from privbench import report_context as rc
 
     env = Environment(loader=PackageLoader("privbench", "templates"),
@@ -48,15 +67,22 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult],
         privacy_cards=[(c.label, privacy_card(c.claim, c.spec)) for c in cells if c.claim],
         secagg_rows=secagg_report_rows(cells),
         verdict=rc.verdict_context(gates), gates=gates, audit=rc.audit_context(cells),
-        inversion=inversion_context(cells),
+        inversion=_private_text(inversion_context(cells), show_private_text),
         rounds=rc.rounds_context(run_dir, cells),
         surfaces=rc.surfaces_context(run_dir, cells),
         seeds=sorted({c.spec.get("seed") for c in cells if c.spec}),
         lm_rows=lm_report_rows(cells),
     )
-    path = run_dir / "index.html"
-    path.write_text(html, encoding="utf-8")
-    return path
+    return html
+
+
+def _private_text(inversion: dict[str, Any] | None, show: bool) -> dict[str, Any] | None:
+    """The inversion section without its raw text (original training sequences and their
+    recoveries) unless `show`; `hidden_texts` counts what was left out, for the note."""
+    if inversion is None or show:
+        return inversion
+    hidden = sum(len(t["pairs"]) for t in inversion.get("texts", []))
+    return {**inversion, "texts": [], "hidden_texts": hidden}
 
 
 def _scorecard_row(cell: CellResult) -> dict[str, Any]:

@@ -7,7 +7,6 @@ the shared naming conventions and appear only when such rows exist.
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt
 from privbench.cell import cell_dir
 from privbench.mia import fpr_metric_name
 from privbench.monitor import ROUNDS_FILE, read_rounds
-from privbench.results import CellResult, MetricRow
+from privbench.results import CellResult, MetricRow, read_json
 from privbench.trained import SURFACES
 
 # Scorers that are not membership attacks (every other scorer with an "auc" row is one).
@@ -210,7 +209,7 @@ def surfaces_context(run_dir: Path, cells: list[CellResult]) -> dict[str, Any] |
         path = cell_dir(run_dir, c.key) / "observations.json"
         if not path.exists():
             continue
-        exposed = json.loads(path.read_text()).get("exposed", {})
+        exposed = read_json(path).get("exposed", {})
         rows.append({"cell": c, "exposed": [exposed.get(s) for s in SURFACES]})
     if not rows:
         return None

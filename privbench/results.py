@@ -89,8 +89,22 @@ def json_restore(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False))
+def write_json(path: Path, data: Any, **where: Any) -> None:
+    """Write `data` as standard JSON; inside an encrypted run folder the file is sealed
+    (privbench.sealed: `where` may name the run folder and final path for a file written aside).
+    """
+    from privbench.sealed import write_text
+
+    write_text(Path(path), json.dumps(json_safe(data), indent=2, sort_keys=False,
+                                      allow_nan=False), **where)
+
+
+def read_json(path: Path, **where: Any) -> Any:
+    """The JSON a `write_json` wrote (opened with the run key when sealed), non-finite numbers
+    restored."""
+    from privbench.sealed import read_json as read_sealed
+
+    return json_restore(read_sealed(Path(path), **where))
 
 
 SCHEMA = """
@@ -107,10 +121,18 @@ CREATE TABLE metrics (
 
 
 def write_sqlite(path: Path, cells: list[CellResult]) -> None:
-    """Write (replace) the results database: one row per cell and one row per metric."""
-    if path.exists():
-        path.unlink()
-    con = sqlite3.connect(path)
+    """Write (replace) the results database: one row per cell and one row per metric.
+
+    The database is built in memory and written as one file through privbench.sealed, so in an
+    encrypted run no plaintext copy ever reaches the disk.
+    """
+    from privbench.sealed import write_bytes
+
+    write_bytes(Path(path), _sqlite_bytes(cells))
+
+
+def _sqlite_bytes(cells: list[CellResult]) -> bytes:
+    con = sqlite3.connect(":memory:")
     try:
         con.executescript(SCHEMA)
         con.executemany(
@@ -125,5 +147,22 @@ def write_sqlite(path: Path, cells: list[CellResult]) -> None:
               json.dumps(json_safe(m.details))) for c in cells for m in c.metrics],
         )
         con.commit()
+        return _serialize(con)
     finally:
         con.close()
+
+
+def _serialize(con: sqlite3.Connection) -> bytes:
+    """The database file's bytes (Python 3.11+: serialize; 3.10: a private temporary copy)."""
+    if hasattr(con, "serialize"):
+        return con.serialize()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "db.sqlite"
+        out = sqlite3.connect(path)
+        try:
+            con.backup(out)
+        finally:
+            out.close()
+        return path.read_bytes()

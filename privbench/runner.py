@@ -26,6 +26,7 @@ import torch
 
 import privbench
 from privbench.cell import RESULT_FILE, cell_dir, load_finished, run_cell
+from privbench.crypto import active_run_key, set_run_key
 from privbench.errors import PrivbenchError
 from privbench.limits import check_memory
 from privbench.manifest import (
@@ -39,6 +40,7 @@ from privbench.manifest import (
 from privbench.paths import safe_folder_name
 from privbench.results import CellResult, json_safe, write_json, write_sqlite
 from privbench.runlock import run_lock
+from privbench.sealed import encryption_record, run_key_for
 from privbench.suite import Cell, Suite
 
 # (kind, cell key, payload): ("round", key, (done, total)), ("done", key, CellResult) or
@@ -70,7 +72,8 @@ def default_run_dir(suite: Suite, root: Path = Path("reports")) -> Path:
 
 
 def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
-              on_event: EventSink | None = None, policy: Any = None) -> RunResult:
+              on_event: EventSink | None = None, policy: Any = None, encrypt: bool = False,
+              signing_key: Any = None, show_private_text: bool = False) -> RunResult:
     """Run every cell of `suite` into `run_dir`, reusing finished cells found there.
 
     With a `policy` (privbench.gates.Policy) the finished run is gated and the report shows the
@@ -82,6 +85,11 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
         workers: parallel cells (default: the number of cores).
         on_event: receives ("round" | "done" | "recompute", key, payload) events.
         policy: a privbench.gates.Policy to gate the finished run with, or None.
+        encrypt: seal every stored file with this process's run key (privbench.crypto); a
+            folder of an encrypted run stays encrypted on resume.
+        signing_key: an Ed25519 private key: sign the trail entry, the run manifest and
+            gates.json (privbench.signatures).
+        show_private_text: the report shows raw private text (privbench.report.write_report).
 
     Returns:
         The RunResult.
@@ -96,9 +104,12 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
     unfinished = [c for c in suite.cells
                   if not (cell_dir(Path(run_dir), c.key) / RESULT_FILE).exists()]
     check_memory(unfinished, max(1, min(workers or os.cpu_count() or 1, len(unfinished) or 1)))
+    if encrypt and active_run_key() is None:
+        raise PrivbenchError("--encrypt: no run key; give --key-file FILE or set $PRIVBENCH_KEY "
+                             "(`privbench keygen --encryption FILE` writes one)")
     with run_lock(run_dir):
         return _run_locked(suite, Path(run_dir), workers, on_event or (lambda event: None),
-                           policy)
+                           policy, encrypt, signing_key, show_private_text)
 
 
 def _refuse_unverified(run_dir: Path) -> dict[str, Any] | None:
@@ -114,9 +125,24 @@ def _refuse_unverified(run_dir: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _encryption(run_dir: Path, previous: dict[str, Any] | None, encrypt: bool) -> None:
+    """Start an encrypted run, or check the key of one being resumed, before anything is
+    written; a plaintext run folder is never half-encrypted."""
+    enc = previous.get("encryption") if previous else None
+    if enc is not None:
+        run_key_for(run_dir, enc, "resume")
+    elif encrypt and previous is not None:
+        raise PrivbenchError(f"--encrypt: {run_dir} holds a plaintext run; resuming it "
+                             "encrypted would mix plaintext and sealed files: choose a new --out")
+    elif encrypt:
+        record_run(run_dir, encryption=encryption_record(active_run_key()))
+
+
 def _run_locked(suite: Suite, run_dir: Path, workers: int | None, sink: EventSink,
-                policy: Any) -> RunResult:
+                policy: Any, encrypt: bool = False, signing_key: Any = None,
+                show_private_text: bool = False) -> RunResult:
     previous = _refuse_unverified(run_dir)
+    _encryption(run_dir, previous, encrypt)
     recorded = previous["cells"] if previous else {}
     write_json(run_dir / "suite.json", {
         "source": suite.source,
@@ -145,7 +171,7 @@ def _run_locked(suite: Suite, run_dir: Path, workers: int | None, sink: EventSin
     elif todo:
         _run_pool(todo, run_dir, n_workers, sink, results)
     ordered = [results[c.key] for c in suite.cells]
-    gates = _write_outputs(suite, run_dir, ordered, policy)
+    gates = _write_outputs(suite, run_dir, ordered, policy, signing_key, show_private_text)
     return RunResult(suite=suite, run_dir=run_dir, cells=ordered, loaded=loaded, gates=gates,
                      recomputed=recomputed)
 
@@ -179,8 +205,10 @@ def _run_inline(todo: list[Cell], run_dir: Path, sink: EventSink,
         torch.set_num_threads(threads)
 
 
-def _worker_init() -> None:
+def _worker_init(key: Any = None) -> None:
+    """One torch thread per worker; the parent's run key (spawned workers start without it)."""
     torch.set_num_threads(1)
+    set_run_key(key)
 
 
 def _pool_cell(cell: Cell, run_dir: Path, events: Any) -> CellResult:
@@ -195,7 +223,8 @@ def _run_pool(todo: list[Cell], run_dir: Path, n_workers: int, sink: EventSink,
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         events = manager.Queue()
-        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(active_run_key(),)) as pool:
             pending: dict[Future, Cell] = {
                 pool.submit(_pool_cell, cell, run_dir, events): cell for cell in todo
             }
@@ -224,12 +253,14 @@ def _drain(events: Any, sink: EventSink) -> None:
 
 
 def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
-                   policy: Any = None) -> Any:
+                   policy: Any = None, signing_key: Any = None,
+                   show_private_text: bool = False) -> Any:
     """results.sqlite, results.json, gates.json (with a policy) and index.html; then the audit
-    trail entry. Returns the GateReport or None."""
+    trail entry and, with a signing key, the run's signatures. Returns the GateReport or None."""
     from privbench.audit_trail import append_run, default_log_path
     from privbench.gates import evaluate, write_gate_report
     from privbench.report import write_report  # matplotlib is imported only when reporting
+    from privbench.signatures import sign_run
 
     # Unlisted while they are rewritten: a crash in between leaves no stale hash that would make
     # the next resume refuse the folder.
@@ -243,13 +274,15 @@ def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
         written.append("gates.json")
     elif (run_dir / "gates.json").exists():
         (run_dir / "gates.json").unlink()  # a stale verdict must not outlive the run it gated
-    write_report(run_dir, suite, cells, gates=gates)
+    write_report(run_dir, suite, cells, gates=gates, show_private_text=show_private_text)
     manifest = record_run(run_dir, files=tuple(written),
                           only_cells=[c.key for c in cells if c.status == "ok"])
     append_run(default_log_path(run_dir), suite=suite.spec.name, run_dir=run_dir,
                spec=json_safe(suite.spec.model_dump()),
                data_fingerprints=[c.data_fingerprint for c in cells if c.data_fingerprint],
-               results_path=run_dir / "results.json", manifest_hash=run_digest(manifest))
+               results_path=run_dir / "results.json", manifest_hash=run_digest(manifest),
+               signing_key=signing_key)
+    sign_run(run_dir, signing_key)
     return gates
 
 
@@ -260,11 +293,9 @@ def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[Cel
         PrivbenchError: the folder is not a run folder, or does not verify (a file differs from
             its hash, or the run manifest from the audit-trail entry of the run).
     """
-    import json
-
     from privbench.audit_trail import require_verified
     from privbench.gates import load_cells
-    from privbench.results import json_restore
+    from privbench.results import read_json
     from privbench.spec import validate_suite
     from privbench.suite import expand
 
@@ -273,7 +304,7 @@ def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[Cel
     if not path.exists():
         raise PrivbenchError(f"{run_dir}: no suite.json; give a run folder written by "
                              "`privbench suite`")
-    data = json_restore(json.loads(path.read_text()))
+    data = read_json(path)
     spec = validate_suite(data["spec"], data["source"])
     suite = Suite(spec=spec, source=data["source"], cells=expand(spec, data["source"]))
     return suite, load_cells(run_dir)

@@ -245,7 +245,15 @@ def test_quick_suite_inversion_success_falls_with_epsilon_and_report_shows_it(qu
                for m in rows)
     html = (out / "index.html").read_text()
     section = html[html.index("Gradient inversion by a curious server"):]
-    assert "<svg" in section and "data:image/png;base64," in section and "<mark>" in section
+    assert "<svg" in section and "data:image/png;base64," in section
+    # Recovered text beside the training text is private: shown only when asked for.
+    assert "<mark>" not in section and "are not shown" in section
+    from privbench.report import render_report
+    from privbench.runner import load_run
+
+    suite, loaded = load_run(out)
+    shown = render_report(out, suite, loaded, show_private_text=True)
+    assert "<mark>" in shown[shown.index("Gradient inversion by a curious server"):]
 
 
 def test_an_audited_run_inverts_only_real_clients_not_the_canary_clients(tmp_path):
