@@ -97,9 +97,8 @@ def generators(seed: int) -> dict[str, torch.Generator]:
 def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
                   gen: torch.Generator) -> torch.Tensor:
     """Round r's cohort: Poisson, a fixed-size uniform draw, or the next slice of a shuffle."""
-    if train.sampling == "poisson":
-        return torch.nonzero(torch.rand(n_clients, generator=gen) < train.cohort / n_clients
-                             ).flatten()
+    if train.sampling == "poisson":  # the draw of one run of `cohort_masks`
+        return torch.nonzero(cohort_masks(train, n_clients, 1, r, seed, gen)[0]).flatten()
     m = int(train.cohort)
     if train.sampling == "fixed_cohort":
         return torch.randperm(n_clients, generator=gen)[:m].sort().values
