@@ -17,26 +17,29 @@ from privbench.trainers import tabular_inputs, train_fedavg
 from privbench.trainers.shadow import ShadowPlan, batched_logits, cached_shadows, train_shadows
 
 
-def _setup(**train):
+def _setup(clients: int = 4, epsilon: float = 4.0, **train):
     spec = CellSpec.model_validate({
-        "data": {"name": "breast_cancer", "clients": 4},
+        "data": {"name": "breast_cancer", "clients": clients},
         "model": {"hidden": [8]},
         "train": {"rounds": 3, "cohort": 2, "local_epochs": 1, "batch_size": 8, "lr": 0.1,
                   **train},
-        "privacy": {"epsilon": 4.0, "clip": 0.5}})
+        "privacy": {"epsilon": epsilon, "clip": 0.5}})
     data = load_split(spec.data, 0)
     model = build_model(spec.model, data.n_features, data.n_classes, 0)
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     return spec, data, model, init
 
 
-def test_a_shadow_given_the_targets_records_and_seed_reproduces_the_target_exactly():
+@pytest.mark.parametrize("clients, cohort, epsilon", [
+    (4, 2, 4.0), (1, 1, 4.0), (1, 1, float("inf"))])  # cohort 1 of 1: one client per run
+def test_a_shadow_given_the_targets_records_and_seed_reproduces_the_target_exactly(
+        clients, cohort, epsilon):
     """Same records, partition, client sampling, local SGD, clip and executed DP noise."""
-    spec, data, model, init = _setup()
+    spec, data, model, init = _setup(clients, epsilon, cohort=cohort)
     shards = partition(spec.data, data.y_train, 0)
     target = build_model(spec.model, data.n_features, data.n_classes, 0)
     trained = train_fedavg(*tabular_inputs(target, data, shards), spec.train, spec.privacy, 0)
-    assert trained.claim.noise_multiplier > 0
+    assert (trained.claim.noise_multiplier > 0) == (epsilon < float("inf"))
     x = np.concatenate([data.x_train, data.x_test])
     y = np.concatenate([data.y_train, data.y_test])
     inclusion = (np.arange(len(y)) < len(data.y_train))[None, :]

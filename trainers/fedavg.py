@@ -99,9 +99,8 @@ def generators(seed: int) -> dict[str, torch.Generator]:
 def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
                   gen: torch.Generator) -> torch.Tensor:
     """Round r's cohort: Poisson, a fixed-size uniform draw, or the next slice of a shuffle."""
-    if train.sampling == "poisson":
-        return torch.nonzero(torch.rand(n_clients, generator=gen) < train.cohort / n_clients
-                             ).flatten()
+    if train.sampling == "poisson":  # the draw of one run of `cohort_masks`
+        return torch.nonzero(cohort_masks(train, n_clients, 1, r, seed, gen)[0]).flatten()
     m = int(train.cohort)
     if train.sampling == "fixed_cohort":
         return torch.randperm(n_clients, generator=gen)[:m].sort().values
@@ -426,3 +425,99 @@ def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, to
     if view.get("total") is not None:
         recorded["aggregates"][round_no] = {name: t.clone() for name, t in view["total"].items()}
         recorded["cohorts"][round_no] = list(view["clients"])
+
+
+def cohort_masks(train: TrainSpec, n_clients: int, runs: int, r: int, seed: int,
+                 gen: torch.Generator) -> torch.Tensor:
+    """Round r's cohort of each of `runs` independent runs as a (runs, n_clients) bool mask.
+
+    Poisson draws every run's clients in one call on the shared sampling stream (one run draws
+    exactly what `sample_cohort` draws, so a single run replays `train_fedavg`'s cohorts); the
+    other samplers draw run by run, in run order.
+    """
+    if train.sampling == "poisson":
+        return torch.rand(runs, n_clients, generator=gen) < train.cohort / n_clients
+    masks = torch.zeros(runs, n_clients, dtype=torch.bool)
+    for k in range(runs):
+        masks[k, sample_cohort(train, n_clients, r, seed, gen)] = True
+    return masks
+
+
+def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: TrainSpec, *,
+               runs: int, clip: float | None, noise_multiplier: Callable[[int], float],
+               gens: dict[str, torch.Generator], seed: int, example_level: bool = False,
+               rounds: int | None = None, local_steps: int = 1, record_rate: float = 1.0,
+               gradient_canaries: GradientCanaries | None = None,
+               on_round: Callable[[int, Params], None] | None = None) -> Params:
+    """Train `runs` independent federated runs side by side; return their parameters, (K, ...).
+
+    Shadow models (trainers/shadow.py) and the multi-run audit (privbench/audit/multi_run.py)
+    are calls to this, so that their runs sample, train, clip and noise exactly as the target's
+    `train_fedavg` does. Run k owns the clients `k * n + c` of `data` (n = data.n_clients //
+    runs): its own inclusion mask and partition. Every (run, sampled client) pair of a round is
+    one row of a single vmapped `local_sgd` (or `dp_sgd`) call, each row starting from its own
+    run's global model; the server step (clip, noise, mean) runs per run, in run order, on the
+    shared noise stream. Server-side extras of `train_fedavg` (screening, rollback, ledger,
+    checkpoints) are not part of the replicated mechanism and do not run here.
+
+    Args:
+        adapter: the model; init: each run's starting parameters, stacked (K, ...).
+        data: the runs' clients, run-major (runs * n rows).
+        train: rounds, cohort, sampling, local epochs, batch size and learning rates.
+        runs: K; clip: the clipping bound C (None without DP).
+        noise_multiplier: round index -> the executed noise multiplier (0: no DP noise).
+        gens: the "sampling", "local" and "noise" streams (`generators(seed)` replays the target).
+        seed: the seed of the shuffle sampler's permutations.
+        example_level: DP-SGD inside the clients (`dp_sgd` with `local_steps` Poisson batches
+            of rate `record_rate`) instead of local SGD with client-level clipping and noise.
+        rounds: rounds to run (None: `train.rounds`).
+        gradient_canaries: Dirac canaries inside example-level DP-SGD (rows: the data's rows).
+        on_round: called with (rounds done, the stacked parameters) after each round.
+    Returns:
+        The K runs' final parameters, each (K, ...).
+    """
+    n_clients = data.n_clients // runs
+    rows_of = torch.arange(data.n_clients).view(runs, n_clients)
+    glob = {n: p.detach().clone() for n, p in init.items()}
+    for r in range(train.rounds if rounds is None else rounds):
+        rows = rows_of[cohort_masks(train, n_clients, runs, r, seed, gens["sampling"])]
+        run_of_row = rows // n_clients
+        updates = None
+        z = noise_multiplier(r)
+        if rows.numel():
+            start = {n: p[run_of_row] for n, p in glob.items()}
+            if example_level:
+                updates = dp_sgd(adapter, start, data.rows(rows), steps=local_steps,
+                                 sampling_rate=record_rate, expected_batch=train.batch_size,
+                                 lr=train.lr, clip=clip, noise_multiplier=z,
+                                 generator=gens["local"], noise_generator=gens["noise"],
+                                 canaries=None if gradient_canaries is None
+                                 else gradient_canaries.rows(rows), batched_params=True)
+            else:
+                updates, _ = local_sgd(adapter, start, data.rows(rows),
+                                       epochs=train.local_epochs, batch_size=train.batch_size,
+                                       lr=train.lr, generator=gens["local"],
+                                       batched_params=True)
+        central = z > 0 and not example_level  # central client-level DP-FedAvg
+        if updates is not None and not central and run_of_row.unique().numel() == rows.numel():
+            for n in glob:  # one client per run this round: its mean is its update
+                glob[n][run_of_row] += train.server_lr * updates[n]
+            updates = None
+        for k in range(runs if updates is not None or central else 0):
+            mine = (run_of_row == k).nonzero().flatten()
+            part = None if updates is None or not mine.numel() else {
+                n: u[mine] for n, u in updates.items()}
+            if central:
+                template = {n: p[k] for n, p in glob.items()}
+                clipped = None if part is None else clip_updates(part, clip)[0]
+                step, _ = dp_fedavg(clipped, template, clip=clip, noise_multiplier=z,
+                                    expected_cohort=train.cohort, generator=gens["noise"])
+            elif part is not None:
+                step = fedavg_mean(part)
+            else:
+                continue
+            for n in glob:
+                glob[n][k] += train.server_lr * step[n]
+        if on_round is not None:
+            on_round(r + 1, glob)
+    return glob

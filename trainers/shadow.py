@@ -2,9 +2,9 @@
 
 Each shadow trains on the records its inclusion bits select, partitioned into clients as the
 target's spec says, with the target's rounds, cohort sampling, local SGD, clip and executed noise
-multiplier, from the target's initial weights. Every (shadow, sampled client) pair of a round is a
-row of a single `local_sgd` call (torch.func vmap), each row starting from its own shadow's global
-model; only the cheap server step loops over shadows, and it reuses the target's aggregation code.
+multiplier, from the target's initial weights: K independent runs of the trainer's own `train_runs`
+(trainers/fedavg.py), every (shadow, sampled client) pair of a round one row of a single vmapped
+call; the shadows sample, clip and noise through the trainer, never on their own.
 Trained shadows are cached by content hash (safetensors + JSON manifest) and reused across cells.
 """
 
@@ -26,9 +26,8 @@ import privbench
 from privbench.models.adapter import ClassifierAdapter
 from privbench.partition import ClientShard, partition
 from privbench.spec import DataSpec, TrainSpec
-from privbench.trainers.aggregation import clip_updates, dp_fedavg, fedavg_mean
 from privbench.trainers.client_data import from_shards
-from privbench.trainers.client_update import local_sgd
+from privbench.trainers.fedavg import generators, train_runs
 
 Params = dict[str, torch.Tensor]
 
@@ -63,53 +62,17 @@ def train_shadows(model: nn.Module, init: Params, x: np.ndarray, y: np.ndarray,
     """Train K shadow models at once; returns their parameters stacked, each (K, ...)."""
     k_models = inclusion.shape[0]
     shards: list[ClientShard] = []
-    owner: list[int] = []
     for k in range(k_models):
         chosen = np.flatnonzero(inclusion[k])
         for shard in partition(plan.data, y[chosen], plan.seed + k):
             shards.append(ClientShard(len(shards), chosen[shard.indices]))
-            owner.append(k)
-    clients = from_shards(x, y, shards)
-    adapter = ClassifierAdapter(model)
-    n_clients = plan.data.clients
-    rows_of = torch.arange(len(shards)).view(k_models, n_clients)  # partition keeps the count
-    rate = plan.train.cohort / n_clients
-    private = plan.noise_multiplier > 0
-
-    # The target's streams (trainers/fedavg.py): one shadow given the target's records and seed
-    # replays the target's run exactly, which the tests check.
-    sampling_gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + 1)
-    local_gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + 2)
-    noise_gen = torch.Generator().manual_seed(plan.seed * 1_000_003 + 3)
     glob = {n: p.detach().unsqueeze(0).repeat(k_models, *([1] * p.dim())) for n, p in init.items()}
-    for _ in range(plan.train.rounds):
-        picked = torch.rand(k_models, n_clients, generator=sampling_gen) < rate
-        rows = rows_of[picked]
-        shadow_of_row = rows // n_clients
-        updates = None
-        if rows.numel():
-            start = {n: p[shadow_of_row] for n, p in glob.items()}
-            updates, _ = local_sgd(adapter, start, clients.rows(rows),
-                                   epochs=plan.train.local_epochs,
-                                   batch_size=plan.train.batch_size, lr=plan.train.lr,
-                                   generator=local_gen, batched_params=True)
-        for k in range(k_models):
-            template = {n: p[k] for n, p in glob.items()}
-            mine = (shadow_of_row == k).nonzero().flatten()
-            part = None if updates is None or not mine.numel() else {
-                n: u[mine] for n, u in updates.items()}
-            if private:
-                clipped = None if part is None else clip_updates(part, plan.clip)[0]
-                step, _ = dp_fedavg(clipped, template, clip=plan.clip,
-                                    noise_multiplier=plan.noise_multiplier,
-                                    expected_cohort=plan.train.cohort, generator=noise_gen)
-            elif part is not None:
-                step = fedavg_mean(part)
-            else:
-                continue
-            for n in glob:
-                glob[n][k] += plan.train.server_lr * step[n]
-    return glob
+    # The target's streams (generators(seed)): one shadow given the target's records and seed
+    # replays the target's run exactly, which the tests check.
+    return train_runs(ClassifierAdapter(model), glob, from_shards(x, y, shards), plan.train,
+                      runs=k_models, clip=plan.clip,
+                      noise_multiplier=lambda _r: plan.noise_multiplier,
+                      gens=generators(plan.seed), seed=plan.seed)
 
 
 def cached_shadows(cache_dir: Path | None, model: nn.Module, init: Params, x: np.ndarray,

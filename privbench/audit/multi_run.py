@@ -1,14 +1,14 @@
 """Multi-run audit of example-level DP-SGD: N runs with a Dirac canary, N without, side by side.
 
 Each run is the cell's centralised DP-SGD plan (same data, model, rounds, sampling rate and
-calibrated noise) executed by the trainer's own `dp_sgd`, with independent sampling and noise; the
-runs of a chunk are the rows of one batched model. Runs with an even index hold the canary. The
-auditor reads the canary's coordinate on the observed surface and scores it by the claimed
-mechanism's likelihood ratio; the threshold is designed on scores simulated from the claimed
-mechanism, before any run, so every run certifies (two-world bound, no selection split). When
-each step is an unsampled Gaussian (sampling rate 1), the claimed mechanism is mu-GDP and the
-Gaussian-DP route is valid and tight (Nasr et al. 2023); otherwise the Clopper-Pearson route,
-valid for any mechanism.
+calibrated noise) executed by the trainer's `train_runs` (trainers/fedavg.py), with independent
+sampling and noise; the runs of a chunk are the rows of one batched model. Runs with an even index
+hold the canary. The auditor reads the canary's coordinate on the observed surface and scores it by
+the claimed mechanism's likelihood ratio; the threshold is designed on scores simulated from the
+claimed mechanism, before any run, so every run certifies (two-world bound, no selection split).
+When each step is an unsampled Gaussian (sampling rate 1), the claimed mechanism is mu-GDP and the
+Gaussian-DP route is valid and tight (Nasr et al. 2023); otherwise the Clopper-Pearson route, valid
+for any mechanism.
 
 Server-side extras of the federated loop (update screening, the rollback monitor) are not part of
 the audited mechanism and do not run here.
@@ -26,7 +26,8 @@ from privbench.models import build_model
 from privbench.spec import CellSpec
 from privbench.trainers.client_data import ClientData
 from privbench.trainers.client_update import stack_params
-from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
+from privbench.trainers.dpsgd import GradientCanaries
+from privbench.trainers.fedavg import train_runs
 from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
 
@@ -51,24 +52,28 @@ def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, c
     y = torch.from_numpy(data.y_train).long()
     bits = np.arange(total) % 2 == 0
     values = np.zeros((total, rounds + 1))
+    one_client = t.model_copy(update={"cohort": 1, "sampling": "poisson"})
     for start in range(0, total, chunk):
         k = min(chunk, total - start)
         canaries = GradientCanaries(torch.from_numpy(bits[start:start + k]).unsqueeze(1),
                                     torch.tensor([coord]), spec.audit.canary_norm * p.clip)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 1)
-        noise_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 2)
-        params = stack_params(initial, k)
+        # Each chunk its own streams; every run is one client holding every record, in every
+        # round's cohort (rate 1, so the sampling stream decides nothing).
+        gens = {"sampling": torch.Generator().manual_seed(seed),
+                "local": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 1),
+                "noise": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 2)}
         runs_data = ClientData({"x": x.expand(k, *x.shape), "y": y.expand(k, n)},
                                torch.full((k,), n))
-        values[start:start + k, 0] = _flat(params)[:, coord]
-        for r in range(rounds):
-            update = dp_sgd(adapter, params, runs_data, steps=plan.local_steps,
-                            sampling_rate=plan.record_rate, expected_batch=t.batch_size, lr=t.lr,
-                            clip=p.clip, noise_multiplier=plan.update_noise_multiplier(r),
-                            generator=gen, noise_generator=noise_gen, canaries=canaries,
-                            batched_params=True)
-            params = {name: params[name] + t.server_lr * update[name] for name in params}
-            values[start:start + k, r + 1] = _flat(params)[:, coord]
+        values[start:start + k, 0] = _flat(stack_params(initial, k))[:, coord]
+
+        def keep(done: int, params: dict[str, torch.Tensor], at: int = start, k: int = k
+                 ) -> None:
+            values[at:at + k, done] = _flat(params)[:, coord]
+
+        train_runs(adapter, stack_params(initial, k), runs_data, one_client, runs=k,
+                   clip=p.clip, noise_multiplier=plan.update_noise_multiplier, gens=gens,
+                   seed=seed, example_level=True, rounds=rounds, local_steps=plan.local_steps,
+                   record_rate=plan.record_rate, gradient_canaries=canaries, on_round=keep)
     return values, bits
 
 
