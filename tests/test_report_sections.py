@@ -75,6 +75,8 @@ def test_sections_render_only_when_their_rows_exist(tiny_suite, tmp_path):
     assert "lira_online" in full and "tightness" in full
     assert full.count("<svg") >= 4  # frontier, audit, ROC, rounds
     assert "no attack can certify" in full
+    # the first screen: verdict banner, then claimed vs measured epsilon, then the scorecard
+    assert full.index('id="verdict"') < full.index('id="audit"') < full.index('id="scorecard"')
 
 
 def test_exposed_surfaces_come_from_observations_json(tiny_suite, tmp_path):
