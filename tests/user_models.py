@@ -18,12 +18,3 @@ def wrong_width(n_features: int, n_classes: int) -> nn.Module:
 
 NOT_CALLABLE = 3
 
-
-def crashes_in_a_ray_task(n_features: int, n_classes: int) -> nn.Module:
-    """Builds everywhere but inside a Ray task, where it raises: a cell that fails for its own
-    reasons on the Ray backend (the checks before training build it in the driver)."""
-    import ray
-
-    if ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None:
-        raise RuntimeError("simulated crash inside the cell")
-    return nn.Linear(n_features, n_classes)
