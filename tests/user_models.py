@@ -17,4 +17,3 @@ def wrong_width(n_features: int, n_classes: int) -> nn.Module:
 
 
 NOT_CALLABLE = 3
-
