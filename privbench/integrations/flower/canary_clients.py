@@ -31,6 +31,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from privbench.integrations.flower.wrapper import WrapperStrategy
+
 
 class CanaryProxy(ClientProxy):
     """The stand-in proxy of a canary client: it has nothing to fetch, fit or evaluate."""
@@ -41,7 +43,7 @@ class CanaryProxy(ClientProxy):
     get_properties = get_parameters = fit = evaluate = reconnect = _refuse
 
 
-class CanaryClients(Strategy):
+class CanaryClients(WrapperStrategy):
     """Adds the included canary clients' updates to each round's results, then delegates.
 
     Args:
@@ -55,8 +57,7 @@ class CanaryClients(Strategy):
 
     def __init__(self, strategy: Strategy, bits: np.ndarray, norm: float,
                  rng: np.random.Generator) -> None:
-        super().__init__()
-        self.strategy = strategy
+        super().__init__(strategy)
         self.bits, self.norm, self.rng = np.asarray(bits, dtype=bool), norm, rng
         self.vectors: np.ndarray | None = None  # (m, d) unit rows, the flattened arrays' order
         self.current: list[np.ndarray] = []
@@ -67,9 +68,6 @@ class CanaryClients(Strategy):
 
     def __repr__(self) -> str:
         return f"CanaryClients({self.strategy!r}, {int(self.bits.sum())} canary clients)"
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.strategy.initialize_parameters(client_manager)
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
@@ -105,15 +103,3 @@ class CanaryClients(Strategy):
             # The DP wrapper divides its noise by the clients it expects: count the canaries.
             self.strategy.num_sampled_clients = self.base_sampled + len(canaries)
         return self.strategy.aggregate_fit(server_round, [*results, *canaries], failures)
-
-    def configure_evaluate(self, server_round: int, parameters: Parameters,
-                           client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
-        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
-
-    def aggregate_evaluate(self, server_round: int, results: list[Any],
-                           failures: list[Any]) -> tuple[float | None, dict[str, Scalar]]:
-        return self.strategy.aggregate_evaluate(server_round, results, failures)
-
-    def evaluate(self, server_round: int,
-                 parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.strategy.evaluate(server_round, parameters)

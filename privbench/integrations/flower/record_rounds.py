@@ -15,8 +15,10 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from privbench.integrations.flower.wrapper import WrapperStrategy
 
-class RecordRounds(Strategy):
+
+class RecordRounds(WrapperStrategy):
     """Delegates everything to `strategy`; records the initial and every round's global model.
 
     Args:
@@ -24,16 +26,12 @@ class RecordRounds(Strategy):
     """
 
     def __init__(self, strategy: Strategy) -> None:
-        super().__init__()
-        self.strategy = strategy
+        super().__init__(strategy)
         self.initial: list[np.ndarray] | None = None
         self.iterates: list[list[np.ndarray]] = []
 
     def __repr__(self) -> str:
         return f"RecordRounds({self.strategy!r})"
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.strategy.initialize_parameters(client_manager)
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
@@ -47,15 +45,3 @@ class RecordRounds(Strategy):
         if aggregated is not None:
             self.iterates.append([a.copy() for a in parameters_to_ndarrays(aggregated)])
         return aggregated, metrics
-
-    def configure_evaluate(self, server_round: int, parameters: Parameters,
-                           client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
-        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
-
-    def aggregate_evaluate(self, server_round: int, results: list[Any],
-                           failures: list[Any]) -> tuple[float | None, dict[str, Scalar]]:
-        return self.strategy.aggregate_evaluate(server_round, results, failures)
-
-    def evaluate(self, server_round: int,
-                 parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.strategy.evaluate(server_round, parameters)
