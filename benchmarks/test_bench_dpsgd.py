@@ -12,8 +12,17 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
-from sklearn.datasets import load_digits
+from digits_baselines import (
+    BATCH,
+    CLIP,
+    EPOCHS,
+    LR,
+    NOISE,
+    digits_tensors,
+    non_private,
+    non_private_slices,
+    train_epochs,
+)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -21,14 +30,10 @@ from privbench.trainers.client_data import ClientData
 from privbench.trainers.dpsgd import dp_sgd
 from privbench.trainers.linear_stack import classifier_adapter
 
-EPOCHS, BATCH, LR, CLIP, NOISE = 3, 256, 0.5, 1.0, 1.0
-
 
 @pytest.fixture(scope="module")
 def digits():
-    torch.set_num_threads(1)
-    x, y = load_digits(return_X_y=True)
-    return torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
+    return digits_tensors()
 
 
 def _model() -> nn.Module:
@@ -37,36 +42,12 @@ def _model() -> nn.Module:
 
 
 def _non_private(x, y):
-    model = _model()
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
-    return _train_epochs(model, opt, loader)
+    return non_private(_model(), x, y)
 
-
-def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, loader) -> nn.Module:
-    """EPOCHS of minibatch SGD over `loader`: the same loop for the plain and Opacus baselines."""
-    for _ in range(EPOCHS):
-        for xb, yb in loader:
-            opt.zero_grad()
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
-    return model
 
 
 def _non_private_slices(x, y):
-    """Non-private SGD indexing tensors directly (no DataLoader): the fastest plain loop."""
-    model = _model()
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(EPOCHS):
-        order = torch.randperm(len(y), generator=gen)
-        for s in range(0, len(y), BATCH):
-            idx = order[s:s + BATCH]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model
+    return non_private_slices(_model(), x, y)
 
 
 def _opacus(x, y):
@@ -81,7 +62,7 @@ def _opacus(x, y):
         model, opt, loader = engine.make_private(
             module=model, optimizer=opt, data_loader=loader, noise_multiplier=NOISE,
             max_grad_norm=CLIP, poisson_sampling=True)
-        return _train_epochs(model, opt, loader)
+        return train_epochs(model, opt, loader)
 
 
 def _privbench(x, y, per_example="auto"):
