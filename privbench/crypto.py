@@ -93,12 +93,8 @@ def load_run_key(key_file: Path | None = None) -> RunKey | None:
         PrivbenchError: the file cannot be read, or it or the variable holds no valid key.
     """
     if key_file is not None:
-        try:
-            text = Path(key_file).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as e:
-            raise PrivbenchError(f"--key-file {key_file}: cannot read it "
-                                 f"({getattr(e, 'strerror', None) or e}); give the file "
-                                 "`privbench keygen --encryption` wrote") from None
+        text = _read_key_file(key_file, "--key-file",
+                              "the file `privbench keygen --encryption` wrote")
         return parse_run_key(text, f"--key-file {key_file}")
     env = os.environ.get(KEY_ENV)
     return parse_run_key(env, f"${KEY_ENV}") if env else None
@@ -247,12 +243,8 @@ def load_signing_key(path: Path | None = None) -> Ed25519PrivateKey | None:
         PrivbenchError: the file cannot be read or does not hold an Ed25519 private key.
     """
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as e:
-            raise PrivbenchError(f"--signing-key {path}: cannot read it "
-                                 f"({getattr(e, 'strerror', None) or e}); give the PREFIX.key "
-                                 "file `privbench keygen` wrote") from None
+        text = _read_key_file(path, "--signing-key",
+                              "the PREFIX.key file `privbench keygen` wrote")
         return _parse_private(text, f"--signing-key {path}")
     env = os.environ.get(SIGNING_KEY_ENV)
     return _parse_private(env, f"${SIGNING_KEY_ENV}") if env else None
@@ -292,3 +284,12 @@ def signature_ok(public_text: str, message: bytes, signature: str) -> bool:
     except (InvalidSignature, ValueError, TypeError, binascii.Error):
         return False
     return True
+
+
+def _read_key_file(path: str | Path, flag: str, hint: str) -> str:
+    """The text of a key file named by `flag`, or one line saying why it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PrivbenchError(f"{flag} {path}: cannot read it "
+                             f"({getattr(e, 'strerror', None) or e}); give {hint}") from None
