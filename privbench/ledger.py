@@ -133,6 +133,12 @@ class PrivacyLedger:
             **info,
         })
 
+    def record_entry(self, kind: str, **info: Any) -> None:
+        """Append a line of another kind (the population, a client's withdrawal): it is kept
+        in the file, truncated with the rounds after a checkpoint, and never enters the
+        accounting."""
+        self._append({"kind": kind, **info})
+
     def run_event(self, extra: dp_accounting.DpEvent | None = None) -> dp_accounting.DpEvent:
         """The composition of every recorded round's run-level event (plus `extra`)."""
         return accounting.compose_steps(self._events + ([extra] if extra is not None else []))

@@ -311,6 +311,33 @@ class AuditSpec(StrictModel):
         "split", description="one-run guess counts: chosen on half the canaries, or union bound")
 
 
+class ClientsSpec(StrictModel):
+    """[governance] The client registry (privbench.consent): only clients that consented to
+    `scope` and pass onboarding are sampled; a withdrawal takes effect from the next round."""
+
+    registry: str | None = Field(None, description="client registry JSON (`privbench clients`); "
+                                 "none: every client of the data set takes part")
+    scope: str = Field("training", min_length=1, description="the consent scope training needs")
+    onboarding: bool = Field(True, description="check each client's declared device profile "
+                             "against the model's needs; refused clients are not sampled")
+    max_round_seconds: float = Field(600.0, gt=0, description="onboarding: longest a round of "
+                                     "local training may take at the declared speed")
+
+
+class PersonalSpec(StrictModel):
+    """[governance] Personalisation at the edge: FedPer-style personal layers (kept on each
+    client, never sent or aggregated) and fine-tuned personal heads (privbench.personal)."""
+
+    mode: Literal["fedper", "finetune"] = Field(
+        "fedper", description="fedper: the layers never leave the client and are never "
+        "aggregated; finetune: FedAvg trains every layer, then each client fine-tunes its own "
+        "copy of the layers")
+    layers: list[str] = Field(default_factory=list, description="parameter-name prefixes kept "
+                              "on the client, e.g. [\"net.2\"]; empty: no personal layers")
+    finetune_epochs: int = Field(0, ge=0, description="local epochs each client fine-tunes its "
+                                 "personal layers on its own data after training")
+
+
 class CellSpec(StrictModel):
     """One fully resolved experiment: everything a cell's result depends on, bar the code."""
 
@@ -326,6 +353,8 @@ class CellSpec(StrictModel):
     secagg: SecAggSpec = Field(default_factory=SecAggSpec)
     audit: AuditSpec = Field(default_factory=AuditSpec)
     lm: LMSpec = Field(default_factory=LMSpec)
+    clients: ClientsSpec = Field(default_factory=ClientsSpec)
+    personal: PersonalSpec = Field(default_factory=PersonalSpec)
 
 
 class SuiteSpec(CellSpec):
@@ -345,7 +374,10 @@ def consistency_problems(spec: CellSpec) -> list[str]:
     if spec.task != "tabular":  # every trainer option applies; data, model and scorers differ
         from privbench.lm.checks import lm_problems
 
-        return problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
+        from privbench.governance import governance_problems
+
+        return (problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
+                + governance_problems(spec))
     if spec.data.name not in DATASET_SIZES or spec.model.name == "tiny_gpt2" or spec.model.path:
         return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
                 "model.name mlp, cnn or factory without model.path; set task = \"causal_lm\" "
@@ -377,6 +409,9 @@ def consistency_problems(spec: CellSpec) -> list[str]:
     problems += _secagg_problems(spec)
     problems += audit_problems(spec)
     problems += _attack_problems(spec.attacks)
+    from privbench.governance import governance_problems  # [governance] registry, personal
+
+    problems += governance_problems(spec)
     return problems
 
 

@@ -1,0 +1,139 @@
+"""[governance] How a cell's spec turns into the trainer's governance hooks, checks and hash.
+
+- `governance_problems`: the `[clients]` and `[personal]` tables checked before anything trains
+  (one line naming the field and the fix each).
+- `hashed_governance`: what of them enters a cell's content hash: nothing when unset (so runs
+  without these features keep their keys), else the tables and the registry file's SHA-256 (an
+  edited registry is a new cell, never a stale cached one).
+- `governance_hooks`: the trainer's `population` hook (privbench.population) and the personal
+  layers (privbench.personal), and the privacy card's sections they add.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from privbench.spec import CellSpec, ClientsSpec, PersonalSpec
+
+
+def governance_problems(spec: CellSpec) -> list[str]:
+    """Problems of the [clients] and [personal] tables, one line each."""
+    problems = []
+    reg = spec.clients.registry
+    if reg is not None:
+        from privbench.consent import RegistryError, load_registry
+
+        try:
+            load_registry(Path(reg))
+        except RegistryError as e:
+            problems.append(str(e))
+    personal = spec.personal
+    if personal.finetune_epochs and not personal.layers:
+        problems.append(f"personal.finetune_epochs = {personal.finetune_epochs}: needs "
+                        "personal.layers (the parameters each client fine-tunes), e.g. "
+                        "[\"net.2\"]")
+    if personal.layers:
+        if spec.task != "tabular":
+            problems.append("personal.layers: personal layers are implemented for task = "
+                            "'tabular'; drop personal.layers")
+        if math.isfinite(spec.privacy.epsilon) and spec.privacy.unit != "client":
+            problems.append("personal.layers: personal layers need client-level updates; set "
+                            "privacy.unit = 'client' or drop personal.layers")
+        if spec.secagg.enabled or spec.audit.enabled:
+            problems.append("personal.layers: not combined with secagg or the canary audit "
+                            "yet; disable secagg.enabled and audit.enabled")
+        if spec.task == "tabular" and not problems:
+            problems += _unknown_layers(spec)
+    return problems
+
+
+def _unknown_layers(spec: CellSpec) -> list[str]:
+    """Personal-layer prefixes that match no parameter of the model (or match all of them)."""
+    from privbench.limits import parameter_names
+
+    names = parameter_names(spec)
+    bad = [p for p in spec.personal.layers if not any(_under(n, p) for n in names)]
+    if bad:
+        return [f"personal.layers = {spec.personal.layers}: {bad[0]!r} names no parameter; "
+                f"the model's parameters are {', '.join(names)}"]
+    if all(any(_under(n, p) for p in spec.personal.layers) for n in names):
+        return [f"personal.layers = {spec.personal.layers}: every parameter would be personal; "
+                "leave some layers shared"]
+    return []
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def personal_names(names: list[str], prefixes: list[str]) -> list[str]:
+    """The parameter names under any of the personal-layer prefixes, in model order."""
+    return [n for n in names if any(_under(n, p) for p in prefixes)]
+
+
+def hashed_governance(spec: CellSpec) -> dict[str, Any]:
+    """What of [clients] and [personal] enters the cell's content hash (nothing when unset)."""
+    out: dict[str, Any] = {}
+    if spec.clients != ClientsSpec():
+        from privbench.consent import registry_sha256
+
+        reg = spec.clients.registry
+        out["clients"] = {**spec.clients.model_dump(), "registry_sha256": (
+            registry_sha256(Path(reg)) if reg is not None and Path(reg).is_file() else None)}
+    if spec.personal != PersonalSpec():
+        out["personal"] = spec.personal.model_dump()
+    return out
+
+
+def governance_hooks(spec: CellSpec, task: Any) -> dict[str, Any]:
+    """The trainer's governance keyword arguments for a cell's task (empty when unset).
+
+    Args:
+        spec: the cell's spec.
+        task: its TaskRun (privbench.tasks): the adapter and client data.
+    Returns:
+        {"population": Population} with a registry, {"personal": PersonalLayers} with personal
+        layers.
+    """
+    hooks: dict[str, Any] = {}
+    if spec.clients.registry is not None:
+        hooks["population"] = population_of(spec, task)
+    if spec.personal.layers:
+        from privbench.personal import PersonalLayers
+
+        params = task.adapter.init_params()
+        hooks["personal"] = PersonalLayers(
+            personal_names(list(params), spec.personal.layers), params, task.clients.n_clients)
+    return hooks
+
+
+def population_of(spec: CellSpec, task: Any) -> Any:
+    """The cell's population: its registry's consenting clients that pass onboarding."""
+    from privbench.onboarding import ModelNeeds, model_hash, model_needs
+    from privbench.population import build_population
+
+    params = task.adapter.init_params()
+    c = spec.clients
+    if c.onboarding:
+        needs = model_needs(params, sum(p.numel() for p in task.adapter.module.parameters()),
+                            records=int(task.clients.counts.max()),
+                            epochs=task.train.local_epochs, batch_size=task.train.batch_size,
+                            example_dp=(math.isfinite(spec.privacy.epsilon)
+                                        and spec.privacy.unit == "example"),
+                            max_round_seconds=c.max_round_seconds)
+    else:  # no device checks: every consenting client joins
+        needs = ModelNeeds(0.0, 0.0, math.inf, model_hash(params))
+    return build_population(Path(c.registry), spec.data.clients, needs, c.scope,
+                            check_devices=c.onboarding)
+
+
+def card_sections(hooks: dict[str, Any], rounds_run: int) -> dict[str, Any]:
+    """The privacy card's governance sections for the hooks a cell trained with."""
+    out: dict[str, Any] = {}
+    if "population" in hooks:
+        out["population"] = hooks["population"].card(rounds_run)
+    if "personal" in hooks:
+        out["personal_layers"] = hooks["personal"].card()
+    return out
