@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,26 +88,51 @@ def hashed_governance(spec: CellSpec) -> dict[str, Any]:
     return out
 
 
-def governance_hooks(spec: CellSpec, task: Any) -> dict[str, Any]:
-    """The trainer's governance keyword arguments for a cell's task (empty when unset).
+@dataclass
+class Governance:
+    """A cell's governance: the trainer's keyword arguments and the personal layers.
+
+    Attributes:
+        trainer: {"population": Population} with a registry, {"personal": PersonalLayers} for
+            FedPer (train_fedavg's hooks).
+        layers: the personal layers (FedPer or fine-tuned heads), for scoring and the card.
+    """
+
+    trainer: dict[str, Any] = field(default_factory=dict)
+    layers: Any = None
+
+    def card(self, rounds_run: int) -> dict[str, Any]:
+        """The privacy card's governance sections (empty when nothing is set)."""
+        out: dict[str, Any] = {}
+        if "population" in self.trainer:
+            out["population"] = self.trainer["population"].card(rounds_run)
+        if self.layers is not None:
+            out["personal_layers"] = self.layers.card()
+        return out
+
+
+def governance_hooks(spec: CellSpec, task: Any) -> Governance:
+    """A cell's governance hooks for its task; with personal layers the task's scorers gain
+    the personal scorer (privbench.personal_scorer).
 
     Args:
         spec: the cell's spec.
-        task: its TaskRun (privbench.tasks): the adapter and client data.
-    Returns:
-        {"population": Population} with a registry, {"personal": PersonalLayers} with personal
-        layers.
+        task: its TaskRun (privbench.tasks): the adapter, client data and scorers.
     """
-    hooks: dict[str, Any] = {}
+    gov = Governance()
     if spec.clients.registry is not None:
-        hooks["population"] = population_of(spec, task)
+        gov.trainer["population"] = population_of(spec, task)
     if spec.personal.layers:
         from privbench.personal import PersonalLayers
+        from privbench.personal_scorer import personal_scorer
 
         params = task.adapter.init_params()
-        hooks["personal"] = PersonalLayers(
-            personal_names(list(params), spec.personal.layers), params, task.clients.n_clients)
-    return hooks
+        gov.layers = PersonalLayers(personal_names(list(params), spec.personal.layers), params,
+                                    task.clients.n_clients, spec.personal.mode)
+        if spec.personal.mode == "fedper":
+            gov.trainer["personal"] = gov.layers
+        task.scorers = [*task.scorers, personal_scorer(gov.layers, task)]
+    return gov
 
 
 def population_of(spec: CellSpec, task: Any) -> Any:
@@ -127,13 +153,3 @@ def population_of(spec: CellSpec, task: Any) -> Any:
         needs = ModelNeeds(0.0, 0.0, math.inf, model_hash(params))
     return build_population(Path(c.registry), spec.data.clients, needs, c.scope,
                             check_devices=c.onboarding)
-
-
-def card_sections(hooks: dict[str, Any], rounds_run: int) -> dict[str, Any]:
-    """The privacy card's governance sections for the hooks a cell trained with."""
-    out: dict[str, Any] = {}
-    if "population" in hooks:
-        out["population"] = hooks["population"].card(rounds_run)
-    if "personal" in hooks:
-        out["personal_layers"] = hooks["personal"].card()
-    return out

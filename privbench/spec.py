@@ -372,9 +372,8 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
     if spec.task != "tabular":  # every trainer option applies; data, model and scorers differ
-        from privbench.lm.checks import lm_problems
-
         from privbench.governance import governance_problems
+        from privbench.lm.checks import lm_problems
 
         return (problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
                 + governance_problems(spec))
