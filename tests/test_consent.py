@@ -16,7 +16,6 @@ from torch import nn
 from privbench import consent
 from privbench.cli import main
 from privbench.errors import SpecError
-from privbench.ledger import PrivacyLedger
 from privbench.onboarding import ModelNeeds, model_hash, model_needs, refusal
 from privbench.partition import ClientShard
 from privbench.population import build_population
