@@ -21,12 +21,14 @@ global claim (the card and the report say so), and the personal scorer measures 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from privbench.models.adapter import Batch, ModelAdapter, Params
-from privbench.trainers.client_data import ClientData
+
+if TYPE_CHECKING:
+    from privbench.trainers.client_data import ClientData
 
 NOT_COVERED = ("personal layers are trained on each client's records without DP noise and "
                "never leave the client: the global claim covers the shared layers and the "

@@ -130,3 +130,21 @@ def _weighted_accuracy(pred: np.ndarray, y: np.ndarray, mix: np.ndarray) -> floa
             total += w * float((pred[sel] == label).mean())
             weight += w
     return total / weight if weight else float("nan")
+
+
+def report_rows(cells: list[Any]) -> list[dict[str, Any]]:
+    """The report's personalisation rows: one per cell scored by the personal scorer."""
+    out = []
+    for c in cells:
+        pers = c.metric(SCORER, "accuracy_personalised") if c.status == "ok" else None
+        if pers is None:
+            continue
+        glob = c.metric(SCORER, "accuracy_global")
+        mia, mia_global = (c.metric(SCORER, "mia_auc_personalised"),
+                           c.metric(SCORER, "mia_auc_global"))
+        out.append({"label": c.label, "mode": pers.details.get("mode"),
+                    "layers": ", ".join(pers.details.get("layers", [])),
+                    "finetune_epochs": pers.details.get("finetune_epochs"),
+                    "personalised": pers, "global": glob, "mia": mia, "mia_global": mia_global,
+                    "per_client": pers.details.get("per_client", [])})
+    return out

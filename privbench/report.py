@@ -23,6 +23,7 @@ from privbench.card import privacy_card
 from privbench.lm.report import lm_report_rows
 from privbench.membership_report import membership_context
 from privbench.mia import fpr_metric_name
+from privbench.personal_scorer import report_rows as personal_report_rows
 from privbench.results import CellResult
 from privbench.suite import Suite
 from privbench.trainers.secagg.scoring import report_rows as secagg_report_rows
@@ -72,6 +73,7 @@ def render_report(run_dir: Path, suite: Suite, cells: list[CellResult], gates: A
         surfaces=rc.surfaces_context(run_dir, cells),
         seeds=sorted({c.spec.get("seed") for c in cells if c.spec}),
         lm_rows=lm_report_rows(cells),
+        personal_rows=personal_report_rows(cells),  # [governance]
     )
     return html
 

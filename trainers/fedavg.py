@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,8 +30,6 @@ from privbench.ledger import PrivacyLedger
 from privbench.models.adapter import Batch, ClassifierAdapter, ModelAdapter, Params
 from privbench.monitor import RecordHook
 from privbench.partition import ClientShard
-from privbench.personal import PersonalLayers
-from privbench.population import Population
 from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trained import Observations, TrainedModel
 from privbench.trainers.adaptive_clip import next_clip
@@ -53,6 +51,10 @@ from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
 from privbench.trainers.screening import screen_updates
 from privbench.trainers.secagg.trainer_hook import SecureRounds
+
+if TYPE_CHECKING:  # [governance] hook types only (they import the trainers package)
+    from privbench.personal import PersonalLayers
+    from privbench.population import Population
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
 # (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
