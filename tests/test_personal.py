@@ -82,7 +82,7 @@ def personal_run(tmp_path_factory):
 
 def test_a_personalised_cell_reports_per_client_accuracy_and_personal_membership_auc(
         personal_run):
-    run, cell = personal_run
+    _, cell = personal_run
     assert cell.status == "ok", cell.error
     pers = cell.metric("personal", "accuracy_personalised")
     glob = cell.metric("personal", "accuracy_global")
