@@ -21,6 +21,7 @@ from safetensors.torch import save
 
 from privbench.card import CARD_FILE, privacy_card
 from privbench.governance import governance_hooks
+from privbench.ledger import ledger_plaintext
 from privbench.manifest import check_cell_entry, write_cell_manifest
 from privbench.monitor import ROUNDS_FILE, RoundMonitor
 from privbench.results import CellResult, json_safe, read_json, write_json
@@ -146,7 +147,7 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel,
                                    **(card_sections or {})}))
     ledger = work_dir(run_dir, result.key) / LEDGER_FILE
     if ledger.exists():
-        put(LEDGER_FILE, ledger.read_bytes())
+        put(LEDGER_FILE, ledger_plaintext(ledger))
     put_json("observations.json", json_safe({"exposed": trained.observations.exposed}))
     live = live_rounds_path(run_dir, result.key)
     if live.exists():

@@ -113,11 +113,8 @@ def shadow_attack_scorer(ctx: CellContext) -> list[MetricRow]:
     init = {n: p.detach().clone() for n, p in init_model.named_parameters()}
     plan = ShadowPlan(data=spec.data, train=spec.train, noise_multiplier=claim.noise_multiplier,
                       clip=claim.clip if claim.is_private else None, seed=spec.seed + 1)
-    # The shadow cache is plaintext safetensors: an encrypted run trains its shadows without it.
-    from privbench.sealed import run_encryption
-
-    cache = (ctx.run_dir / "shadows" if ctx.run_dir is not None
-             and run_encryption(ctx.run_dir) is None else None)
+    # The shadow cache of an encrypted run is sealed with its key (trainers.shadow).
+    cache = ctx.run_dir / "shadows" if ctx.run_dir is not None else None
     start = time.perf_counter()
     shadows = cached_shadows(cache, init_model, init, pool.x, pool.y, inclusion, plan)
     shadow_seconds = time.perf_counter() - start

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -77,25 +77,49 @@ def train_shadows(model: nn.Module, init: Params, x: np.ndarray, y: np.ndarray,
 
 def cached_shadows(cache_dir: Path | None, model: nn.Module, init: Params, x: np.ndarray,
                    y: np.ndarray, inclusion: np.ndarray, plan: ShadowPlan) -> Params:
-    """Shadows from `cache_dir/<hash>.safetensors` when present, else trained and stored there."""
+    """Shadows from `cache_dir/<hash>.safetensors` when present, else trained and stored there.
+
+    A cache inside an encrypted run (`RUN/shadows`, privbench.sealed) is sealed with the run
+    key: both files, named `shadows/<hash>.*` inside the run folder.
+    """
     if cache_dir is None:
         return train_shadows(model, init, x, y, inclusion, plan)
+    from privbench import sealed
+
+    run = Path(cache_dir).parent
+    encrypted = sealed.run_encryption(run) is not None
+
+    def put(path: Path, data: bytes) -> None:
+        if encrypted:
+            sealed.write_bytes(path, data, run_dir=run, name=f"shadows/{final_name(path)}")
+        else:
+            path.write_bytes(data)
+
+    def final_name(path: Path) -> str:
+        return weights.name if path.name.startswith(".") else path.name
+
     key = plan.fingerprint(init, x, y, inclusion)
     weights = cache_dir / f"{key}.safetensors"
     if weights.exists():
+        if encrypted:
+            return load(sealed.read_bytes(weights, run_dir=run, name=f"shadows/{weights.name}"))
         return load_file(str(weights))
     params = train_shadows(model, init, x, y, inclusion, plan)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(f".{key}.tmp-{os.getpid()}.safetensors")
-    save_file({n: p.contiguous() for n, p in params.items()}, str(tmp),
-              metadata={"shadows": str(inclusion.shape[0]), "fingerprint": key})
-    (cache_dir / f"{key}.json").write_text(json.dumps({
+    tensors = {n: p.contiguous() for n, p in params.items()}
+    meta = {"shadows": str(inclusion.shape[0]), "fingerprint": key}
+    if encrypted:
+        put(tmp, save(tensors, metadata=meta))
+    else:
+        save_file(tensors, str(tmp), metadata=meta)
+    put(cache_dir / f"{key}.json", json.dumps({
         "fingerprint": key, "shadows": int(inclusion.shape[0]),
         "records": int(inclusion.shape[1]), "data": plan.data.model_dump(),
         "train": plan.train.model_dump(), "noise_multiplier": plan.noise_multiplier,
         "clip": plan.clip, "seed": plan.seed,
         "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest(),
-    }, indent=2))
+    }, indent=2).encode())
     os.replace(tmp, weights)  # the weights file appears last and whole
     return params
 
