@@ -80,7 +80,7 @@ def test_a_sealed_checkpoint_holds_no_plaintext_and_resumes_to_the_same_weights(
     blob = bytearray((work / "iterates" / "00002.safetensors").read_bytes())
     blob[-5] ^= 1
     (work / "iterates" / "00002.safetensors").write_bytes(bytes(blob))
-    with use_key(key), pytest.raises(SealError, match="work/abc/iterates/00002.safetensors"):
+    with use_key(key), pytest.raises(SealError, match=r"work/abc/iterates/00002\.safetensors"):
         _train(work)
 
 
