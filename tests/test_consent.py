@@ -211,3 +211,50 @@ def test_registry_and_personal_problems_are_one_line_before_training(tmp_path):
         load_suite(str(bad), [])
     assert e.value.problems == ["personal.layers = ['head']: 'head' names no parameter; the "
                                 "model's parameters are 0.weight, 0.bias, 2.weight, 2.bias"]
+
+
+def test_a_cell_onboards_devices_against_the_models_needs(tmp_path, capsys):
+    from privbench.cell import run_cell
+    from privbench.sealed import read_json
+
+    suite = tmp_path / "s.toml"
+    registry = tmp_path / "clients.json"
+    suite.write_text(f'''name = "onboarding"
+seed = 4
+[data]
+name = "digits"
+clients = 6
+[model]
+hidden = [4]
+[train]
+rounds = 3
+cohort = 5
+[privacy]
+epsilon = 8.0
+[attacks.loss]
+enabled = false
+[clients]
+registry = "{registry}"
+''')
+    assert main(["clients", "add", str(registry), "--count", "6", "--text-version", "v1"]) == 0
+    assert main(["clients", "needs", str(suite)]) == 0
+    needs = dict(line.split(" = ") for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("model_hash"))
+    libs = ["--lib", f"torch={torch.__version__.split('+')[0]}", "--lib", "safetensors=0.4.5"]
+    device = ["--flops", "1e9", *libs, "--model-hash", needs["model_hash"]]
+    assert main(["clients", "device", str(registry), "0", "1", "2", "3", "--memory-mb", "64",
+                 *device]) == 0
+    assert main(["clients", "device", str(registry), "4", "--memory-mb", "0.001", *device]) == 0
+    cell = load_suite(str(suite), []).cells[0]
+    result = run_cell(cell, tmp_path / "run")
+    assert result.status == "ok", result.error
+    folder = tmp_path / "run" / "cells" / cell.key
+    card = read_json(folder / "card.json")["population"]
+    assert set(card["refused_at_onboarding"]) == {"4", "5"}
+    assert card["refused_at_onboarding"]["4"].startswith("memory 0.001 MB < ")
+    assert card["refused_at_onboarding"]["5"].startswith("no device profile declared")
+    assert card["clients_in_population"] == 4
+    lines = [json.loads(t) for t in (folder / "ledger.jsonl").read_text().splitlines()]
+    assert lines[0]["kind"] == "population" and set(lines[0]["refused"]) == {"4", "5"}
+    sampled = {c for e in lines if e["kind"] == "round" for c in e["participants"]}
+    assert sampled and sampled <= {0, 1, 2, 3}
