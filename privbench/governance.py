@@ -151,5 +151,7 @@ def population_of(spec: CellSpec, task: Any) -> Any:
                             max_round_seconds=c.max_round_seconds)
     else:  # no device checks: every consenting client joins
         needs = ModelNeeds(0.0, 0.0, math.inf, model_hash(params))
-    return build_population(Path(c.registry), spec.data.clients, needs, c.scope,
-                            check_devices=c.onboarding)
+    population = build_population(Path(c.registry), spec.data.clients, needs, c.scope,
+                                  check_devices=c.onboarding)
+    population.sampling = task.train.sampling
+    return population

@@ -37,6 +37,11 @@ ACCOUNTING = ("the accounting stays valid: clients are Poisson-sampled at a fixe
               "withdrawn) has inclusion probability 0 instead of q; removing it only removes "
               "its terms from later rounds, every other client's rate and every past round's "
               "ledger entry are unchanged")
+ACCOUNTING_FIXED_COHORT = (
+    "the accounting stays valid: each round's cohort is drawn uniformly as without a registry, "
+    "and clients outside the population (no consent, refused at onboarding, withdrawn) are "
+    "removed from it as dropouts are; every round is accounted with its realised cohort, and "
+    "a past round's ledger entry never changes")
 REFUSED = ("refused clients are outside the population: they are never sampled, and the "
            "accounted per-client sampling rate of the population does not change")
 
@@ -65,6 +70,7 @@ class Population:
     registry: str = ""
     registry_sha256: str = ""
     scope: str = DEFAULT_SCOPE
+    sampling: str = "poisson"  # train.sampling: what the card says about the accounting
 
     def allowed(self, client: int, round_no: int) -> bool:
         """Whether `client` may be sampled in round `round_no` (1-based)."""
@@ -127,7 +133,7 @@ class Population:
                              "took_effect": max(w + 1, 1) <= rounds_run}
                             for c, w in self.withdrawals().items()],
             "withdrawal_handling": HANDLING,
-            "accounting": ACCOUNTING,
+            "accounting": ACCOUNTING if self.sampling == "poisson" else ACCOUNTING_FIXED_COHORT,
         }
 
 

@@ -258,3 +258,32 @@ registry = "{registry}"
     assert lines[0]["kind"] == "population" and set(lines[0]["refused"]) == {"4", "5"}
     sampled = {c for e in lines if e["kind"] == "round" for c in e["participants"]}
     assert sampled and sampled <= {0, 1, 2, 3}
+
+
+def test_a_resumed_run_records_the_population_and_withdrawals_once(tmp_path):
+    registry = _registry(tmp_path / "clients.json", WITHDRAWALS)
+    needs = None
+
+    def run(name: str, crash_at: int | None = None) -> bytes:
+        nonlocal needs
+        adapter, data = _inputs(1)
+        needs = needs or ModelNeeds(0.0, 0.0, math.inf, model_hash(adapter.init_params()))
+        population = build_population(registry, N_CLIENTS, needs, check_devices=False)
+
+        def on_round(done: int, _total: int) -> None:
+            if done == crash_at:
+                raise KeyboardInterrupt
+
+        train = TrainSpec(rounds=ROUNDS, cohort=6, batch_size=4, lr=0.1)
+        try:
+            train_fedavg(adapter, data, None, train, PrivacySpec(epsilon=8.0), 1, on_round,
+                         work_dir=tmp_path / name, population=population)
+        except KeyboardInterrupt:
+            return b""
+        return (tmp_path / name / "ledger.jsonl").read_bytes()
+
+    whole = run("whole")
+    assert run("crashed", crash_at=5) == b""
+    assert run("crashed") == whole
+    kinds = [json.loads(t)["kind"] for t in whole.decode().splitlines()]
+    assert kinds.count("population") == 1 and kinds.count("withdrawal") == len(WITHDRAWALS)
