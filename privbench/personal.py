@@ -21,7 +21,7 @@ global claim (the card and the report say so), and the personal scorer measures 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -33,6 +33,22 @@ if TYPE_CHECKING:
 NOT_COVERED = ("personal layers are trained on each client's records without DP noise and "
                "never leave the client: the global claim covers the shared layers and the "
                "released global model only, not a client's personalised model")
+
+
+class PersonalHook(Protocol):
+    """The trainer's personal-layers hook (train_fedavg's `personal`)."""
+
+    def shared(self, params: Params) -> Params:
+        """`params` without the personal layers (what is sent, screened and aggregated)."""
+        ...
+
+    def start(self, params: Params, rows: torch.Tensor) -> Params:
+        """Clients `rows`' starting parameters, stacked (K, ...)."""
+        ...
+
+    def keep(self, rows: torch.Tensor, updates: Params) -> Params:
+        """Keep the personal part of clients `rows`' updates; return the shared part."""
+        ...
 
 
 class PersonalLayers:

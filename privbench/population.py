@@ -52,6 +52,16 @@ class LedgerLike(Protocol):
     def record_entry(self, kind: str, **info: Any) -> None: ...
 
 
+class PopulationHook(Protocol):
+    """The trainer's population hook (train_fedavg's `population`)."""
+
+    def filter(self, round_no: int, sampled: torch.Tensor, record: dict[str, Any],
+               ledger: LedgerLike) -> torch.Tensor:
+        """Round `round_no`'s drawn cohort without the clients outside the population; may
+        add keys to the round's record and lines to the ledger."""
+        ...
+
+
 @dataclass
 class Population:
     """The clients of `n_registered` registry rows that may train, round by round.

@@ -53,8 +53,8 @@ from privbench.trainers.screening import screen_updates
 from privbench.trainers.secagg.trainer_hook import SecureRounds
 
 if TYPE_CHECKING:  # [governance] hook types only (they import the trainers package)
-    from privbench.personal import PersonalLayers
-    from privbench.population import Population
+    from privbench.personal import PersonalHook
+    from privbench.population import PopulationHook
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
 # (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
@@ -126,8 +126,8 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
                  gradient_canaries: GradientCanaries | None = None,
                  optimizer: str = "sgd", server_optimizer: str = "sgd",
                  engine: str = "auto", microbatch: int | None = None,
-                 population: Population | None = None,
-                 personal: PersonalLayers | None = None) -> TrainedModel:
+                 population: PopulationHook | None = None,
+                 personal: PersonalHook | None = None) -> TrainedModel:
     """Train the adapter's model federatedly on the clients' `data`; return it with its Claim.
 
     Args:
@@ -332,7 +332,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                view: dict[str, Any] | None = None,
                gradient_canaries: GradientCanaries | None = None, *,
                optimizer: str = "sgd", engine: str = "auto", vectorised: bool = True,
-               microbatch: int | None = None, personal: PersonalLayers | None = None
+               microbatch: int | None = None, personal: PersonalHook | None = None
                ) -> tuple[Params | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
@@ -406,7 +406,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
 def _train_clients(adapter: ModelAdapter, params: Params, data: ClientData,
                    sampled: torch.Tensor, train: TrainSpec, gens: dict[str, torch.Generator],
                    hook: ClientUpdateHook | None, optimizer: str, vectorised: bool = True,
-                   personal: PersonalLayers | None = None) -> tuple[Params, torch.Tensor]:
+                   personal: PersonalHook | None = None) -> tuple[Params, torch.Tensor]:
     """Local SGD on the sampled clients whose updates the hook keeps; returns the updates
     (K, ...), zero in the rows of clients the hook replaces, and the trained clients' losses."""
     mask_of = getattr(hook, "canary_mask", None)
