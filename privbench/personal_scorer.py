@@ -129,7 +129,7 @@ def _weighted_accuracy(pred: np.ndarray, y: np.ndarray, mix: np.ndarray) -> floa
         if w > 0 and sel.any():
             total += w * float((pred[sel] == label).mean())
             weight += w
-    return total / weight if weight else float("nan")
+    return float(total / weight) if weight else float("nan")
 
 
 def report_rows(cells: list[Any]) -> list[dict[str, Any]]:
