@@ -25,7 +25,7 @@ from privbench.ledger import ledger_plaintext
 from privbench.manifest import check_cell_entry, write_cell_manifest
 from privbench.monitor import ROUNDS_FILE, RoundMonitor
 from privbench.results import CellResult, json_safe, read_json, write_json
-from privbench.sealed import read_bytes, write_bytes
+from privbench.sealed import plaintext_lines, read_bytes, write_bytes
 from privbench.suite import Cell
 from privbench.tasks import build_task, score
 from privbench.trained import TrainedModel
@@ -151,7 +151,7 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel,
     put_json("observations.json", json_safe({"exposed": trained.observations.exposed}))
     live = live_rounds_path(run_dir, result.key)
     if live.exists():
-        put(ROUNDS_FILE, live.read_bytes())
+        put(ROUNDS_FILE, plaintext_lines(live))
         live.unlink()
     put_json(RESULT_FILE, result.to_dict())
     write_cell_manifest(tmp, result.key)  # last: the hashes of every file above

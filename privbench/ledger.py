@@ -220,13 +220,6 @@ class PrivacyLedger:
 def ledger_plaintext(path: Path) -> bytes:
     """A ledger file's lines as plaintext JSON Lines, opened when it is sealed line by line (a
     work folder of an encrypted run): what a finished cell stores (sealed whole there)."""
-    from privbench.sealed import work_line_sealer
+    from privbench.sealed import plaintext_lines
 
-    data = Path(path).read_bytes()
-    sealer = work_line_sealer(path)
-    if sealer is None:
-        return data
-    lines = data.decode().splitlines()
-    if data and not data.endswith(b"\n"):
-        lines = lines[:-1]  # cut short by a crash
-    return "".join(sealer.open_line(t, i) + "\n" for i, t in enumerate(lines)).encode()
+    return plaintext_lines(path)

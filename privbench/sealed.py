@@ -208,13 +208,30 @@ class LineSealer:
 
 
 def work_line_sealer(path: Path) -> LineSealer | None:
-    """The line sealer of a JSON Lines file in a cell's work folder (`RUN/work/<key>/x`) when
+    """The line sealer of a JSON Lines file a cell appends to while it trains (in its work
+    folder `RUN/work/<key>/x`, or its live rounds file `RUN/cells/.<key>.rounds.jsonl`) when
     its run is encrypted, else None (plaintext, as outside a run)."""
     path = Path(path)
-    if path.parent.parent.name != "work":
+    if path.parent.parent.name == "work":
+        run = path.parents[2]
+    elif path.parent.name == "cells" and path.name.startswith("."):
+        run = path.parents[1]
+    else:
         return None
-    run = path.parents[2]
     enc = run_encryption(run)
     if enc is None:
         return None
     return LineSealer(run, path.relative_to(run).as_posix(), run_key_for(run, enc))
+
+
+def plaintext_lines(path: Path) -> bytes:
+    """A JSON Lines file a cell appended to, as plaintext (opened line by line when sealed, see
+    `work_line_sealer`; a last line a crash cut short is dropped then)."""
+    data = Path(path).read_bytes()
+    sealer = work_line_sealer(path)
+    if sealer is None:
+        return data
+    lines = data.decode().splitlines()
+    if data and not data.endswith(b"\n"):
+        lines = lines[:-1]
+    return "".join(sealer.open_line(t, i) + "\n" for i, t in enumerate(lines)).encode()

@@ -107,3 +107,25 @@ def test_an_encrypted_runs_shadow_cache_is_sealed_and_opens_with_the_key(tmp_pat
         assert torch.equal(again[name], p)
     with pytest.raises(SealError, match="is encrypted"):
         cached_shadows(run / "shadows", model, init, data.x_train, data.y_train, inclusion, plan)
+
+
+def test_the_live_rounds_file_of_an_encrypted_run_is_sealed_line_by_line(tmp_path):
+    import json
+
+    from privbench.monitor import RoundMonitor
+    from privbench.sealed import plaintext_lines
+
+    run = _encrypted_run(tmp_path)
+    live = run / "cells" / ".abc.rounds.jsonl"
+    with use_key(load_run_key(tmp_path / "k")):
+        monitor = RoundMonitor(live, SPEC)
+        for r in (1, 2):
+            monitor({"round": r, "cohort": 3})
+        rows = [json.loads(t) for t in plaintext_lines(live).decode().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2] and "epsilon_planned" in rows[0]
+    raw = live.read_bytes()
+    assert b'"round"' not in raw and b"epsilon" not in raw and raw.count(b"\n") == 2
+    lines = raw.decode().splitlines()
+    live.write_text("\n".join([lines[1], lines[0]]) + "\n")  # two rounds swapped
+    with use_key(load_run_key(tmp_path / "k")), pytest.raises(SealError, match="line 1"):
+        plaintext_lines(live)
