@@ -131,23 +131,13 @@ def _list(registry: dict, scope: str, console: Console) -> int:
 
 def _needs(args: argparse.Namespace, console: Console) -> int:
     """Print a suite's model needs: memory, FLOPs per round, libraries and the model hash."""
-    import math
-
-    from privbench.onboarding import MIN_VERSIONS, model_needs
+    from privbench.governance import needs_of
+    from privbench.onboarding import MIN_VERSIONS
     from privbench.suite import load_suite
     from privbench.tasks import build_task
 
-    suite = load_suite(args.suite, args.overrides)
-    cell = suite.cells[0]
-    task = build_task(cell, Path("."))
-    spec = cell.spec
-    needs = model_needs(task.adapter.init_params(),
-                        sum(p.numel() for p in task.adapter.module.parameters()),
-                        records=int(task.clients.counts.max()), epochs=task.train.local_epochs,
-                        batch_size=task.train.batch_size,
-                        example_dp=math.isfinite(spec.privacy.epsilon)
-                        and spec.privacy.unit == "example",
-                        max_round_seconds=spec.clients.max_round_seconds)
+    cell = load_suite(args.suite, args.overrides).cells[0]
+    needs = needs_of(cell.spec, build_task(cell, Path(".")))
     print(f"memory_mb >= {needs.memory_bytes / 2**20:.3g}")
     print(f"flops_per_second >= {needs.round_flops / needs.max_round_seconds:.3g} "
           f"({needs.round_flops:.3g} FLOPs per round in {needs.max_round_seconds:g} s)")

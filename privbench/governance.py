@@ -137,21 +137,26 @@ def governance_hooks(spec: CellSpec, task: Any) -> Governance:
 
 def population_of(spec: CellSpec, task: Any) -> Any:
     """The cell's population: its registry's consenting clients that pass onboarding."""
-    from privbench.onboarding import ModelNeeds, model_hash, model_needs
+    from privbench.onboarding import ModelNeeds, model_hash
     from privbench.population import build_population
 
-    params = task.adapter.init_params()
     c = spec.clients
-    if c.onboarding:
-        needs = model_needs(params, sum(p.numel() for p in task.adapter.module.parameters()),
-                            records=int(task.clients.counts.max()),
-                            epochs=task.train.local_epochs, batch_size=task.train.batch_size,
-                            example_dp=(math.isfinite(spec.privacy.epsilon)
-                                        and spec.privacy.unit == "example"),
-                            max_round_seconds=c.max_round_seconds)
-    else:  # no device checks: every consenting client joins
-        needs = ModelNeeds(0.0, 0.0, math.inf, model_hash(params))
+    needs = needs_of(spec, task) if c.onboarding else ModelNeeds(  # no device checks
+        0.0, 0.0, math.inf, model_hash(task.adapter.init_params()))
     population = build_population(Path(c.registry), spec.data.clients, needs, c.scope,
                                   check_devices=c.onboarding)
     population.sampling = task.train.sampling
     return population
+
+
+def needs_of(spec: CellSpec, task: Any) -> Any:
+    """The ModelNeeds (privbench.onboarding) of a cell's model and local plan."""
+    from privbench.onboarding import model_needs
+
+    return model_needs(task.adapter.init_params(),
+                       sum(p.numel() for p in task.adapter.module.parameters()),
+                       records=int(task.clients.counts.max()), epochs=task.train.local_epochs,
+                       batch_size=task.train.batch_size,
+                       example_dp=(math.isfinite(spec.privacy.epsilon)
+                                   and spec.privacy.unit == "example"),
+                       max_round_seconds=spec.clients.max_round_seconds)
