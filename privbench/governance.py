@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,3 +161,22 @@ def needs_of(spec: CellSpec, task: Any) -> Any:
                        example_dp=(math.isfinite(spec.privacy.epsilon)
                                    and spec.privacy.unit == "example"),
                        max_round_seconds=spec.clients.max_round_seconds)
+
+
+GOVERNANCE_SECTIONS = ("population", "personal_layers")
+
+
+def report_card(run_dir: Path, cell: Any) -> dict[str, Any]:
+    """A cell's privacy card for the report: the card of its Claim and spec, with the
+    governance sections its stored card.json holds (population, personal layers)."""
+    from privbench.card import CARD_FILE, privacy_card
+    from privbench.cell import cell_dir, read_cell_file
+
+    card = privacy_card(cell.claim, cell.spec)
+    spec = cell.spec or {}
+    governed = (spec.get("clients") or {}).get("registry") or (spec.get("personal") or {}).get(
+        "layers")
+    if not governed or not (cell_dir(Path(run_dir), cell.key) / CARD_FILE).exists():
+        return card
+    stored = json.loads(read_cell_file(Path(run_dir), cell.key, CARD_FILE))
+    return {**card, **{k: stored[k] for k in GOVERNANCE_SECTIONS if k in stored}}

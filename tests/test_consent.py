@@ -176,6 +176,13 @@ onboarding = false
     assert [e["client"] for e in lines if e["kind"] == "withdrawal"] == [2]
     assert all(2 not in e["participants"] for e in lines
                if e["kind"] == "round" and e["round"] >= 2)
+    from privbench.report import render_report
+    from privbench.results import CellResult
+
+    stored = CellResult.from_dict(read_json(folder / "result.json"))
+    html = render_report(tmp_path / "run", load_suite(str(suite), []), [stored])
+    assert "client 2 withdrew in round 1, never sampled from round 2" in html
+    assert "why the accounting holds" in html
     # editing the registry makes another cell (a stale cached cell is never reused)
     consent.withdraw(reg := consent.load_registry(registry), 3, round_no=0)
     consent.save_registry(registry, reg)

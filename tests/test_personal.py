@@ -115,3 +115,4 @@ def test_the_report_and_card_say_personal_leakage_is_not_covered(personal_run):
     card = read_json(run / "cells" / cell.key / "card.json")
     assert card["personal_layers"]["covered_by_claim"] is False
     assert card["personal_layers"]["layers"] == ["2.weight", "2.bias"]
+    assert "personal layers</dt><dd>2.weight, 2.bias (fedper)" in html  # the report's card
