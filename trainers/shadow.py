@@ -28,6 +28,7 @@ from privbench.partition import ClientShard, partition
 from privbench.spec import DataSpec, TrainSpec
 from privbench.trainers.client_data import from_shards
 from privbench.trainers.fedavg import generators, train_runs
+from privbench.trainers.privacy_plan import example_sampling
 
 Params = dict[str, torch.Tensor]
 
@@ -41,6 +42,7 @@ class ShadowPlan:
     noise_multiplier: float  # 0 trains without DP
     clip: float | None
     seed: int
+    example_level: bool = False  # DP-SGD inside the clients (the target's unit is 'example')
 
     def fingerprint(self, init: Params, x: np.ndarray, y: np.ndarray,
                     inclusion: np.ndarray) -> str:
@@ -48,6 +50,7 @@ class ShadowPlan:
         h = hashlib.sha256()
         h.update(json.dumps({"data": self.data.model_dump(), "train": self.train.model_dump(),
                              "z": self.noise_multiplier, "clip": self.clip, "seed": self.seed,
+                             "example_level": self.example_level,
                              "code": privbench.__version__}, sort_keys=True).encode())
         for name in sorted(init):
             h.update(name.encode())
@@ -67,12 +70,18 @@ def train_shadows(model: nn.Module, init: Params, x: np.ndarray, y: np.ndarray,
         for shard in partition(plan.data, y[chosen], plan.seed + k):
             shards.append(ClientShard(len(shards), chosen[shard.indices]))
     glob = {n: p.detach().unsqueeze(0).repeat(k_models, *([1] * p.dim())) for n, p in init.items()}
+    # Example level: each shadow's clients run DP-SGD with the record rate and local steps the
+    # target's plan derives from its client size (`example_sampling`), here from the shadows'.
+    record_rate, local_steps = example_sampling(
+        plan.train, float(np.mean([len(s.indices) for s in shards])) if shards else 1.0)
     # The target's streams (generators(seed)): one shadow given the target's records and seed
     # replays the target's run exactly, which the tests check.
     return train_runs(ClassifierAdapter(model), glob, from_shards(x, y, shards), plan.train,
                       runs=k_models, clip=plan.clip,
                       noise_multiplier=lambda _r: plan.noise_multiplier,
-                      gens=generators(plan.seed), seed=plan.seed)
+                      gens=generators(plan.seed), seed=plan.seed,
+                      example_level=plan.example_level, local_steps=local_steps,
+                      record_rate=record_rate)
 
 
 def cached_shadows(cache_dir: Path | None, model: nn.Module, init: Params, x: np.ndarray,
@@ -117,7 +126,7 @@ def cached_shadows(cache_dir: Path | None, model: nn.Module, init: Params, x: np
         "fingerprint": key, "shadows": int(inclusion.shape[0]),
         "records": int(inclusion.shape[1]), "data": plan.data.model_dump(),
         "train": plan.train.model_dump(), "noise_multiplier": plan.noise_multiplier,
-        "clip": plan.clip, "seed": plan.seed,
+        "clip": plan.clip, "seed": plan.seed, "example_level": plan.example_level,
         "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest(),
     }, indent=2).encode())
     os.replace(tmp, weights)  # the weights file appears last and whole
