@@ -1,5 +1,11 @@
 """Noise forensics on white-box surfaces: is the noise that the claim needs really there?
 
+A "noise too small" or "noise reused" test runs only where the values it reads are the raw
+mechanism output (privbench.audit.whitebox.mechanism_output; for Dirac canaries only the
+coordinates no real record moves): training after the noise is drawn post-processes it and can
+shrink it (a later step's real gradient pulls back along the noise the model took up), so a
+lower-tail test there would raise false alarms on a correct trainer.
+
 A white-box observer knows the claimed noise scale, and adding signal only adds variance. Each
 test has a stated false-alarm rate `alpha` (family-wise over everything it checks, Bonferroni):
 - noise scale, client-level central DP (`iterates`): round t's step of parameter tensor b is
@@ -29,7 +35,12 @@ import numpy as np
 from scipy import stats
 
 from privbench.audit.canaries import audited_cohort, flatten
-from privbench.audit.whitebox import canary_segments, snapshots
+from privbench.audit.whitebox import (
+    blank_coordinates,
+    canary_segments,
+    mechanism_output,
+    snapshots,
+)
 from privbench.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.trainers.privacy_plan import make_plan, round_factors
@@ -55,7 +66,8 @@ def tensor_noise_scale(ctx: CellContext, alpha: float) -> Finding | None:
     of the step's energy against the claimed noise, Bonferroni over tensors and rounds."""
     spec = ctx.cell.spec
     if spec.privacy.unit != "client" or spec.privacy.setting != "central" \
-            or spec.audit.surface != "iterates" or spec.secagg.enabled:
+            or spec.audit.surface != "iterates" or spec.secagg.enabled \
+            or mechanism_output(ctx) is not None:
         return None
     rolled = {h["round"] for h in ctx.trained.history if "rollback" in h}
     snaps = snapshots(ctx)
@@ -105,7 +117,8 @@ def client_noise_tests(ctx: CellContext, alpha: float) -> list[Finding]:
     """
     spec, canaries, claim = ctx.cell.spec, ctx.canaries, ctx.trained.claim
     if canaries is None or canaries.kind != "random-unit" or spec.audit.surface != "iterates" \
-            or spec.privacy.setting != "central" or spec.secagg.enabled:
+            or spec.privacy.setting != "central" or spec.secagg.enabled \
+            or mechanism_output(ctx) is not None:
         return []
     out = canaries.vectors[~canaries.bits]
     if len(out) < 2:
@@ -144,7 +157,10 @@ def dirac_noise_tests(ctx: CellContext, alpha: float) -> list[Finding]:
     if canaries is None or canaries.kind != "dirac" or ctx.cell.spec.audit.surface != "iterates":
         return []
     x, model = canary_segments(ctx)
-    out = x[~canaries.bits] / np.sqrt(model.variances)  # N(0, 1) each if the noise is as claimed
+    # Only coordinates no real record moves carry the raw mechanism output; N(0, 1) each there
+    # if the noise is as claimed.
+    blank = blank_coordinates(ctx, canaries.coords)
+    out = x[~canaries.bits & blank] / np.sqrt(model.variances)
     if out.shape[0] < 3 or out.shape[1] < 2:
         return []
     a = alpha / 3
@@ -155,7 +171,6 @@ def dirac_noise_tests(ctx: CellContext, alpha: float) -> list[Finding]:
     p_scale = min(1.0, min(tests) * len(tests))
     d = paired_differences(out)  # the later round's noise is fresh: at least N(0, 1)
     p_fresh = lower_tail(float((d**2).sum()), d.size)
-    blank = _blank_coordinates(ctx, canaries.coords[~canaries.bits])
     findings = [
         Finding("noise_scale", p_scale, a, f"round {worst + 1} (of {out.shape[1]}, and all)",
                 f"excluded canaries' coordinates vs the claimed noise, lower tail, {out.size} "
@@ -163,25 +178,11 @@ def dirac_noise_tests(ctx: CellContext, alpha: float) -> list[Finding]:
         Finding("noise_fresh", p_fresh, a, f"{d.shape[1]} pairs of rounds",
                 "differences of consecutive rounds keep the later round's fresh noise, lower "
                 "tail"),
+        Finding("noise_gaussian", float(stats.kstest(out.ravel(), "norm").pvalue), a,
+                f"{out.shape[0]} coordinates fed by always-blank inputs",
+                "Kolmogorov-Smirnov of the normalised noise against N(0, 1)"),
     ]
-    if blank.any():
-        p_gauss = float(stats.kstest(out[blank].ravel(), "norm").pvalue)
-        findings.append(Finding("noise_gaussian", p_gauss, a,
-                                f"{int(blank.sum())} coordinates fed by always-blank inputs",
-                                "Kolmogorov-Smirnov of the normalised noise against N(0, 1)"))
     return findings
-
-
-def _blank_coordinates(ctx: CellContext, coords: np.ndarray) -> np.ndarray:
-    """True for flat coordinates of the first layer's weight whose input feature is zero in every
-    training record: no real record moves them, so they carry the noise alone."""
-    first = next(iter(snapshots(ctx)[0].values()))
-    if first.dim() != 2:
-        return np.zeros(len(coords), bool)
-    n_out, n_in = first.shape
-    blank = np.all(ctx.data.x_train == 0, axis=0)
-    inside = coords < n_out * n_in
-    return inside & blank[np.where(inside, coords % n_in, 0)]
 
 
 def participation(ctx: CellContext, alpha: float) -> Finding | None:

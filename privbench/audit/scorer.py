@@ -29,7 +29,7 @@ from privbench.audit.gradient_canaries import (
 from privbench.audit.multi_run import multi_run_bound
 from privbench.audit.power import design_power
 from privbench.audit.verdict import audit_rows
-from privbench.audit.whitebox import canary_segments, is_white_box
+from privbench.audit.whitebox import canary_segments, is_white_box, mechanism_output
 from privbench.models import build_model
 from privbench.results import MetricRow
 from privbench.scoring import CellContext
@@ -88,7 +88,15 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
     rng = np.random.default_rng([ctx.cell.spec.seed, 0xA0D1])
     estimator = resolved_estimator(ctx)
     if estimator != "steinke" and claim.is_private:
-        x, model = canary_segments(ctx)
+        why_not = mechanism_output(ctx)
+        if estimator == "gauss-sum" and why_not is not None:
+            extra["estimator_note"] = (f"gauss-sum needs the mechanism's raw output ({why_not}); "
+                                       "used the f-DP guess-counting bound instead")
+            estimator = "fdp"
+        extra["estimator"] = estimator
+        extra["statistic"] = "the mechanism's output" if why_not is None else \
+            f"post-processed ({why_not}): a non-parametric bound; power simulated on the claim"
+        x, model = canary_segments(ctx, whiten=estimator != "gauss-sum")
         family = MechanismFamily.of(claim.event(), claim.delta, claim.neighbouring)
         if estimator == "gauss-sum":
             bound = gauss_sum_bound(x, canaries.bits, model, family, alpha=a.alpha,
@@ -99,7 +107,7 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
                 return model_scores(model, model.simulate(bits, 1.0, rng))
 
             k_plus, k_minus = design_guesses(canaries.m, simulate, family, a.alpha, rng)
-            bound = fdp_one_run_bound(scores, canaries.bits, family, k_plus=k_plus,
+            bound = fdp_one_run_bound(model_scores(model, x), canaries.bits, family, k_plus=k_plus,
                                       k_minus=k_minus, alpha=a.alpha, claimed=claim.epsilon,
                                       rng=rng)
             refutes = fdp_refutes(model, family, k_plus, k_minus, a.alpha)
@@ -110,11 +118,16 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
 
 
 def resolved_estimator(ctx: CellContext) -> str:
-    """audit.estimator with "auto" resolved: gauss-sum for white-box canaries, else steinke."""
+    """audit.estimator with "auto" resolved: on white-box canaries gauss-sum where the observed
+    statistic is exactly the mechanism's output (privbench.audit.whitebox.mechanism_output), the
+    f-DP guess-counting bound where training post-processes it (valid under any
+    post-processing); steinke elsewhere."""
     a = ctx.cell.spec.audit
     if a.estimator != "auto":
         return a.estimator
-    return "gauss-sum" if is_white_box(ctx) else "steinke"
+    if not is_white_box(ctx):
+        return "steinke"
+    return "gauss-sum" if mechanism_output(ctx) is None else "fdp"
 
 
 def model_scores(model: WhiteBoxModel, x: np.ndarray) -> np.ndarray:

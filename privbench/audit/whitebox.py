@@ -8,6 +8,12 @@ For each canary j and observed segment t (a round on `iterates`, the whole run o
 The claim's model of the same quantities (privbench.audit.gauss_sum.WhiteBoxModel) takes the
 sampling rate from the Claim (what is claimed, so an under-reported rate is tested) and each
 segment's steps and noise from the cell's privacy plan, in units of one clipped canary step.
+
+Those models hold only where the observed statistic is exactly the mechanism's output
+(`mechanism_output`): a canary's signal plus fresh noise, with nothing computed from earlier noise
+added to it. Training after a canary is planted is post-processing that can rescale or shrink the
+statistic (a later round's real gradients pull back along noise the model took up), so elsewhere
+only bounds valid under any post-processing (guess counting, privbench.audit.fdp) may be used.
 """
 
 from __future__ import annotations
@@ -32,6 +38,51 @@ def is_white_box(ctx: CellContext) -> bool:
     return a.surface in WHITE_BOX and a.canary in ("dirac", "random-unit")
 
 
+def mechanism_output(ctx: CellContext) -> str | None:
+    """None when every observed canary signal is exactly the claimed mechanism's output (fresh
+    noise plus the canary's clipped contribution plus real contributions that do not depend on
+    earlier noise along the canary); else why not, in a few words.
+
+    - random-unit canary clients (client-level central DP): each round's step on `iterates` is
+      server_lr times the noisy mean, exactly, when the server steps by plain SGD; the real
+      clients' updates depend on the previous iterate, but the round's noise is fresh and drawn
+      after them. On `final_weights` that holds for one round only: later rounds' training
+      post-processes the earlier noise.
+    - Dirac gradient canaries (example-level DP-SGD, plain SGD): the canaries' coordinates must be
+      first-layer weights of input features that are zero in every training record, so no real
+      record's gradient ever moves them, whatever the model state; there every observed move is
+      the canary's clipped gradient plus fresh noise, on `iterates` and `final_weights` alike.
+    """
+    spec, canaries = ctx.cell.spec, ctx.canaries
+    if canaries is None or spec.audit.surface not in WHITE_BOX:
+        return "not a white-box surface"
+    if spec.task != "tabular" and (spec.lm.optimizer != "sgd" or spec.lm.server_optimizer != "sgd"):
+        return "an adaptive optimizer post-processes the noisy sums"
+    if canaries.kind == "random-unit":
+        if spec.privacy.unit != "client" or spec.privacy.setting != "central":
+            return "random-unit canaries outside client-level central DP"
+        if spec.audit.surface == "final_weights" and len(ctx.trained.observations.iterates) > 1:
+            return "final_weights after several rounds: later training post-processes the noise"
+        return None
+    if canaries.kind == "dirac":
+        if not blank_coordinates(ctx, canaries.coords).all():
+            return "some canary coordinates are moved by real records' gradients"
+        return None
+    return "canaries without a white-box signal"
+
+
+def blank_coordinates(ctx: CellContext, coords: np.ndarray) -> np.ndarray:
+    """True for flat coordinates of the first layer's weight whose input feature is zero in every
+    training record: no real record moves them, so they carry the canary and the noise alone."""
+    first = next(iter(initial_params(ctx).values()))
+    if first.dim() != 2:
+        return np.zeros(len(coords), bool)
+    n_out, n_in = first.shape
+    blank = np.all(ctx.data.x_train == 0, axis=0)
+    inside = coords < n_out * n_in
+    return inside & blank[np.where(inside, coords % n_in, 0)]
+
+
 def initial_params(ctx: CellContext) -> dict:
     spec = ctx.cell.spec
     model = build_model(spec.model, ctx.data.n_features, ctx.data.n_classes, spec.seed)
@@ -46,8 +97,19 @@ def snapshots(ctx: CellContext) -> list[dict]:
     return [initial_params(ctx), *later]
 
 
-def canary_segments(ctx: CellContext) -> tuple[np.ndarray, WhiteBoxModel]:
-    """(x, model): x (m, S) each canary's signal per observed segment; the claim's model."""
+def canary_segments(ctx: CellContext, *, whiten: bool = True
+                    ) -> tuple[np.ndarray, WhiteBoxModel]:
+    """(x, model): x (m, S) each canary's signal per observed segment; the claim's model.
+
+    Args:
+        ctx: the cell's context (its canaries, claim and observed models).
+        whiten: weight parameter tensors by their step energy (random-unit canaries; a score for
+            guess counting). False gives the plain projection, a linear function of the
+            mechanism's output, which a parametric bound needs.
+    Returns:
+        x, in units of one clipped canary step (Dirac) or of the projection (random-unit), and
+        the claim's model of it.
+    """
     spec, canaries, claim = ctx.cell.spec, ctx.canaries, ctx.trained.claim
     assert canaries is not None
     rounds = len(ctx.trained.observations.iterates)
@@ -65,11 +127,18 @@ def canary_segments(ctx: CellContext) -> tuple[np.ndarray, WhiteBoxModel]:
     z = claim.noise_multiplier * np.asarray(round_factors(spec.privacy.noise_schedule,
                                                           spec.train.rounds)[:rounds])
     var = (z * clip / min(canaries.norm, clip)) ** 2  # one round's noise, in canary steps
-    x = whitened_projections(canaries.vectors, snaps)
+    x = whitened_projections(canaries.vectors, snaps) if whiten \
+        else plain_projections(canaries.vectors, snaps)
     if per_round:
         return x, WhiteBoxModel(np.ones(rounds), var, claim.sampling_rate)
     return x, WhiteBoxModel(np.array([float(rounds)]), np.array([var.sum()]),
                             claim.sampling_rate)
+
+
+def plain_projections(vectors: np.ndarray, snaps: list[dict]) -> np.ndarray:
+    """<c_j, step_t> for each canary j and observed segment t."""
+    thetas = np.stack([flatten(p) for p in snaps])
+    return vectors @ np.diff(thetas, axis=0).T
 
 
 def whitened_projections(vectors: np.ndarray, snaps: list[dict]) -> np.ndarray:
