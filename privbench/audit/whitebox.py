@@ -48,10 +48,11 @@ def mechanism_output(ctx: CellContext) -> str | None:
       clients' updates depend on the previous iterate, but the round's noise is fresh and drawn
       after them. On `final_weights` that holds for one round only: later rounds' training
       post-processes the earlier noise.
-    - Dirac gradient canaries (example-level DP-SGD, plain SGD): the canaries' coordinates must be
-      first-layer weights of input features that are zero in every training record, so no real
-      record's gradient ever moves them, whatever the model state; there every observed move is
-      the canary's clipped gradient plus fresh noise, on `iterates` and `final_weights` alike.
+    - Dirac gradient canaries (example-level DP-SGD, plain SGD): on `iterates` with one DP step
+      per round, each round's move is that step's noisy clipped sum (the real gradients are of
+      the previous iterate, the noise fresh); on any surface when every canary coordinate is a
+      first-layer weight of an input feature that is zero in every training record (no real
+      record's gradient ever moves it, whatever the model state).
     """
     spec, canaries = ctx.cell.spec, ctx.canaries
     if canaries is None or spec.audit.surface not in WHITE_BOX:
@@ -65,9 +66,13 @@ def mechanism_output(ctx: CellContext) -> str | None:
             return "final_weights after several rounds: later training post-processes the noise"
         return None
     if canaries.kind == "dirac":
-        if not blank_coordinates(ctx, canaries.coords).all():
-            return "some canary coordinates are moved by real records' gradients"
-        return None
+        if blank_coordinates(ctx, canaries.coords).all():
+            return None
+        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(ctx.data.y_train)))
+        if spec.audit.surface == "iterates" and plan.local_steps == 1:
+            return None  # each round is one DP step: its noise is drawn after its gradients
+        return ("real records' gradients move the canary coordinates between the observed "
+                "models (several DP steps per observed segment)")
     return "canaries without a white-box signal"
 
 
