@@ -309,6 +309,14 @@ class AuditSpec(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence of the lower bound")
     selection: Literal["split", "union"] = Field(
         "split", description="one-run guess counts: chosen on half the canaries, or union bound")
+    design: Literal["manual", "auto"] = Field(
+        "manual", description="auto: for dirac and random-unit canaries, choose n_canaries and "
+        "canary_norm for power within the scoring budget (privbench.audit.design)")
+    estimator: Literal["auto", "gauss-sum", "fdp", "steinke"] = Field(
+        "auto", description="one-run bound: auto = gauss-sum for white-box canaries (dirac, "
+        "random-unit), steinke otherwise; fdp = Mahloujifar et al. 2025 on designed guesses")
+    forensics_alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm rate of each "
+                                   "noise-forensics test (white-box surfaces)")
 
 
 class ClientsSpec(StrictModel):
@@ -500,6 +508,10 @@ def audit_problems(spec: CellSpec) -> list[str]:
     elif a.mode not in (modes := AUDIT_DESIGNS[(a.surface, a.canary)]):
         problems.append(f"audit.mode = {a.mode!r}: {a.canary} canaries on the {a.surface} "
                         f"surface support {' or '.join(repr(m) for m in sorted(modes))}")
+    if a.estimator in ("gauss-sum", "fdp") and (
+            a.mode != "one-run" or a.surface == "final_model"):
+        problems.append(f"audit.estimator = {a.estimator!r}: a white-box one-run bound; use "
+                        "mode = 'one-run' on final_weights or iterates, or estimator = 'auto'")
     if a.canary == "mislabelled":
         n_pop = math.floor(spec.data.population_fraction * DATASET_SIZES[spec.data.name])
         if a.n_canaries > n_pop:
