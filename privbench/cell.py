@@ -20,10 +20,12 @@ import torch
 from safetensors.torch import save
 
 from privbench.card import CARD_FILE, privacy_card
+from privbench.governance import governance_hooks
+from privbench.ledger import ledger_plaintext
 from privbench.manifest import check_cell_entry, write_cell_manifest
 from privbench.monitor import ROUNDS_FILE, RoundMonitor
 from privbench.results import CellResult, json_safe, read_json, write_json
-from privbench.sealed import read_bytes, write_bytes
+from privbench.sealed import plaintext_lines, read_bytes, write_bytes
 from privbench.suite import Cell
 from privbench.tasks import build_task, score
 from privbench.trained import TrainedModel
@@ -88,6 +90,7 @@ def run_cell(cell: Cell, run_dir: Path,
     try:
         torch.manual_seed(spec.seed)
         task = build_task(cell, run_dir)  # spec.task picks the adapter, data set and scorers
+        governance = governance_hooks(spec, task)  # [governance] registry, personal layers
         monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
         trained = train_fedavg(task.adapter, task.clients, task.public, task.train,
                                spec.privacy, spec.seed, on_round=on_round,
@@ -95,7 +98,7 @@ def run_cell(cell: Cell, run_dir: Path,
                                on_record=monitor, optimizer=task.optimizer,
                                server_optimizer=task.server_optimizer,
                                engine=spec.model.engine, microbatch=task.microbatch,
-                               **task.hooks)
+                               **task.hooks, **governance.trainer)
         metrics, failures = score(cell.key, task.context(trained), task.scorers)
         result = CellResult(
             key=cell.key, label=cell.label, axes=cell.axes, status="ok",
@@ -103,7 +106,8 @@ def run_cell(cell: Cell, run_dir: Path,
             claim=trained.claim.model_dump(), metrics=metrics,
             history=[*trained.history, *failures], data_fingerprint=task.fingerprint,
         )
-        _store(run_dir, result, trained)
+        _store(run_dir, result, trained,
+               governance.card(sum(1 for h in trained.history if "stopped" not in h)))
         return result
     except Exception as e:  # a failing cell must not stop the others
         return CellResult(
@@ -114,7 +118,8 @@ def run_cell(cell: Cell, run_dir: Path,
         )
 
 
-def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
+def _store(run_dir: Path, result: CellResult, trained: TrainedModel,
+           card_sections: dict | None = None) -> None:
     """Write the cell folder aside, hash it, rename it into place. Every file goes through
     privbench.sealed under its final name, so an encrypted run stores them sealed."""
     final = cell_dir(run_dir, result.key)
@@ -138,14 +143,15 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel) -> None:
     if iterates:
         put("iterates.safetensors", save(iterates, metadata={"surface": "iterates"}))
     put_json("claim.json", trained.claim.model_dump(mode="json"))
-    put_json(CARD_FILE, json_safe(privacy_card(trained.claim, result.spec)))
+    put_json(CARD_FILE, json_safe({**privacy_card(trained.claim, result.spec),
+                                   **(card_sections or {})}))
     ledger = work_dir(run_dir, result.key) / LEDGER_FILE
     if ledger.exists():
-        put(LEDGER_FILE, ledger.read_bytes())
+        put(LEDGER_FILE, ledger_plaintext(ledger))
     put_json("observations.json", json_safe({"exposed": trained.observations.exposed}))
     live = live_rounds_path(run_dir, result.key)
     if live.exists():
-        put(ROUNDS_FILE, live.read_bytes())
+        put(ROUNDS_FILE, plaintext_lines(live))
         live.unlink()
     put_json(RESULT_FILE, result.to_dict())
     write_cell_manifest(tmp, result.key)  # last: the hashes of every file above

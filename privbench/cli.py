@@ -1,5 +1,5 @@
 """The command line: `privbench suite`, `list`, `card`, `report`, `attack`, `gate`, `verify`,
-`compare`, `keygen`.
+`compare`, `keygen`, `clients`.
 
 Every command that reads a run folder takes `--key-file FILE` (else $PRIVBENCH_KEY) for an
 encrypted run (privbench.crypto, privbench.sealed); without the key it refuses in one line.
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from privbench.cli_checks import add_check_commands
 
     add_check_commands(sub)
+    from privbench.clients_cli import add_clients_command  # [governance]
+
+    add_clients_command(sub)
     return parser
 
 
@@ -146,6 +149,10 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return _cmd_keygen(args)
     if args.command == "attack":
         return _cmd_attack(args, console)
+    if args.command == "clients":
+        from privbench.clients_cli import run_clients_command
+
+        return run_clients_command(args, console)
     from privbench.cli_checks import run_check_command  # gate, verify, compare
 
     return run_check_command(args, console)

@@ -49,16 +49,27 @@ class PrivacyLedger:
         self.path = path
         self.delta = delta
         self.neighbouring = neighbouring
+        # a ledger in an encrypted run's work folder is sealed line by line (privbench.sealed)
+        from privbench.sealed import work_line_sealer
+
+        self._sealer = work_line_sealer(path) if path is not None else None
         self._load()
 
     def _load(self) -> None:
         self.rounds: list[dict[str, Any]] = []
         self._reset_views()
         self._open_line = False  # the file ends inside a line a crash cut short
+        self._lines = 0  # lines in the file (a cut-short last one included)
         if self.path is not None and self.path.exists():
             text = self.path.read_bytes()
             self._open_line = bool(text) and not text.endswith(b"\n")
-            for line in text.decode().splitlines():
+            lines = text.decode().splitlines()
+            self._lines = len(lines)
+            for i, line in enumerate(lines):
+                if self._sealer is not None:
+                    if self._open_line and i == len(lines) - 1:
+                        continue  # cut short by a crash, as below
+                    line = self._sealer.open_line(line, i)
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
@@ -117,7 +128,11 @@ class PrivacyLedger:
                 if self._open_line:
                     f.write("\n")  # close a line a crash cut short
                     self._open_line = False
-                f.write(json.dumps(entry, sort_keys=True) + "\n")
+                text = json.dumps(entry, sort_keys=True)
+                if self._sealer is not None:
+                    text = self._sealer.seal_line(text, self._lines)
+                f.write(text + "\n")
+                self._lines += 1
                 f.flush()
 
     def record_round(self, round_no: int, run_event: dp_accounting.DpEvent,
@@ -132,6 +147,12 @@ class PrivacyLedger:
             else accounting.event_to_dict(client_event),
             **info,
         })
+
+    def record_entry(self, kind: str, **info: Any) -> None:
+        """Append a line of another kind (the population, a client's withdrawal): it is kept
+        in the file, truncated with the rounds after a checkpoint, and never enters the
+        accounting."""
+        self._append({"kind": kind, **info})
 
     def run_event(self, extra: dp_accounting.DpEvent | None = None) -> dp_accounting.DpEvent:
         """The composition of every recorded round's run-level event (plus `extra`)."""
@@ -194,3 +215,11 @@ class PrivacyLedger:
         if coarse is None or not accounting.PLDComposer.supports(event, self.neighbouring):
             return None
         return (coarse.copy() if copy else coarse).compose(event)
+
+
+def ledger_plaintext(path: Path) -> bytes:
+    """A ledger file's lines as plaintext JSON Lines, opened when it is sealed line by line (a
+    work folder of an encrypted run): what a finished cell stores (sealed whole there)."""
+    from privbench.sealed import plaintext_lines
+
+    return plaintext_lines(path)

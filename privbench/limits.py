@@ -50,6 +50,18 @@ def parameter_counts(spec: CellSpec) -> tuple[int, int]:
         return _language_model_counts(spec)
 
 
+def parameter_names(spec: CellSpec) -> list[str]:
+    """The trainable parameter names of a tabular cell's model, in order (built on the meta
+    device: nothing is allocated)."""
+    from privbench.data import DATASETS
+    from privbench.models import build_model
+
+    with torch.device("meta"):
+        x, y = DATASETS[spec.data.name][0]()
+        model = build_model(spec.model, int(x.shape[1]), int(y.max()) + 1, spec.seed)
+        return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
 def _language_model_counts(spec: CellSpec) -> tuple[int, int]:
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import (

@@ -24,7 +24,6 @@ from privbench.attacks.membership import (
 )
 from privbench.attacks.membership.population import AuditPool, audit_pool, balanced_inclusion
 from privbench.attacks.membership.rmia import marginal_probability
-from privbench.errors import PrivbenchError
 from privbench.mia import (
     MAX_CLIENT_SLICES,
     calibrated_rows,
@@ -102,9 +101,6 @@ def shadow_attack_scorer(ctx: CellContext) -> list[MetricRow]:
     if not (attacks.lira.enabled or attacks.rmia.enabled):
         return []
     claim = ctx.trained.claim
-    if claim.unit != "client":
-        raise PrivbenchError(f"attacks.lira/rmia: shadow models mirror client-level DP-FedAvg; "
-                             f"this cell's unit is {claim.unit!r}; disable LiRA and RMIA here")
     pool = audit_pool(ctx.data, ctx.shards)
     k = attacks.shadows.models
     inclusion = balanced_inclusion(len(pool), k, spec.seed)
@@ -112,12 +108,10 @@ def shadow_attack_scorer(ctx: CellContext) -> list[MetricRow]:
     init_model = build_model(spec.model, ctx.data.n_features, ctx.data.n_classes, spec.seed)
     init = {n: p.detach().clone() for n, p in init_model.named_parameters()}
     plan = ShadowPlan(data=spec.data, train=spec.train, noise_multiplier=claim.noise_multiplier,
-                      clip=claim.clip if claim.is_private else None, seed=spec.seed + 1)
-    # The shadow cache is plaintext safetensors: an encrypted run trains its shadows without it.
-    from privbench.sealed import run_encryption
-
-    cache = (ctx.run_dir / "shadows" if ctx.run_dir is not None
-             and run_encryption(ctx.run_dir) is None else None)
+                      clip=claim.clip if claim.is_private else None, seed=spec.seed + 1,
+                      example_level=claim.is_private and claim.unit == "example")
+    # The shadow cache of an encrypted run is sealed with its key (trainers.shadow).
+    cache = ctx.run_dir / "shadows" if ctx.run_dir is not None else None
     start = time.perf_counter()
     shadows = cached_shadows(cache, init_model, init, pool.x, pool.y, inclusion, plan)
     shadow_seconds = time.perf_counter() - start

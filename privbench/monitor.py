@@ -110,6 +110,10 @@ class RoundMonitor:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")
+        from privbench.sealed import work_line_sealer  # [governance] sealed in an encrypted run
+
+        self._sealer = work_line_sealer(self.path)
+        self._lines = 0
         self.plan = BudgetPlan(spec)
         self.alarms: list[dict[str, Any]] = []
         self._reset()
@@ -131,8 +135,9 @@ class RoundMonitor:
         for event in events:
             if event is not None and self.plan.private:
                 self._spend(event)
+        self._lines = 0
         with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(_line(row) for row in rows)
+            f.writelines(self._stored(row) for row in rows)
 
     def _spend(self, event: dp_accounting.DpEvent) -> None:
         """Compose one executed round's event onto the spent epsilon."""
@@ -179,8 +184,16 @@ class RoundMonitor:
                 row["alarm"] = reason
                 self.alarms.append({"round": r, "reason": reason})
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(_line(row))
+            f.write(self._stored(row))
             f.flush()
+
+    def _stored(self, row: dict[str, Any]) -> str:
+        """A row's line as written: plaintext JSON, or sealed (privbench.sealed.LineSealer)."""
+        line = _line(row)
+        if self._sealer is not None:
+            line = self._sealer.seal_line(line.rstrip("\n"), self._lines) + "\n"
+        self._lines += 1
+        return line
 
 
 def _one(event: Any) -> Any:

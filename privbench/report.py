@@ -19,10 +19,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import privbench
 from privbench.attacks.inversion.report import inversion_context
-from privbench.card import privacy_card
+from privbench.governance import report_card
 from privbench.lm.report import lm_report_rows
 from privbench.membership_report import membership_context
 from privbench.mia import fpr_metric_name
+from privbench.personal_scorer import report_rows as personal_report_rows
 from privbench.results import CellResult
 from privbench.suite import Suite
 from privbench.trainers.secagg.scoring import report_rows as secagg_report_rows
@@ -64,7 +65,7 @@ def render_report(run_dir: Path, suite: Suite, cells: list[CellResult], gates: A
         frontier_svg=_frontier_svg(cells), env=environment(),
         membership=membership_context(cells),
         version=privbench.__version__, failed=[c for c in cells if c.status != "ok"],
-        privacy_cards=[(c.label, privacy_card(c.claim, c.spec)) for c in cells if c.claim],
+        privacy_cards=[(c.label, report_card(run_dir, c)) for c in cells if c.claim],
         secagg_rows=secagg_report_rows(cells),
         verdict=rc.verdict_context(gates), gates=gates, audit=rc.audit_context(cells),
         inversion=_private_text(inversion_context(cells), show_private_text),
@@ -72,6 +73,7 @@ def render_report(run_dir: Path, suite: Suite, cells: list[CellResult], gates: A
         surfaces=rc.surfaces_context(run_dir, cells),
         seeds=sorted({c.spec.get("seed") for c in cells if c.spec}),
         lm_rows=lm_report_rows(cells),
+        personal_rows=personal_report_rows(cells),  # [governance]
     )
     return html
 

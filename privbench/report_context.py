@@ -23,7 +23,7 @@ from privbench.results import CellResult, MetricRow, read_json
 from privbench.trained import SURFACES
 
 # Scorers that are not membership attacks (every other scorer with an "auc" row is one).
-NON_MEMBERSHIP = ("utility", "privacy", "audit", "canary_exposure")
+NON_MEMBERSHIP = ("utility", "privacy", "audit", "audit_forensics", "canary_exposure")
 INVERSION_PREFIX = "inversion_"
 INVERSION_METRICS = ("psnr", "ssim", "label_accuracy", "token_precision", "token_recall",
                      "exact_match", "rouge1", "rouge2")
@@ -105,10 +105,14 @@ def audit_context(cells: list[CellResult]) -> dict[str, Any] | None:
                      "alpha": lb.details.get("alpha"), "n": lb.details.get("n"),
                      "mode": lb.details.get("mode", "—"), "method": lb.details.get("method"),
                      "tightness": lb.details.get("tightness"), "surface": lb.surface,
-                     "canary": lb.details.get("canary"), "note": lb.details.get("note", "")})
+                     "canary": lb.details.get("canary"), "note": lb.details.get("note", ""),
+                     "eps_caught": lb.details.get("eps_caught"),
+                     "power_x2": lb.details.get("power_at_claim_x2")})
     if not rows:
         return None
-    return {"rows": rows, "svg": _audit_svg(rows)}
+    forensics = [{"cell": c, "test": m.metric, "p_value": m.value, **m.details}
+                 for c in cells for m in c.metrics if m.scorer == "audit_forensics"]
+    return {"rows": rows, "svg": _audit_svg(rows), "forensics": forensics}
 
 
 def _audit_svg(rows: list[dict[str, Any]]) -> str:

@@ -16,6 +16,7 @@ A path names its run folder: `RUN/<file>` or `RUN/cells/<key>/<file>`; a caller 
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,67 @@ def authenticate_run(run_dir: Path) -> tuple[int, str]:
         cell = json.loads((run_dir / "cells" / key / "manifest.json").read_text())
         names += [f"cells/{key}/{name}" for name in cell.get("files", {})]
     return authenticate(run_dir, names)
+
+
+class LineSealer:
+    """Seals a JSON Lines file of a run line by line, so that it can still be appended to and
+    cut back at a line boundary: each stored line is the base64 of one sealed record whose
+    associated data is the file's name inside the run folder and the line's index (a line moved,
+    dropped from the middle or swapped fails authentication).
+
+    Args:
+        run_dir: the run folder; name: the file's path inside it; key: the run key.
+    """
+
+    def __init__(self, run_dir: Path, name: str, key: RunKey) -> None:
+        self.run_dir, self.name, self.key = Path(run_dir), name, key
+
+    def seal_line(self, text: str, index: int) -> str:
+        """The stored form of line `index` (no newline)."""
+        return base64.b64encode(seal(self.key, text.encode(), f"{self.name}#{index}")).decode()
+
+    def open_line(self, line: str, index: int) -> str:
+        """The plaintext of stored line `index`.
+
+        Raises:
+            SealError: the line is not sealed or fails authentication (named, one line).
+        """
+        where = f"{self.run_dir}/{self.name} line {index + 1}"
+        try:
+            blob = base64.b64decode(line, validate=True)
+        except ValueError:
+            blob = b""
+        if not is_sealed(blob):
+            raise SealError(f"{where} is not sealed, though the run is encrypted: it was "
+                            "replaced")
+        return unseal(self.key, blob, f"{self.name}#{index}", where).decode()
+
+
+def work_line_sealer(path: Path) -> LineSealer | None:
+    """The line sealer of a JSON Lines file a cell appends to while it trains (in its work
+    folder `RUN/work/<key>/x`, or its live rounds file `RUN/cells/.<key>.rounds.jsonl`) when
+    its run is encrypted, else None (plaintext, as outside a run)."""
+    path = Path(path)
+    if path.parent.parent.name == "work":
+        run = path.parents[2]
+    elif path.parent.name == "cells" and path.name.startswith("."):
+        run = path.parents[1]
+    else:
+        return None
+    enc = run_encryption(run)
+    if enc is None:
+        return None
+    return LineSealer(run, path.relative_to(run).as_posix(), run_key_for(run, enc))
+
+
+def plaintext_lines(path: Path) -> bytes:
+    """A JSON Lines file a cell appended to, as plaintext (opened line by line when sealed, see
+    `work_line_sealer`; a last line a crash cut short is dropped then)."""
+    data = Path(path).read_bytes()
+    sealer = work_line_sealer(path)
+    if sealer is None:
+        return data
+    lines = data.decode().splitlines()
+    if data and not data.endswith(b"\n"):
+        lines = lines[:-1]
+    return "".join(sealer.open_line(t, i) + "\n" for i, t in enumerate(lines)).encode()

@@ -310,6 +310,41 @@ class AuditSpec(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="1 - confidence of the lower bound")
     selection: Literal["split", "union"] = Field(
         "split", description="one-run guess counts: chosen on half the canaries, or union bound")
+    design: Literal["manual", "auto"] = Field(
+        "manual", description="auto: for dirac and random-unit canaries, choose n_canaries and "
+        "canary_norm for power within the scoring budget (privbench.audit.design)")
+    estimator: Literal["auto", "gauss-sum", "fdp", "steinke"] = Field(
+        "auto", description="one-run bound: auto = gauss-sum for white-box canaries (dirac, "
+        "random-unit), steinke otherwise; fdp = Mahloujifar et al. 2025 on designed guesses")
+    forensics_alpha: float = Field(0.01, gt=0, lt=0.5, description="false-alarm rate of each "
+                                   "noise-forensics test (white-box surfaces)")
+
+
+class ClientsSpec(StrictModel):
+    """[governance] The client registry (privbench.consent): only clients that consented to
+    `scope` and pass onboarding are sampled; a withdrawal takes effect from the next round."""
+
+    registry: str | None = Field(None, description="client registry JSON (`privbench clients`); "
+                                 "none: every client of the data set takes part")
+    scope: str = Field("training", min_length=1, description="the consent scope training needs")
+    onboarding: bool = Field(True, description="check each client's declared device profile "
+                             "against the model's needs; refused clients are not sampled")
+    max_round_seconds: float = Field(600.0, gt=0, description="onboarding: longest a round of "
+                                     "local training may take at the declared speed")
+
+
+class PersonalSpec(StrictModel):
+    """[governance] Personalisation at the edge: FedPer-style personal layers (kept on each
+    client, never sent or aggregated) and fine-tuned personal heads (privbench.personal)."""
+
+    mode: Literal["fedper", "finetune"] = Field(
+        "fedper", description="fedper: the layers never leave the client and are never "
+        "aggregated; finetune: FedAvg trains every layer, then each client fine-tunes its own "
+        "copy of the layers")
+    layers: list[str] = Field(default_factory=list, description="parameter-name prefixes kept "
+                              "on the client, e.g. [\"net.2\"]; empty: no personal layers")
+    finetune_epochs: int = Field(0, ge=0, description="local epochs each client fine-tunes its "
+                                 "personal layers on its own data after training")
 
 
 class CellSpec(StrictModel):
@@ -327,6 +362,8 @@ class CellSpec(StrictModel):
     secagg: SecAggSpec = Field(default_factory=SecAggSpec)
     audit: AuditSpec = Field(default_factory=AuditSpec)
     lm: LMSpec = Field(default_factory=LMSpec)
+    clients: ClientsSpec = Field(default_factory=ClientsSpec)
+    personal: PersonalSpec = Field(default_factory=PersonalSpec)
 
 
 class SuiteSpec(CellSpec):
@@ -344,9 +381,11 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
     if spec.task != "tabular":  # every trainer option applies; data, model and scorers differ
+        from privbench.governance import governance_problems
         from privbench.lm.checks import lm_problems
 
-        return problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
+        return (problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
+                + governance_problems(spec))
     if spec.data.name not in DATASET_SIZES or spec.model.name == "tiny_gpt2" or spec.model.path:
         return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
                 "model.name mlp, cnn or factory without model.path; set task = \"causal_lm\" "
@@ -378,6 +417,9 @@ def consistency_problems(spec: CellSpec) -> list[str]:
     problems += _secagg_problems(spec)
     problems += audit_problems(spec)
     problems += _attack_problems(spec.attacks)
+    from privbench.governance import governance_problems  # [governance] registry, personal
+
+    problems += governance_problems(spec)
     return problems
 
 
@@ -467,6 +509,10 @@ def audit_problems(spec: CellSpec) -> list[str]:
     elif a.mode not in (modes := AUDIT_DESIGNS[(a.surface, a.canary)]):
         problems.append(f"audit.mode = {a.mode!r}: {a.canary} canaries on the {a.surface} "
                         f"surface support {' or '.join(repr(m) for m in sorted(modes))}")
+    if a.estimator in ("gauss-sum", "fdp") and (
+            a.mode != "one-run" or a.surface == "final_model"):
+        problems.append(f"audit.estimator = {a.estimator!r}: a white-box one-run bound; use "
+                        "mode = 'one-run' on final_weights or iterates, or estimator = 'auto'")
     if a.canary == "mislabelled":
         n_pop = math.floor(spec.data.population_fraction * DATASET_SIZES[spec.data.name])
         if a.n_canaries > n_pop:

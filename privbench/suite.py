@@ -164,8 +164,11 @@ def expand(spec: SuiteSpec, source: str) -> list[Cell]:
 
 def content_hash(spec: CellSpec) -> str:
     """sha256 of the resolved spec (names excluded), the seed and the package version."""
+    from privbench.governance import hashed_governance  # [governance] only when set
+
     payload = {
-        "spec": spec.model_dump(exclude=set(_NOT_HASHED)),
+        "spec": spec.model_dump(exclude=set(_NOT_HASHED) | {"clients", "personal"}),
+        **hashed_governance(spec),
         "version": privbench.__version__,
     }
     text = json.dumps(payload, sort_keys=True, default=str, allow_nan=True)

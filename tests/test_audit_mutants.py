@@ -21,7 +21,6 @@ import torch
 from conftest import audit_row
 
 import privbench.trainers.fedavg as fedavg
-from privbench.audit.verdict import verdict
 from privbench.claim import claim_for_poisson_gaussian
 from privbench.trainers import aggregation
 from privbench.trainers.privacy_plan import PrivacyPlan
@@ -93,16 +92,19 @@ def test_audit_verdict_on_broken_and_correct_dp_fedavg(variant, monkeypatch, tmp
         monkeypatch.setattr(aggregation if name == "gaussian_like" else fedavg, name, replacement)
     row = audit_row(AUDITED, tmp_path)
     print(f"\n{variant}: claimed {row.details['claimed_epsilon']:.3f}, eps_LB {row.value:.3f}, "
-          f"ceiling {row.details['eps_ceiling']:.2f}, verdict {row.details['verdict']}, "
-          f"{row.details['correct']}/{row.details['guesses']} guesses right")
+          f"{row.details['method']}, mu_LB {row.details['mu_lb']:.3f} (claimed mu "
+          f"{row.details['mu_claimed']:.3f}), verdict {row.details['verdict']}, "
+          f"caught eps >= {row.details['eps_caught']:.2f}")
     assert row.details["verdict"] == EXPECTED[variant]
     assert row.details["claimed_epsilon"] == pytest.approx(1.0, abs=1e-3)
-    assert row.details["n"] == 100 and row.details["alpha"] == 0.05
+    assert row.details["n"] == 200 and row.details["alpha"] == 0.05
 
 
 def test_under_reported_sampling_rate_gets_fail(monkeypatch, tmp_path: Path):
     """Mutant: the Claim is accounted with a sampling rate 10x below the one that ran. Training is
-    untouched, so the same eps_LB held against the honest claim (8) must not FAIL."""
+    untouched, so the same evidence held against the honest claim (8) must not FAIL: the
+    Gaussian-sum bound's mu_LB stays below the honest claim's mu (10x the under-reported one,
+    since mu is proportional to the sampling rate)."""
     real = PrivacyPlan.claim
 
     def under_reported(self, ledger, rounds_run, clip):
@@ -124,4 +126,5 @@ def test_under_reported_sampling_rate_gets_fail(monkeypatch, tmp_path: Path):
           f"verdict {row.details['verdict']}")
     assert row.details["claimed_epsilon"] < 2.0
     assert row.details["verdict"] == "FAIL"
-    assert verdict(row.value, row.details["eps_ceiling"], 8.0) != "FAIL"
+    assert row.details["mu_lb"] > row.details["mu_claimed"]
+    assert row.details["mu_lb"] <= 10 * row.details["mu_claimed"]

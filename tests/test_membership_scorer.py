@@ -85,3 +85,25 @@ def test_attack_spec_errors_name_the_field(tmp_path, override, field):
     with pytest.raises(SpecError) as err:
         load_suite(str(write_suite(tmp_path / "s.toml", SMALL)), [override])
     assert err.value.problems[0].startswith(field)
+
+
+def test_example_level_cells_get_lira_and_rmia_with_example_level_shadows(tmp_path, monkeypatch):
+    """A DP-SGD (unit example) target is attacked by LiRA and RMIA whose shadows run DP-SGD at
+    the target's noise, not refused and not mirrored by client-level shadows."""
+    plans = []
+    real = shadow_mod.train_shadows
+
+    def spy(model, init, x, y, inclusion, plan):
+        plans.append(plan)
+        return real(model, init, x, y, inclusion, plan)
+
+    monkeypatch.setattr(shadow_mod, "train_shadows", spy)
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", SMALL)),
+                       ["privacy.epsilon=4", "privacy.unit=example"])
+    result = run_cell(suite.cells[0], tmp_path / "run")
+    assert result.status == "ok", result.error
+    rows = {(m.scorer, m.metric): m for m in result.metrics}
+    assert not [m for m in result.metrics if m.metric == "error"]
+    for scorer in ("lira_online", "lira_offline", "rmia"):
+        assert 0 <= rows[(scorer, "auc")].value <= 1
+    assert plans and plans[0].example_level and plans[0].noise_multiplier > 0

@@ -122,3 +122,23 @@ def test_a_run_writes_rounds_as_they_happen_with_the_budget(quick_run, quick_res
         assert not any("alarm" in r for r in rows)
         assert cell["history"][-1]["epsilon_spent"] == rows[-1]["epsilon_spent"]
     assert 'id="rounds"' in (out / "index.html").read_text()
+
+
+def test_audit_section_shows_power_beside_the_verdict_and_forensic_rows(tiny_suite, tmp_path):
+    cells = _cells(tiny_suite, True)
+    k = cells[0].key
+    cells[0].metrics[3] = MetricRow(
+        k, "audit", "eps_lb", 2.4, 2.4, None, "iterates",
+        {"verdict": "FAIL", "alpha": 0.05, "n": 1000, "mode": "one-run",
+         "method": "one-run gauss-sum", "eps_caught": 3.1, "power_at_claim_x2": 0.97})
+    cells[0].metrics += [
+        MetricRow(k, "audit_forensics", "noise_scale", 1e-9, surface="iterates",
+                  details={"verdict": "FAIL", "false_alarm_rate": 0.01,
+                           "where": "tensor 0.weight, round 3", "note": "lower tail"}),
+        MetricRow(k, "audit_forensics", "participation", 0.4, surface="iterates",
+                  details={"verdict": "PASS", "false_alarm_rate": 0.01, "where": "10 rounds",
+                           "note": "Binomial"})]
+    html = write_report(tmp_path, tiny_suite, cells).read_text()
+    assert "this audit would have caught ε ≥ 3.1" in html
+    assert 'id="noise-forensics"' in html and "tensor 0.weight, round 3" in html
+    assert html.count('class="err">FAIL<') >= 2  # the eps_LB verdict and the forensic row

@@ -17,13 +17,13 @@ from privbench.trainers import tabular_inputs, train_fedavg
 from privbench.trainers.shadow import ShadowPlan, batched_logits, cached_shadows, train_shadows
 
 
-def _setup(clients: int = 4, epsilon: float = 4.0, **train):
+def _setup(clients: int = 4, epsilon: float = 4.0, unit: str = "client", **train):
     spec = CellSpec.model_validate({
         "data": {"name": "breast_cancer", "clients": clients},
         "model": {"hidden": [8]},
         "train": {"rounds": 3, "cohort": 2, "local_epochs": 1, "batch_size": 8, "lr": 0.1,
                   **train},
-        "privacy": {"epsilon": epsilon, "clip": 0.5}})
+        "privacy": {"epsilon": epsilon, "clip": 0.5, "unit": unit}})
     data = load_split(spec.data, 0)
     model = build_model(spec.model, data.n_features, data.n_classes, 0)
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -48,6 +48,30 @@ def test_a_shadow_given_the_targets_records_and_seed_reproduces_the_target_exact
     params = train_shadows(model, init, x, y, inclusion, plan)
     for name, p in trained.observations.final_params.items():
         torch.testing.assert_close(params[name][0], p)
+
+
+@pytest.mark.parametrize("clients, cohort", [(4, 2), (1, 1)])
+def test_a_shadow_replays_an_example_level_target_exactly(clients, cohort):
+    """Example-level DP-SGD targets get example-level shadows: the same Poisson record sampling,
+    local steps, per-example clipping and noise, so LiRA and RMIA mirror what the target ran."""
+    spec, data, model, init = _setup(clients, 4.0, unit="example", cohort=cohort)
+    shards = partition(spec.data, data.y_train, 0)
+    target = build_model(spec.model, data.n_features, data.n_classes, 0)
+    trained = train_fedavg(*tabular_inputs(target, data, shards), spec.train, spec.privacy, 0)
+    assert trained.claim.unit == "example" and trained.claim.noise_multiplier > 0
+    x = np.concatenate([data.x_train, data.x_test])
+    y = np.concatenate([data.y_train, data.y_test])
+    inclusion = (np.arange(len(y)) < len(data.y_train))[None, :]
+    plan = ShadowPlan(spec.data, spec.train, trained.claim.noise_multiplier, spec.privacy.clip,
+                      seed=0, example_level=True)
+    params = train_shadows(model, init, x, y, inclusion, plan)
+    for name, p in trained.observations.final_params.items():
+        torch.testing.assert_close(params[name][0], p)
+    client_level = train_shadows(model, init, x, y, inclusion,
+                                 ShadowPlan(spec.data, spec.train, trained.claim.noise_multiplier,
+                                            spec.privacy.clip, seed=0))
+    assert not all(torch.equal(client_level[n][0], p)
+                   for n, p in trained.observations.final_params.items())
 
 
 def test_batched_shadows_equal_shadows_trained_one_at_a_time():

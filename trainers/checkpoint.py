@@ -5,6 +5,11 @@ random-generator states and the loop's state as JSON (its metadata). That file i
 point: a run killed at any moment resumes from its last finished round, reads the iterates and
 history that round's checkpoint counts (later ones are overwritten), and ends with the same
 weights as an uninterrupted run. No pickle: safetensors and JSON only.
+
+In an encrypted run (a work folder `RUN/work/<key>` of a run whose manifest records encryption,
+privbench.sealed) every file is sealed with the run key, named by its path inside the run folder:
+the tensor files whole, `history.jsonl` line by line (privbench.sealed.LineSealer), so a round
+still appends one line.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
+
+from privbench import sealed
 
 Params = dict[str, torch.Tensor]
 TENSORS = "checkpoint.safetensors"
@@ -45,6 +52,11 @@ class RoundCheckpoint:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        run = self.folder.parent.parent if self.folder.parent.name == "work" else None
+        enc = sealed.run_encryption(run) if run is not None else None
+        # (run folder, key) when the run is encrypted: every file below is sealed
+        self._sealed = (run, sealed.run_key_for(run, enc)) if enc is not None else None
+        self._lines = sealed.work_line_sealer(self.folder / HISTORY)
         self._iterates = 0  # iterates already on disk
         self._history = 0  # history records already on disk
         self._history_bytes = 0
@@ -62,10 +74,12 @@ class RoundCheckpoint:
         """
         (self.folder / ITERATES).mkdir(parents=True, exist_ok=True)
         for r in range(self._iterates, len(iterates)):  # counted only once committed below
-            save_file({n: p.contiguous() for n, p in iterates[r].items()},
-                      str(self.folder / ITERATES / f"{r + 1:05d}.safetensors"))
+            self._write_tensors({n: p.contiguous() for n, p in iterates[r].items()},
+                                self.folder / ITERATES / f"{r + 1:05d}.safetensors")
         self._iterates = len(iterates)
-        lines = "".join(json.dumps(h) + "\n" for h in history[self._history:])
+        lines = "".join((json.dumps(h) if self._lines is None
+                         else self._lines.seal_line(json.dumps(h), i)) + "\n"
+                        for i, h in enumerate(history[self._history:], start=self._history))
         with open(self.folder / HISTORY, "ab") as f:
             f.seek(self._history_bytes)
             f.truncate()
@@ -77,31 +91,67 @@ class RoundCheckpoint:
         meta = {"state": json.dumps({**state, "n_iterates": self._iterates,
                                      "n_history": self._history,
                                      "history_bytes": self._history_bytes}, sort_keys=True)}
-        _save_atomic(tensors, self.folder / TENSORS, meta)
+        if self._sealed is None:
+            _save_atomic(tensors, self.folder / TENSORS, meta)
+        else:
+            tmp = self.folder / f".{TENSORS}.tmp"
+            self._write_tensors(tensors, tmp, meta, name=TENSORS)
+            os.replace(tmp, self.folder / TENSORS)
 
     def load(self, generators: dict[str, torch.Generator]) -> Resumed | None:
         """The last committed round (restoring the generators), or None if there is none."""
         path = self.folder / TENSORS
         if not path.exists():
             return None
-        with safe_open(str(path), framework="pt") as f:
-            state = json.loads(f.metadata()["state"])
-        tensors = load_file(str(path))
+        if self._sealed is None:
+            with safe_open(str(path), framework="pt") as f:
+                state = json.loads(f.metadata()["state"])
+            tensors = load_file(str(path))
+        else:
+            raw = self._read(path)
+            state = json.loads(_metadata(raw)["state"])
+            tensors = load(raw)
         params = {k[len("params."):]: v for k, v in tensors.items() if k.startswith("params.")}
         for k, g in generators.items():
             g.set_state(tensors[f"generator.{k}"])
         n_iterates, n_history = state.pop("n_iterates"), state.pop("n_history")
         self._history_bytes = state.pop("history_bytes")
-        iterates = [load_file(str(self.folder / ITERATES / f"{r + 1:05d}.safetensors"))
+        iterates = [self._read_tensors(self.folder / ITERATES / f"{r + 1:05d}.safetensors")
                     for r in range(n_iterates)]
         with open(self.folder / HISTORY, "rb") as f:
             text = f.read(self._history_bytes).decode()
-        history = [json.loads(line) for line in text.splitlines()]
+        history = [json.loads(line if self._lines is None else self._lines.open_line(line, i))
+                   for i, line in enumerate(text.splitlines())]
         if len(history) != n_history:
             raise ValueError(f"{self.folder / HISTORY} holds {len(history)} rounds, its "
                              f"checkpoint {n_history}: remove {self.folder} to start again")
         self._iterates, self._history = n_iterates, n_history
         return Resumed(params, iterates, history, state)
+
+    def _name(self, path: Path) -> str:
+        """`path`'s name inside the run folder (what a sealed file is bound to)."""
+        return Path(path).relative_to(self._sealed[0]).as_posix()
+
+    def _write_tensors(self, tensors: Params, path: Path, metadata: dict[str, str] | None = None,
+                       name: str | None = None) -> None:
+        if self._sealed is None:
+            save_file(tensors, str(path), metadata=metadata)
+            return
+        where = self._name(path.with_name(name) if name else path)
+        sealed.write_bytes(path, save(tensors, metadata=metadata), run_dir=self._sealed[0],
+                           name=where)
+
+    def _read(self, path: Path) -> bytes:
+        return sealed.read_bytes(path, run_dir=self._sealed[0], name=self._name(path))
+
+    def _read_tensors(self, path: Path) -> Params:
+        return load_file(str(path)) if self._sealed is None else load(self._read(path))
+
+
+def _metadata(raw: bytes) -> dict[str, str]:
+    """The `__metadata__` of safetensors bytes (its JSON header)."""
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8:8 + n]).get("__metadata__", {})
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -51,6 +51,10 @@ from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
 from privbench.trainers.screening import screen_updates
 from privbench.trainers.secagg.trainer_hook import SecureRounds
+
+if TYPE_CHECKING:  # [governance] hook types only (they import the trainers package)
+    from privbench.personal import PersonalHook
+    from privbench.population import PopulationHook
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
 # (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
@@ -121,7 +125,9 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
                  record_rounds: Collection[int] = (),
                  gradient_canaries: GradientCanaries | None = None,
                  optimizer: str = "sgd", server_optimizer: str = "sgd",
-                 engine: str = "auto", microbatch: int | None = None) -> TrainedModel:
+                 engine: str = "auto", microbatch: int | None = None,
+                 population: PopulationHook | None = None,
+                 personal: PersonalHook | None = None) -> TrainedModel:
     """Train the adapter's model federatedly on the clients' `data`; return it with its Claim.
 
     Args:
@@ -145,6 +151,10 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
             or "adam": DP-FedAdam; post-processing of the noised mean).
         engine: the per-example gradient engine of example-level DP-SGD.
         microbatch: examples per row in one call of the vmap engine (None: what fits memory).
+        population: [governance] the clients that may be sampled each round (consent,
+            onboarding, withdrawals; privbench.population); None: every client.
+        personal: [governance] FedPer personal layers (privbench.personal): kept per client,
+            never sent, clipped, noised or aggregated; None: every layer is shared.
     Returns:
         The released model, its Claim, observations and per-round history.
     """
@@ -208,6 +218,8 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
                 record["sat_out_at_cap"] = capped
                 sampled = torch.tensor([int(c) for c in sampled if int(c) not in capped],
                                        dtype=torch.long)
+        if population is not None:  # [governance] only consenting, onboarded clients
+            sampled = population.filter(r + 1, sampled, record, ledger)
         stopped = _budget_check(plan, ledger, r, sampled, privacy.max_epsilon)
         if stopped is not None:
             log.warning(stopped)
@@ -220,9 +232,12 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
                                      clip, gens, r, record, tamper, secure,
                                      client_update_hook, view, gradient_canaries,
                                      optimizer=optimizer, engine=engine,
-                                     vectorised=vectorised, microbatch=microbatch)
+                                     vectorised=vectorised, microbatch=microbatch,
+                                     personal=personal)
         if view is not None:  # hook for the inversion attacks (attacks.inversion.rounds)
             _record_round(recorded, r + 1, start_params, view, secure is None)
+        if step is not None and personal is not None:  # [governance] no step on personal layers
+            step = {n: step.get(n, torch.zeros_like(p)) for n, p in params.items()}
         if step is not None:  # the mean update is a descent direction: minus it is a gradient
             params = {name: p.clone() for name, p in params.items()}
             server.step(params, {name: -u for name, u in step.items()})
@@ -317,9 +332,11 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                view: dict[str, Any] | None = None,
                gradient_canaries: GradientCanaries | None = None, *,
                optimizer: str = "sgd", engine: str = "auto", vectorised: bool = True,
-               microbatch: int | None = None) -> tuple[Params | None, float]:
+               microbatch: int | None = None, personal: PersonalHook | None = None
+               ) -> tuple[Params | None, float]:
     """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
     privacy = plan.privacy
+    template = params if personal is None else personal.shared(params)  # what clients send
     sent = None
     if sampled.numel() > 0:
         if plan.mode == "example":
@@ -333,7 +350,8 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                           optimizer=optimizer, microbatch=microbatch)
         else:
             sent, losses = _train_clients(adapter, params, data, sampled, train, gens,
-                                          client_update_hook, optimizer, vectorised)
+                                          client_update_hook, optimizer, vectorised,
+                                          personal=personal)
             if not plan.private and losses.numel():
                 record["client_loss"] = float(losses.mean())
             if client_update_hook is not None:  # audit canaries (see ClientUpdateHook)
@@ -346,7 +364,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
     received = None
     if sent is not None:
         replaced = tamper(r + 1, clients, sent) if tamper is not None else None
-        received, kept, rejections = screen_updates(sent, clients, params,
+        received, kept, rejections = screen_updates(sent, clients, template,
                                                  max_norm=train.max_update_norm,
                                                  round_no=r + 1, replaced=replaced)
         if rejections:
@@ -357,7 +375,7 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
         z = plan.update_noise_multiplier(r)
         if secure is not None:  # [secagg] the server receives only the secure sum
             clipped, z = secure.sum_round(clipped, r, record)
-        step, _ = dp_fedavg(clipped, params, clip=clip, noise_multiplier=z,
+        step, _ = dp_fedavg(clipped, template, clip=clip, noise_multiplier=z,
                             expected_cohort=train.cohort, generator=gens["noise"])
         if view is not None:  # the server holds the clipped updates (or only their secure
             # sum), and that sum before it adds its own noise
@@ -388,11 +406,17 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
 def _train_clients(adapter: ModelAdapter, params: Params, data: ClientData,
                    sampled: torch.Tensor, train: TrainSpec, gens: dict[str, torch.Generator],
                    hook: ClientUpdateHook | None, optimizer: str, vectorised: bool = True,
-                   ) -> tuple[Params, torch.Tensor]:
+                   personal: PersonalHook | None = None) -> tuple[Params, torch.Tensor]:
     """Local SGD on the sampled clients whose updates the hook keeps; returns the updates
     (K, ...), zero in the rows of clients the hook replaces, and the trained clients' losses."""
     mask_of = getattr(hook, "canary_mask", None)
     replaced = mask_of(sampled) if mask_of is not None else None
+    if personal is not None:  # [governance] own personal layers in, only shared ones out
+        sent, losses = local_sgd(adapter, personal.start(params, sampled), data.rows(sampled),
+                                 epochs=train.local_epochs, batch_size=train.batch_size,
+                                 lr=train.lr, generator=gens["local"], optimizer=optimizer,
+                                 vectorised=vectorised, batched_params=True)
+        return personal.keep(sampled, sent), losses
     if replaced is None or not bool(replaced.any()):
         return local_sgd(adapter, params, data.rows(sampled), epochs=train.local_epochs,
                          batch_size=train.batch_size, lr=train.lr, generator=gens["local"],

@@ -183,6 +183,19 @@ def participation_cap(rounds: int, rate: float) -> int:
     return int(min(rounds, max(1, stats.binom.ppf(0.999, rounds, rate))))
 
 
+def example_sampling(train: TrainSpec, mean_shard: float) -> tuple[float, int]:
+    """DP-SGD's Poisson record rate and local steps per participation for clients of this size.
+
+    Args:
+        train: the batch size and local epochs.
+        mean_shard: the mean number of records per client.
+    Returns:
+        (record rate q = batch / records, capped at 1; steps = local epochs x round(1 / q)).
+    """
+    rate = min(1.0, train.batch_size / mean_shard)
+    return rate, train.local_epochs * max(1, round(1 / rate))
+
+
 def make_plan(train: TrainSpec, privacy: PrivacySpec, n_clients: int,
               mean_shard: float) -> PrivacyPlan:
     """Calibrate the run's noise so that the whole plan meets the target epsilon."""
@@ -197,8 +210,7 @@ def make_plan(train: TrainSpec, privacy: PrivacySpec, n_clients: int,
     plan = PrivacyPlan(mode=mode, privacy=privacy, n_clients=n_clients, rounds=train.rounds,
                        cohort=train.cohort, sampling=train.sampling, round_factors=factors)
     if mode == "example":
-        plan.record_rate = min(1.0, train.batch_size / mean_shard)
-        plan.local_steps = train.local_epochs * max(1, round(1 / plan.record_rate))
+        plan.record_rate, plan.local_steps = example_sampling(train, mean_shard)
     if mode == "none":
         return plan
     if train.dropout > 0 and mode == "central" and train.sampling == "poisson":

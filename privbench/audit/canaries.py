@@ -8,7 +8,8 @@ state). Two kinds:
   label) for the `final_model` surface, scored by their loss;
 - Dirac gradient canaries for example-level DP-SGD (privbench.audit.gradient_canaries): records of
   the one client whose per-example gradient is fixed, on coordinates chosen blind to the bits;
-- update-space canaries (a fixed random unit vector times `canary_norm * clip`): the canary client's
+- update-space canaries (a fixed random unit vector times `canary_norm * clip`, the m vectors
+  orthonormal): the canary client's
   update is replaced by that vector through the trainer's `client_update_hook`, before clipping and
   noise, so it passes through the DP mechanism like any client. Scored by cosines with the model
   delta (`final_weights`, as in Andrew et al. 2024) or by their likelihood ratio over each round's
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privbench.audit.design import auto_design
 from privbench.audit.gradient_canaries import plant_dirac_canaries, quiet_coordinates
 from privbench.data import SplitData
 from privbench.errors import PrivbenchError
@@ -106,7 +108,7 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
     """Draw canaries and inclusion bits; add one client per included canary, with the expected
     cohort scaled to keep the real clients' sampling rate (Dirac canaries are records of the one
     client instead)."""
-    spec, clip, seed = cell.audit, cell.privacy.clip, cell.seed
+    spec, clip, seed = auto_design(cell, data, model), cell.privacy.clip, cell.seed
     rng = canary_rng(seed)
     m = spec.n_canaries
     bits = rng.random(m) < 0.5
@@ -116,7 +118,6 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
         canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
         return PlantedRun(data, list(shards), canaries, cell.train,
                           gradient_canaries=plant_dirac_canaries(bits, coords, norm, len(shards)))
-    n_params = sum(p.numel() for p in model.parameters())
     client_ids = np.full(m, -1, dtype=np.int64)
     client_ids[bits] = len(shards) + np.arange(int(bits.sum()))
     n_total = len(shards) + int(bits.sum())
@@ -131,13 +132,23 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
         new = [ClientShard(int(cid), np.array([n + i])) for i, cid in enumerate(client_ids[bits])]
         canaries = CanarySet(spec.canary, bits, client_ids, x=x, y=y)
         return PlantedRun(with_canaries, list(shards) + new, canaries, train)
-    vectors = rng.normal(size=(m, n_params))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = orthonormal_directions(rng, m, sum(p.numel() for p in model.parameters()))
     canaries = CanarySet(spec.canary, bits, client_ids, vectors=vectors,
                          norm=spec.canary_norm * clip)
     # The canary client holds one ordinary record; its trained update is replaced by the hook.
     new = [ClientShard(int(cid), np.array([0])) for cid in client_ids[bits]]
     return PlantedRun(data, list(shards) + new, canaries, train, CanaryUpdateHook(canaries))
+
+
+def orthonormal_directions(rng: np.random.Generator, m: int, d: int) -> np.ndarray:
+    """m random unit vectors in R^d, orthonormal when m <= d (a uniformly random frame: QR of a
+    Gaussian matrix, signs fixed): included canaries then add nothing along an excluded one's
+    direction, so the audit sees each canary's own signal and the noise, not the others."""
+    g = rng.normal(size=(d, m))
+    if m > d:
+        return (g / np.linalg.norm(g, axis=0)).T
+    q, r = np.linalg.qr(g)
+    return (q * np.sign(np.diag(r))).T
 
 
 class CanaryUpdateHook:

@@ -11,10 +11,25 @@ from privbench.audit.canaries import (
     final_delta_cosines,
     round_likelihood_scores,
 )
-from privbench.audit.estimators import EpsilonBound, fl_one_shot_bound, one_run_bound
-from privbench.audit.gradient_canaries import claimed_mechanism, coordinate_values
+from privbench.audit.estimators import (
+    EpsilonBound,
+    _correct_guesses,
+    fl_one_shot_bound,
+    one_run_bound,
+)
+from privbench.audit.family import MechanismFamily
+from privbench.audit.fdp import design_guesses, fdp_one_run_bound, fdp_rejects
+from privbench.audit.forensics import forensic_rows
+from privbench.audit.gauss_sum import WhiteBoxModel, gauss_sum_bound, mu_lower_bound
+from privbench.audit.gradient_canaries import (
+    claimed_mechanism,
+    coordinate_values,
+    dirac_log_likelihood_ratio,
+)
 from privbench.audit.multi_run import multi_run_bound
+from privbench.audit.power import design_power
 from privbench.audit.verdict import audit_rows
+from privbench.audit.whitebox import canary_segments, is_white_box, mechanism_output
 from privbench.models import build_model
 from privbench.results import MetricRow
 from privbench.scoring import CellContext
@@ -61,7 +76,8 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
     """The spec's estimator on the canary scores, plus what else a reader should see."""
     a, canaries, claim = ctx.cell.spec.audit, ctx.canaries, ctx.trained.claim
     assert canaries is not None
-    extra = {"canary": a.canary, "n_canaries": canaries.m, "included": int(canaries.bits.sum())}
+    extra = {"canary": a.canary, "n_canaries": canaries.m, "included": int(canaries.bits.sum()),
+             "design": a.design, "canary_norm": canaries.norm}
     if a.mode == "fl-one-shot":
         dim = canaries.vectors.shape[1]
         unseen = scores[~canaries.bits]
@@ -70,8 +86,80 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
         return fl_one_shot_bound(scores[canaries.bits], dim, delta=claim.delta,
                                  alpha=a.alpha), extra
     rng = np.random.default_rng([ctx.cell.spec.seed, 0xA0D1])
+    estimator = resolved_estimator(ctx)
+    if estimator != "steinke" and claim.is_private:
+        why_not = mechanism_output(ctx)
+        if estimator == "gauss-sum" and why_not is not None:
+            extra["estimator_note"] = (f"gauss-sum needs the mechanism's raw output ({why_not}); "
+                                       "used the f-DP guess-counting bound instead")
+            estimator = "fdp"
+        extra["estimator"] = estimator
+        extra["statistic"] = "the mechanism's output" if why_not is None else \
+            f"post-processed ({why_not}): a non-parametric bound; power simulated on the claim"
+        x, model = canary_segments(ctx, whiten=estimator != "gauss-sum")
+        family = MechanismFamily.of(claim.event(), claim.delta, claim.neighbouring)
+        if estimator == "gauss-sum":
+            bound = gauss_sum_bound(x, canaries.bits, model, family, alpha=a.alpha,
+                                    claimed=claim.epsilon)
+            refutes = gauss_sum_refutes(model, a.alpha)
+        else:
+            def simulate(bits, rng):
+                return model_scores(model, model.simulate(bits, 1.0, rng))
+
+            k_plus, k_minus = design_guesses(canaries.m, simulate, family, a.alpha, rng)
+            bound = fdp_one_run_bound(model_scores(model, x), canaries.bits, family, k_plus=k_plus,
+                                      k_minus=k_minus, alpha=a.alpha, claimed=claim.epsilon,
+                                      rng=rng)
+            refutes = fdp_refutes(model, family, k_plus, k_minus, a.alpha)
+        extra.update(design_power(model, family, canaries.m, refutes, seed=ctx.cell.spec.seed))
+        return bound, extra
     return one_run_bound(scores, canaries.bits, delta=claim.delta, alpha=a.alpha,
                          selection=a.selection, rng=rng), extra
+
+
+def resolved_estimator(ctx: CellContext) -> str:
+    """audit.estimator with "auto" resolved: on white-box canaries gauss-sum where the observed
+    statistic is exactly the mechanism's output (privbench.audit.whitebox.mechanism_output), the
+    f-DP guess-counting bound where training post-processes it (valid under any
+    post-processing); steinke elsewhere."""
+    a = ctx.cell.spec.audit
+    if a.estimator != "auto":
+        return a.estimator
+    if not is_white_box(ctx):
+        return "steinke"
+    return "gauss-sum" if mechanism_output(ctx) is None else "fdp"
+
+
+def model_scores(model: WhiteBoxModel, x: np.ndarray) -> np.ndarray:
+    """The claimed mechanism's log-likelihood ratio of canary segments x (canary-step units)."""
+    return dirac_log_likelihood_ratio(x, model.steps, model.variances, model.sampling_rate, 1.0)
+
+
+def gauss_sum_refutes(model: WhiteBoxModel, alpha: float):
+    """Verdict FAIL of the Gaussian-sum bound: mu_LB above the claimed mu (s_UB < 1)."""
+    mu_claim = model.mu(1.0)
+
+    def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        return mu_lower_bound(model.statistic(x), bits, alpha) > mu_claim
+
+    return refutes
+
+
+def fdp_refutes(model: WhiteBoxModel, family: MechanismFamily, k_plus: int, k_minus: int,
+                alpha: float):
+    """Verdict FAIL of the f-DP bound: the claimed member (s = 1) ruled out."""
+
+    def one(x: np.ndarray, bits: np.ndarray) -> bool:
+        scores = model_scores(model, x)
+        pairs = np.array([[k_plus, k_minus]])
+        c = int(_correct_guesses(scores, bits, pairs, np.zeros(len(bits)))[0])
+        return fdp_rejects(len(bits), k_plus + k_minus, c, alpha,
+                           lambda y: family.inverse_power(y, 1.0))
+
+    def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        return np.array([one(xi, bi) for xi, bi in zip(x, bits, strict=True)])
+
+    return refutes
 
 
 def audit_scorer(ctx: CellContext) -> list[MetricRow]:
@@ -90,4 +178,5 @@ def audit_scorer(ctx: CellContext) -> list[MetricRow]:
     if ctx.canaries is None:
         return []
     bound, extra = audit_bound(ctx, canary_scores(ctx))
-    return audit_rows(ctx.key, bound, claim.epsilon, a.surface, a.mode, extra)
+    rows = audit_rows(ctx.key, bound, claim.epsilon, a.surface, a.mode, extra)
+    return rows + (forensic_rows(ctx) if is_white_box(ctx) and a.mode == "one-run" else [])
