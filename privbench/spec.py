@@ -298,9 +298,10 @@ class AuditSpec(StrictModel):
     mode: Literal["one-run", "multi-run", "fl-one-shot"] = "one-run"
     surface: Literal["final_model", "final_weights", "iterates", "client_updates",
                      "aggregates"] = "final_model"
-    canary: Literal["mislabelled", "ood", "random-unit", "dirac"] = Field(
+    canary: Literal["mislabelled", "ood", "random-unit", "dirac", "secret"] = Field(
         "mislabelled", description="records for final_model; random-unit client updates "
-        "(client level) or dirac per-example gradients (example level) otherwise")
+        "(client level) or dirac per-example gradients (example level) otherwise; secret: "
+        "digit secrets in a fixed template (language models, final_model)")
     n_canaries: int = Field(200, ge=4, description="canaries of a one-run or one-shot audit")
     runs: int = Field(500, ge=10, description="multi-run: training runs per world (canary in, "
                       "canary out), trained side by side")

@@ -35,8 +35,16 @@ def lm_problems(spec: CellSpec) -> list[str]:
     if canaries.count * 2 > 10**canaries.digits:
         problems.append(f"lm.canaries.count = {canaries.count}: at most half of the "
                         f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
-    for name, on in (("audit.enabled", spec.audit.enabled),
-                     ("attacks.inversion.enabled", spec.attacks.inversion.enabled),
+    a = spec.audit
+    if a.enabled and (a.canary != "secret" or a.surface != "final_model" or a.mode != "one-run"
+                      or spec.task != "causal_lm"):
+        problems.append(f"audit.canary = {a.canary!r}: language models are audited with secret "
+                        "canaries on the released model; set audit.canary = 'secret', "
+                        "audit.surface = 'final_model', audit.mode = 'one-run' (task causal_lm)")
+    if a.enabled and a.canary == "secret" and a.n_canaries * 2 > 10**canaries.digits:
+        problems.append(f"audit.n_canaries = {a.n_canaries}: at most half of the "
+                        f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
+    for name, on in (("attacks.inversion.enabled", spec.attacks.inversion.enabled),
                      ("attacks.lira.enabled", spec.attacks.lira.enabled),
                      ("attacks.rmia.enabled", spec.attacks.rmia.enabled)):
         if on:  # their scorers read tabular records; the LM scorers are utility, LOSS, exposure

@@ -1,4 +1,5 @@
-"""Report rows for language-model cells: perplexity and canary exposure per claimed epsilon."""
+"""Report rows for language-model cells: perplexity, canary exposure and the audit's eps_LB
+(with its ceiling and verdict) per claimed epsilon."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def lm_report_rows(cells: list[CellResult]) -> list[dict[str, Any]]:
         if c.status != "ok" or c.spec.get("task", "tabular") == "tabular" or not c.claim:
             continue
         exposure = c.metric("canary_exposure", "mean_exposure")
+        audit = c.metric("audit", "eps_lb")
         rows.append({
             "label": c.label, "unit": c.claim.get("unit"), "epsilon": c.claim.get("epsilon"),
             "finetune": c.spec.get("lm", {}).get("finetune"),
@@ -29,6 +31,10 @@ def lm_report_rows(cells: list[CellResult]) -> list[dict[str, Any]]:
             "reference_exposure": c.metric("canary_exposure", "reference_exposure"),
             "by_repetitions": exposure.details.get("by_repetitions", {}) if exposure else {},
             "space": exposure.details.get("space") if exposure else None,
+            "eps_lb": audit,
+            "eps_ceiling": audit.details.get("eps_ceiling") if audit else None,
+            "verdict": audit.details.get("verdict") if audit else None,
+            "audit_design": audit.details.get("design") if audit else None,
         })
     rows.sort(key=lambda r: (str(r["unit"]), _eps_key(r["epsilon"])))
     return rows

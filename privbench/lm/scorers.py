@@ -1,4 +1,5 @@
-"""Scorers of a fine-tuned language model: utility, the LOSS attack on sequences, canary exposure.
+"""Scorers of a fine-tuned language model: utility, the LOSS attack on sequences, canary exposure,
+and the black-box one-run audit on secret canaries (privbench/audit/lm_canaries.py).
 
 Metric names follow the shared conventions: scorer "utility" (perplexity, next_token_accuracy, or
 accuracy for classification), scorer "loss" (membership_rows), scorer "canary_exposure"
@@ -17,6 +18,7 @@ from scipy import stats
 from transformers import PreTrainedTokenizerBase
 
 from privbench.attacks import LossAttack
+from privbench.audit.lm_canaries import SecretCanaries, secret_audit_rows, secret_scores
 from privbench.lm.exposure import exposure, secret_log_likelihoods
 from privbench.lm.signals import classifier_logits, sequence_stats
 from privbench.lm.textdata import TextData
@@ -39,6 +41,7 @@ class LMContext:
     train: Examples
     test: Examples
     trained: TrainedModel
+    audit: SecretCanaries | None = None  # the black-box audit's secret canaries, if planted
 
     @property
     def key(self) -> str:
@@ -154,7 +157,20 @@ def canary_exposure_scorer(ctx: LMContext) -> list[MetricRow]:
     return rows
 
 
-LM_SCORERS = [utility_scorer, loss_attack_scorer, canary_exposure_scorer, claim_scorer]
+def lm_audit_scorer(ctx: LMContext) -> list[MetricRow]:
+    """eps_lb and eps_ceiling rows with the verdict, from the secret canaries' log-likelihoods
+    under the released model (surface final_model)."""
+    if ctx.audit is None or not ctx.trained.observations.exposes("final_model"):
+        return []
+    digits = len(ctx.audit.secrets[0])
+    lls = secret_log_likelihoods(ctx.trained.model, ctx.tokenizer, ctx.audit.template, digits)
+    claim = ctx.trained.claim
+    return secret_audit_rows(ctx.key, ctx.cell.spec, secret_scores(lls.numpy(), ctx.audit),
+                             ctx.audit, claim.epsilon, claim.delta)
+
+
+LM_SCORERS = [utility_scorer, loss_attack_scorer, canary_exposure_scorer, lm_audit_scorer,
+              claim_scorer]
 
 
 def _exp(x: float) -> float:

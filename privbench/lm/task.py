@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from privbench.audit.lm_canaries import plant_secret_canaries, plants_secret_canaries
 from privbench.lm.corpus import public_corpus
 from privbench.lm.exposure import digit_token_ids
 from privbench.lm.pretrained import default_model_folder, load_model, load_tokenizer
@@ -43,13 +44,17 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
     if spec.task != "causal_lm":  # canaries are secrets in text a model generates: LMs only
         lm = lm.model_copy(update={"canaries": lm.canaries.model_copy(update={"count": 0})})
     data = load_text_data(spec.data, lm, spec.seed)
+    audit, train_plan = None, spec.train
+    if plants_secret_canaries(spec):  # the black-box audit's canaries (records or clients)
+        data, audit, train_plan = plant_secret_canaries(spec, data)
     folder = model_folder(spec)
     tokenizer = load_tokenizer(folder)
     torch.manual_seed(spec.seed)
     model = load_model(folder, spec.task, len(data.label_names))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if spec.task == "causal_lm" and lm.canaries.count and spec.attacks.canary_exposure.enabled:
+    if spec.task == "causal_lm" and (audit is not None or (
+            lm.canaries.count and spec.attacks.canary_exposure.enabled)):
         digit_token_ids(tokenizer)  # checked before training: exposure needs one token a digit
     adapter = HFAdapter(prepare_for_finetuning(model, spec.lm, spec.task), spec.task)
     train = examples(tokenizer, data.train_texts, data.train_labels, data.train_clients,
@@ -64,9 +69,9 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
 
     def context(trained: TrainedModel) -> LMContext:
         return LMContext(cell=cell, data=data, tokenizer=tokenizer, train=train, test=test,
-                         trained=trained)
+                         trained=trained, audit=audit)
 
     return TaskRun(adapter, from_examples(train.batch(), train.clients, data.n_clients), public,
-                   spec.train, context, list(LM_SCORERS), data.fingerprint(),
+                   train_plan, context, list(LM_SCORERS), data.fingerprint(),
                    optimizer=lm.optimizer, server_optimizer=lm.server_optimizer,
                    microbatch=lm.microbatch)
