@@ -17,7 +17,7 @@ from privbench.suite import load_suite
 SMALL = ["data.clients=6", "lm.max_length=32", "lm.messages_per_client=4",
          "lm.canaries.count=4", "lm.canaries.digits=2", "lm.canaries.repetitions=[2]",
          "train.rounds=3", "train.cohort=3", "train.batch_size=4", "privacy.unit=client",
-         "privacy.epsilon=4.0"]
+         "privacy.epsilon=4.0", "audit.n_canaries=8"]
 
 
 def _llm_cell(model_folder, *overrides: str):

@@ -25,6 +25,7 @@ def test_relative_model_path_resolves_against_the_suite_folder(tmp_path, monkeyp
     project = tmp_path / "project"
     (project / "models" / "mine").mkdir(parents=True)
     (project / "models" / "mine" / "config.json").write_text("{}")
+    (project / "models" / "mine" / "tokenizer.json").write_text("{}")  # checked up front too
     (project / "suite.toml").write_text(SUITE.format(path="models/mine"))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -40,6 +41,7 @@ def test_a_relative_path_given_on_the_command_line_stays_relative_to_the_working
     (project / "suite.toml").write_text(SUITE.format(path="/nonexistent"))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "config.json").write_text("{}")
+    (tmp_path / "mine" / "tokenizer.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     suite = load_suite(str(project / "suite.toml"), ["model.path=mine"])
     assert suite.cells[0].spec.model.path == "mine"

@@ -23,12 +23,20 @@ def lm_problems(spec: CellSpec) -> list[str]:
     if spec.data.path and not Path(spec.data.path).is_dir():
         problems.append(f"data.path = {spec.data.path!r}: not a folder; give a folder of .jsonl "
                         "files, one per client")
+    elif spec.data.name == "jsonl" and spec.data.path:
+        from privbench.lm.textdata import jsonl_folder_problem
+
+        if (problem := jsonl_folder_problem(Path(spec.data.path), spec.data.clients)):
+            problems.append(problem)
     if spec.model.path is None and spec.model.name != "tiny_gpt2":
         problems.append(f"model.name = {spec.model.name!r}: task {spec.task} needs "
                         "model.name = \"tiny_gpt2\" or model.path = a local model folder")
     if spec.model.path and not (Path(spec.model.path) / "config.json").is_file():
         problems.append(f"model.path = {spec.model.path!r}: no config.json there; give a folder "
                         "written by save_pretrained")
+    elif spec.model.path and not _has_tokenizer(Path(spec.model.path)):
+        problems.append(f"model.path = {spec.model.path!r}: no tokenizer files there; "
+                        "save the model's tokenizer with tokenizer.save_pretrained(path)")
     if spec.lm.width % spec.lm.heads:
         problems.append(f"lm.heads = {spec.lm.heads}: must divide lm.width ({spec.lm.width})")
     canaries = spec.lm.canaries
@@ -54,6 +62,16 @@ def lm_problems(spec: CellSpec) -> list[str]:
         problems.append(f"train.batch_size = {spec.train.batch_size}: the expected DP-SGD batch "
                         "must be below the number of training examples; lower it")
     return problems
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt",
+                   "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    """Whether a model folder holds any tokenizer file (`load_tokenizer` needs one; checked up
+    front so that a folder saved without its tokenizer fails once, before any cell starts)."""
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
 
 
 def _max_examples(spec: CellSpec) -> int:

@@ -3,6 +3,7 @@ split into train and held-out messages, with canaries planted in the training pa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -95,7 +96,12 @@ def _jsonl_folder(folder: Path, max_clients: int) -> tuple[list[list[tuple[str, 
     raw: list[list[tuple[str, object]]] = []
     for f in files:
         rows = []
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise PrivbenchError(f"data.path: {f.name}: not UTF-8 text (byte {e.start}); save it "
+                                 "as UTF-8 JSONL") from None
+        for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -114,6 +120,27 @@ def _jsonl_folder(folder: Path, max_clients: int) -> tuple[list[list[tuple[str, 
     names = sorted({str(lab) for rows in raw for _, lab in rows})
     index = {n: i for i, n in enumerate(names)}
     return [[(t, index[str(lab)]) for t, lab in rows] for rows in raw], names
+
+
+def jsonl_folder_problem(folder: Path, max_clients: int) -> str | None:
+    """The first problem of a JSONL folder, in one line, or None: read once per folder state.
+
+    Called while the spec is checked, before any cell starts, so that a bad file is reported once
+    instead of inside every worker after training set-up. Cached by the files' names, sizes and
+    modification times, so checking many cells of one suite reads the folder once.
+    """
+    files = sorted(folder.glob("*.jsonl"))
+    state = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _cached_problem(str(folder), max_clients, state)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_problem(folder: str, max_clients: int, _state: tuple) -> str | None:
+    try:
+        _jsonl_folder(Path(folder), max_clients)
+    except PrivbenchError as e:
+        return str(e)
+    return None
 
 
 def _split_and_plant(name: str, per_client: list[list[tuple[str, int]]], label_names: list[str],
