@@ -247,6 +247,8 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
             log.warning("round %d rolled back to round %d: %s", r + 1,
                         rollback["rolled_back_to"], rollback["reason"])
         round_event = plan.run_event(r, len(clients)) if plan.private else None
+        if round_event is not None and secure is not None:  # [secagg] the realised noise
+            round_event = secure.round_event(plan.cohort / plan.n_clients) or round_event
         if round_event is not None:
             ledger.record_round(r + 1, round_event, clients, plan.client_event(r), clip=clip)
         clip = clip_next

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import dp_accounting
 import numpy as np
 import torch
 
@@ -66,6 +67,17 @@ class SecureRounds:
             return {n: torch.zeros(s) for n, s in self.shapes.items()}
         return {n: v[0] / record["secagg_contributors"]
                 for n, v in self._as_params(total).items()}
+
+    def round_event(self, sampling_rate: float) -> dp_accounting.DpEvent | None:
+        """With distributed DP, the event of the round just run, at the noise its sum carried.
+
+        The ledger records this instead of the planned event, so that every reader of the ledger
+        (the budget chart, `max_epsilon`, the card) composes what was realised, as the Claim
+        does; None without distributed DP (the server's central noise is the planned one).
+        """
+        if not self.spec.distributed_dp or not self.noise_multipliers:
+            return None
+        return ddp_accounting.rounds_event(self.noise_multipliers[-1:], sampling_rate)
 
     def claim(self, central: Claim) -> Claim:
         """With distributed DP, the Claim of the noise each round's sum actually carried.
