@@ -197,7 +197,8 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
     ledger.truncate(resumed.state["ledger_bytes"] if resumed is not None else 0)
     if on_record is not None:
         rows = [h for h in history if "stopped" not in h]
-        on_record.restart(rows, ledger.round_events() if plan.private else [None] * len(rows))
+        on_record.restart(rows, ledger.round_events() if plan.private else [None] * len(rows),
+                         ledger)
     monitor.good = {n: p.clone() for n, p in params.items()}
 
     recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {},
