@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from privbench.audit.lm_canaries import plant_secret_canaries, plants_secret_canaries
+from privbench.errors import PrivbenchError
 from privbench.lm.corpus import public_corpus
-from privbench.lm.exposure import digit_token_ids
+from privbench.lm.exposure import exposure_problem
 from privbench.lm.pretrained import default_model_folder, load_model, load_tokenizer
 from privbench.lm.scorers import LM_SCORERS, LMContext
 from privbench.lm.textdata import load_text_data
@@ -53,9 +54,11 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
     model = load_model(folder, spec.task, len(data.label_names))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if spec.task == "causal_lm" and (audit is not None or (
-            lm.canaries.count and spec.attacks.canary_exposure.enabled)):
-        digit_token_ids(tokenizer)  # checked before training: exposure needs one token a digit
+    ranks_secrets = spec.task == "causal_lm" and (audit is not None or (
+        lm.canaries.count and spec.attacks.canary_exposure.enabled))
+    # checked before training: exposure can rank the secret space with this tokenizer
+    if ranks_secrets and (problem := exposure_problem(tokenizer, lm.canaries.digits)):
+        raise PrivbenchError(problem)
     adapter = HFAdapter(prepare_for_finetuning(model, spec.lm, spec.task), spec.task)
     train = examples(tokenizer, data.train_texts, data.train_labels, data.train_clients,
                      lm.max_length)
