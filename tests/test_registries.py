@@ -47,3 +47,32 @@ def test_delta_policy_on_the_llm_suite_counts_its_text_units(tmp_path, unit):
     private = [c for c in suite.cells if c.spec.privacy.epsilon != float("inf")]
     assert len(problems) == len(private)  # delta 0.1 > 1/n for every private cell
     assert all(f"for n = {n} {unit}s (gate delta_at_most_one_over_n)" in p for p in problems)
+
+
+def test_privacy_settings_and_the_plan_derive_from_the_mechanism_registry():
+    """The spec allows the settings that select a registered mechanism; every private target
+    selects exactly one, and the plan runs it (wrapped as the spec asks)."""
+    from privbench.spec import PrivacySpec, TrainSpec
+    from privbench.trainers.mechanisms import MECHANISMS, SETTINGS, select
+    from privbench.trainers.privacy_plan import make_plan
+
+    assert typing.get_args(PrivacySpec.model_fields["setting"].annotation) == SETTINGS
+    assert SETTINGS == ("central", "local")
+    assert {select(False, "client", "central").name, select(True, "client", "central").name,
+            select(True, "client", "local").name, select(True, "example", "central").name,
+            select(True, "client", "central", distributed=True).name} == {
+        n for n, e in MECHANISMS.items() if e.kind == "mechanism"}
+    for name, entry in MECHANISMS.items():  # each entry names a class of that name
+        assert entry.load().name == name
+    train = TrainSpec(rounds=4, cohort=5)
+    plan = make_plan(train, PrivacySpec(epsilon=4.0, adaptive_clip=True,
+                                        noise_schedule=[2.0, 1.0]), 20, 10.0)
+    assert plan.mechanism.describe() == "adaptive_clip(noise_schedule(central))"
+    assert [plan.round_z(r) / plan.z for r in range(4)] == [2.0, 2.0, 1.0, 1.0]
+    assert plan.update_noise_multiplier(0) > plan.round_z(0)  # the count takes its share
+    assert make_plan(train, PrivacySpec(epsilon=4.0), 20, 10.0,
+                     distributed=True).mechanism.describe() == "distributed"
+    with pytest.raises(PrivbenchError) as e:
+        MECHANISMS.get("centrl")
+    assert str(e.value).startswith("privacy.setting = 'centrl': no such privacy mechanism; "
+                                   "did you mean 'central'?")
