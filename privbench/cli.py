@@ -334,6 +334,7 @@ def _cmd_list(console: Console) -> int:
     from privbench.attacks.inversion import INVERSION_ATTACKS
     from privbench.datasets import DATA_SETS
     from privbench.models import MODELS
+    from privbench.scoring import SCORERS
     from privbench.spec import read_toml
     from privbench.suite import builtin_suites
     from privbench.tasks import TASKS
@@ -361,6 +362,9 @@ def _cmd_list(console: Console) -> int:
                "privacy.epsilon = inf")
         row(entry.kind, name, f"{entry.description} [{how}"
             f"{', secagg.distributed_dp' if entry.secure_sum else ''}]")
+    for name, scorer in SCORERS.items():
+        row("scorer", name, f"{scorer.description} [{scorer.kind}; rows: "
+            f"{', '.join(scorer.writes)}; {', '.join(scorer.contexts) or 'added by governance'}]")
     for name, cls in ATTACKS.items():
         row("attack", name, f"{cls.description} [surface: {cls.surface}]")
     for name, (desc, surface) in INVERSION_ATTACKS.items():
