@@ -15,13 +15,12 @@ one entry here.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from privbench.registry import Registry
+from privbench.registry import Registry, load_object
 
 if TYPE_CHECKING:
     from privbench.audit.canaries import CanarySet
@@ -75,8 +74,7 @@ class ScorerEntry:
 
     def load(self) -> Scorer:
         """The scorer function (its module is imported on first use)."""
-        module, attr = self.function.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return load_object(self.function)
 
     def names_row(self, scorer: str) -> bool:
         """Whether a row with `MetricRow.scorer == scorer` is one of this scorer's."""

@@ -14,12 +14,11 @@ from it and `privbench list` shows it without importing torch.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from privbench.errors import PrivbenchError
-from privbench.registry import Registry
+from privbench.registry import Registry, load_object
 
 if TYPE_CHECKING:
     from privbench.trainers.mechanisms.base import Mechanism
@@ -55,8 +54,7 @@ class MechanismEntry:
 
     def load(self) -> type[Mechanism]:
         """The implementing class (its module is imported on first use)."""
-        module, attr = self.implementation.split(":")
-        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        return load_object(f"{__name__}.{self.implementation}")
 
 
 MECHANISMS: Registry[MechanismEntry] = Registry("privacy mechanism", "privacy.setting")
