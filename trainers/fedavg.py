@@ -1,12 +1,14 @@
 """The federated loop: client sampling, vectorised local training, server aggregation, one ledger.
 
 Non-private FedAvg, client-level DP-FedAvg with central noise (McMahan et al. 2018) or local noise,
-and example-level DP-SGD inside the clients (trainers/dpsgd.py) all run here; `privacy_plan`
-calibrates the noise for the whole plan and turns each executed round into DP events in the
-privacy ledger, from which the Claim is built. Every round the server screens the received updates
-(trainers/screening.py), a monitor watches the global model on public data and rolls back a bad
-round (trainers/monitor.py), and, given a work folder, a checkpoint is written so that a crashed
-run resumes to the same weights (trainers/checkpoint.py).
+distributed DP under secure aggregation, and example-level DP-SGD inside the clients
+(trainers/dpsgd.py) all run here, each as the plan's registered mechanism (trainers/mechanisms/:
+the clients' side and the server's aggregation of a round; this loop only samples, carries and
+screens); `privacy_plan` calibrates the noise for the whole plan and turns each executed round
+into DP events in the privacy ledger, from which the Claim is built. Every round the server
+screens the received updates (trainers/screening.py), a monitor watches the global model on
+public data and rolls back a bad round (trainers/monitor.py), and, given a work folder, a
+checkpoint is written so that a crashed run resumes to the same weights (trainers/checkpoint.py).
 
 The loop is the same for every model: it sees a `ModelAdapter` (privbench/models/adapter.py) and
 client data as one padded Batch dict (trainers/client_data.py), so a tabular MLP, a CNN and a
