@@ -430,6 +430,8 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
     n_clients = data.n_clients // runs
     rows_of = torch.arange(data.n_clients).view(runs, n_clients)
     glob = {n: p.detach().clone() for n, p in init.items()}
+    # The target's registered mechanisms; each round's executed z comes from `noise_multiplier`
+    # in the round objects (no plan here, so the mechanisms' own accounted z is unused).
     private = MECHANISMS.get("example").load()() if example_level else None
     central, plain = MECHANISMS.get("central").load()(), MECHANISMS.get("none").load()()
     for r in range(train.rounds if rounds is None else rounds):
