@@ -24,6 +24,7 @@ from pydantic import (
 
 from privbench.datasets import DATA_SETS, NAMES, names_of
 from privbench.errors import SpecError
+from privbench.trainers.mechanisms import SETTINGS
 
 # Derived from the data-set registry (privbench/datasets.py): records in each built-in tabular
 # data set, so that a spec can be checked before anything loads, and the text data sets.
@@ -132,7 +133,7 @@ class PrivacySpec(StrictModel):
     clip: float = Field(1.0, gt=0, description="L2 bound on each client's update (unit "
                         "client) or on each example's gradient (unit example)")
     unit: Literal["client", "example"] = "client"
-    setting: Literal["central", "local"] = Field(
+    setting: Literal[SETTINGS] = Field(  # type: ignore[valid-type]  (the mechanisms' settings)
         "central", description="client level: central (server adds noise) or local (each "
         "client noises its own update); unit example always noises inside the client")
     accountant: Literal["pld"] = "pld"

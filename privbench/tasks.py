@@ -50,8 +50,7 @@ def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
     from privbench.data import load_split
     from privbench.models import build_model
     from privbench.partition import partition
-    from privbench.scorers import SCORERS
-    from privbench.scoring import CellContext
+    from privbench.scoring import CellContext, scorers_for
     from privbench.trainers import tabular_inputs
 
     spec = cell.spec
@@ -74,7 +73,7 @@ def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
                            canaries=planted.canaries if planted else None, run_dir=run_dir)
 
     return TaskRun(adapter, clients, public, planted.train if planted else spec.train, context,
-                   list(SCORERS), data.fingerprint(), hooks)
+                   scorers_for("classifier"), data.fingerprint(), hooks)
 
 
 def _language_task(cell: Cell, run_dir: Path) -> TaskRun:

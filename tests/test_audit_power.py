@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import audit_row
 
-import privbench.trainers.fedavg as fedavg
+import privbench.trainers.mechanisms.central as central
 from privbench.trainers import aggregation, dpsgd
 
 CLIENT = {
@@ -71,7 +71,7 @@ def audited(unit: str, epsilon: float, tmp_path: Path) -> dict:
 def test_noise_multiplier_2x_too_small_fails_in_one_run(unit, epsilon, monkeypatch,
                                                        tmp_path: Path):
     if unit == "client":
-        monkeypatch.setattr(fedavg, "dp_fedavg", half_noise_fedavg)
+        monkeypatch.setattr(central, "dp_fedavg", half_noise_fedavg)
     else:
         monkeypatch.setattr(dpsgd, "gaussian_like", half_noise_dpsgd)
     got = audited(unit, epsilon, tmp_path)

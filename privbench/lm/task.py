@@ -17,10 +17,11 @@ from privbench.errors import PrivbenchError
 from privbench.lm.corpus import public_corpus
 from privbench.lm.exposure import exposure_problem
 from privbench.lm.pretrained import default_model_folder, load_model, load_tokenizer
-from privbench.lm.scorers import LM_SCORERS, LMContext
+from privbench.lm.scorers import LMContext
 from privbench.lm.textdata import load_text_data
 from privbench.lm.tokens import examples
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
+from privbench.scoring import scorers_for
 from privbench.spec import CellSpec
 from privbench.suite import Cell
 from privbench.tasks import TaskRun
@@ -75,6 +76,6 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
                          trained=trained, audit=audit)
 
     return TaskRun(adapter, from_examples(train.batch(), train.clients, data.n_clients), public,
-                   train_plan, context, list(LM_SCORERS), data.fingerprint(),
+                   train_plan, context, scorers_for("language"), data.fingerprint(),
                    optimizer=lm.optimizer, server_optimizer=lm.server_optimizer,
                    microbatch=lm.microbatch)
