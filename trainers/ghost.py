@@ -18,6 +18,8 @@ every trainable parameter belongs to one such layer (`unsupported` says why not 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from privbench.models.adapter import Batch, ModelAdapter, Params
@@ -31,6 +33,9 @@ from privbench.trainers.ghost_capture import (
     rows_vectorised,
     unsupported,
 )
+
+if TYPE_CHECKING:
+    from privbench.trainers.per_example import BeforeClip
 
 __all__ = ["ghost_clipped_sum", "ghost_grads", "layers", "rows_vectorised", "unsupported"]
 
@@ -141,20 +146,29 @@ def _norms(found: list[Layer], captured: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: torch.Tensor,
-                      *, clip: float) -> tuple[Params, torch.Tensor]:
+                      *, clip: float, before_clip: BeforeClip | None = None,
+                      ) -> tuple[Params, torch.Tensor]:
     """The engine interface's clipped sum by ghost norms and one matmul per layer.
 
     Args:
         adapter: the model; every trainable layer must have a fast path (`unsupported` is None).
         params: name -> (K, ...); batch: name -> (K, b, ...); weights: (K, b).
         clip: the clipping norm C.
+        before_clip: sets chosen rows' gradients before clipping (their recorded output
+            gradients are zeroed; their norms and clipped gradients come from the hook).
 
     Returns:
         (sums name -> (K, ...), norms (K, b) before clipping).
     """
     found = layers(adapter, params)
     k, b = weights.shape
-    norms, kept, captured = _norms(found, capture_rows(adapter, found, params, batch))
+    captured = capture_rows(adapter, found, params, batch)
+    if before_clip is not None:
+        real = (~before_clip.rows).to(weights.dtype)
+        captured = [(a, g * real.reshape(-1, *[1] * (g.dim() - 1))) for a, g in captured]
+    norms, kept, captured = _norms(found, captured)
+    if before_clip is not None:
+        norms = before_clip.norms(norms.reshape(k, b)).reshape(-1)
     factor = clip_factor(norms, clip) * weights.reshape(-1)
     sums: Params = {}
     for layer, (a, g), per in zip(found, captured, kept, strict=True):
@@ -176,6 +190,8 @@ def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weigh
         elif layer.bias is not None:
             sums[layer.bias] = scaled.reshape(k, -1, g.shape[-1]).sum(1).reshape(
                 params[layer.bias].shape)
+    if before_clip is not None:
+        before_clip.add_clipped(sums, factor.view(k, b))
     return {n: sums[n] for n in params}, norms.reshape(k, b)
 
 
