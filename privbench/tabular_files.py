@@ -67,7 +67,7 @@ def read_table(path: Path, fmt: str, label: str, client: str | None,
         ys.append(_ids(frame[label], path.name, label, start, fmt))
         if client is not None:
             cs.append(_ids(frame[client], path.name, client, start, fmt))
-    if not ys:
+    if not sum(len(part) for part in ys):
         raise PrivbenchError(f"data.path: {path.name} has a header but no rows; add one row a "
                              "record")
     y, label_names = encode(np.concatenate(ys))
