@@ -146,11 +146,3 @@ def _cached_records(name: str, path: str, options: tuple, _state: tuple) -> Reco
     except PrivbenchError as e:
         return str(e)
 
-
-def records_problem(data: DataSpec) -> str | None:
-    """The first problem of a user's data files, in one line, or None (read once per state)."""
-    try:
-        read_records(data)
-    except PrivbenchError as e:
-        return str(e)
-    return None
