@@ -287,3 +287,18 @@ def test_image_and_jsonl_folders_enter_the_content_hash(tmp_path):
     before = load_suite(str(suite)).cells[0].key
     (texts / "c1.jsonl").write_text('{"text": "a"}\n{"text": "c"}\n')
     assert load_suite(str(suite)).cells[0].key != before
+
+
+def test_the_gates_and_limits_count_a_users_table(tmp_path):
+    """delta <= 1/n counts the table's training records (example level) or its named clients;
+    the memory estimate builds the model for the table's 5 features and 3 labels."""
+    from privbench.gates import privacy_units
+    from privbench.limits import parameter_counts, parameter_names
+
+    suite = table_suite(tmp_path, write_table(tmp_path / "t.csv"))
+    example = load_suite(str(suite), ["privacy.unit=example", "privacy.epsilon=4.0"]).cells[0]
+    assert privacy_units(example.spec) == 90  # 15 of each site's 30 records train
+    client = load_suite(str(suite), ["privacy.epsilon=4.0"]).cells[0]
+    assert privacy_units(client.spec) == 6
+    assert parameter_counts(client.spec) == (5 * 16 + 16 + 16 * 3 + 3,) * 2
+    assert parameter_names(client.spec) == ["0.weight", "0.bias", "2.weight", "2.bias"]
