@@ -120,6 +120,22 @@ def test_named_clients_keep_their_records_and_parquet_reads_as_csv(tmp_path):
     assert other.fingerprint() == split.fingerprint()
     assert load_split(spec, seed=1).fingerprint() != split.fingerprint()
     assert read_records(spec).label_names == ("high", "low", "mid")
+    drawn = spec.model_copy(update={"client": None, "clients": 4,  # no client column
+                                    "features": [f"f{i}" for i in range(5)]})
+    split = load_split(drawn, seed=0)
+    assert split.train_clients is None and len(split.y_train) == 90  # stratified by class
+    assert len(partition(drawn, split.y_train, 0, clients=split.train_clients)) == 4
+
+
+def test_an_image_folder_without_client_folders_is_partitioned_as_usual(tmp_path):
+    root = write_images(tmp_path / "scans", clients=1, per_class=10)
+    for cls in ("rows", "columns"):
+        (root / "clinic0" / cls).rename(root / cls)
+    (root / "clinic0").rmdir()
+    records = read_records(DataSpec(name="images", path=str(root), clients=2))
+    assert records.clients is None and records.label_names == ("columns", "rows")
+    assert records.x.shape == (20, 64) and records.image_shape == (8, 8)
+    assert records.x.min() >= 0.0 and records.x.max() == 1.0  # grey levels / 255
 
 
 def test_a_large_table_is_read_in_chunks_with_the_same_records(tmp_path, monkeypatch):
