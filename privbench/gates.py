@@ -43,7 +43,6 @@ from privbench.mia import fpr_metric_name
 from privbench.results import CellResult, MetricRow
 from privbench.scoring import is_membership, row_scorer_problem
 from privbench.spec import (
-    DATASET_SIZES,
     CellSpec,
     format_validation_error,
     read_toml,
@@ -186,8 +185,9 @@ def privacy_units(spec: CellSpec) -> int:
         return data.n_clients if spec.privacy.unit == "client" else len(data.train_texts)
     if spec.privacy.unit == "client":
         return spec.data.clients
-    size = DATASET_SIZES[spec.data.name]
-    return size - math.ceil((spec.data.test_fraction + spec.data.population_fraction) * size)
+    from privbench.data import data_shape  # a user's table or images: counted from the split
+
+    return data_shape(spec.data).n_train
 
 
 def check_spec(cells: list[Any], policy: Policy) -> list[str]:

@@ -43,10 +43,25 @@ class StrictModel(BaseModel):
 
 
 class DataSpec(StrictModel):
-    """Which data set, how it is split, and how it is partitioned into clients."""
+    """Which data set, how it is split, and how it is partitioned into clients.
+
+    A user's files: `name = "table"` reads a CSV or Parquet file (`path`; `format` from its
+    suffix) with numeric `features`, a `label` column and optionally a `client` column whose
+    values are the clients; `name = "images"` reads a folder of class folders (optionally inside
+    client folders); `name = "jsonl"` a folder of JSONL files, one per client."""
 
     name: Literal[NAMES] = "digits"  # type: ignore[valid-type]  (the registry's names)
-    path: str | None = Field(None, description="folder of JSONL files, one per client (jsonl)")
+    path: str | None = Field(None, description="your data: a CSV or Parquet file (table), an "
+                             "image folder (images) or a folder of JSONL files (jsonl)")
+    format: Literal["auto", "csv", "parquet"] = Field(
+        "auto", description="table: the file's format; auto reads it from the suffix")
+    label: str = Field("label", min_length=1, description="table: the label column")
+    client: str | None = Field(None, min_length=1, description="table: the client-id column; "
+                               "none: records are partitioned into data.clients clients")
+    features: list[str] = Field(default_factory=list, description="table: the numeric feature "
+                                "columns; empty: every column but the label and client ones")
+    image_size: int | None = Field(None, ge=2, description="images: resize each image to this "
+                                   "side (square); none: every image must be square, one size")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     population_fraction: float = Field(0.25, gt=0, lt=1)
     clients: int = Field(50, ge=1)
@@ -381,20 +396,33 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"train.cohort = {_show(spec.train.cohort)}: must be at most data.clients "
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
+    problems += _data_field_problems(spec.data)
     if spec.task != "tabular":  # every trainer option applies; data, model and scorers differ
         from privbench.governance import governance_problems
         from privbench.lm.checks import lm_problems
 
         return (problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
                 + governance_problems(spec))
-    if spec.data.name not in DATASET_SIZES or spec.model.name == "tiny_gpt2" or spec.model.path:
-        return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
-                "model.name mlp, cnn or factory without model.path; set task = \"causal_lm\" "
-                "for text"]
-    from privbench.models.zoo import spec_problems  # the zoo imports this module
+    if (DATA_SETS.get(spec.data.name).kind != "tabular" or spec.model.name == "tiny_gpt2"
+            or spec.model.path):
+        return [*problems, f"task = {spec.task!r}: takes data.name "
+                f"{', '.join(names_of('tabular'))} and model.name mlp, cnn or factory without "
+                "model.path; set task = \"causal_lm\" for text"]
+    from privbench.data import data_shape  # the data module imports this one
+    from privbench.errors import PrivbenchError
+    from privbench.models.zoo import spec_problems
 
-    if model_problems := spec.model.problems() or spec_problems(spec.model, spec.data.name):
+    try:
+        shape = data_shape(spec.data)  # a user's files: read once, checked, split
+    except PrivbenchError as e:
+        return [*problems, str(e)]
+    if shape.clients is not None:
+        problems += _named_clients_problems(spec.data, shape.clients)
+    if model_problems := spec.model.problems() or spec_problems(spec.model, spec.data):
         return problems + model_problems
+    from privbench.models.checks import design_problems
+
+    problems += design_problems(spec, shape.n_features, shape.n_classes)
     inversion = spec.attacks.inversion
     if inversion.enabled and max(inversion.rounds) > spec.train.rounds:
         problems.append(
@@ -402,11 +430,11 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"train.rounds ({spec.train.rounds}); drop the later rounds"
         )
     held = spec.data.test_fraction + spec.data.population_fraction
-    n_train = DATASET_SIZES[spec.data.name] - math.ceil(held * DATASET_SIZES[spec.data.name])
+    n_train = shape.n_train
     if held < 0.9 and spec.data.clients > n_train:
         problems.append(
             f"data.clients = {spec.data.clients}: must be at most the {n_train} training records "
-            f"of {spec.data.name}; lower data.clients"
+            f"of {shape.source}; lower data.clients"
         )
     problems += privacy_problems(spec)
     if held >= 0.9:
@@ -421,6 +449,38 @@ def consistency_problems(spec: CellSpec) -> list[str]:
     from privbench.governance import governance_problems  # [governance] registry, personal
 
     problems += governance_problems(spec)
+    return problems
+
+
+# [data] fields that only some data sets read: (field, default, the data set that reads it).
+_FILE_FIELDS = (("format", "auto", "table"), ("label", "label", "table"), ("client", None, "table"),
+                ("features", [], "table"), ("image_size", None, "images"))
+
+
+def _data_field_problems(data: DataSpec) -> list[str]:
+    """A user-file field set for a data set that does not read it, or a path for a built-in."""
+    problems = [f"data.{name} = {_show(getattr(data, name))}: only data.name = {reader!r} reads "
+                f"it (data.name = {data.name!r}); drop data.{name}"
+                for name, default, reader in _FILE_FIELDS
+                if getattr(data, name) != default and data.name != reader]
+    if data.path is not None and not DATA_SETS.get(data.name).path:
+        problems.append(f"data.path = {data.path!r}: data.name = {data.name!r} is built in and "
+                        "reads no file; set data.name = 'table' (CSV, Parquet), 'images' or "
+                        "'jsonl', or drop data.path")
+    return problems
+
+
+def _named_clients_problems(data: DataSpec, n_clients: int) -> list[str]:
+    """When the user's records name their clients, the spec's client count must agree."""
+    column = f"column {data.client!r}" if data.client else "client folders"
+    source = Path(data.path or "").name
+    problems = []
+    if data.clients != n_clients:
+        problems.append(f"data.clients = {data.clients}: {source} names {n_clients} clients "
+                        f"({column}); set data.clients = {n_clients}")
+    if data.partition != "iid":
+        problems.append(f"data.partition = {data.partition!r}: {source} names each record's "
+                        f"client ({column}); drop data.partition")
     return problems
 
 
@@ -515,7 +575,9 @@ def audit_problems(spec: CellSpec) -> list[str]:
         problems.append(f"audit.estimator = {a.estimator!r}: a white-box one-run bound; use "
                         "mode = 'one-run' on final_weights or iterates, or estimator = 'auto'")
     if a.canary == "mislabelled":
-        n_pop = math.floor(spec.data.population_fraction * DATASET_SIZES[spec.data.name])
+        from privbench.data import data_shape
+
+        n_pop = data_shape(spec.data).n_pop
         if a.n_canaries > n_pop:
             problems.append(f"audit.n_canaries = {a.n_canaries}: mislabelled canaries come from "
                             f"the ~{n_pop} population records; lower it or use canary = 'ood'")

@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from privbench.datasets import DATA_SETS, names_of
+from privbench.datasets import DATA_SETS, builtin_names, names_of
 from privbench.errors import PrivbenchError
 from privbench.gates import check_spec, load_policy, privacy_units
 from privbench.lm.textdata import load_text_data
@@ -18,7 +18,8 @@ from privbench.tasks import TASKS
 
 def test_spec_values_and_sizes_derive_from_the_data_set_registry():
     assert typing.get_args(DataSpec.model_fields["name"].annotation) == DATA_SETS.names()
-    assert set(DATASET_SIZES) == set(names_of("tabular"))
+    assert set(DATASET_SIZES) == set(builtin_names("tabular")) == {"digits", "breast_cancer"}
+    assert set(names_of("tabular")) - set(DATASET_SIZES) == {"table", "images"}  # user files
     assert TEXT_DATASETS == names_of("text") == ("support_messages", "jsonl")
     assert typing.get_args(CellSpec.model_fields["task"].annotation) == TASKS.names()
 
