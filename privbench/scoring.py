@@ -114,7 +114,7 @@ for _entry in (  # in the order a cell runs them
     ScorerEntry("secagg", "cost", ("classifier",), ("secagg",),
                 "secure aggregation's bytes, contributors and realised noise",
                 "privbench.trainers.secagg.scoring:secagg_scorer"),
-    ScorerEntry("audit", "audit", ("classifier",), ("audit", "audit_forensics"),
+    ScorerEntry("audit", "audit", ("classifier", "language"), ("audit", "audit_forensics"),
                 "empirical epsilon lower bound from canaries vs the claim; noise forensics",
                 "privbench.audit.scorer:audit_scorer"),
     # contexts (): not run from this table; privbench.governance adds it to a cell with

@@ -314,10 +314,11 @@ class AuditSpec(StrictModel):
     mode: Literal["one-run", "multi-run", "fl-one-shot"] = "one-run"
     surface: Literal["final_model", "final_weights", "iterates", "client_updates",
                      "aggregates"] = "final_model"
-    canary: Literal["mislabelled", "ood", "random-unit", "dirac", "secret"] = Field(
+    canary: Literal["mislabelled", "ood", "random-unit", "dirac", "secret", "auto"] = Field(
         "mislabelled", description="records for final_model; random-unit client updates "
         "(client level) or dirac per-example gradients (example level) otherwise; secret: "
-        "digit secrets in a fixed template (language models, final_model)")
+        "digit secrets in a fixed template (language models, final_model); auto: the "
+        "strongest canary each cell takes (`strongest_canary`), so one suite audits both units")
     n_canaries: int = Field(200, ge=4, description="canaries of a one-run or one-shot audit")
     runs: int = Field(500, ge=10, description="multi-run: training runs per world (canary in, "
                       "canary out), trained side by side")
@@ -382,6 +383,44 @@ class CellSpec(StrictModel):
     personal: PersonalSpec = Field(default_factory=PersonalSpec)
 
 
+    @model_validator(mode="after")
+    def _resolve_auto_canary(self) -> CellSpec:
+        if type(self) is CellSpec and self.audit.canary == "auto":  # a suite keeps "auto"
+            self.audit = with_strongest_canary(self).audit
+        return self
+
+
+def strongest_canary(spec: CellSpec) -> tuple[str, str]:
+    """(canary, surface) for audit.canary = "auto": the strongest design the cell's unit, task
+    and data take, on audit.surface where it reads the weights.
+
+    - client level: canary clients ("random-unit") on a white-box surface (iterates or
+      final_weights), else mislabelled records (classifiers) or secret canaries (language
+      models) on the released model;
+    - example level: Dirac gradient canaries on a white-box surface for centralised DP-SGD (one
+      client, a finite epsilon), else secret canaries on the released model (language models)
+      or mislabelled records.
+    """
+    a, lm = spec.audit, spec.task != "tabular"
+    white = a.surface in ("iterates", "final_weights")
+    black_box = ("secret" if spec.task == "causal_lm" else "mislabelled", "final_model")
+    if spec.privacy.unit == "client":
+        return ("random-unit", a.surface) if white else black_box
+    central = spec.data.clients == 1 and spec.train.cohort == 1 and spec.train.dropout == 0
+    if white and central and not lm and math.isfinite(spec.privacy.epsilon):
+        return "dirac", a.surface
+    return black_box
+
+
+def with_strongest_canary(spec: CellSpec) -> CellSpec:
+    """`spec` with audit.canary = "auto" resolved (see `strongest_canary`); else unchanged."""
+    if spec.audit.canary != "auto":
+        return spec
+    canary, surface = strongest_canary(spec)
+    return spec.model_copy(update={"audit": spec.audit.model_copy(
+        update={"canary": canary, "surface": surface})})
+
+
 class SuiteSpec(CellSpec):
     """A suite file: a cell spec plus an optional `[sweep]` grid of dotted field paths."""
 
@@ -390,6 +429,7 @@ class SuiteSpec(CellSpec):
 
 def consistency_problems(spec: CellSpec) -> list[str]:
     """Cross-field checks that a single field's type cannot express."""
+    spec = with_strongest_canary(spec)  # a suite's "auto", as each of its cells resolves it
     problems = []
     if spec.train.cohort > spec.data.clients:
         problems.append(

@@ -159,6 +159,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
     ledger = PrivacyLedger(work_dir / LEDGER_FILE if work_dir else None, privacy.delta,
                            privacy.neighbouring)
     params = adapter.init_params()
+    initial = {name: p.detach().clone() for name, p in params.items()}  # the audit's origin
     per_example = plan.mechanism.uses_per_example_engine
     if per_example:  # checked before the first round: an engine that cannot run is a
         # one-line error naming model.engine; "auto" picks the fastest that runs on this model
@@ -271,6 +272,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         claim = secure.claim(claim)
     observations = Observations(
         final_params={name: p.clone() for name, p in params.items()},
+        initial_params=initial,
         iterates=iterates,
         exposed={
             "final_model": "anyone querying the released model",

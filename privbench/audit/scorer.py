@@ -29,8 +29,12 @@ from privbench.audit.gradient_canaries import (
 from privbench.audit.multi_run import multi_run_bound
 from privbench.audit.power import design_power
 from privbench.audit.verdict import audit_rows
-from privbench.audit.whitebox import canary_segments, is_white_box, mechanism_output
-from privbench.models import build_model
+from privbench.audit.whitebox import (
+    canary_segments,
+    initial_params,
+    is_white_box,
+    mechanism_output,
+)
 from privbench.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.signals import per_example_losses
@@ -51,8 +55,7 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
     assert canaries is not None
     if spec.audit.surface == "final_model":
         return -per_example_losses(trained.model, canaries.x, canaries.y)
-    initial_model = build_model(spec.model, ctx.data.n_features, ctx.data.n_classes, spec.seed)
-    initial = {name: p.detach() for name, p in initial_model.named_parameters()}
+    initial = initial_params(ctx)
     if canaries.kind == "dirac":  # the claimed DP-SGD mechanism's likelihood ratio
         observed = trained.observations
         snapshots = [initial, *(observed.iterates if spec.audit.surface == "iterates"

@@ -10,7 +10,7 @@ accuracy for classification), scorer "loss" (membership_rows), scorer "canary_ex
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,12 +19,14 @@ from scipy import stats
 from transformers import PreTrainedTokenizerBase
 
 from privbench.attacks import LossAttack
+from privbench.audit.canaries import CanarySet
 from privbench.audit.lm_canaries import SecretCanaries, secret_audit_rows, secret_scores
 from privbench.lm.exposure import exposure, secret_log_likelihoods
 from privbench.lm.signals import classifier_logits, sequence_stats
 from privbench.lm.textdata import TextData
 from privbench.lm.tokens import Examples
 from privbench.mia import membership_rows
+from privbench.partition import ClientShard
 from privbench.results import MetricRow
 from privbench.stats import clopper_pearson
 from privbench.suite import Cell
@@ -42,6 +44,8 @@ class LMContext:
     test: Examples
     trained: TrainedModel
     audit: SecretCanaries | None = None  # the black-box audit's secret canaries, if planted
+    shards: list[ClientShard] = field(default_factory=list)  # each real client's examples
+    canaries: CanarySet | None = None  # the white-box audit's canary clients, if planted
 
     @property
     def key(self) -> str:
