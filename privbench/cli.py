@@ -288,7 +288,7 @@ def _summary(console: Console, result) -> None:
     verdict, and each cell's status. Off a terminal (a pipe, a CI log) it is printed at its full
     width, never cut to `…`."""
     from privbench.mia import fpr_metric_name
-    from privbench.report_context import strongest
+    from privbench.report_context import strongest, utility_row
 
     table = Table(title=f"{result.suite.spec.name} ({len(result.loaded)} cells loaded, "
                         f"{len(result.cells) - len(result.loaded)} run)")
@@ -317,7 +317,7 @@ def _summary(console: Console, result) -> None:
         health = c.health
         table.add_row(c.label, f"{eps:.3f}" if private else "∞ (no DP)",
                       f"{c.claim['delta']:.0e}" if private else "—",
-                      val(c.metric("utility", "accuracy")),
+                      _utility_cell(utility_row(c)),
                       "—" if auc is None else f"{auc.value:.3f} ({auc.scorer})", val(tpr),
                       *audit, health if health == "ok" else f"[red]{health}[/]",
                       f"{c.seconds:.1f}s")
@@ -325,6 +325,13 @@ def _summary(console: Console, result) -> None:
         natural = console.measure(table, options=console.options.update(max_width=100_000))
         console = Console(file=console.file, width=max(80, natural.maximum), color_system=None)
     console.print(table)
+
+
+def _utility_cell(row) -> str:
+    """The summary's accuracy column: test accuracy, or next-token accuracy marked as such."""
+    if row is None:
+        return "—"
+    return f"{row.value:.3f}" + (" (next token)" if row.metric == "next_token_accuracy" else "")
 
 
 def _cmd_list(console: Console) -> int:

@@ -182,11 +182,11 @@ def _frontier_svg(cells: list[CellResult]) -> str | None:
 def _frontier_value(cell: CellResult, panel: str):
     """The row a frontier panel plots for `cell`: its utility (accuracy, else next-token
     accuracy) or its strongest membership attack's AUC."""
-    from privbench.report_context import strongest
+    from privbench.report_context import strongest, utility_row
 
     if panel == "auc":
         return strongest(cell, "auc")
-    return cell.metric("utility", "accuracy") or cell.metric("utility", "next_token_accuracy")
+    return utility_row(cell)
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -54,6 +54,11 @@ def strongest(cell: CellResult, metric: str) -> MetricRow | None:
     return max(rows, key=lambda m: m.value) if rows else None
 
 
+def utility_row(cell: CellResult) -> MetricRow | None:
+    """A cell's headline utility: test accuracy, else next-token accuracy (language models)."""
+    return cell.metric("utility", "accuracy") or cell.metric("utility", "next_token_accuracy")
+
+
 def scorecard_extras(cell: CellResult) -> dict[str, Any]:
     """eps_LB and tightness, strongest attack, inversion and canary figures for one cell."""
     out: dict[str, Any] = {}

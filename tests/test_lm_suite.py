@@ -3,13 +3,16 @@ folders, canary exposure against brute force, and spec errors."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
 import pytest
 import torch
+from rich.console import Console
 from transformers import GPT2LMHeadModel
 
+from privbench.cli import _summary
 from privbench.errors import PrivbenchError, SpecError
 from privbench.lm.corpus import public_corpus
 from privbench.lm.exposure import exposure, secret_log_likelihoods
@@ -99,6 +102,11 @@ def test_suite_fine_tunes_and_scores_a_saved_model_folder(saved_model, tmp_path,
     assert {p.name: p.stat().st_mtime for p in saved_model.iterdir()} == before
     html = (tmp_path / "run" / "index.html").read_text()
     assert "Language model" in html and "canary exposure" in html
+    # The summary table's accuracy column shows each LM cell's next-token accuracy.
+    out = io.StringIO()
+    _summary(Console(file=out, width=200), result)
+    rows = [line for line in out.getvalue().splitlines() if line.startswith("│")]
+    assert len(rows) == 4 and all("(next token)" in line for line in rows), out.getvalue()
     # The report's budget chart and the frontier's utility panel have every LM cell in them.
     assert 'id="rounds"' in html and "Budget and training over rounds" in html
     rounds = rounds_context(tmp_path / "run", result.cells)
