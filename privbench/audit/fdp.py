@@ -35,6 +35,7 @@ BRACKET_STEP = 8  # first step of the bracketing search, in grid steps (s x 2^(1
 # The design compares guess counts on every 4th scale (s within 2^(1/8), 9%): fewer PLD tables,
 # and the bound itself still searches the full grid.
 DESIGN_RESOLUTION = 4
+DESIGN_PLD_GRID = 4e-3  # the design's trade-off curves: a coarser pessimistic PLD (4x cheaper)
 
 
 def fdp_rejects(m: int, guesses: int, correct: int, alpha: float, inverse_power) -> bool:
@@ -137,11 +138,12 @@ def design_guesses(m: int, simulate, family: MechanismFamily, alpha: float,
                    rng: np.random.Generator, trials: int = 4) -> tuple[int, int]:
     """(k+, k-) with the best median eps_LB on canaries simulated from the claimed mechanism
     (a trial that rules nothing out counts as the worst outcome; noise scales compared at
-    DESIGN_RESOLUTION grid steps, ties to the fewer guesses).
+    DESIGN_RESOLUTION grid steps against curves on DESIGN_PLD_GRID, ties to the fewer guesses).
 
     `simulate(bits, rng)` returns scores of canaries with those bits under the claim. Reads no
     real canary, so every canary certifies.
     """
+    family = family.coarser(DESIGN_PLD_GRID)
     grid = np.unique(np.round(np.geomspace(max(4, m // 50), m, 9)).astype(int))
     sims = []
     for _ in range(trials):
