@@ -20,7 +20,7 @@ rows of the one client's Poisson batches, whose gradients the engine sets before
 clips, sums and noises like any row's). There the f-DP bound runs (several DP steps per round),
 whose cost is PLD tables of the scaled claim: vectorised delta tables, a bracketing search from
 s = 1, the design on every 4th scale of a coarser pessimistic PLD, and the power's threshold
-count found once bring it from ~45 tables to ~22.
+count found once bring it from 45 tables to 20.
 
 Measured on 2 shared cores (min of 15, one run of this file): client-level, calibration per run
 1.34x (median 1.22x), cached 1.83x; Dirac 1.71x (main: 4.97x). Still above the 1.10 goal: the
