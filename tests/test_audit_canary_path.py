@@ -79,8 +79,11 @@ def test_every_engine_clips_a_canary_row_like_a_real_row(engine):
                                                                             generator=gen)}
     weights = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.float32)
     rows = torch.tensor([[False, False, True, True, False], [False, False, True, False, False]])
-    coords = torch.tensor([[0, 0, 2, 17, 0], [0, 0, 5, 0, 0]])  # 17: the second layer's weight
-    hook = DiracRows(rows, coords, norm=4.0, params=params)
+    canaries = GradientCanaries(torch.ones(2, 3, dtype=torch.bool), torch.tensor([2, 17, 5]),
+                                4.0)  # 17: the second layer's weight
+    canary = torch.tensor([[0, 0, 0, 1, 0], [0, 0, 2, 0, 0]])
+    coords = canaries.coords[canary]
+    hook = DiracRows(rows, canary, 4.0, canaries.layout(params))
     real = weights * ~rows
     clip = 0.5
     if engine == "adapter":

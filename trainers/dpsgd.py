@@ -47,31 +47,56 @@ class GradientCanaries:
         """The canaries of a subset of the clients (rows of `present`)."""
         return GradientCanaries(self.present[clients], self.coords, self.norm)
 
+    def layout(self, params: Params) -> CanaryLayout:
+        """Where each canary's coordinate lies in `params` (name -> (K, ...)): computed once per
+        training call, so each step only looks its joined canaries up."""
+        names, block, local, offset = [], torch.full_like(self.coords, -1), self.coords.clone(), 0
+        for name, p in params.items():
+            size = p[0].numel()
+            inside = (self.coords >= offset) & (self.coords < offset + size)
+            if bool(inside.any()):
+                block[inside] = len(names)
+                local[inside] -= offset
+                names.append(name)
+            offset += size
+        return CanaryLayout(names, block, local)
+
+
+@dataclass(frozen=True)
+class CanaryLayout:
+    """The parameters holding canaries, and each canary's parameter (index into `names`) and
+    flat coordinate inside it."""
+
+    names: list[str]
+    block: torch.Tensor  # (m,) long
+    local: torch.Tensor  # (m,) long
+
 
 class DiracRows:
     """The `before_clip` hook of one batch (trainers/per_example.BeforeClip): rows holding a
-    canary get the gradient `norm` * e_coord (flat coordinate in model order) in place of the
-    gradient of their placeholder input.
+    canary get the gradient `norm` * e_coord (its coordinate, `GradientCanaries.coords`) in place
+    of the gradient of their placeholder input.
 
     Args:
         rows: (K, b) True where the batch row is a canary.
-        coords: (K, b) each canary row's flat coordinate (ignored elsewhere).
+        canary: (K, b) the canary j each such row holds (ignored elsewhere).
         norm: the canary gradient's norm (before clipping).
-        params: name -> (K, ...) the parameters, for the flat layout.
+        layout: where each canary's coordinate lies (`GradientCanaries.layout`).
     """
 
-    def __init__(self, rows: torch.Tensor, coords: torch.Tensor, norm: float,
-                 params: Params) -> None:
-        self.rows, self.coords, self.norm = rows, coords, float(norm)
+    def __init__(self, rows: torch.Tensor, canary: torch.Tensor, norm: float,
+                 layout: CanaryLayout) -> None:
+        self.rows, self.norm = rows, float(norm)
+        k, i = rows.nonzero(as_tuple=True)
+        j = canary[k, i]
+        block, local = layout.block[j], layout.local[j]
         self._blocks: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        offset = 0
-        for name, p in params.items():
-            size = p[0].numel()
-            local = coords - offset
-            hit = rows & (local >= 0) & (local < size)
-            k, i = hit.nonzero(as_tuple=True)
-            self._blocks[name] = (k, i, local[k, i])
-            offset += size
+        for b, name in enumerate(layout.names):
+            if len(layout.names) == 1:
+                self._blocks[name] = (k, i, local)
+            else:
+                sel = block == b
+                self._blocks[name] = (k[sel], i[sel], local[sel])
 
     def set_grads(self, grads: Params, start: int, stop: int) -> Params:
         """Materialised per-example gradients (K, stop - start, ...) of batch rows
@@ -80,9 +105,10 @@ class DiracRows:
         out = {}
         for name, g in grads.items():
             flat = g.reshape(*g.shape[:2], -1).masked_fill(rows.unsqueeze(-1), 0.0)
-            k, i, c = self._blocks[name]
-            inside = (i >= start) & (i < stop)
-            flat[k[inside], i[inside] - start, c[inside]] = self.norm
+            if name in self._blocks:
+                k, i, c = self._blocks[name]
+                inside = (i >= start) & (i < stop)
+                flat[k[inside], i[inside] - start, c[inside]] = self.norm
             out[name] = flat.view_as(g)
         return out
 
@@ -94,10 +120,8 @@ class DiracRows:
     def add_clipped(self, sums: Params, factor: torch.Tensor) -> None:
         """Add each canary row's gradient times its clip factor (K, b) to `sums` in place."""
         for name, (k, i, c) in self._blocks.items():
-            if k.numel():
-                s = sums[name]
-                s.view(s.shape[0], -1).index_put_((k, c), factor[k, i] * self.norm,
-                                                  accumulate=True)
+            s = sums[name]
+            s.view(s.shape[0], -1).index_put_((k, c), factor[k, i] * self.norm, accumulate=True)
 
 
 def poisson_batches(valid: torch.Tensor, sampling_rate: float, generator: torch.Generator,
@@ -120,15 +144,14 @@ def poisson_batches(valid: torch.Tensor, sampling_rate: float, generator: torch.
 
 
 def canary_batch(data: ClientData, idx: torch.Tensor, canaries: GradientCanaries,
-                 params: Params) -> tuple[Batch, DiracRows]:
+                 layout: CanaryLayout) -> tuple[Batch, DiracRows]:
     """The batch of indices `idx` into the records then the canaries (`poisson_batches`), and
     its `before_clip` hook. A canary row's input is a placeholder (the client's first record):
     its gradient is replaced before clipping."""
     n_max = data.valid().shape[1]
     rows = idx >= n_max
     batch = gather(data.batch, torch.where(rows, 0, idx))
-    coords = canaries.coords[(idx - n_max).clamp(min=0)]
-    return batch, DiracRows(rows, coords, canaries.norm, params)
+    return batch, DiracRows(rows, idx - n_max, canaries.norm, layout)
 
 
 # The engine name of an adapter's own `clipped_sum` (privbench/models/adapter.py's optional fast
@@ -181,6 +204,7 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
     valid = data.valid()
     opt = RowOptimizer(optimizer, stacked, lr, rows=k)
     engine = resolve_engine(adapter, stacked, data.batch, engine)
+    layout = canaries.layout(stacked) if canaries is not None else None
     for _ in range(steps):
         idx, weights = poisson_batches(valid, sampling_rate, generator,
                                        None if canaries is None else canaries.present)
@@ -188,7 +212,7 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
         if canaries is None:
             batch = gather(data.batch, idx)
         else:  # canary rows of the batch: their gradients are set before clipping
-            batch, hook["before_clip"] = canary_batch(data, idx, canaries, stacked)
+            batch, hook["before_clip"] = canary_batch(data, idx, canaries, layout)
         if engine == ADAPTER_FAST_PATH:
             sums, _ = adapter.clipped_sum(stacked, batch, weights, clip,  # type: ignore[attr-defined]
                                           **hook)

@@ -86,12 +86,19 @@ class MechanismFamily:
     delta: float
     neighbouring: str = "add_or_remove_one"
     mu: float | None = None  # set when the event is mu-GDP (every step an unsampled Gaussian)
+    grid: float = FAMILY_PLD_GRID  # PLD grid of the trade-off curves (pessimistic at any grid)
     _deltas: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, event: dp_accounting.DpEvent, delta: float,
            neighbouring: str = "add_or_remove_one") -> MechanismFamily:
         return cls(event, delta, neighbouring, unsampled_gaussian_mu(event))
+
+    def coarser(self, grid: float) -> MechanismFamily:
+        """The same family with trade-off curves from a PLD on `grid` (pessimistic, so every
+        test against them stays valid, only less sharp; cheaper tables for designing)."""
+        return MechanismFamily(self.event, self.delta, self.neighbouring, self.mu,
+                               max(grid, self.grid))
 
     @property
     def s_floor(self) -> float:
@@ -136,7 +143,7 @@ class MechanismFamily:
         s = max(s, self.s_floor)
         if s not in self._deltas:
             acc = pld.PLDAccountant(NEIGHBOURING[self.neighbouring],
-                                    value_discretization_interval=FAMILY_PLD_GRID)
+                                    value_discretization_interval=self.grid)
             loss = acc.compose(scale_noise(self.event, s))._pld
             self._deltas[s] = pld_deltas(loss, EPS_TABLE)
         return self._deltas[s]

@@ -123,7 +123,10 @@ def client_noise_tests(ctx: CellContext, alpha: float) -> list[Finding]:
     out = canaries.vectors[~canaries.bits]
     if len(out) < 2:
         return []
-    q, _ = np.linalg.qr(out.T)  # (d, m_out) orthonormal columns
+    # (d, m_out) orthonormal columns: the canaries' own directions when they are orthonormal
+    # (orthonormal_directions, m <= d; the statistics are sums of squares, the same in any
+    # orthonormal basis of their span), else a QR of them
+    q = out.T if canaries.m <= out.shape[1] else np.linalg.qr(out.T)[0]
     snaps = snapshots(ctx)
     thetas = np.stack([flatten(p) for p in snaps])
     y = q.T @ np.diff(thetas, axis=0).T  # (m_out, rounds)

@@ -175,9 +175,9 @@ def fdp_refutes(model: WhiteBoxModel, family: MechanismFamily, k_plus: int, k_mi
 
     def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
         c_star = smallest_refuting(bits.shape[-1])
-        return np.array([int(_correct_guesses(model_scores(model, xi), bi, pairs,
-                                              np.zeros(len(bi)))[0]) >= c_star
-                         for xi, bi in zip(x, bits, strict=True)])
+        scores = model_scores(model, x)  # every simulated audit at once, (n, m)
+        return np.array([int(_correct_guesses(si, bi, pairs, np.zeros(len(bi)))[0]) >= c_star
+                         for si, bi in zip(scores, bits, strict=True)])
 
     return refutes
 
