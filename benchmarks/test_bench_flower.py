@@ -19,7 +19,9 @@ Run: .venv/bin/python -m pytest benchmarks/test_bench_flower.py -q -s
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,24 +45,35 @@ def _steady_ms(stamps: list[float]) -> float:
 
 
 def run_privbench(private: bool) -> list[float]:
-    """One privbench federation; the wall-clock time at the end of every round."""
+    """One privbench federation as a cell trains it (data, partition, model, `train_fedavg`
+    with its round monitor and work folder: ledger, checkpoints); the time at every round's end.
+    """
     from privbench.data import load_split
     from privbench.models import build_model
+    from privbench.monitor import RoundMonitor
     from privbench.partition import partition
-    from privbench.spec import DataSpec, ModelSpec, PrivacySpec, TrainSpec
-    from privbench.trainers import train_fedavg
+    from privbench.spec import CellSpec
+    from privbench.trainers import tabular_inputs, train_fedavg
 
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
-    spec = DataSpec(name="digits", clients=CLIENTS)
-    data = load_split(spec, SEED)
-    shards = partition(spec, data.y_train, SEED)
-    model = build_model(ModelSpec(hidden=[HIDDEN]), data.n_features, data.n_classes, SEED)
-    train = TrainSpec(rounds=ROUNDS, cohort=COHORT, local_epochs=1, batch_size=BATCH, lr=LR)
-    privacy = PrivacySpec(epsilon=EPSILON if private else float("inf"), delta=DELTA, clip=CLIP)
-    stamps: list[float] = []
-    train_fedavg(model, data, shards, train, privacy, SEED,
-                 on_round=lambda done, total: stamps.append(time.perf_counter()))
+    spec = CellSpec.model_validate({
+        "name": "flower-bench", "seed": SEED, "data": {"name": "digits", "clients": CLIENTS},
+        "model": {"hidden": [HIDDEN]},
+        "train": {"rounds": ROUNDS, "cohort": COHORT, "local_epochs": 1, "batch_size": BATCH,
+                  "lr": LR},
+        "privacy": {"epsilon": EPSILON if private else float("inf"), "delta": DELTA,
+                    "clip": CLIP}})
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = load_split(spec.data, SEED)
+        shards = partition(spec.data, data.y_train, SEED)
+        model = build_model(spec.model, data.n_features, data.n_classes, SEED)
+        stamps: list[float] = []
+        train_fedavg(*tabular_inputs(model, data, shards), spec.train, spec.privacy, SEED,
+                     on_round=lambda done, total: stamps.append(time.perf_counter()),
+                     work_dir=folder / "work", on_record=RoundMonitor(folder / "rounds.jsonl",
+                                                                      spec))
     assert len(stamps) == ROUNDS
     return stamps
 
