@@ -29,6 +29,8 @@ for _info in (
     DataSetInfo("digits", "tabular", "scikit-learn digits: 1,797 8x8 images, 10 classes", 1797),
     DataSetInfo("breast_cancer", "tabular",
                 "scikit-learn breast cancer: 569 records, 30 features", 569),
+    DataSetInfo("synthetic_federation", "tabular", "generated, seeded federated data "
+                "(privbench/federation_gen.py): 20,000 records, 32 features, 10 classes", 20_000),
     DataSetInfo("support_messages", "text", "generated customer-support messages of each "
                 "client (names, phone numbers, account ids), with planted canaries"),
     DataSetInfo("jsonl", "text", "your folder of .jsonl files (data.path), one client a file, "
