@@ -9,6 +9,7 @@ fresh ports when an attempt fails; stopping ends exactly the processes this clus
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +109,43 @@ class LocalCluster:
     temp_dir: str = ""
     procs: list[subprocess.Popen] = field(default_factory=list)
     _seen: dict[int, int | None] = field(default_factory=dict)  # pid -> start time
+    _thread: threading.Thread | None = None
+    _error: list[BaseException] = field(default_factory=list)
+
+    def start_in_background(self, warm: str = "") -> None:
+        """`start` in a thread (the test does other work meanwhile; `ready` waits for it),
+        then, with `warm`, import that module on every worker node, so the first tasks do
+        not pay for starting and importing in their worker processes."""
+        def work() -> None:
+            try:
+                self.start()
+                if warm:
+                    import ray
+
+                    def load(module: str) -> bool:  # nested: shipped by value to the workers
+                        importlib.import_module(module)
+                        return True
+
+                    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(load)
+                    ray.get([task.remote(warm) for _ in range(self.workers)])
+            except BaseException as e:  # re-raised by ready()
+                self._error.append(e)
+
+        self._thread = threading.Thread(target=work, name="ray-cluster-start", daemon=True)
+        self._thread.start()
+
+    def ready(self) -> str:
+        """Wait for `start_in_background`; the head's HOST:PORT.
+
+        Raises:
+            RuntimeError: the cluster did not start (the reason of each attempt).
+        """
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error:
+            raise RuntimeError(f"the local Ray cluster did not start: {self._error[0]}")
+        return self.address
 
     def _start_node(self, *args: str) -> subprocess.Popen:
         ports = free_ports(len(NODE_PORTS))
@@ -203,6 +242,9 @@ class LocalCluster:
     def stop(self) -> None:
         """Disconnect, then end the `ray start` processes and every process below them."""
         import ray
+
+        if self._thread is not None:
+            self._thread.join()
 
         if ray.is_initialized():
             ray.shutdown()

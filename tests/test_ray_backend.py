@@ -27,9 +27,10 @@ SAME_BYTES = ("weights.safetensors", "iterates.safetensors", "claim.json", "obse
 @pytest.fixture(scope="module")
 def cluster():
     """A head without CPUs and two worker nodes of one CPU each on loopback (tests/ray_cluster):
-    own temp folder, own free ports, retried on a failed start, stopped by pid."""
+    own temp folder, own free ports, retried on a failed start, stopped by pid. It starts while
+    the local baseline runs; a test's `cluster.ready()` waits for it."""
     local = LocalCluster(workers=2)
-    local.start()
+    local.start_in_background(warm="privbench.backends.ray")
     try:
         yield local
     finally:
@@ -61,7 +62,7 @@ def _same_files(a: Path, b: Path, keys: list[str]) -> None:
 
 def test_a_suite_on_ray_equals_the_local_run_and_resumes(cluster, tiny, tmp_path):
     suite, local = tiny
-    run = run_suite(suite, tmp_path / "ray", backend="ray", address=cluster.address)
+    run = run_suite(suite, tmp_path / "ray", backend="ray", address=cluster.ready())
     assert [c.status for c in run.cells] == ["ok"] * 3 and run.loaded == []
     assert _values(run) == _values(local)
     _same_files(local.run_dir, run.run_dir, [c.key for c in suite.cells])
@@ -80,6 +81,7 @@ def _running(cluster: LocalCluster, task: str) -> list[int]:
 def test_a_worker_killed_mid_suite_is_retried_with_the_same_results(cluster, tiny, tmp_path):
     """Encrypted, too: the workers seal every file with the run key under its final name."""
     suite, local = tiny
+    address = cluster.ready()
     killed: list[int] = []
 
     def kill_once(event: tuple) -> None:
@@ -90,7 +92,7 @@ def test_a_worker_killed_mid_suite_is_retried_with_the_same_results(cluster, tin
                 killed.append(pids[0])
 
     with use_key(load_run_key(write_run_key(tmp_path / "run.key"))):
-        run = run_suite(suite, tmp_path / "ray", backend="ray", address=cluster.address,
+        run = run_suite(suite, tmp_path / "ray", backend="ray", address=address,
                         on_event=kill_once, encrypt=True)
         assert killed, "no Ray worker was running a cell when the first round was reported"
         assert [c.status for c in run.cells] == ["ok"] * 3
