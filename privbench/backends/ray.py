@@ -42,6 +42,7 @@ from privbench.suite import Cell
 
 RETRIES = 3  # Ray's reruns of a task whose worker died
 POLL_S = 0.05  # how often round events are collected while cells run
+LOCAL_STARTS = 2  # tries to start a local Ray instance
 
 
 def _import_ray() -> Any:
@@ -108,6 +109,7 @@ class RayBackend:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self._ray = _import_ray()
         self._started = False
+        self._temp_dir: str | None = None
         self._queue: Any = None
         self._pending: dict[Any, Cell] = {}
         self._run_dir = Path(".")
@@ -120,13 +122,30 @@ class RayBackend:
             if self.address:
                 ray.init(address=self.address, logging_level="warning", log_to_driver=False)
             else:
-                ray.init(num_cpus=self.workers, include_dashboard=False,
-                         logging_level="warning", log_to_driver=False)
+                self._start_local()
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"--address {self.address}" if self.address else "--backend ray"
             raise PrivbenchError(f"{where}: cannot start or reach Ray ({e}); check the "
                                  "address (`ray status`) or drop it to start a local Ray") from None
         self._started = True
+
+    def _start_local(self) -> None:
+        """A Ray instance of this run's own: `address="local"` (never another Ray found on this
+        machine), in a temp folder of its own; started again once when a loaded machine makes
+        Ray's fixed wait for its node run out."""
+        for attempt in range(LOCAL_STARTS):
+            self._temp_dir = tempfile.mkdtemp(prefix="pbray")  # short: Ray's socket paths
+            try:
+                self._ray.init(address="local", num_cpus=self.workers, include_dashboard=False,
+                               logging_level="warning", log_to_driver=False,
+                               _temp_dir=self._temp_dir)
+                return
+            except Exception as e:  # Ray raises a bare Exception when its node times out
+                self._ray.shutdown()
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                self._temp_dir = None
+                if attempt == LOCAL_STARTS - 1:
+                    raise RuntimeError(f"a local Ray did not start: {e}") from None
 
     def submit(self, cells: Sequence[Cell], run_dir: Path) -> None:
         """Start one Ray task per cell."""
@@ -177,3 +196,6 @@ class RayBackend:
         if self._started:
             self._ray.shutdown()
             self._started = False
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
