@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
 from privbench.spec import ModelSpec
-from privbench.trainers.dpsgd import linear_stack_clipped_sum
+from privbench.trainers.linear_stack import linear_stack_clipped_sum
 from privbench.trainers.per_example import clipped_sum
 
 ROWS, BATCH, CLIP = 10, 16, 1.0

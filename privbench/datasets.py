@@ -1,8 +1,10 @@
-"""The data-set registry: every data set privbench knows, its kind (tabular or text) and size.
+"""The data-set registry: every data set privbench knows, its kind (tabular or text), its size,
+and whether it is read from the user's `data.path` (a table, an image folder, a JSONL folder).
 
 The spec's allowed `data.name` values, its size checks, the gates' "delta at most 1/n" and
 `privbench list` all read this one table (the loaders live in privbench/data.py and
-privbench/lm/textdata.py). It imports nothing heavy, so the spec can import it.
+privbench/lm/textdata.py, and for a user's files privbench/user_data.py). It imports nothing
+heavy, so the spec can import it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from privbench.registry import Registry
 @dataclass(frozen=True)
 class DataSetInfo:
     """One data set: `records` is its size where fixed (built-in tabular), else None (text:
-    generated from the spec or read from a folder, counted when it loads)."""
+    generated from the spec, or a user's files, counted when they are read); `path` is what
+    `data.path` must name: "" (nothing: built in), "file" or "folder"."""
 
     name: str
     kind: Literal["tabular", "text"]
     description: str
     records: int | None = None
+    path: Literal["", "file", "folder"] = ""
 
 
 DATA_SETS: Registry[DataSetInfo] = Registry("data set", "data.name")
@@ -31,10 +35,16 @@ for _info in (
                 "scikit-learn breast cancer: 569 records, 30 features", 569),
     DataSetInfo("synthetic_federation", "tabular", "generated, seeded federated data "
                 "(privbench/federation_gen.py): 20,000 records, 32 features, 10 classes", 20_000),
+    DataSetInfo("table", "tabular", "your CSV or Parquet file (data.path): numeric feature "
+                "columns, a label column (data.label), optionally a client-id column "
+                "(data.client)", path="file"),
+    DataSetInfo("images", "tabular", "your image folder (data.path): one folder per class, "
+                "optionally inside one folder per client; read as grey-scale pixels",
+                path="folder"),
     DataSetInfo("support_messages", "text", "generated customer-support messages of each "
                 "client (names, phone numbers, account ids), with planted canaries"),
     DataSetInfo("jsonl", "text", "your folder of .jsonl files (data.path), one client a file, "
-                "one {\"text\", \"label\"?} object a line"),
+                "one {\"text\", \"label\"?} object a line", path="folder"),
 ):
     DATA_SETS.register(_info.name, _info)
 
@@ -44,3 +54,8 @@ NAMES = DATA_SETS.names()
 def names_of(kind: str) -> tuple[str, ...]:
     """The registered data sets of one kind ("tabular" or "text")."""
     return tuple(n for n, info in DATA_SETS.items() if info.kind == kind)
+
+
+def builtin_names(kind: str) -> tuple[str, ...]:
+    """The registered data sets of one kind that ship with privbench (no `data.path`)."""
+    return tuple(n for n, info in DATA_SETS.items() if info.kind == kind and not info.path)

@@ -41,8 +41,8 @@ from privbench.datasets import DATA_SETS
 from privbench.errors import PrivbenchError, SpecError
 from privbench.mia import fpr_metric_name
 from privbench.results import CellResult, MetricRow
+from privbench.scoring import is_membership, row_scorer_problem
 from privbench.spec import (
-    DATASET_SIZES,
     CellSpec,
     format_validation_error,
     read_toml,
@@ -52,8 +52,6 @@ from privbench.spec import (
 Status = Literal["pass", "fail", "warn", "no data", "exempt"]
 # Utility metrics that are fractions: a threshold outside [0, 1] is a mistake, not a gate.
 FRACTION_METRICS = ("utility.accuracy", "utility.next_token_accuracy")
-# Scorers whose rows are not membership attacks, so the TPR gate skips them.
-NOT_MEMBERSHIP = ("utility", "privacy", "audit", "canary_exposure")
 
 
 class PolicyError(PrivbenchError):
@@ -132,6 +130,8 @@ def load_policy(path: Path | str) -> Policy:
         raise SpecError(str(path), ["utility.max_drop is set but utility.baseline is not; give "
                                     "the baseline run folder to compare against"])
     problems = _interval_problems(policy.utility)
+    unknown = row_scorer_problem("utility.metric", policy.utility.metric)
+    problems += [unknown] if unknown else []
     if problems:
         raise SpecError(str(path), problems)
     return policy
@@ -185,8 +185,9 @@ def privacy_units(spec: CellSpec) -> int:
         return data.n_clients if spec.privacy.unit == "client" else len(data.train_texts)
     if spec.privacy.unit == "client":
         return spec.data.clients
-    size = DATASET_SIZES[spec.data.name]
-    return size - math.ceil((spec.data.test_fraction + spec.data.population_fraction) * size)
+    from privbench.data import data_shape  # a user's table or images: counted from the split
+
+    return data_shape(spec.data).n_train
 
 
 def check_spec(cells: list[Any], policy: Policy) -> list[str]:
@@ -368,7 +369,7 @@ def _eps_lb_gate(cell: CellResult, eps: float, confidence: float) -> GateResult:
 
 def _tpr_gate(cell: CellResult, cap: float) -> GateResult:
     name = fpr_metric_name(1e-3)
-    rows = [m for m in cell.metrics if m.metric == name and m.scorer not in NOT_MEMBERSHIP]
+    rows = [m for m in cell.metrics if m.metric == name and is_membership(m.scorer)]
     threshold = f"≤ {_fmt(cap)} (TPR @ FPR 1e-3, every attack)"
     if not rows:
         return _no_data("max_tpr_at_fpr_1e-3", cell.label, threshold, "no membership attack rows")

@@ -82,6 +82,7 @@ class PrivacyLedger:
         self._events: list[dp_accounting.DpEvent] = []
         self._counts: dict[int, int] = {}
         self._client_events: dict[int, list[dp_accounting.DpEvent]] = {}
+        self._most: tuple[int, int] = (0, -1)  # (participations, client) of the busiest client
         self._coarse: accounting.PLDComposer | None = None
         self._coarse_failed = False
 
@@ -94,6 +95,8 @@ class PrivacyLedger:
                             else accounting.event_from_dict(entry["client_event"]))
             for c in entry["participants"]:
                 self._counts[c] = self._counts.get(c, 0) + 1
+                if self._counts[c] > self._most[0]:
+                    self._most = (self._counts[c], c)
                 if client_event is not None:
                     self._client_events.setdefault(c, []).append(client_event)
             if self._coarse is not None:
@@ -165,6 +168,12 @@ class PrivacyLedger:
     def client_events(self, client: int) -> list[dp_accounting.DpEvent]:
         """The events of the rounds `client` took part in, in order."""
         return list(self._client_events.get(client, []))
+
+    def busiest_client(self) -> tuple[int, list[dp_accounting.DpEvent]]:
+        """The most participations any client has, and that client's events (the first client
+        to reach the count): the worst client when every participation carries one event."""
+        count, client = self._most
+        return count, self.client_events(client)
 
     def participations(self) -> dict[int, int]:
         """How many recorded rounds each client took part in."""

@@ -40,11 +40,11 @@ def parameter_counts(spec: CellSpec) -> tuple[int, int]:
     """(all parameters, trainable parameters) of the cell's model, built on the meta device."""
     with torch.device("meta"):
         if spec.task == "tabular":
-            from privbench.data import DATASETS
+            from privbench.data import data_shape
             from privbench.models import build_model
 
-            x, y = DATASETS[spec.data.name][0]()
-            model = build_model(spec.model, int(x.shape[1]), int(y.max()) + 1, spec.seed)
+            shape = data_shape(spec.data)
+            model = build_model(spec.model, shape.n_features, shape.n_classes, spec.seed)
             n = sum(p.numel() for p in model.parameters())
             return n, n
         return _language_model_counts(spec)
@@ -53,12 +53,12 @@ def parameter_counts(spec: CellSpec) -> tuple[int, int]:
 def parameter_names(spec: CellSpec) -> list[str]:
     """The trainable parameter names of a tabular cell's model, in order (built on the meta
     device: nothing is allocated)."""
-    from privbench.data import DATASETS
+    from privbench.data import data_shape
     from privbench.models import build_model
 
+    shape = data_shape(spec.data)
     with torch.device("meta"):
-        x, y = DATASETS[spec.data.name][0]()
-        model = build_model(spec.model, int(x.shape[1]), int(y.max()) + 1, spec.seed)
+        model = build_model(spec.model, shape.n_features, shape.n_classes, spec.seed)
         return [n for n, p in model.named_parameters() if p.requires_grad]
 
 

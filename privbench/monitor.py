@@ -5,8 +5,10 @@ The plan is the planned mechanism (the calibrated noise multiplier at the planne
 composed once per round, so after r of R rounds the plan allows the PLD epsilon of r such rounds
 and reaches the target at round R. Spent epsilon is read from the round record when the
 trainer hands over each round's executed DP event: the monitor composes those on a coarse
-pessimistic PLD grid as they come. An alarm is recorded when spent exceeds plan, or rounds exceed
-the plan.
+pessimistic PLD grid as they come. In the per-client settings (example level, local DP) a
+client's epsilon composes only its own participations, so spent is the busiest client's, read
+from the run's ledger: the figure the Claim certifies, not every round's. An alarm is recorded
+when spent exceeds plan, or rounds exceed the plan.
 
 A round costs the same at round 1,000 as at round 1: each distinct mechanism's PLD is built once
 (`accounting.PLDComposer`), each round composes one more onto the running composition, and while
@@ -55,6 +57,10 @@ class BudgetPlan:
         self.per_round = (self.private and p.unit == "client" and p.setting == "central"
                           and t.sampling == "poisson" and not p.noise_schedule
                           and not p.adaptive_clip)
+        # Per-client settings with one event per participation: a client's epsilon composes
+        # its own participations, so the busiest client's is the Claim's (worst_client_event).
+        self.per_client = (self.private and (p.unit == "example" or p.setting == "local")
+                           and not p.noise_schedule and not p.adaptive_clip)
         self._eps: list[float] = []
         self._acc: accounting.PLDComposer | None = None
         self._round_event: dp_accounting.DpEvent | None = None
@@ -92,9 +98,11 @@ class RecordHook(Protocol):
         """Round `record` (the hook may add keys; they stay in the history) and the DP event
         the round executed (None without DP)."""
 
-    def restart(self, rows: list[dict[str, Any]], events: list[Any]) -> None:
+    def restart(self, rows: list[dict[str, Any]], events: list[Any],
+                ledger: Any = None) -> None:
         """Before the first round the loop runs: the records and events of the rounds already
-        done (a resumed checkpoint's; empty for a fresh run)."""
+        done (a resumed checkpoint's; empty for a fresh run), and the run's `Ledger`, which
+        records each round before the hook is called."""
 
 
 class RoundMonitor:
@@ -125,16 +133,37 @@ class RoundMonitor:
                                                       else self.plan._accountant())
         self._rdp: rdp.RdpAccountant | None = None
         self._spent_eps = 0.0
+        self._ledger: Any = None
+        self._busiest = 0  # the busiest client's participations composed into spent
 
-    def restart(self, rows: list[dict[str, Any]], events: list[Any]) -> None:
+    def _spend_busiest_client(self) -> None:
+        """Compose the busiest client's participations since the last call onto spent."""
+        count, events = self._ledger.busiest_client()
+        for event in events[self._busiest:count]:
+            self._spend(event)
+        self._busiest = count
+
+    def restart(self, rows: list[dict[str, Any]], events: list[Any],
+                ledger: Any = None) -> None:
         """Continue after the rounds a checkpoint holds: rewrite their rows (as the history
-        kept them) and compose their events again, in order, to the same spent epsilon."""
+        kept them) and compose their events again, in order, to the same spent epsilon.
+
+        Args:
+            rows: the records of the rounds already done.
+            events: their executed run-level DP events.
+            ledger: the run's `Ledger`; with it, per-client settings spend the busiest
+                client's participations (what the Claim certifies) instead of every round.
+        """
         self._reset()
+        self._ledger = ledger if self.plan.per_client else None
         self.alarms = [{"round": int(r["round"]), "reason": r["alarm"]} for r in rows
                        if r.get("alarm")]
-        for event in events:
-            if event is not None and self.plan.private:
-                self._spend(event)
+        if self._ledger is not None:
+            self._spend_busiest_client()
+        else:
+            for event in events:
+                if event is not None and self.plan.private:
+                    self._spend(event)
         self._lines = 0
         with open(self.path, "w", encoding="utf-8") as f:
             f.writelines(self._stored(row) for row in rows)
@@ -169,7 +198,9 @@ class RoundMonitor:
         r = int(record["round"])
         row = record
         if self.plan.private:
-            if event is not None:  # spent: what the round actually executed, composed so far
+            if event is not None and self._ledger is not None:
+                self._spend_busiest_client()  # per client: the Claim's worst client so far
+            elif event is not None:  # spent: what the round actually executed, composed so far
                 self._spend(event)
             planned = self.plan.epsilon_after(min(r, self.plan.rounds))
             spent = self._spent_eps

@@ -53,8 +53,23 @@ def partition_dirichlet(labels: np.ndarray, n_clients: int, alpha: float,
     return [ClientShard(i, np.sort(np.asarray(b, dtype=np.int64))) for i, b in enumerate(buckets)]
 
 
-def partition(spec: DataSpec, labels: np.ndarray, seed: int) -> list[ClientShard]:
-    """Partition the training set as the spec says, deterministically in the seed."""
+def partition(spec: DataSpec, labels: np.ndarray, seed: int,
+              clients: np.ndarray | None = None) -> list[ClientShard]:
+    """Partition the training set as the spec says, deterministically in the seed.
+
+    Args:
+        spec: the spec's data table (clients, partition, dirichlet_alpha).
+        labels: the training labels.
+        seed: the partition's seed.
+        clients: each training record's client (0..k-1), when the user's data names them: then
+            client i holds exactly its records and the spec's partition is not drawn.
+
+    Returns:
+        One shard per client, in client order.
+    """
+    if clients is not None:
+        return [ClientShard(i, np.flatnonzero(clients == i))
+                for i in range(int(clients.max()) + 1 if len(clients) else 0)]
     rng = np.random.default_rng([seed, 0x5EED])
     if spec.partition == "iid":
         return partition_iid(len(labels), spec.clients, rng)

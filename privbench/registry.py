@@ -8,12 +8,20 @@ field, the value and the nearest known name.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from privbench.errors import PrivbenchError
 
 T = TypeVar("T")
+
+
+def load_object(path: str) -> Any:
+    """The object a registry entry names as "package.module:attribute" (imported on first use,
+    so that a registry itself stays light to import)."""
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class Registry(Generic[T]):

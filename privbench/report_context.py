@@ -20,10 +20,9 @@ from privbench.cell import cell_dir
 from privbench.mia import fpr_metric_name
 from privbench.monitor import ROUNDS_FILE, read_rounds
 from privbench.results import CellResult, MetricRow, read_json
+from privbench.scoring import is_membership as scorer_is_membership
 from privbench.trained import SURFACES
 
-# Scorers that are not membership attacks (every other scorer with an "auc" row is one).
-NON_MEMBERSHIP = ("utility", "privacy", "audit", "audit_forensics", "canary_exposure")
 INVERSION_PREFIX = "inversion_"
 INVERSION_METRICS = ("psnr", "ssim", "label_accuracy", "token_precision", "token_recall",
                      "exact_match", "rouge1", "rouge2")
@@ -41,7 +40,8 @@ def svg(fig: Any) -> str:
 
 
 def is_membership(row: MetricRow) -> bool:
-    return row.scorer not in NON_MEMBERSHIP and not row.scorer.startswith(INVERSION_PREFIX)
+    """A membership attack's row: the scorer registry (privbench/scoring.py) says which."""
+    return scorer_is_membership(row.scorer)
 
 
 def membership_attacks(cell: CellResult) -> list[str]:

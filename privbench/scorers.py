@@ -1,19 +1,17 @@
-"""The scorers every cell runs, in order: utility, membership inference, the privacy claim."""
+"""The classifier scorers of utility, the LOSS attack and the privacy claim (registered, with the
+other scorers, in privbench/scoring.py's SCORERS)."""
 
 from __future__ import annotations
 
 from privbench import accounting
 from privbench.attacks import LossAttack
-from privbench.attacks.inversion.scorer import inversion_scorer
 from privbench.attacks.membership.population import audit_pool
-from privbench.audit.scorer import audit_scorer
 from privbench.claim import Claim
-from privbench.membership_audit import attack_rows, shadow_attack_scorer
+from privbench.membership_audit import attack_rows
 from privbench.results import MetricRow
-from privbench.scoring import CellContext, Scorer
+from privbench.scoring import CellContext
 from privbench.signals import per_example_losses
 from privbench.suites.utility import classification_utility
-from privbench.trainers.secagg.scoring import secagg_scorer
 
 
 def utility_scorer(ctx: CellContext) -> list[MetricRow]:
@@ -47,6 +45,3 @@ def claim_precision(claim: Claim) -> float:
         return float(claim.pld_grid or accounting.PLD_DISCRETIZATION)
     return 1e-9
 
-
-SCORERS: list[Scorer] = [utility_scorer, loss_attack_scorer, shadow_attack_scorer, claim_scorer,
-                         inversion_scorer, secagg_scorer, audit_scorer]

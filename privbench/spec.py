@@ -24,6 +24,7 @@ from pydantic import (
 
 from privbench.datasets import DATA_SETS, NAMES, names_of
 from privbench.errors import SpecError
+from privbench.trainers.mechanisms import SETTINGS
 
 # Derived from the data-set registry (privbench/datasets.py): records in each built-in tabular
 # data set, so that a spec can be checked before anything loads, and the text data sets.
@@ -42,10 +43,25 @@ class StrictModel(BaseModel):
 
 
 class DataSpec(StrictModel):
-    """Which data set, how it is split, and how it is partitioned into clients."""
+    """Which data set, how it is split, and how it is partitioned into clients.
+
+    A user's files: `name = "table"` reads a CSV or Parquet file (`path`; `format` from its
+    suffix) with numeric `features`, a `label` column and optionally a `client` column whose
+    values are the clients; `name = "images"` reads a folder of class folders (optionally inside
+    client folders); `name = "jsonl"` a folder of JSONL files, one per client."""
 
     name: Literal[NAMES] = "digits"  # type: ignore[valid-type]  (the registry's names)
-    path: str | None = Field(None, description="folder of JSONL files, one per client (jsonl)")
+    path: str | None = Field(None, description="your data: a CSV or Parquet file (table), an "
+                             "image folder (images) or a folder of JSONL files (jsonl)")
+    format: Literal["auto", "csv", "parquet"] = Field(
+        "auto", description="table: the file's format; auto reads it from the suffix")
+    label: str = Field("label", min_length=1, description="table: the label column")
+    client: str | None = Field(None, min_length=1, description="table: the client-id column; "
+                               "none: records are partitioned into data.clients clients")
+    features: list[str] = Field(default_factory=list, description="table: the numeric feature "
+                                "columns; empty: every column but the label and client ones")
+    image_size: int | None = Field(None, ge=2, description="images: resize each image to this "
+                                   "side (square); none: every image must be square, one size")
     test_fraction: float = Field(0.25, gt=0, lt=1)
     population_fraction: float = Field(0.25, gt=0, lt=1)
     clients: int = Field(50, ge=1)
@@ -132,7 +148,7 @@ class PrivacySpec(StrictModel):
     clip: float = Field(1.0, gt=0, description="L2 bound on each client's update (unit "
                         "client) or on each example's gradient (unit example)")
     unit: Literal["client", "example"] = "client"
-    setting: Literal["central", "local"] = Field(
+    setting: Literal[SETTINGS] = Field(  # type: ignore[valid-type]  (the mechanisms' settings)
         "central", description="client level: central (server adds noise) or local (each "
         "client noises its own update); unit example always noises inside the client")
     accountant: Literal["pld"] = "pld"
@@ -298,10 +314,11 @@ class AuditSpec(StrictModel):
     mode: Literal["one-run", "multi-run", "fl-one-shot"] = "one-run"
     surface: Literal["final_model", "final_weights", "iterates", "client_updates",
                      "aggregates"] = "final_model"
-    canary: Literal["mislabelled", "ood", "random-unit", "dirac", "secret"] = Field(
+    canary: Literal["mislabelled", "ood", "random-unit", "dirac", "secret", "auto"] = Field(
         "mislabelled", description="records for final_model; random-unit client updates "
         "(client level) or dirac per-example gradients (example level) otherwise; secret: "
-        "digit secrets in a fixed template (language models, final_model)")
+        "digit secrets in a fixed template (language models, final_model); auto: the "
+        "strongest canary each cell takes (`strongest_canary`), so one suite audits both units")
     n_canaries: int = Field(200, ge=4, description="canaries of a one-run or one-shot audit")
     runs: int = Field(500, ge=10, description="multi-run: training runs per world (canary in, "
                       "canary out), trained side by side")
@@ -366,6 +383,44 @@ class CellSpec(StrictModel):
     personal: PersonalSpec = Field(default_factory=PersonalSpec)
 
 
+    @model_validator(mode="after")
+    def _resolve_auto_canary(self) -> CellSpec:
+        if type(self) is CellSpec and self.audit.canary == "auto":  # a suite keeps "auto"
+            self.audit = with_strongest_canary(self).audit
+        return self
+
+
+def strongest_canary(spec: CellSpec) -> tuple[str, str]:
+    """(canary, surface) for audit.canary = "auto": the strongest design the cell's unit, task
+    and data take, on audit.surface where it reads the weights.
+
+    - client level: canary clients ("random-unit") on a white-box surface (iterates or
+      final_weights), else mislabelled records (classifiers) or secret canaries (language
+      models) on the released model;
+    - example level: Dirac gradient canaries on a white-box surface for centralised DP-SGD (one
+      client, a finite epsilon), else secret canaries on the released model (language models)
+      or mislabelled records.
+    """
+    a, lm = spec.audit, spec.task != "tabular"
+    white = a.surface in ("iterates", "final_weights")
+    black_box = ("secret" if spec.task == "causal_lm" else "mislabelled", "final_model")
+    if spec.privacy.unit == "client":
+        return ("random-unit", a.surface) if white else black_box
+    central = spec.data.clients == 1 and spec.train.cohort == 1 and spec.train.dropout == 0
+    if white and central and not lm and math.isfinite(spec.privacy.epsilon):
+        return "dirac", a.surface
+    return black_box
+
+
+def with_strongest_canary(spec: CellSpec) -> CellSpec:
+    """`spec` with audit.canary = "auto" resolved (see `strongest_canary`); else unchanged."""
+    if spec.audit.canary != "auto":
+        return spec
+    canary, surface = strongest_canary(spec)
+    return spec.model_copy(update={"audit": spec.audit.model_copy(
+        update={"canary": canary, "surface": surface})})
+
+
 class SuiteSpec(CellSpec):
     """A suite file: a cell spec plus an optional `[sweep]` grid of dotted field paths."""
 
@@ -377,26 +432,40 @@ class SuiteSpec(CellSpec):
 
 def consistency_problems(spec: CellSpec) -> list[str]:
     """Cross-field checks that a single field's type cannot express."""
+    spec = with_strongest_canary(spec)  # a suite's "auto", as each of its cells resolves it
     problems = []
     if spec.train.cohort > spec.data.clients:
         problems.append(
             f"train.cohort = {_show(spec.train.cohort)}: must be at most data.clients "
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
+    problems += _data_field_problems(spec.data)
     if spec.task != "tabular":  # every trainer option applies; data, model and scorers differ
         from privbench.governance import governance_problems
         from privbench.lm.checks import lm_problems
 
         return (problems + lm_problems(spec) + privacy_problems(spec) + _secagg_problems(spec)
                 + governance_problems(spec))
-    if spec.data.name not in DATASET_SIZES or spec.model.name == "tiny_gpt2" or spec.model.path:
-        return [*problems, f"task = {spec.task!r}: takes data.name digits or breast_cancer and "
-                "model.name mlp, cnn or factory without model.path; set task = \"causal_lm\" "
-                "for text"]
-    from privbench.models.zoo import spec_problems  # the zoo imports this module
+    if (DATA_SETS.get(spec.data.name).kind != "tabular" or spec.model.name == "tiny_gpt2"
+            or spec.model.path):
+        return [*problems, f"task = {spec.task!r}: takes data.name "
+                f"{', '.join(names_of('tabular'))} and model.name mlp, cnn or factory without "
+                "model.path; set task = \"causal_lm\" for text"]
+    from privbench.data import data_shape  # the data module imports this one
+    from privbench.errors import PrivbenchError
+    from privbench.models.zoo import spec_problems
 
-    if model_problems := spec.model.problems() or spec_problems(spec.model, spec.data.name):
+    try:
+        shape = data_shape(spec.data)  # a user's files: read once, checked, split
+    except PrivbenchError as e:
+        return [*problems, str(e)]
+    if shape.clients is not None:
+        problems += _named_clients_problems(spec.data, shape.clients)
+    if model_problems := spec.model.problems() or spec_problems(spec.model, spec.data):
         return problems + model_problems
+    from privbench.models.checks import design_problems
+
+    problems += design_problems(spec, shape.n_features, shape.n_classes)
     inversion = spec.attacks.inversion
     if inversion.enabled and max(inversion.rounds) > spec.train.rounds:
         problems.append(
@@ -404,11 +473,11 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"train.rounds ({spec.train.rounds}); drop the later rounds"
         )
     held = spec.data.test_fraction + spec.data.population_fraction
-    n_train = DATASET_SIZES[spec.data.name] - math.ceil(held * DATASET_SIZES[spec.data.name])
+    n_train = shape.n_train
     if held < 0.9 and spec.data.clients > n_train:
         problems.append(
             f"data.clients = {spec.data.clients}: must be at most the {n_train} training records "
-            f"of {spec.data.name}; lower data.clients"
+            f"of {shape.source}; lower data.clients"
         )
     problems += privacy_problems(spec)
     if held >= 0.9:
@@ -423,6 +492,38 @@ def consistency_problems(spec: CellSpec) -> list[str]:
     from privbench.governance import governance_problems  # [governance] registry, personal
 
     problems += governance_problems(spec)
+    return problems
+
+
+# [data] fields that only some data sets read: (field, default, the data set that reads it).
+_FILE_FIELDS = (("format", "auto", "table"), ("label", "label", "table"), ("client", None, "table"),
+                ("features", [], "table"), ("image_size", None, "images"))
+
+
+def _data_field_problems(data: DataSpec) -> list[str]:
+    """A user-file field set for a data set that does not read it, or a path for a built-in."""
+    problems = [f"data.{name} = {_show(getattr(data, name))}: only data.name = {reader!r} reads "
+                f"it (data.name = {data.name!r}); drop data.{name}"
+                for name, default, reader in _FILE_FIELDS
+                if getattr(data, name) != default and data.name != reader]
+    if data.path is not None and not DATA_SETS.get(data.name).path:
+        problems.append(f"data.path = {data.path!r}: data.name = {data.name!r} is built in and "
+                        "reads no file; set data.name = 'table' (CSV, Parquet), 'images' or "
+                        "'jsonl', or drop data.path")
+    return problems
+
+
+def _named_clients_problems(data: DataSpec, n_clients: int) -> list[str]:
+    """When the user's records name their clients, the spec's client count must agree."""
+    column = f"column {data.client!r}" if data.client else "client folders"
+    source = Path(data.path or "").name
+    problems = []
+    if data.clients != n_clients:
+        problems.append(f"data.clients = {data.clients}: {source} names {n_clients} clients "
+                        f"({column}); set data.clients = {n_clients}")
+    if data.partition != "iid":
+        problems.append(f"data.partition = {data.partition!r}: {source} names each record's "
+                        f"client ({column}); drop data.partition")
     return problems
 
 
@@ -517,7 +618,9 @@ def audit_problems(spec: CellSpec) -> list[str]:
         problems.append(f"audit.estimator = {a.estimator!r}: a white-box one-run bound; use "
                         "mode = 'one-run' on final_weights or iterates, or estimator = 'auto'")
     if a.canary == "mislabelled":
-        n_pop = math.floor(spec.data.population_fraction * DATASET_SIZES[spec.data.name])
+        from privbench.data import data_shape
+
+        n_pop = data_shape(spec.data).n_pop
         if a.n_canaries > n_pop:
             problems.append(f"audit.n_canaries = {a.n_canaries}: mislabelled canaries come from "
                             f"the ~{n_pop} population records; lower it or use canary = 'ood'")

@@ -163,16 +163,46 @@ def expand(spec: SuiteSpec, source: str) -> list[Cell]:
 
 
 def content_hash(spec: CellSpec) -> str:
-    """sha256 of the resolved spec (names excluded), the seed and the package version."""
+    """sha256 of the resolved spec (names excluded), the seed, the package version and, for a
+    user's data (`data.path`), the data's content: the file's sha256, or the folder listing's
+    (names, sizes, modification times), so an edited data file never reuses a cached cell."""
     from privbench.governance import hashed_governance  # [governance] only when set
 
     payload = {
-        "spec": spec.model_dump(exclude=set(_NOT_HASHED) | {"clients", "personal"}),
+        "spec": spec.model_dump(exclude=_unhashed(spec)),
         **hashed_governance(spec),
+        **hashed_user_data(spec),
         "version": privbench.__version__,
     }
     text = json.dumps(payload, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# [data] fields of a user's files: a built-in data set reads none of them, so they stay out of
+# its cells' hashes (which are what they were before these fields existed).
+_USER_DATA_FIELDS = {"path", "format", "label", "client", "features", "image_size"}
+
+
+def _unhashed(spec: CellSpec) -> dict[str, Any]:
+    """The fields left out of the hash: names, the governance tables (hashed on their own), and a
+    built-in data set's unread user-file fields."""
+    from privbench.datasets import DATA_SETS
+
+    out: dict[str, Any] = {k: True for k in (*_NOT_HASHED, "clients", "personal")}
+    if not DATA_SETS.get(spec.data.name).path:
+        out["data"] = {k: True for k in _USER_DATA_FIELDS - {"path"}}
+    return out
+
+
+def hashed_user_data(spec: CellSpec) -> dict[str, Any]:
+    """What of a user's data enters the cell's content hash: {"data_sha256": ...} when the data
+    set reads `data.path` (table, images, jsonl), else nothing."""
+    from privbench.datasets import DATA_SETS
+    from privbench.user_data import data_sha256
+
+    if not (DATA_SETS.get(spec.data.name).path and spec.data.path):
+        return {}
+    return {"data_sha256": data_sha256(Path(spec.data.path))}
 
 
 def _is_field_path(dotted: str) -> bool:

@@ -45,18 +45,18 @@ class TaskRun:
 
 
 def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
-    """A classifier from the zoo on a built-in tabular data set, with the audit's canaries."""
+    """A classifier from the zoo on a tabular or image data set (built in, or the user's files),
+    with the audit's canaries."""
     from privbench.audit.canaries import plant_canaries, plants_canaries
     from privbench.data import load_split
     from privbench.models import build_model
     from privbench.partition import partition
-    from privbench.scorers import SCORERS
-    from privbench.scoring import CellContext
+    from privbench.scoring import CellContext, scorers_for
     from privbench.trainers import tabular_inputs
 
     spec = cell.spec
     data = load_split(spec.data, spec.seed)
-    shards = partition(spec.data, data.y_train, spec.seed)
+    shards = partition(spec.data, data.y_train, spec.seed, clients=data.train_clients)
     model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
     inversion = spec.attacks.inversion  # the server keeps these rounds' client updates
     hooks: dict[str, Any] = {"record_rounds": set(inversion.rounds)} if inversion.enabled else {}
@@ -74,7 +74,7 @@ def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
                            canaries=planted.canaries if planted else None, run_dir=run_dir)
 
     return TaskRun(adapter, clients, public, planted.train if planted else spec.train, context,
-                   list(SCORERS), data.fingerprint(), hooks)
+                   scorers_for("classifier"), data.fingerprint(), hooks)
 
 
 def _language_task(cell: Cell, run_dir: Path) -> TaskRun:

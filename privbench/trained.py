@@ -22,6 +22,9 @@ class Observations:
 
     final_params: Params
     iterates: list[Params] = field(default_factory=list)
+    # The trainable parameters training started from (the white-box audit's origin: a
+    # canary's projection is read on the steps from here).
+    initial_params: Params = field(default_factory=dict)
     exposed: dict[str, str] = field(default_factory=dict)  # surface -> who can see it
     # Recorded only for the rounds a spec asks for (attacks.inversion.rounds), keyed by round:
     # the global model the round started from, each sampled client's update as the server

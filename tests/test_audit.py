@@ -162,10 +162,10 @@ def test_update_hook_replaces_only_sampled_canary_clients():
 
 def test_canary_clients_are_not_trained(monkeypatch, tmp_path: Path):
     """Local SGD runs only on sampled clients that are not canaries; the run stays deterministic."""
-    import privbench.trainers.fedavg as fedavg
+    import privbench.trainers.mechanisms.base as clients  # where the mechanisms train
 
     trained, masked = [], []
-    real_sgd, real_mask = fedavg.local_sgd, CanaryUpdateHook.canary_mask
+    real_sgd, real_mask = clients.local_sgd, CanaryUpdateHook.canary_mask
 
     def counting_sgd(adapter, params, data, *args, **kwargs):
         trained.append(data.n_clients)
@@ -176,7 +176,7 @@ def test_canary_clients_are_not_trained(monkeypatch, tmp_path: Path):
         masked.append(int(mask.sum()))
         return mask
 
-    monkeypatch.setattr(fedavg, "local_sgd", counting_sgd)
+    monkeypatch.setattr(clients, "local_sgd", counting_sgd)
     monkeypatch.setattr(CanaryUpdateHook, "canary_mask", counting_mask)
     spec = with_audit(canary="random-unit", surface="iterates", n_canaries=20)
     cell = expand(validate_suite(spec, "t"), "t")[0]

@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import audit_row
 
-import privbench.trainers.fedavg as fedavg
+import privbench.trainers.mechanisms.central as central
 from privbench.claim import claim_for_poisson_gaussian
 from privbench.trainers import aggregation
 from privbench.trainers.privacy_plan import PrivacyPlan
@@ -87,9 +87,9 @@ EXPECTED = {"correct": "PASS", "noise_10x_too_small": "FAIL", "client_updates_no
 @pytest.mark.parametrize("variant", list(MUTANTS))
 def test_audit_verdict_on_broken_and_correct_dp_fedavg(variant, monkeypatch, tmp_path: Path):
     for name, replacement in MUTANTS[variant].items():
-        # dp_fedavg reads gaussian_like from the aggregation module; the loop reads the others
-        # from the fedavg module.
-        monkeypatch.setattr(aggregation if name == "gaussian_like" else fedavg, name, replacement)
+        # dp_fedavg reads gaussian_like from the aggregation module; the central mechanism
+        # (trainers/mechanisms/central.py) reads the others from its own module.
+        monkeypatch.setattr(aggregation if name == "gaussian_like" else central, name, replacement)
     row = audit_row(AUDITED, tmp_path)
     print(f"\n{variant}: claimed {row.details['claimed_epsilon']:.3f}, eps_LB {row.value:.3f}, "
           f"{row.details['method']}, mu_LB {row.details['mu_lb']:.3f} (claimed mu "

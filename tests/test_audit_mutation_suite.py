@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import privbench.trainers.fedavg as fedavg
+import privbench.trainers.mechanisms.central as central
 from privbench.cell import run_cell
 from privbench.claim import claim_for_poisson_gaussian
 from privbench.spec import validate_suite
@@ -59,7 +59,7 @@ def audit_verdict(spec: dict, run_dir: Path) -> tuple[str, list[str]]:
     return ("FAIL" if failed else "PASS"), failed
 
 
-# -- client-level DP-FedAvg mutants (the loop reads dp_fedavg and clip_updates from fedavg) ----
+# -- client-level DP-FedAvg mutants (the central mechanism reads dp_fedavg) ---------------------
 
 def half_noise(clipped, template, **kw):
     """Noise multiplier 2x too small."""
@@ -110,8 +110,8 @@ def reused_noise_dpsgd(template, std, generator):
 
 
 MUTANTS = {
-    "client: noise 2x too small": (CLIENT, [(fedavg, "dp_fedavg", half_noise)]),
-    "client: noise reused across rounds": (CLIENT, [(fedavg, "dp_fedavg", reused_noise)]),
+    "client: noise 2x too small": (CLIENT, [(central, "dp_fedavg", half_noise)]),
+    "client: noise reused across rounds": (CLIENT, [(central, "dp_fedavg", reused_noise)]),
     "client: no noise on one tensor": (CLIENT, [(aggregation, "gaussian_like",
                                                  no_noise_on_first_layer)]),
     "client: sampling rate under-reported 10x": (CLIENT, [(PrivacyPlan, "claim",

@@ -119,3 +119,33 @@ def test_lm_audit_errors_name_the_field(saved_model, override, message):  # noqa
     with pytest.raises(SpecError) as err:
         load_suite_text(saved_model, override)
     assert any(message in line for line in err.value.lines()), err.value.lines()
+
+
+WHITE_BOX = ('\n[audit]\nenabled = true\ncanary = "auto"\nsurface = "iterates"\n'
+             'n_canaries = 200\ncanary_norm = 10.0\n')
+
+
+def test_canary_clients_audit_an_lm_on_its_iterates_and_tell_dp_from_no_dp(saved_model,  # noqa: F811
+                                                                          tmp_path):
+    """Client level: canary clients (random unit updates in the trainable parameters) on the
+    round models, the tabular white-box design on the one trainer; "auto" gives example-level
+    cells of the same suite the secret canaries."""
+    path = tmp_path / "suite.toml"
+    text = SUITE.format(path=saved_model).replace("rounds = 3", "rounds = 8").replace(
+        "digits = 2", "digits = 3")
+    path.write_text(text.replace("[lm]\n", '[lm]\noptimizer = "sgd"\n') + WHITE_BOX)
+    suite = load_suite(str(path))
+    kinds = {c.spec.privacy.unit: (c.spec.audit.canary, c.spec.audit.surface)
+             for c in suite.cells}
+    assert kinds == {"client": ("random-unit", "iterates"), "example": ("secret", "final_model")}
+    client = load_suite(str(path), ['sweep.privacy.unit=["client"]'])
+    run = run_suite(client, tmp_path / "run", workers=1)
+    rows = {cell.axes["privacy.epsilon"]: cell.metric("audit", "eps_lb") for cell in run.cells}
+    private, none = rows[2.0], rows[float("inf")]
+    assert private.surface == none.surface == "iterates"
+    assert private.details["canary"] == "random-unit" and private.details["n_canaries"] == 200
+    assert private.details["estimator"] == "gauss-sum"  # plain SGD: the mechanism's own output
+    assert private.details["verdict"] == "PASS" and private.value <= 2.0
+    assert none.value > 2.5 and none.value > private.value + 2  # no DP: the canaries show
+    forensic = [m for c in run.cells for m in c.metrics if m.scorer == "audit_forensics"]
+    assert forensic and all(m.details["verdict"] == "PASS" for m in forensic)

@@ -9,8 +9,17 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_cli
-from tiny_lm import CANARY, CANARY_PREFIX, save, sentences, tokenizer, train_tiny_lm
+from tiny_lm import (
+    CANARY,
+    CANARY_PREFIX,
+    save,
+    sentences,
+    split_digit_tokenizer,
+    tokenizer,
+    train_tiny_lm,
+)
 
 from privbench.attacks.exposure import canary_rank, exposure_by_rank, exposure_extrapolated
 from privbench.attacks.extraction import extract_canaries
@@ -21,6 +30,7 @@ from privbench.attacks.membership.lm import (
     zlib_entropy,
     zlib_ratio_score,
 )
+from privbench.lm.exposure import exposure, exposure_problem, secret_log_likelihoods
 from privbench.lm_signals import encode, sequence_logprobs
 from privbench.roc import auc
 
@@ -134,3 +144,38 @@ def test_privbench_attack_on_user_losses_and_bad_input(tmp_path):
         assert bad.returncode == 2
         assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith(option)
         assert "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def split_digit_lm():
+    """The canary repeated 10 times, under a tokenizer that splits " 3" into "▁" and "3"."""
+    tok = split_digit_tokenizer()
+    assert all(len(tok.encode(f" {d}", add_special_tokens=False)) == 2 for d in range(10))
+    return train_tiny_lm(MEMBERS + [CANARY] * 10, tok, steps=200, seed=0), tok
+
+
+def test_exposure_ranks_every_secret_whole_when_the_tokenizer_splits_digits(split_digit_lm):
+    model, tok = split_digit_lm
+    digits, secret = 4, CANARY[len(CANARY_PREFIX):].replace(" ", "")
+    lls = secret_log_likelihoods(model, tok, CANARY_PREFIX, digits)
+    # brute force: each candidate's full text through the model, its tokens after the prefix
+    for v in (0, 1234, int(secret), 9999):
+        text = f"{CANARY_PREFIX} {' '.join(f'{v:04d}')}"
+        ids = encode(tok, text)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].double(), -1)
+        start = len(encode(tok, CANARY_PREFIX))
+        want = sum(float(logp[t - 1, ids[t]]) for t in range(start, len(ids)))
+        assert float(lls[v]) == pytest.approx(want, abs=1e-5)
+    assert exposure(lls, secret) == (pytest.approx(math.log2(10_000)), 1)  # rank 1: extracted
+    assert exposure(lls, "2846")[0] < 8  # never inserted
+    found = extract_canaries(model, tok, [CANARY_PREFIX], [CANARY], samples=8,
+                             max_new_tokens=10, seed=0)
+    assert found.extracted() == [CANARY]
+
+
+def test_a_secret_space_too_large_to_score_whole_is_refused_before_training():
+    split, single = split_digit_tokenizer(), tokenizer()
+    assert exposure_problem(split, 4) is None and exposure_problem(single, 8) is None
+    problem = exposure_problem(split, 6)
+    assert problem.startswith("lm.canaries.digits = 6:") and "\n" not in problem

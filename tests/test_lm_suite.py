@@ -21,6 +21,9 @@ from privbench.lm.pretrained import (
     train_tokenizer,
 )
 from privbench.lm.textdata import load_text_data
+from privbench.monitor import read_rounds
+from privbench.report import _frontier_value
+from privbench.report_context import rounds_context
 from privbench.runner import run_suite
 from privbench.spec import DataSpec, LMSpec
 from privbench.suite import load_suite
@@ -96,6 +99,16 @@ def test_suite_fine_tunes_and_scores_a_saved_model_folder(saved_model, tmp_path,
     assert {p.name: p.stat().st_mtime for p in saved_model.iterdir()} == before
     html = (tmp_path / "run" / "index.html").read_text()
     assert "Language model" in html and "canary exposure" in html
+    # The report's budget chart and the frontier's utility panel have every LM cell in them.
+    assert 'id="rounds"' in html and "Budget and training over rounds" in html
+    rounds = rounds_context(tmp_path / "run", result.cells)
+    assert {"epsilon_spent", "epsilon_planned"} <= set(rounds["figures"])
+    for cell in result.cells:
+        assert _frontier_value(cell, "utility").metric == "next_token_accuracy"
+        if math.isfinite(cell.claim["epsilon"]):
+            spent = read_rounds(tmp_path / "run" / "cells" / cell.key / "rounds.jsonl")
+            # spent (the monitor's coarse grid) is the claim, at both units
+            assert spent[-1]["epsilon_spent"] == pytest.approx(cell.claim["epsilon"], rel=2e-3)
     # Same spec and seed, same numbers.
     one = load_suite(str(path), ["privacy.unit=example", "privacy.epsilon=2.0"])
     again = run_suite(one, tmp_path / "again", workers=1).cells[0]

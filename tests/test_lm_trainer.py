@@ -108,7 +108,9 @@ def test_a_scorer_failing_after_training_keeps_the_model_and_other_metrics(saved
     def broken_scorer(ctx):
         raise RuntimeError("scorer bug")
 
-    monkeypatch.setattr(lm_task, "LM_SCORERS", [broken_scorer, *lm_task.LM_SCORERS])
+    registered = lm_task.scorers_for
+    monkeypatch.setattr(lm_task, "scorers_for", lambda context: [broken_scorer,
+                                                                  *registered(context)])
     result = run_cell(_llm_cell(saved_model), tmp_path)
     assert result.status == "ok", result.error
     row = result.metric("broken", "error")

@@ -122,6 +122,17 @@ class FlatRows(nn.Module):
         return self.head(self.rows(x.reshape(-1, 3)).reshape(b, 6))
 
 
+def strided_cnn() -> nn.Module:
+    """A CNN whose second convolution (stride 4: 2x2 output positions) is cheaper by the ghost
+    norm over unfolded patches, while its first (64 positions) forms per-example gradients: the
+    ghost engine takes both ways for convolutions."""
+    from privbench.models.zoo import FlatImage
+
+    return nn.Sequential(FlatImage(8), nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(4, 8, 3, stride=4, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(32, 5))
+
+
 def user_model(n_features: int, n_classes: int, width: int = 5) -> nn.Module:
     """A user's model with a layer the ghost engine has no rule for (LayerNorm)."""
     return nn.Sequential(nn.Linear(n_features, width), nn.LayerNorm(width), nn.ReLU(),
@@ -158,6 +169,7 @@ ADAPTERS = {
     "mlp": classifier_case(lambda: build_model(ModelSpec(hidden=[7, 5]), 6, 4, seed=0), (6,), 4),
     "cnn": classifier_case(
         lambda: build_model(ModelSpec(name="cnn", channels=[3, 4]), 64, 5, seed=0), (64,), 5),
+    "strided_cnn": classifier_case(_seeded(strided_cnn), (64,), 5),
     "sequence": token_case(Sequence),
     "gpt2_style": token_case(GPT2Style),
     "user": classifier_case(_seeded(lambda: user_model(6, 4)), (6,), 4),
@@ -167,6 +179,7 @@ ADAPTERS = {
 # Engines each adapter runs on: ghost needs every trainable layer to have a fast path; vmap needs
 # a forward torch.func can trace.
 APPLIES = {"mlp": {"vmap", "ghost", "hooks"}, "cnn": {"vmap", "ghost", "hooks"},
+           "strided_cnn": {"vmap", "ghost", "hooks"},
            "sequence": {"vmap", "ghost", "hooks"}, "gpt2_style": {"vmap", "ghost", "hooks"},
            "user": {"vmap", "hooks"},
            "trims_padding": {"hooks"}, "flat_rows": {"vmap", "ghost"}}

@@ -36,7 +36,7 @@ BAD_SUITES = {
     "cohort above clients": (BASE.replace("cohort = 10", "cohort = 80"), "train.cohort = 80",
                              "at most data.clients (50)"),
     "unknown data set": (BASE.replace('name = "digits"', 'name = "mnist"'), "data.name = 'mnist'",
-                         "'digits', 'breast_cancer', 'synthetic_federation', "
+                         "'digits', 'breast_cancer', 'synthetic_federation', 'table', 'images', "
                          "'support_messages' or 'jsonl'"),
     "string for a number": (BASE.replace("[train]", '[train]\nlr = "0.1"'), "train.lr = '0.1'",
                             "must be a valid number"),
@@ -138,7 +138,7 @@ def test_builtin_suites_validate():
         assert suite.cells, name
 
 
-def test_list_names_every_suite_attack_and_inversion_attack():
+def test_list_names_every_suite_attack_inversion_attack_and_mechanism():
     from typing import get_args
 
     from privbench.attacks import ATTACKS
@@ -149,7 +149,9 @@ def test_list_names_every_suite_attack_and_inversion_attack():
     proc = run_cli("list", timeout=60)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for name in [*builtin_suites(), *ATTACKS, *INVERSION_ATTACKS]:
+    from privbench.trainers.mechanisms import MECHANISMS
+
+    for name in [*builtin_suites(), *ATTACKS, *INVERSION_ATTACKS, *MECHANISMS.names()]:
         assert f" {name} " in out, name
     image = get_args(get_args(InversionAttackSpec.model_fields["image_attacks"].annotation)[0])
     assert set(image) <= set(INVERSION_ATTACKS)

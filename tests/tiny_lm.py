@@ -36,6 +36,21 @@ def tokenizer() -> PreTrainedTokenizerFast:
                                    bos_token="<s>", eos_token="</s>")
 
 
+def split_digit_tokenizer() -> PreTrainedTokenizerFast:
+    """A SentencePiece-style word-level tokenizer (Metaspace "▁" word starts, each digit its own
+    token, as Llama's tokenizer does): " 3" is two tokens, "▁" and "3"."""
+    words = sorted({f"▁{w}" for s in [*sentences(1, 0), CANARY] for w in s.split()
+                    if not w.isdigit()} | {f"▁{w}" for w in NAMES + CITIES + THINGS}
+                   | {"▁"} | {str(d) for d in range(10)})
+    vocab = {w: i for i, w in enumerate(SPECIALS + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)])
+    tok.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<s>", eos_token="</s>")
+
+
 def train_tiny_lm(texts: list[str], tok: PreTrainedTokenizerFast, *, steps: int, seed: int,
                   ) -> GPT2LMHeadModel:
     """Train a 2-layer GPT-2 on `texts` (each with BOS and EOS) with AdamW, on one thread (tiny

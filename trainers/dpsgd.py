@@ -9,8 +9,12 @@ added by the client before dividing by the public expected batch size. Steps wit
 still add noise, so the Poisson-subsampled Gaussian event is exactly what ran.
 
 An audit may plant gradient canaries (`GradientCanaries`): records whose per-example gradient is a
-fixed Dirac vector. They are Poisson-sampled like any record and clipped by the same rule before
-the noise, so a bug in sampling, clipping or noise reaches them as it reaches real records.
+fixed Dirac vector. They enter where real records enter: each step they are Poisson-sampled into
+the batch like any record (rows after the client's records, drawn from the same stream right
+after them), and the engine's per-example step sets a canary row's gradient to norm * e_coord
+before clipping (`DiracRows`, the engines' `before_clip` hook), so its norm, clip factor,
+weighted sum and noise are the code real rows go through. A bug in sampling, clipping, summation
+or noise reaches them as it reaches real records.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from dataclasses import dataclass
 import torch
 
 from privbench.models.adapter import Batch, ModelAdapter, Params
-from privbench.trainers import aggregation
 from privbench.trainers.aggregation import gaussian_like
 from privbench.trainers.client_data import ClientData, gather
 from privbench.trainers.client_update import stack_params
@@ -44,44 +47,88 @@ class GradientCanaries:
         """The canaries of a subset of the clients (rows of `present`)."""
         return GradientCanaries(self.present[clients], self.coords, self.norm)
 
-    def blocks(self, params: Params) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """(parameter name, coordinates inside it, canary columns) for each parameter holding
-        canaries, in model order: the layout every step adds to."""
-        out, offset = [], 0
+
+class DiracRows:
+    """The `before_clip` hook of one batch (trainers/per_example.BeforeClip): rows holding a
+    canary get the gradient `norm` * e_coord (flat coordinate in model order) in place of the
+    gradient of their placeholder input.
+
+    Args:
+        rows: (K, b) True where the batch row is a canary.
+        coords: (K, b) each canary row's flat coordinate (ignored elsewhere).
+        norm: the canary gradient's norm (before clipping).
+        params: name -> (K, ...) the parameters, for the flat layout.
+    """
+
+    def __init__(self, rows: torch.Tensor, coords: torch.Tensor, norm: float,
+                 params: Params) -> None:
+        self.rows, self.coords, self.norm = rows, coords, float(norm)
+        self._blocks: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        offset = 0
         for name, p in params.items():
             size = p[0].numel()
-            cols = torch.nonzero((self.coords >= offset) & (self.coords < offset + size)).flatten()
-            if cols.numel():
-                out.append((name, self.coords[cols] - offset, cols))
+            local = coords - offset
+            hit = rows & (local >= 0) & (local < size)
+            k, i = hit.nonzero(as_tuple=True)
+            self._blocks[name] = (k, i, local[k, i])
             offset += size
+
+    def set_grads(self, grads: Params, start: int, stop: int) -> Params:
+        """Materialised per-example gradients (K, stop - start, ...) of batch rows
+        [start, stop), with the canary rows' replaced by their Dirac gradients."""
+        rows = self.rows[:, start:stop]
+        out = {}
+        for name, g in grads.items():
+            flat = g.reshape(*g.shape[:2], -1).masked_fill(rows.unsqueeze(-1), 0.0)
+            k, i, c = self._blocks[name]
+            inside = (i >= start) & (i < stop)
+            flat[k[inside], i[inside] - start, c[inside]] = self.norm
+            out[name] = flat.view_as(g)
         return out
 
+    def norms(self, norms: torch.Tensor) -> torch.Tensor:
+        """Per-example norms (K, b) with the canary rows' set to their gradients' norm (engines
+        that never materialise the gradients: the Dirac vector's norm is `norm`)."""
+        return torch.where(self.rows, torch.full_like(norms, self.norm), norms)
 
-def add_canary_gradients(sums: Params, canaries: GradientCanaries,
-                         blocks: list[tuple[str, torch.Tensor, torch.Tensor]], *,
-                         sampling_rate: float, clip: float, generator: torch.Generator) -> None:
-    """Poisson-sample each planted canary and add its clipped Dirac gradient to `sums` in place."""
-    joined = (torch.rand(canaries.present.shape, generator=generator) < sampling_rate) \
-        & canaries.present
-    value = canaries.norm * float(aggregation.clip_factor(torch.tensor([canaries.norm]), clip)[0])
-    contribution = joined.to(torch.float32) * value  # (K, m)
-    for name, coords, cols in blocks:
-        s = sums[name]
-        s.view(s.shape[0], -1).index_add_(1, coords, contribution[:, cols])
+    def add_clipped(self, sums: Params, factor: torch.Tensor) -> None:
+        """Add each canary row's gradient times its clip factor (K, b) to `sums` in place."""
+        for name, (k, i, c) in self._blocks.items():
+            if k.numel():
+                s = sums[name]
+                s.view(s.shape[0], -1).index_put_((k, c), factor[k, i] * self.norm,
+                                                  accumulate=True)
 
 
-def poisson_batches(valid: torch.Tensor, sampling_rate: float,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def poisson_batches(valid: torch.Tensor, sampling_rate: float, generator: torch.Generator,
+                    canaries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one Poisson batch per client: (indices (K, b), weights (K, b)) padded to the largest.
 
-    valid: (K, n_max) mask of real records. Padding rows carry weight 0.
+    valid: (K, n_max) mask of real records. Padding rows carry weight 0. canaries: (K, m) mask of
+    each client's planted canary records, drawn right after the records at the same rate; index
+    n_max + j is canary j (its rows follow the client's chosen records).
     """
     chosen = (torch.rand(valid.shape, generator=generator) < sampling_rate) & valid
+    if canaries is not None:
+        joined = (torch.rand(canaries.shape, generator=generator) < sampling_rate) & canaries
+        chosen = torch.cat([chosen, joined], dim=1)
     sizes = chosen.sum(dim=1)
     width = max(1, int(sizes.max()))
     order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :width]
     weights = (torch.arange(width).unsqueeze(0) < sizes.unsqueeze(1)).to(torch.float32)
     return order, weights
+
+
+def canary_batch(data: ClientData, idx: torch.Tensor, canaries: GradientCanaries,
+                 params: Params) -> tuple[Batch, DiracRows]:
+    """The batch of indices `idx` into the records then the canaries (`poisson_batches`), and
+    its `before_clip` hook. A canary row's input is a placeholder (the client's first record):
+    its gradient is replaced before clipping."""
+    n_max = data.valid().shape[1]
+    rows = idx >= n_max
+    batch = gather(data.batch, torch.where(rows, 0, idx))
+    coords = canaries.coords[(idx - n_max).clamp(min=0)]
+    return batch, DiracRows(rows, coords, canaries.norm, params)
 
 
 # The engine name of an adapter's own `clipped_sum` (privbench/models/adapter.py's optional fast
@@ -132,20 +179,22 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
                else stack_params(params, k))
     start = {name: p.clone() for name, p in stacked.items()}
     valid = data.valid()
-    blocks = canaries.blocks(stacked) if canaries is not None else []
     opt = RowOptimizer(optimizer, stacked, lr, rows=k)
     engine = resolve_engine(adapter, stacked, data.batch, engine)
     for _ in range(steps):
-        idx, weights = poisson_batches(valid, sampling_rate, generator)
-        batch = gather(data.batch, idx)
+        idx, weights = poisson_batches(valid, sampling_rate, generator,
+                                       None if canaries is None else canaries.present)
+        hook: dict[str, DiracRows] = {}
+        if canaries is None:
+            batch = gather(data.batch, idx)
+        else:  # canary rows of the batch: their gradients are set before clipping
+            batch, hook["before_clip"] = canary_batch(data, idx, canaries, stacked)
         if engine == ADAPTER_FAST_PATH:
-            sums, _ = adapter.clipped_sum(stacked, batch, weights, clip)  # type: ignore[attr-defined]
+            sums, _ = adapter.clipped_sum(stacked, batch, weights, clip,  # type: ignore[attr-defined]
+                                          **hook)
         else:
             sums, _ = clipped_sum(adapter, stacked, batch, weights, clip=clip, engine=engine,
-                                  microbatch=microbatch)
-        if canaries is not None:
-            add_canary_gradients(sums, canaries, blocks, sampling_rate=sampling_rate, clip=clip,
-                                 generator=generator)
+                                  microbatch=microbatch, **hook)
         noise = gaussian_like(sums, noise_multiplier * clip, noise_generator)
         noised = {name: sums[name] + noise[name] for name in sums}
         with torch.no_grad():

@@ -1,12 +1,14 @@
 """The federated loop: client sampling, vectorised local training, server aggregation, one ledger.
 
 Non-private FedAvg, client-level DP-FedAvg with central noise (McMahan et al. 2018) or local noise,
-and example-level DP-SGD inside the clients (trainers/dpsgd.py) all run here; `privacy_plan`
-calibrates the noise for the whole plan and turns each executed round into DP events in the
-privacy ledger, from which the Claim is built. Every round the server screens the received updates
-(trainers/screening.py), a monitor watches the global model on public data and rolls back a bad
-round (trainers/monitor.py), and, given a work folder, a checkpoint is written so that a crashed
-run resumes to the same weights (trainers/checkpoint.py).
+distributed DP under secure aggregation, and example-level DP-SGD inside the clients
+(trainers/dpsgd.py) all run here, each as the plan's registered mechanism (trainers/mechanisms/:
+the clients' side and the server's aggregation of a round; this loop only samples, carries and
+screens); `privacy_plan` calibrates the noise for the whole plan and turns each executed round
+into DP events in the privacy ledger, from which the Claim is built. Every round the server
+screens the received updates (trainers/screening.py), a monitor watches the global model on
+public data and rolls back a bad round (trainers/monitor.py), and, given a work folder, a
+checkpoint is written so that a crashed run resumes to the same weights (trainers/checkpoint.py).
 
 The loop is the same for every model: it sees a `ModelAdapter` (privbench/models/adapter.py) and
 client data as one padded Batch dict (trainers/client_data.py), so a tabular MLP, a CNN and a
@@ -32,19 +34,15 @@ from privbench.monitor import RecordHook
 from privbench.partition import ClientShard
 from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trained import Observations, TrainedModel
-from privbench.trainers.adaptive_clip import next_clip
-from privbench.trainers.aggregation import (
-    clip_updates,
-    dp_fedavg,
-    fedavg_mean,
-    gaussian_like,
-    update_norms,
-)
 from privbench.trainers.checkpoint import RoundCheckpoint
 from privbench.trainers.client_data import ClientData, from_shards
-from privbench.trainers.client_update import local_sgd, stack_params, vmap_traces
-from privbench.trainers.dpsgd import GradientCanaries, dp_sgd, resolve_engine
+from privbench.trainers.client_update import stack_params, vmap_traces
+from privbench.trainers.dpsgd import GradientCanaries, resolve_engine
 from privbench.trainers.linear_stack import classifier_adapter
+from privbench.trainers.mechanisms import MECHANISMS
+from privbench.trainers.mechanisms.base import PLAIN_SUM, ClientRound, ServerRound
+from privbench.trainers.mechanisms.base import ClientUpdateHook as ClientUpdateHook
+from privbench.trainers.mechanisms.secure_aggregation import SecureSum
 from privbench.trainers.monitor import RoundMonitor
 from privbench.trainers.optim import RowOptimizer
 from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
@@ -64,12 +62,7 @@ log = logging.getLogger("privbench.trainers")
 # Checkpoint entries of the server optimizer's state (beside the parameters, never released).
 SERVER_STATE = "server_optimizer."
 __all__ = ["CENTRAL_DP_OBSERVERS", "tabular_inputs", "train_fedavg"]
-# Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->
-# updates. It may replace canary clients' updates before clipping and noise; None changes nothing.
-# A hook may also have a method `canary_mask(sampled) -> (K,) bool tensor` marking the sampled
-# clients whose updates it replaces: those clients are then not trained, and their rows reach the
-# hook as zeros. A hook without it gets every sampled client's trained update.
-ClientUpdateHook = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+# ClientUpdateHook: the audit's canary clients (trainers/mechanisms/base.py says how).
 # Monitoring hook (privbench.monitor.RecordHook): called with each round's history record and the
 # DP event the round executed (None without DP) as soon as the round ends; it may add keys to the
 # record (the monitor adds the epsilon spent and planned), which stay in the history. Before the
@@ -159,17 +152,21 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         The released model, its Claim, observations and per-round history.
     """
     n_clients = data.n_clients
-    plan = make_plan(train, privacy, n_clients, mean_shard=float(data.counts.float().mean()))
+    distributed = secagg is not None and secagg.enabled and secagg.distributed_dp
+    plan = make_plan(train, privacy, n_clients, mean_shard=float(data.counts.float().mean()),
+                     distributed=distributed)
     gens = generators(seed)
     ledger = PrivacyLedger(work_dir / LEDGER_FILE if work_dir else None, privacy.delta,
                            privacy.neighbouring)
     params = adapter.init_params()
-    if plan.mode == "example":  # checked before the first round: an engine that cannot run is a
+    initial = {name: p.detach().clone() for name, p in params.items()}  # the audit's origin
+    per_example = plan.mechanism.uses_per_example_engine
+    if per_example:  # checked before the first round: an engine that cannot run is a
         # one-line error naming model.engine; "auto" picks the fastest that runs on this model
         first = torch.nonzero(data.counts > 0).flatten()[:1]
         engine = resolve_engine(adapter, stack_params(params, 1), data.rows(first).batch, engine)
         log.info("per-example gradient engine: %s", engine)
-    vectorised = plan.mode == "example" or vmap_traces(
+    vectorised = per_example or vmap_traces(
         adapter, params, data.rows(torch.nonzero(data.counts > 0).flatten()[:1]).batch)
     if not vectorised:  # checked before the first round, as the engine is
         log.info("local training: vmap cannot trace this model; clients train row by row")
@@ -197,7 +194,8 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
     ledger.truncate(resumed.state["ledger_bytes"] if resumed is not None else 0)
     if on_record is not None:
         rows = [h for h in history if "stopped" not in h]
-        on_record.restart(rows, ledger.round_events() if plan.private else [None] * len(rows))
+        on_record.restart(rows, ledger.round_events() if plan.private else [None] * len(rows),
+                         ledger)
     monitor.good = {n: p.clone() for n, p in params.items()}
 
     recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {},
@@ -274,6 +272,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         claim = secure.claim(claim)
     observations = Observations(
         final_params={name: p.clone() for name, p in params.items()},
+        initial_params=initial,
         iterates=iterates,
         exposed={
             "final_model": "anyone querying the released model",
@@ -336,105 +335,34 @@ def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: C
                optimizer: str = "sgd", engine: str = "auto", vectorised: bool = True,
                microbatch: int | None = None, personal: PersonalHook | None = None
                ) -> tuple[Params | None, float]:
-    """Train the cohort, screen and aggregate; returns (server step or None, next round's clip)."""
-    privacy = plan.privacy
+    """Train the cohort, screen and aggregate; returns (server step or None, next round's clip).
+
+    The plan's mechanism (trainers/mechanisms/) does the clients' side (training and any
+    client-side clipping and noise) and the server's (clipping, noise, mean); the loop only
+    carries the updates between them and screens what arrives.
+    """
+    mechanism = plan.mechanism
+    z = mechanism.noise_multiplier(r)
     template = params if personal is None else personal.shared(params)  # what clients send
     sent = None
     if sampled.numel() > 0:
-        if plan.mode == "example":
-            sent = dp_sgd(adapter, params, data.rows(sampled), steps=plan.local_steps,
-                          sampling_rate=plan.record_rate,
-                          expected_batch=train.batch_size, lr=train.lr, clip=clip,
-                          noise_multiplier=plan.update_noise_multiplier(r),
-                          generator=gens["local"], noise_generator=gens["noise"],
-                          canaries=None if gradient_canaries is None
-                          else gradient_canaries.rows(sampled), engine=engine,
-                          optimizer=optimizer, microbatch=microbatch)
-        else:
-            sent, losses = _train_clients(adapter, params, data, sampled, train, gens,
-                                          client_update_hook, optimizer, vectorised,
-                                          personal=personal)
-            if not plan.private and losses.numel():
-                record["client_loss"] = float(losses.mean())
-            if client_update_hook is not None:  # audit canaries (see ClientUpdateHook)
-                sent = client_update_hook(r, sampled, sent)
-            if plan.mode == "local":  # each client clips and noises before sending
-                clipped, _ = clip_updates(sent, clip)
-                noise = gaussian_like(clipped, plan.update_noise_multiplier(r) * clip,
-                                      gens["noise"])
-                sent = {n: clipped[n] + noise[n] for n in clipped}
-    received = None
+        sent = mechanism.client_updates(ClientRound(
+            adapter, params, data, sampled, train, r, clip, z, gens, record,
+            local_steps=plan.local_steps, record_rate=plan.record_rate,
+            hook=client_update_hook, gradient_canaries=gradient_canaries, personal=personal,
+            optimizer=optimizer, engine=engine, vectorised=vectorised, microbatch=microbatch))
+    received, kept = None, []
     if sent is not None:
         replaced = tamper(r + 1, clients, sent) if tamper is not None else None
         received, kept, rejections = screen_updates(sent, clients, template,
-                                                 max_norm=train.max_update_norm,
-                                                 round_no=r + 1, replaced=replaced)
+                                                    max_norm=train.max_update_norm,
+                                                    round_no=r + 1, replaced=replaced)
         if rejections:
             record["rejected"] = rejections
-    if plan.mode == "central":
-        clipped, norms = (clip_updates(received, clip) if received is not None
-                          else (None, torch.zeros(0)))
-        z = plan.update_noise_multiplier(r)
-        if secure is not None:  # [secagg] the server receives only the secure sum
-            clipped, z = secure.sum_round(clipped, r, record)
-        step, _ = dp_fedavg(clipped, template, clip=clip, noise_multiplier=z,
-                            expected_cohort=train.cohort, generator=gens["noise"])
-        if view is not None:  # the server holds the clipped updates (or only their secure
-            # sum), and that sum before it adds its own noise
-            view.update(clients=[clients[k] for k in kept] if received is not None else [],
-                        seen=clipped if secure is None else None,
-                        total=None if clipped is None else {n: u.sum(dim=0)
-                                                            for n, u in clipped.items()})
-        if privacy.adaptive_clip:
-            new_clip, fraction = next_clip(clip, norms, target_quantile=privacy.target_quantile,
-                                           lr=privacy.clip_lr,
-                                           count_noise_multiplier=privacy.count_noise_multiplier,
-                                           expected_cohort=train.cohort, generator=gens["clip"])
-            record["clip"], record["noised_fraction_under_clip"] = clip, fraction
-            return step, new_clip
-        return step, clip
-    if received is None:
-        return None, clip
-    if view is not None:  # local DP / example level: the server holds the noised updates
-        view.update(clients=[clients[k] for k in kept], seen=received,
-                    total={n: u.sum(dim=0) for n, u in received.items()})
-    if not plan.private:
-        record["update_norm"] = float(update_norms(received).mean())
-    if secure is not None:  # [secagg] the mean via the secure sum (needs the clipping bound)
-        return secure.mean_round(clip_updates(received, clip)[0], r, record), clip
-    return fedavg_mean(received), clip
-
-
-def _train_clients(adapter: ModelAdapter, params: Params, data: ClientData,
-                   sampled: torch.Tensor, train: TrainSpec, gens: dict[str, torch.Generator],
-                   hook: ClientUpdateHook | None, optimizer: str, vectorised: bool = True,
-                   personal: PersonalHook | None = None) -> tuple[Params, torch.Tensor]:
-    """Local SGD on the sampled clients whose updates the hook keeps; returns the updates
-    (K, ...), zero in the rows of clients the hook replaces, and the trained clients' losses."""
-    mask_of = getattr(hook, "canary_mask", None)
-    replaced = mask_of(sampled) if mask_of is not None else None
-    if personal is not None:  # [governance] own personal layers in, only shared ones out
-        sent, losses = local_sgd(adapter, personal.start(params, sampled), data.rows(sampled),
-                                 epochs=train.local_epochs, batch_size=train.batch_size,
-                                 lr=train.lr, generator=gens["local"], optimizer=optimizer,
-                                 vectorised=vectorised, batched_params=True)
-        return personal.keep(sampled, sent), losses
-    if replaced is None or not bool(replaced.any()):
-        return local_sgd(adapter, params, data.rows(sampled), epochs=train.local_epochs,
-                         batch_size=train.batch_size, lr=train.lr, generator=gens["local"],
-                         optimizer=optimizer, vectorised=vectorised)
-    sent = {name: torch.zeros((sampled.numel(), *p.shape), dtype=p.dtype)
-            for name, p in params.items()}
-    real = sampled[~replaced]
-    if real.numel() == 0:
-        return sent, torch.zeros(0)
-    trained, losses = local_sgd(adapter, params, data.rows(real), epochs=train.local_epochs,
-                                batch_size=train.batch_size, lr=train.lr,
-                                generator=gens["local"], optimizer=optimizer,
-                                vectorised=vectorised)
-    for name, u in trained.items():
-        sent[name][~replaced] = u
-    return sent, losses
+    out = mechanism.aggregate(ServerRound(
+        received, template, [clients[k] for k in kept] if received is not None else [], r, clip,
+        z, train.cohort, gens, record, view, PLAIN_SUM if secure is None else SecureSum(secure)))
+    return out.step, out.next_clip
 
 
 def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, torch.Tensor],
@@ -505,43 +433,37 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
     n_clients = data.n_clients // runs
     rows_of = torch.arange(data.n_clients).view(runs, n_clients)
     glob = {n: p.detach().clone() for n, p in init.items()}
+    # The target's registered mechanisms; each round's executed z comes from `noise_multiplier`
+    # in the round objects (no plan here, so the mechanisms' own accounted z is unused).
+    private = MECHANISMS.get("example").load()() if example_level else None
+    central, plain = MECHANISMS.get("central").load()(), MECHANISMS.get("none").load()()
     for r in range(train.rounds if rounds is None else rounds):
         rows = rows_of[cohort_masks(train, n_clients, runs, r, seed, gens["sampling"])]
         run_of_row = rows // n_clients
         updates = None
         z = noise_multiplier(r)
+        # the target's mechanism: DP-SGD in the clients, central DP-FedAvg, or none
+        mechanism = private or (central if z > 0 else plain)
         if rows.numel():
-            start = {n: p[run_of_row] for n, p in glob.items()}
-            if example_level:
-                updates = dp_sgd(adapter, start, data.rows(rows), steps=local_steps,
-                                 sampling_rate=record_rate, expected_batch=train.batch_size,
-                                 lr=train.lr, clip=clip, noise_multiplier=z,
-                                 generator=gens["local"], noise_generator=gens["noise"],
-                                 canaries=None if gradient_canaries is None
-                                 else gradient_canaries.rows(rows), batched_params=True)
-            else:
-                updates, _ = local_sgd(adapter, start, data.rows(rows),
-                                       epochs=train.local_epochs, batch_size=train.batch_size,
-                                       lr=train.lr, generator=gens["local"],
-                                       batched_params=True)
-        central = z > 0 and not example_level  # central client-level DP-FedAvg
-        if updates is not None and not central and run_of_row.unique().numel() == rows.numel():
+            updates = mechanism.client_updates(ClientRound(
+                adapter, {n: p[run_of_row] for n, p in glob.items()}, data, rows, train, r,
+                clip if clip is not None else 0.0, z, gens, batched=True,
+                local_steps=local_steps, record_rate=record_rate,
+                gradient_canaries=gradient_canaries))
+        if updates is not None and mechanism is not central \
+                and run_of_row.unique().numel() == rows.numel():
             for n in glob:  # one client per run this round: its mean is its update
                 glob[n][run_of_row] += train.server_lr * updates[n]
             updates = None
-        for k in range(runs if updates is not None or central else 0):
+        for k in range(runs if updates is not None or mechanism is central else 0):
             mine = (run_of_row == k).nonzero().flatten()
             part = None if updates is None or not mine.numel() else {
                 n: u[mine] for n, u in updates.items()}
-            if central:
-                template = {n: p[k] for n, p in glob.items()}
-                clipped = None if part is None else clip_updates(part, clip)[0]
-                step, _ = dp_fedavg(clipped, template, clip=clip, noise_multiplier=z,
-                                    expected_cohort=train.cohort, generator=gens["noise"])
-            elif part is not None:
-                step = fedavg_mean(part)
-            else:
+            if part is None and mechanism is not central:
                 continue
+            step = mechanism.aggregate(ServerRound(
+                part, {n: p[k] for n, p in glob.items()}, [], r,
+                clip if clip is not None else 0.0, z, train.cohort, gens)).step
             for n in glob:
                 glob[n][k] += train.server_lr * step[n]
         if on_round is not None:

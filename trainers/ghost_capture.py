@@ -3,7 +3,9 @@ output gradients G for a batch, recorded by module hooks.
 
 The layers are those holding trainable parameters: Linear, Conv2d, Embedding and transformers'
 Conv1D (peft's LoRA adapters are Linear layers). `capture_rows` records A (K*B, T, d_in) (ids
-(K*B, T) for embeddings) and G (K*B, T, d_out) for every row (client or run) at once, by the
+(K*B, T) for embeddings; a Conv2d called once keeps its input image (K*B, C, H, W) and output
+gradient (K*B, C_out, H', W') as they are, unfolded only where the ghost norm needs patches:
+`as_sequence`) and G (K*B, T, d_out) for every row (client or run) at once, by the
 fastest route that applies: batched matmuls for a Linear stack (the linear-stack fast path of
 trainers/dpsgd.py, generalised); one torch.func call, vmap over rows of grad with respect to zero
 perturbations of each layer's output, where the model traces; an ordinary forward and backward
@@ -158,7 +160,8 @@ def _capture(adapter: ModelAdapter, found: list[Layer], row: Params, batch: Batc
         for a, o in zip(inputs[i], outputs[i], strict=True):
             _check_rows(layer, a, b, flattened)
             g = next(grads)
-            a, g = _as_sequence(layer, a, torch.zeros_like(o) if g is None else g.detach(), b)
+            a, g = _as_sequence(layer, a, torch.zeros_like(o) if g is None else g.detach(), b,
+                                raw=len(inputs[i]) == 1)
             a_parts.append(a)
             g_parts.append(g)
         captured.append((_cat(a_parts, dim=1), _cat(g_parts, dim=1)))
@@ -232,9 +235,11 @@ def _capture_vmap(adapter: ModelAdapter, found: list[Layer], params: Params,
     if len(inputs) != len(calls):
         raise RuntimeError("the layers are called a data-dependent number of times")
     parts: dict[int, tuple[list, list]] = {i: ([], []) for i in range(len(found))}
+    n_calls = [sum(1 for j, _ in calls if j == i) for i in range(len(found))]
     for (i, _), a, g in zip(calls, inputs, grads, strict=True):
         _check_rows(found[i], a[0], b, flattened)
-        a, g = _as_sequence(found[i], a.flatten(0, 1), g.flatten(0, 1), k * b)
+        a, g = _as_sequence(found[i], a.flatten(0, 1), g.flatten(0, 1), k * b,
+                            raw=n_calls[i] == 1)
         parts[i][0].append(a)
         parts[i][1].append(g)
     return [(_cat(parts[i][0], dim=1), _cat(parts[i][1], dim=1)) for i in range(len(found))]
@@ -315,10 +320,26 @@ def _cat(parts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
+def is_image(layer: Layer, a: torch.Tensor) -> bool:
+    """Whether a Conv2d's capture is its input image (B, C, H, W), not unfolded patches."""
+    return layer.kind == "conv2d" and a.dim() == 4
+
+
+def as_sequence(layer: Layer, a: torch.Tensor,
+                g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A capture as (B, T, d) inputs and output gradients (a Conv2d's image unfolded)."""
+    if not is_image(layer, a):
+        return a, g
+    return _as_sequence(layer, a, g, a.shape[0])
+
+
 def _as_sequence(layer: Layer, a: torch.Tensor, g: torch.Tensor,
-                 b: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and output gradients as (B, T, d) with T the positions the weight is applied at."""
+                 b: int, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and output gradients as (B, T, d) with T the positions the weight is applied at;
+    with `raw`, a Conv2d's as they are (B, C, H, W) (`is_image`)."""
     if layer.kind == "conv2d":
+        if raw:
+            return a, g
         m = layer.module
         patches = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding,
                            stride=m.stride)  # (B, C*kh*kw, L)

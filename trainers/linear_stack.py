@@ -11,12 +11,17 @@ multi-run audit's hundreds of runs need. Clipping is the one rule, `aggregation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from privbench.models.adapter import Batch, ClassifierAdapter, Params
 from privbench.trainers import aggregation
+
+if TYPE_CHECKING:
+    from privbench.trainers.per_example import BeforeClip
 
 # Layers without parameters that act on each example independently.
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Identity)
@@ -31,13 +36,16 @@ def is_linear_stack(model: nn.Module) -> bool:
 
 
 def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tensor,
-                             y: torch.Tensor, weights: torch.Tensor,
-                             clip: float) -> tuple[Params, torch.Tensor]:
+                             y: torch.Tensor, weights: torch.Tensor, clip: float,
+                             before_clip: BeforeClip | None = None,
+                             ) -> tuple[Params, torch.Tensor]:
     """The clipped sum of per-example gradients, each clipped to `clip`, and their norms.
 
     Args:
         model: the Linear stack; params: name -> (K, ...); x: (K, b, F); y: (K, b);
         weights: (K, b) 0/1 (padding 0); clip: the clipping norm C.
+        before_clip: sets chosen rows' gradients before clipping (their loss gets weight 0;
+            their norms and clipped gradients come from the hook, through the same factor).
     Returns:
         The clipped sums (K, ...) and the per-example norms (K, b) (0 on padding).
     """
@@ -55,29 +63,32 @@ def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tens
         else:
             h = layer(h)
     losses = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none")
-    grads = torch.autograd.grad((losses * weights.flatten()).sum(), outputs)
+    backprop = weights if before_clip is None else weights * ~before_clip.rows
+    grads = torch.autograd.grad((losses * backprop.flatten()).sum(), outputs)
     sq = torch.zeros_like(weights)
     for a, g in zip(inputs, grads, strict=True):
         g_sq = g.pow(2).sum(-1)
         sq = sq + a.pow(2).sum(-1) * g_sq + g_sq
-    norms = sq.sqrt()
+    norms = sq.sqrt() if before_clip is None else before_clip.norms(sq.sqrt())
     factor = aggregation.clip_factor(norms, clip) * weights
     sums: Params = {}
     for name, a, g in zip(names, inputs, grads, strict=True):
         scaled = g * factor.unsqueeze(-1)
         sums[f"{name}.weight"] = torch.bmm(scaled.transpose(1, 2), a)
         sums[f"{name}.bias"] = scaled.sum(1)
+    if before_clip is not None:
+        before_clip.add_clipped(sums, factor)
     return {n: sums[n] for n in params}, norms
 
 
 class LinearStackAdapter(ClassifierAdapter):
     """A classifier adapter whose module is a Linear stack, with the batched fast path."""
 
-    def clipped_sum(self, params: Params, batch: Batch, weights: torch.Tensor,
-                    clip: float) -> tuple[Params, torch.Tensor]:
+    def clipped_sum(self, params: Params, batch: Batch, weights: torch.Tensor, clip: float,
+                    before_clip: BeforeClip | None = None) -> tuple[Params, torch.Tensor]:
         """Rows' clipped per-example sums (K, ...) and norms (K, b); see the module doc."""
         return linear_stack_clipped_sum(self.module, params, batch["x"], batch["y"], weights,
-                                        clip)
+                                        clip, before_clip)
 
 
 def classifier_adapter(model: nn.Module) -> ClassifierAdapter:

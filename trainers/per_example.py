@@ -18,13 +18,20 @@ batch, the gradient g_ki of the example's loss, clipped to norm C by the one cli
   torch.func cannot trace (data-dependent Python control flow); see `trainers/hooks_engine.py`.
 
 The engine interface (one signature for every engine):
-    clipped_sum(adapter, params, batch, weights, *, clip, engine) -> (sums, norms)
+    clipped_sum(adapter, params, batch, weights, *, clip, engine, before_clip) -> (sums, norms)
 with params name -> (K, ...), batch name -> (K, b, ...), weights (K, b) (padding is 0); sums
 name -> (K, ...) = sum_i weights[k, i] * clip_factor(norm_ki) * g_ki, norms (K, b) the per-example
-gradient norms before clipping.
+gradient norms before clipping. `before_clip` (a `BeforeClip`, such as the audit's Dirac canary
+rows, trainers/dpsgd.DiracRows) sets chosen rows' gradients before clipping: engines that
+materialise per-example gradients (vmap, hooks) replace those rows' gradients, then norm, clip
+and sum them as any row; engines that do not (ghost, an adapter's fast path) take those rows'
+norms from the hook into the same norms, the same clip-factor line, and add their gradients
+times that factor to the sum.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 from torch.func import grad, vmap
@@ -39,6 +46,22 @@ ENGINES = ("auto", "ghost", "vmap", "hooks")
 PROBE_RTOL = 1e-3
 # Floats of per-example gradients one vmap call may hold (about 256 MiB in float32).
 GRADIENT_BUDGET = 1 << 26
+
+
+class BeforeClip(Protocol):
+    """A hook inside the per-example step: sets chosen rows' gradients before clipping."""
+
+    rows: torch.Tensor  # (K, b) True where the hook sets the row's gradient
+
+    def set_grads(self, grads: Params, start: int, stop: int) -> Params:
+        """Per-example gradients (K, stop - start, ...) of batch rows [start, stop), with the
+        hook's rows replaced."""
+
+    def norms(self, norms: torch.Tensor) -> torch.Tensor:
+        """Per-example norms (K, b) with the hook's rows set to their gradients' norms."""
+
+    def add_clipped(self, sums: Params, factor: torch.Tensor) -> None:
+        """Add the hook's rows' gradients times their clip factors (K, b) to `sums`."""
 
 
 class EngineError(PrivbenchError):
@@ -85,7 +108,7 @@ def vmap_grads(adapter: ModelAdapter, params: Params, batch: Batch, *,
 
 def vmap_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: torch.Tensor,
                      *, clip: float, microbatch: int | None = None,
-                     ) -> tuple[Params, torch.Tensor]:
+                     before_clip: BeforeClip | None = None) -> tuple[Params, torch.Tensor]:
     """The clipped sum by vmap(grad), one microbatch of per-example gradients at a time."""
     k, b = weights.shape
     fn = _example_grad_fn(adapter)
@@ -94,6 +117,8 @@ def vmap_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weight
     norms = []
     for s in range(0, b, step):
         g = fn(params, _slice(batch, s, s + step))
+        if before_clip is not None:
+            g = before_clip.set_grads(g, s, s + step)
         n = example_norms(g)
         factor = clip_factor(n, clip) * weights[:, s:s + step]
         for name, gi in g.items():
@@ -196,8 +221,8 @@ def select_engine(adapter: ModelAdapter, params: Params, sample_batch: Batch,
 
 
 def clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: torch.Tensor, *,
-                clip: float, engine: str = "auto",
-                microbatch: int | None = None) -> tuple[Params, torch.Tensor]:
+                clip: float, engine: str = "auto", microbatch: int | None = None,
+                before_clip: BeforeClip | None = None) -> tuple[Params, torch.Tensor]:
     """Sum of each row's per-example gradients, each clipped to `clip`, weighted by `weights`.
 
     Args:
@@ -209,6 +234,7 @@ def clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: to
         engine: an engine's name, or "auto" (probes with `select_engine` on this batch; pick
             once before training and pass the name, so every step uses the same engine).
         microbatch: examples per row per vmap call (default: what fits `GRADIENT_BUDGET`).
+        before_clip: sets chosen rows' gradients before clipping (the audit's canary rows).
 
     Returns:
         (sums name -> (K, ...), norms (K, b) per-example gradient norms before clipping).
@@ -217,10 +243,15 @@ def clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: to
     if engine == "auto":
         engine = select_engine(adapter, params, batch)
     if engine == "ghost":
-        return ghost.ghost_clipped_sum(adapter, params, batch, weights, clip=clip)
+        return ghost.ghost_clipped_sum(adapter, params, batch, weights, clip=clip,
+                                       before_clip=before_clip)
     if engine == "hooks":
-        return _from_grads(hooks_engine.hooks_grads(adapter, params, batch), weights, clip)
-    return vmap_clipped_sum(adapter, params, batch, weights, clip=clip, microbatch=microbatch)
+        grads = hooks_engine.hooks_grads(adapter, params, batch)
+        if before_clip is not None:
+            grads = before_clip.set_grads(grads, 0, weights.shape[1])
+        return _from_grads(grads, weights, clip)
+    return vmap_clipped_sum(adapter, params, batch, weights, clip=clip, microbatch=microbatch,
+                            before_clip=before_clip)
 
 
 def _from_grads(grads: Params, weights: torch.Tensor, clip: float) -> tuple[Params, torch.Tensor]:

@@ -15,6 +15,10 @@ Three private settings share one federated loop:
 For the two per-client settings, a client takes part in at most `participation_cap` rounds (the
 plan the noise is calibrated for); a client that reached it sits out, so the target holds for
 every client whatever the draw.
+
+What runs each round (clipping, noise, aggregation) is the plan's `mechanism`, the registered
+mechanism the target selects (trainers/mechanisms/), wrapped by a noise schedule and adaptive
+clipping when the spec asks; the plan reads each round's accounted noise from it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from scipy import stats
 from privbench import accounting
 from privbench.claim import Claim, claim_from_event
 from privbench.spec import PrivacySpec, TrainSpec
+from privbench.trainers import mechanisms
 from privbench.trainers.adaptive_clip import update_noise_multiplier
+from privbench.trainers.mechanisms.base import Mechanism
 
 PUBLIC = [
     "anyone querying the released model (final_model)",
@@ -43,7 +49,7 @@ SERVER = ["the server (each client's update and the aggregates)", "other clients
 class PrivacyPlan:
     """The calibrated plan of one run, and the events each round adds to the ledger."""
 
-    mode: str  # "none", "central", "local", "example"
+    mode: str  # the accounting family: "none", "central", "local", "example"
     privacy: PrivacySpec
     n_clients: int
     rounds: int
@@ -55,6 +61,8 @@ class PrivacyPlan:
     participation_cap: int = 0
     round_factors: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    mechanism_name: str = "none"  # the registered base mechanism (trainers/mechanisms/)
+    _mechanism: Mechanism | None = field(default=None, repr=False, compare=False)
 
     @property
     def private(self) -> bool:
@@ -64,16 +72,27 @@ class PrivacyPlan:
     def per_client(self) -> bool:
         return self.mode in ("local", "example")
 
+    @property
+    def mechanism(self) -> Mechanism:
+        """The mechanism stack that runs each round at this plan's calibrated z."""
+        if self._mechanism is None or self._mechanism.z != self.z:
+            p = self.privacy
+            adaptive = (dict(target_quantile=p.target_quantile, clip_lr=p.clip_lr,
+                             count_noise_multiplier=p.count_noise_multiplier,
+                             expected_cohort=self.cohort)
+                        if self.mode == "central" and p.adaptive_clip else None)
+            self._mechanism = mechanisms.build(mechanisms.MECHANISMS.get(self.mechanism_name),
+                                               self.z, round_factors=self.round_factors,
+                                               adaptive=adaptive)
+        return self._mechanism
+
     def round_z(self, r: int) -> float:
         """The accounted noise multiplier of round r (0-based)."""
-        return self.z * self.round_factors[r]
+        return self.mechanism.accounted_z(r)
 
     def update_noise_multiplier(self, r: int) -> float:
         """The noise actually added to the clipped updates in round r (relative to the clip)."""
-        z = self.round_z(r)
-        if self.mode == "central" and self.privacy.adaptive_clip:
-            return update_noise_multiplier(z, self.privacy.count_noise_multiplier)
-        return z
+        return self.mechanism.noise_multiplier(r)
 
     # -- events -------------------------------------------------------------------------------
     def _gaussian(self, z: float) -> dp_accounting.DpEvent:
@@ -197,18 +216,23 @@ def example_sampling(train: TrainSpec, mean_shard: float) -> tuple[float, int]:
 
 
 def make_plan(train: TrainSpec, privacy: PrivacySpec, n_clients: int,
-              mean_shard: float) -> PrivacyPlan:
-    """Calibrate the run's noise so that the whole plan meets the target epsilon."""
-    private = math.isfinite(privacy.epsilon)
-    if not private:
-        mode = "none"
-    elif privacy.unit == "example":
-        mode = "example"
-    else:
-        mode = "local" if privacy.setting == "local" else "central"
+              mean_shard: float, *, distributed: bool = False) -> PrivacyPlan:
+    """Calibrate the run's noise so that the whole plan meets the target epsilon.
+
+    Args:
+        train, privacy: the plan and the DP target; n_clients: the clients sampled from.
+        mean_shard: the mean number of records per client (example-level sampling).
+        distributed: secure aggregation with client-added noise (`secagg.distributed_dp`).
+    Returns:
+        The plan: its registered mechanism (`mechanisms.select`), accounting family and z.
+    """
+    entry = mechanisms.select(math.isfinite(privacy.epsilon), privacy.unit, privacy.setting,
+                              distributed)
+    mode = entry.accounting
     factors = round_factors(privacy.noise_schedule, train.rounds)
     plan = PrivacyPlan(mode=mode, privacy=privacy, n_clients=n_clients, rounds=train.rounds,
-                       cohort=train.cohort, sampling=train.sampling, round_factors=factors)
+                       cohort=train.cohort, sampling=train.sampling, round_factors=factors,
+                       mechanism_name=entry.name)
     if mode == "example":
         plan.record_rate, plan.local_steps = example_sampling(train, mean_shard)
     if mode == "none":

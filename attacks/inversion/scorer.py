@@ -48,7 +48,6 @@ from privbench.spec import InversionAttackSpec
 from privbench.trainers.aggregation import clip_updates
 
 Params = dict[str, torch.Tensor]
-IMAGE_SHAPES = {"digits": (8, 8)}
 GALLERY = 8  # image pairs and text batches kept in the details for the report
 
 
@@ -106,7 +105,7 @@ def _has_records(ctx: CellContext, client: int) -> bool:
 def _image_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
                 gen: torch.Generator, common: dict[str, Any]) -> list[MetricRow]:
     obs, data, model = ctx.trained.observations, ctx.data, ctx.trained.model
-    shape = IMAGE_SHAPES.get(data.name)
+    shape = data.image_shape  # None: not images
     w_name, b_name, last_bias = _first_and_last_layers(model)
     targets = [(r, c, u) for r in sorted(obs.client_updates)
                for c, u in sorted(obs.client_updates[r].items())
@@ -159,7 +158,7 @@ def _aggregate_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: floa
     noised as its client sends it); the same first-layer and label attacks run on the sum,
     scored per record of the cohort."""
     obs, data, model = ctx.trained.observations, ctx.data, ctx.trained.model
-    shape = IMAGE_SHAPES.get(data.name)
+    shape = data.image_shape  # None: not images
     w_name, b_name, last_bias = _first_and_last_layers(model)
     per_record: dict[str, list[dict[str, float]]] = defaultdict(list)
     per_client = bool(obs.client_updates)

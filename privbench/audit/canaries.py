@@ -31,7 +31,7 @@ from privbench.audit.gradient_canaries import plant_dirac_canaries, quiet_coordi
 from privbench.data import SplitData
 from privbench.errors import PrivbenchError
 from privbench.partition import ClientShard
-from privbench.spec import CellSpec, TrainSpec
+from privbench.spec import AuditSpec, CellSpec, TrainSpec
 from privbench.trainers.dpsgd import GradientCanaries
 
 Params = dict[str, torch.Tensor]
@@ -118,11 +118,7 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
         canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
         return PlantedRun(data, list(shards), canaries, cell.train,
                           gradient_canaries=plant_dirac_canaries(bits, coords, norm, len(shards)))
-    client_ids = np.full(m, -1, dtype=np.int64)
-    client_ids[bits] = len(shards) + np.arange(int(bits.sum()))
-    n_total = len(shards) + int(bits.sum())
-    train = cell.train.model_copy(update={"cohort": min(
-        audited_cohort(cell.train.cohort, len(shards), m), float(n_total))})
+    client_ids, train = _canary_clients(cell.train, bits, len(shards))
     if spec.canary in ("mislabelled", "ood"):
         x, y = input_canaries(spec.canary, data, m, rng)
         n = len(data.y_train)
@@ -132,12 +128,51 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
         new = [ClientShard(int(cid), np.array([n + i])) for i, cid in enumerate(client_ids[bits])]
         canaries = CanarySet(spec.canary, bits, client_ids, x=x, y=y)
         return PlantedRun(with_canaries, list(shards) + new, canaries, train)
-    vectors = orthonormal_directions(rng, m, sum(p.numel() for p in model.parameters()))
-    canaries = CanarySet(spec.canary, bits, client_ids, vectors=vectors,
-                         norm=spec.canary_norm * clip)
+    canaries = _random_unit(spec, bits, client_ids, rng, sum(p.numel() for p in
+                                                            model.parameters()), clip)
     # The canary client holds one ordinary record; its trained update is replaced by the hook.
     new = [ClientShard(int(cid), np.array([0])) for cid in client_ids[bits]]
     return PlantedRun(data, list(shards) + new, canaries, train, CanaryUpdateHook(canaries))
+
+
+def plant_canary_clients(cell: CellSpec, n_clients: int, dim: int
+                         ) -> tuple[CanarySet, TrainSpec, CanaryUpdateHook]:
+    """Random-unit canary clients for any model (a language model's adapter among them): the
+    same draws, client ids, cohort and hook as `plant_canaries` gives a classifier.
+
+    Args:
+        cell: the cell's spec (audit.canary = "random-unit"; audit.design "manual").
+        n_clients: the real clients; included canaries become clients n_clients, n_clients+1...
+        dim: the number of trainable parameters (the canary directions' dimension, in the
+            order of the trainer's update dict).
+
+    Returns:
+        The canaries, the train plan with the audited cohort, and the trainer's update hook.
+    """
+    rng = canary_rng(cell.seed)
+    bits = rng.random(cell.audit.n_canaries) < 0.5
+    client_ids, train = _canary_clients(cell.train, bits, n_clients)
+    canaries = _random_unit(cell.audit, bits, client_ids, rng, dim, cell.privacy.clip)
+    return canaries, train, CanaryUpdateHook(canaries)
+
+
+def _canary_clients(train: TrainSpec, bits: np.ndarray, n_real: int
+                    ) -> tuple[np.ndarray, TrainSpec]:
+    """Client ids of the included canaries (after the real clients; -1 when left out) and the
+    train plan whose expected cohort keeps each real client's sampling rate."""
+    client_ids = np.full(len(bits), -1, dtype=np.int64)
+    client_ids[bits] = n_real + np.arange(int(bits.sum()))
+    n_total = n_real + int(bits.sum())
+    return client_ids, train.model_copy(update={"cohort": min(
+        audited_cohort(train.cohort, n_real, len(bits)), float(n_total))})
+
+
+def _random_unit(audit: AuditSpec, bits: np.ndarray, client_ids: np.ndarray,
+                 rng: np.random.Generator, dim: int, clip: float) -> CanarySet:
+    """Canary update directions: orthonormal, of norm audit.canary_norm * clip."""
+    vectors = orthonormal_directions(rng, len(bits), dim)
+    return CanarySet(audit.canary, bits, client_ids, vectors=vectors,
+                     norm=audit.canary_norm * clip)
 
 
 def orthonormal_directions(rng: np.random.Generator, m: int, d: int) -> np.ndarray:

@@ -138,7 +138,7 @@ class MechanismFamily:
             acc = pld.PLDAccountant(NEIGHBOURING[self.neighbouring],
                                     value_discretization_interval=FAMILY_PLD_GRID)
             loss = acc.compose(scale_noise(self.event, s))._pld
-            self._deltas[s] = np.asarray(loss.get_delta_for_epsilon(EPS_TABLE), np.float64)
+            self._deltas[s] = pld_deltas(loss, EPS_TABLE)
         return self._deltas[s]
 
     def inverse_power(self, y: np.ndarray, s: float) -> np.ndarray:
@@ -157,6 +157,30 @@ class MechanismFamily:
         a = (y[..., None] - d) * np.exp(-e)
         b = 1.0 - d - np.exp(e) * (1.0 - y[..., None])
         return np.clip(np.maximum(a, b).max(axis=-1), 0.0, 1.0)
+
+
+def _pmf_deltas(pmf, epsilons: np.ndarray) -> np.ndarray:
+    """delta(eps) of one PLD pmf at every eps (ascending): dp_accounting's hockey-stick sums
+    inf + sum_{l > eps} p_l - e^eps sum_{l > eps} p_l e^-l, accumulated from the largest loss
+    down in the same order, as suffix sums (one pass instead of a Python loop)."""
+    if hasattr(pmf, "_probs"):  # dense
+        probs = np.asarray(pmf._probs, np.float64)
+        losses = (np.arange(probs.size) + pmf._lower_loss) * pmf._discretization
+    else:
+        losses, probs = (np.asarray(v, np.float64) for v in pmf._get_losses_probs())
+    upper = np.cumsum(np.concatenate([[pmf._infinity_mass], probs[::-1]]))
+    lower = np.cumsum(np.concatenate([[0.0], (probs * np.exp(-losses))[::-1]]))
+    above = losses.size - np.searchsorted(losses, epsilons, side="right")  # losses > eps
+    return upper[above] - np.exp(epsilons) * lower[above]
+
+
+def pld_deltas(loss, epsilons: np.ndarray) -> np.ndarray:
+    """delta(eps) of a PrivacyLossDistribution at every eps (ascending), as its
+    get_delta_for_epsilon computes it (the larger of the remove and add pmfs')."""
+    deltas = _pmf_deltas(loss._pmf_remove, epsilons)
+    if not loss._symmetric:
+        deltas = np.maximum(deltas, _pmf_deltas(loss._pmf_add, epsilons))
+    return deltas
 
 
 _EPSILONS: dict[tuple[str, float, float, str], float] = {}

@@ -31,6 +31,7 @@ from privbench.audit.family import MechanismFamily
 # curves are computed once per member however many bounds ask for them.
 S_STEPS = 32
 K_RANGE = (-213, 96)
+BRACKET_STEP = 8  # first step of the bracketing search, in grid steps (s x 2^(1/4))
 
 
 def fdp_rejects(m: int, guesses: int, correct: int, alpha: float, inverse_power) -> bool:
@@ -50,8 +51,13 @@ def fdp_rejects(m: int, guesses: int, correct: int, alpha: float, inverse_power)
 
 def fdp_noise_scale(m: int, guesses: int, correct: int, alpha: float,
                     family: MechanismFamily) -> float:
-    """The smallest noise scale s = 2^(k/32) on the grid found ruled out (bisection on k; the
-    rejection is monotone in s), inf if even the largest is consistent."""
+    """The smallest noise scale s = 2^(k/32) on the grid found ruled out, inf if even the
+    largest is consistent.
+
+    The rejection is monotone in s, so the answer is the smallest rejected k: bracketed from
+    k = 0 (the claim, s = 1) by steps of 8, 16, 32, ... up or down, then refined by bisection
+    inside the bracket. The same k as a bisection over the whole grid, at the few scales near
+    the answer (each scale's trade-off curve is a PLD table: the cost)."""
 
     def rejected(k: int) -> bool:
         s = 2.0 ** (k / S_STEPS)
@@ -60,17 +66,34 @@ def fdp_noise_scale(m: int, guesses: int, correct: int, alpha: float,
     lo, hi = K_RANGE
     if family.s_floor > 0:  # members below the floor are evaluated at it: never search there
         lo = max(lo, math.floor(S_STEPS * math.log2(family.s_floor)))
-    if not rejected(hi):
-        return math.inf
-    if rejected(lo):
-        return 2.0 ** (lo / S_STEPS)
-    while hi - lo > 1:  # rejected at hi, not at lo
-        mid = (lo + hi) // 2
+    start = min(max(0, lo), hi)
+    if rejected(start):  # search down: the smallest rejected k is at most start
+        top, step = start, BRACKET_STEP
+        while True:
+            k = max(lo, top - step)
+            if not rejected(k):
+                bottom = k
+                break
+            if k == lo:
+                return 2.0 ** (lo / S_STEPS)
+            top, step = k, 2 * step
+    else:  # search up: the smallest rejected k is above start
+        bottom, step = start, BRACKET_STEP
+        while True:
+            k = min(hi, bottom + step)
+            if rejected(k):
+                top = k
+                break
+            if k == hi:
+                return math.inf
+            bottom, step = k, 2 * step
+    while top - bottom > 1:  # rejected at top, not at bottom
+        mid = (bottom + top) // 2
         if rejected(mid):
-            hi = mid
+            top = mid
         else:
-            lo = mid
-    return 2.0 ** (hi / S_STEPS)
+            bottom = mid
+    return 2.0 ** (top / S_STEPS)
 
 
 def fdp_one_run_bound(scores: np.ndarray, bits: np.ndarray, family: MechanismFamily, *,
@@ -105,7 +128,8 @@ def fdp_one_run_bound(scores: np.ndarray, bits: np.ndarray, family: MechanismFam
 
 def design_guesses(m: int, simulate, family: MechanismFamily, alpha: float,
                    rng: np.random.Generator, trials: int = 4) -> tuple[int, int]:
-    """(k+, k-) with the best median eps_LB on canaries simulated from the claimed mechanism.
+    """(k+, k-) with the best median eps_LB on canaries simulated from the claimed mechanism
+    (a trial that rules nothing out counts as the worst outcome).
 
     `simulate(bits, rng)` returns scores of canaries with those bits under the claim. Reads no
     real canary, so every canary certifies.
@@ -115,15 +139,17 @@ def design_guesses(m: int, simulate, family: MechanismFamily, alpha: float,
     for _ in range(trials):
         bits = rng.random(m) < 0.5
         sims.append((simulate(bits, rng), bits))
-    best, best_eps = (grid[0] // 2, grid[0] - grid[0] // 2), -1.0
+    best, best_eps = (int(grid[0] // 2), int(grid[0] - grid[0] // 2)), -math.inf
     for g in grid:
         kp, km = int(g // 2), int(g - g // 2)
-        eps = []
-        for scores, bits in sims:
-            pairs = np.array([[kp, km]])
-            c = int(_correct_guesses(scores, bits, pairs, rng.random(m))[0])
-            s = fdp_noise_scale(m, kp + km, c, alpha, family)
-            eps.append(0.0 if math.isinf(s) else -math.log(s))  # larger = less private
+        pairs = np.array([[kp, km]])
+        counts = [int(_correct_guesses(scores, bits, pairs, rng.random(m))[0])
+                  for scores, bits in sims]
+        # -log s of the smallest s ruled out (-inf when none is) is non-decreasing in the count
+        # of correct guesses, so the median over trials needs the middle counts' scales only.
+        middle = sorted(counts)[(trials - 1) // 2:trials // 2 + 1]
+        scales = {c: fdp_noise_scale(m, kp + km, c, alpha, family) for c in set(middle)}
+        eps = [-math.log(scales[c]) for c in middle]  # larger = a less private member refuted
         if np.median(eps) > best_eps:
             best, best_eps = (kp, km), float(np.median(eps))
     return best

@@ -29,8 +29,12 @@ from privbench.audit.gradient_canaries import (
 from privbench.audit.multi_run import multi_run_bound
 from privbench.audit.power import design_power
 from privbench.audit.verdict import audit_rows
-from privbench.audit.whitebox import canary_segments, is_white_box, mechanism_output
-from privbench.models import build_model
+from privbench.audit.whitebox import (
+    canary_segments,
+    initial_params,
+    is_white_box,
+    mechanism_output,
+)
 from privbench.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.signals import per_example_losses
@@ -51,8 +55,7 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
     assert canaries is not None
     if spec.audit.surface == "final_model":
         return -per_example_losses(trained.model, canaries.x, canaries.y)
-    initial_model = build_model(spec.model, ctx.data.n_features, ctx.data.n_classes, spec.seed)
-    initial = {name: p.detach() for name, p in initial_model.named_parameters()}
+    initial = initial_params(ctx)
     if canaries.kind == "dirac":  # the claimed DP-SGD mechanism's likelihood ratio
         observed = trained.observations
         snapshots = [initial, *(observed.iterates if spec.audit.surface == "iterates"
@@ -147,17 +150,34 @@ def gauss_sum_refutes(model: WhiteBoxModel, alpha: float):
 
 def fdp_refutes(model: WhiteBoxModel, family: MechanismFamily, k_plus: int, k_minus: int,
                 alpha: float):
-    """Verdict FAIL of the f-DP bound: the claimed member (s = 1) ruled out."""
+    """Verdict FAIL of the f-DP bound: the claimed member (s = 1) ruled out, that is at least
+    c* of the k+ + k- guesses correct (rejection is monotone in the count; c* is found once by
+    bisection over the counts, then each simulated audit is one comparison)."""
+    guesses = k_plus + k_minus
+    pairs = np.array([[k_plus, k_minus]])
+    threshold: dict[int, int] = {}
 
-    def one(x: np.ndarray, bits: np.ndarray) -> bool:
-        scores = model_scores(model, x)
-        pairs = np.array([[k_plus, k_minus]])
-        c = int(_correct_guesses(scores, bits, pairs, np.zeros(len(bits)))[0])
-        return fdp_rejects(len(bits), k_plus + k_minus, c, alpha,
-                           lambda y: family.inverse_power(y, 1.0))
+    def smallest_refuting(m: int) -> int:  # guesses + 1 when even all correct is consistent
+        if m not in threshold:
+            def rejects(c: int) -> bool:
+                return fdp_rejects(m, guesses, c, alpha, lambda y: family.inverse_power(y, 1.0))
+
+            lo, hi = 0, guesses + 1  # not rejected at lo (0 correct), rejected at hi
+            if rejects(guesses):
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if mid <= guesses and rejects(mid):
+                        hi = mid
+                    else:
+                        lo = mid
+            threshold[m] = hi
+        return threshold[m]
 
     def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
-        return np.array([one(xi, bi) for xi, bi in zip(x, bits, strict=True)])
+        c_star = smallest_refuting(bits.shape[-1])
+        return np.array([int(_correct_guesses(model_scores(model, xi), bi, pairs,
+                                              np.zeros(len(bi)))[0]) >= c_star
+                         for xi, bi in zip(x, bits, strict=True)])
 
     return refutes
 

@@ -89,6 +89,11 @@ def blank_coordinates(ctx: CellContext, coords: np.ndarray) -> np.ndarray:
 
 
 def initial_params(ctx: CellContext) -> dict:
+    """The trainable parameters the run started from: as the trainer recorded them (any
+    model), else rebuilt from the zoo's seeded model (observations read back without them)."""
+    recorded = ctx.trained.observations.initial_params
+    if recorded:
+        return recorded
     spec = ctx.cell.spec
     model = build_model(spec.model, ctx.data.n_features, ctx.data.n_classes, spec.seed)
     return {name: p.detach() for name, p in model.named_parameters()}

@@ -44,11 +44,19 @@ def lm_problems(spec: CellSpec) -> list[str]:
         problems.append(f"lm.canaries.count = {canaries.count}: at most half of the "
                         f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
     a = spec.audit
-    if a.enabled and (a.canary != "secret" or a.surface != "final_model" or a.mode != "one-run"
-                      or spec.task != "causal_lm"):
+    if a.enabled and a.canary == "random-unit" and a.design != "manual":
+        problems.append(f"audit.design = {a.design!r}: the auto design searches over a "
+                        "classifier's data; set audit.design = 'manual' for a language model")
+    elif a.enabled and a.canary not in ("secret", "random-unit"):
         problems.append(f"audit.canary = {a.canary!r}: language models are audited with secret "
-                        "canaries on the released model; set audit.canary = 'secret', "
-                        "audit.surface = 'final_model', audit.mode = 'one-run' (task causal_lm)")
+                        "canaries on the released model (audit.canary = 'secret', task "
+                        "causal_lm) or with canary clients on the weights (audit.canary = "
+                        "'random-unit', client level)")
+    elif a.enabled and a.canary == "secret" and (
+            a.surface != "final_model" or a.mode != "one-run" or spec.task != "causal_lm"):
+        problems.append(f"audit.surface = {a.surface!r}: secret canaries are scored on the "
+                        "released model; set audit.surface = 'final_model', audit.mode = "
+                        "'one-run' (task causal_lm)")
     if a.enabled and a.canary == "secret" and a.n_canaries * 2 > 10**canaries.digits:
         problems.append(f"audit.n_canaries = {a.n_canaries}: at most half of the "
                         f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")

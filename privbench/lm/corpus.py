@@ -154,7 +154,13 @@ def private_messages(profile: dict[str, str], n: int,
 
 def canary_text(prefix: str, secret: str) -> str:
     """A canary sentence: the template's prefix and the secret's digits, space-separated."""
-    return f"{prefix} {' '.join(secret)}."
+    return f"{secret_text(prefix, secret)}."
+
+
+def secret_text(prefix: str, secret: str) -> str:
+    """The template's prefix and the secret's digits, space-separated: the part of a canary
+    sentence that exposure scores."""
+    return f"{prefix} {' '.join(secret)}"
 
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:

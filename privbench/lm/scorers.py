@@ -3,13 +3,14 @@ and the black-box one-run audit on secret canaries (privbench/audit/lm_canaries.
 
 Metric names follow the shared conventions: scorer "utility" (perplexity, next_token_accuracy, or
 accuracy for classification), scorer "loss" (membership_rows), scorer "canary_exposure"
-(mean_exposure, max_exposure, extracted).
+(mean_exposure, max_exposure, extracted). Each is an entry of privbench/scoring.py's SCORERS
+(context "language"), beside the shared claim scorer.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,14 +19,15 @@ from scipy import stats
 from transformers import PreTrainedTokenizerBase
 
 from privbench.attacks import LossAttack
+from privbench.audit.canaries import CanarySet
 from privbench.audit.lm_canaries import SecretCanaries, secret_audit_rows, secret_scores
 from privbench.lm.exposure import exposure, secret_log_likelihoods
 from privbench.lm.signals import classifier_logits, sequence_stats
 from privbench.lm.textdata import TextData
 from privbench.lm.tokens import Examples
 from privbench.mia import membership_rows
+from privbench.partition import ClientShard
 from privbench.results import MetricRow
-from privbench.scorers import claim_scorer  # reads only .key and .trained.claim
 from privbench.stats import clopper_pearson
 from privbench.suite import Cell
 from privbench.trained import TrainedModel
@@ -42,6 +44,8 @@ class LMContext:
     test: Examples
     trained: TrainedModel
     audit: SecretCanaries | None = None  # the black-box audit's secret canaries, if planted
+    shards: list[ClientShard] = field(default_factory=list)  # each real client's examples
+    canaries: CanarySet | None = None  # the white-box audit's canary clients, if planted
 
     @property
     def key(self) -> str:
@@ -62,7 +66,7 @@ def example_losses(ctx: LMContext, ex: Examples) -> np.ndarray:
     return F.cross_entropy(logits, ex.labels, reduction="none").double().numpy()
 
 
-def utility_scorer(ctx: LMContext) -> list[MetricRow]:
+def lm_utility_scorer(ctx: LMContext) -> list[MetricRow]:
     """Held-out perplexity and next-token accuracy (causal LM) or accuracy (classifier)."""
     model, test = ctx.trained.model, ctx.test
     if ctx.task == "causal_lm":
@@ -92,7 +96,7 @@ def utility_scorer(ctx: LMContext) -> list[MetricRow]:
             MetricRow(ctx.key, "utility", "loss", loss, None, None, None, {"n": len(test)})]
 
 
-def loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
+def lm_loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
     """LOSS attack on whole sequences: members are a seeded sample of training messages (no
     canaries), as many as the held-out messages, which are the non-members."""
     if not ctx.cell.spec.attacks.loss.enabled:
@@ -167,10 +171,6 @@ def lm_audit_scorer(ctx: LMContext) -> list[MetricRow]:
     claim = ctx.trained.claim
     return secret_audit_rows(ctx.key, ctx.cell.spec, secret_scores(lls.numpy(), ctx.audit),
                              ctx.audit, claim.epsilon, claim.delta)
-
-
-LM_SCORERS = [utility_scorer, loss_attack_scorer, canary_exposure_scorer, lm_audit_scorer,
-              claim_scorer]
 
 
 def _exp(x: float) -> float:

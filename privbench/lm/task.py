@@ -10,16 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from privbench.audit.canaries import CanarySet, plant_canary_clients
 from privbench.audit.lm_canaries import plant_secret_canaries, plants_secret_canaries
+from privbench.errors import PrivbenchError
 from privbench.lm.corpus import public_corpus
-from privbench.lm.exposure import digit_token_ids
+from privbench.lm.exposure import exposure_problem
 from privbench.lm.pretrained import default_model_folder, load_model, load_tokenizer
-from privbench.lm.scorers import LM_SCORERS, LMContext
+from privbench.lm.scorers import LMContext
 from privbench.lm.textdata import load_text_data
-from privbench.lm.tokens import examples
+from privbench.lm.tokens import Examples, examples
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
+from privbench.partition import ClientShard
+from privbench.scoring import scorers_for
 from privbench.spec import CellSpec
 from privbench.suite import Cell
 from privbench.tasks import TaskRun
@@ -53,9 +58,11 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
     model = load_model(folder, spec.task, len(data.label_names))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if spec.task == "causal_lm" and (audit is not None or (
-            lm.canaries.count and spec.attacks.canary_exposure.enabled)):
-        digit_token_ids(tokenizer)  # checked before training: exposure needs one token a digit
+    ranks_secrets = spec.task == "causal_lm" and (audit is not None or (
+        lm.canaries.count and spec.attacks.canary_exposure.enabled))
+    # checked before training: exposure can rank the secret space with this tokenizer
+    if ranks_secrets and (problem := exposure_problem(tokenizer, lm.canaries.digits)):
+        raise PrivbenchError(problem)
     adapter = HFAdapter(prepare_for_finetuning(model, spec.lm, spec.task), spec.task)
     train = examples(tokenizer, data.train_texts, data.train_labels, data.train_clients,
                      lm.max_length)
@@ -67,11 +74,30 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
         public = examples(tokenizer, texts, [0] * len(texts), [-1] * len(texts),
                           lm.max_length).batch()
 
+    shards = [ClientShard(c, np.flatnonzero(train.clients.numpy() == c))
+              for c in range(data.n_clients)]
+    trained_on, n_clients, hooks, canaries = train, data.n_clients, {}, None
+    if spec.audit.enabled and spec.audit.canary == "random-unit":  # white-box canary clients
+        dim = sum(p.numel() for p in adapter.init_params().values())
+        canaries, train_plan, hook = plant_canary_clients(spec, data.n_clients, dim)
+        trained_on = _with_canary_clients(train, canaries)
+        n_clients += int(canaries.bits.sum())
+        hooks["client_update_hook"] = hook
+
     def context(trained: TrainedModel) -> LMContext:
         return LMContext(cell=cell, data=data, tokenizer=tokenizer, train=train, test=test,
-                         trained=trained, audit=audit)
+                         trained=trained, audit=audit, shards=shards, canaries=canaries)
 
-    return TaskRun(adapter, from_examples(train.batch(), train.clients, data.n_clients), public,
-                   train_plan, context, list(LM_SCORERS), data.fingerprint(),
-                   optimizer=lm.optimizer, server_optimizer=lm.server_optimizer,
+    return TaskRun(adapter, from_examples(trained_on.batch(), trained_on.clients, n_clients),
+                   public, train_plan, context, scorers_for("language"), data.fingerprint(),
+                   hooks, optimizer=lm.optimizer, server_optimizer=lm.server_optimizer,
                    microbatch=lm.microbatch)
+
+
+def _with_canary_clients(train: Examples, canaries: CanarySet) -> Examples:
+    """The training examples plus one ordinary record (the first) for each included canary
+    client, whose trained update the hook replaces."""
+    ids = torch.as_tensor(canaries.client_ids[canaries.bits], dtype=torch.long)
+    first = train.subset(torch.zeros(len(ids), dtype=torch.long))
+    return Examples(torch.cat([train.ids, first.ids]), torch.cat([train.weights, first.weights]),
+                    torch.cat([train.labels, first.labels]), torch.cat([train.clients, ids]))

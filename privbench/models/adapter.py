@@ -20,7 +20,9 @@ Contract:
 - `release(params)` writes `params` into the module and returns it: the model a user receives.
 - Optionally `clipped_sum(params, batch, weights, clip)` computes the weighted sum of per-example
   gradients each clipped to `clip` without materialising them (ghost clipping); adapters that
-  cannot simply do not define it.
+  cannot simply do not define it. With `before_clip=` (trainers/per_example.BeforeClip: the
+  audit's canary rows) it takes the hook's rows' norms into its norms before its clip-factor
+  line and adds their gradients times that factor (the Dirac canaries need it).
 """
 
 from __future__ import annotations

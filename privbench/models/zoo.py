@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from privbench.errors import PrivbenchError
-from privbench.spec import ModelSpec
+from privbench.spec import DataSpec, ModelSpec
 
 
 def mlp(n_features: int, n_classes: int, hidden: list[int]) -> nn.Module:
@@ -186,9 +186,10 @@ def build_model(spec: ModelSpec, n_features: int, n_classes: int, seed: int) -> 
     return _seeded(spec, n_features, n_classes, seed)
 
 
-def spec_problems(spec: ModelSpec, dataset: str) -> list[str]:
-    """`model_problems` for a built-in data set's feature and class counts (spec checks)."""
-    from privbench.data import DATASETS
+def spec_problems(spec: ModelSpec, data: DataSpec) -> list[str]:
+    """`model_problems` for the data set's feature and class counts (spec checks; a user's files
+    are read once per file state, privbench/user_data.py)."""
+    from privbench.data import data_shape
 
-    x, y = DATASETS[dataset][0]()
-    return model_problems(spec, int(x.shape[1]), int(y.max()) + 1)
+    shape = data_shape(data)
+    return model_problems(spec, shape.n_features, shape.n_classes)

@@ -1,0 +1,119 @@
+"""Dirac gradient canaries travel the trainer's real path: they are rows of the Poisson batch, and
+each engine's per-example step sets a canary row's gradient (before clipping) to norm * e_coord,
+then computes its norm, clip factor and clipped contribution with the code real rows go through.
+
+So a trainer that computes or clips REAL examples' gradients wrongly leaks through the canaries
+too: the mutants below (each a bug in real-example clipping, with noise, sampling and accounting
+correct) get FAIL from the default white-box design of the mutation suite (192 Dirac canaries of
+norm 10 x clip on blank-pixel coordinates, full-batch DP-SGD, iterates). When the canaries were
+added to the clipped sum by a separate function they PASSED: that function clipped them itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_audit_mutation_suite import EXAMPLE, audit_verdict
+
+from privbench.models import build_model
+from privbench.spec import ModelSpec
+from privbench.trainers import aggregation, per_example
+from privbench.trainers.dpsgd import DiracRows, GradientCanaries
+from privbench.trainers.linear_stack import classifier_adapter
+
+REAL_EXAMPLE_NORMS = per_example.example_norms
+REAL_CLIP_FACTOR = aggregation.clip_factor
+
+
+def norm_of_last_tensor(grads):
+    """Mutant (vmap engine): each example's norm is taken over the last parameter tensor only,
+    so the clip factor is computed with the wrong norm."""
+    last = list(grads)[-1]
+    return REAL_EXAMPLE_NORMS({last: grads[last]})
+
+
+def batch_mean_norm_factor(norms: torch.Tensor, clip: float) -> torch.Tensor:
+    """Mutant (the one clipping rule): one factor per batch from its examples' mean norm,
+    clipping at the wrong granularity."""
+    return REAL_CLIP_FACTOR(norms.mean(dim=-1, keepdim=True), clip).expand_as(norms)
+
+
+VMAP = {**EXAMPLE, "model": {**EXAMPLE["model"], "engine": "vmap"}}
+MUTANTS = {
+    "vmap engine: clip factor from the last tensor's norm": (
+        VMAP, per_example, "example_norms", norm_of_last_tensor),
+    "default engine: clip factor from the batch's mean norm": (
+        EXAMPLE, aggregation, "clip_factor", batch_mean_norm_factor),
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_real_example_clipping_bug_leaks_through_the_canaries(mutant, monkeypatch,
+                                                              tmp_path: Path):
+    spec, owner, name, replacement = MUTANTS[mutant]
+    monkeypatch.setattr(owner, name, replacement)
+    verdict, failed = audit_verdict(spec, tmp_path)
+    print(f"\n{mutant}: {verdict} by {', '.join(failed) or 'nothing'}")
+    assert verdict == "FAIL"
+
+
+def test_correct_trainer_passes_on_the_vmap_engine(tmp_path: Path):
+    verdict, failed = audit_verdict(VMAP, tmp_path)
+    assert verdict == "PASS", failed
+
+
+@pytest.mark.parametrize("engine", ["vmap", "ghost", "hooks", "adapter"])
+def test_every_engine_clips_a_canary_row_like_a_real_row(engine):
+    """Every engine gives the same clipped sum for a batch holding canary rows: the real rows'
+    clipped gradients plus, per joined canary row, its clip factor (from the same clip-factor
+    line as the real rows) times norm at its coordinate; its norm is reported like a real
+    row's."""
+    model = build_model(ModelSpec(hidden=[4]), 3, 2, seed=0)
+    adapter = classifier_adapter(model)
+    params = {n: p.detach().unsqueeze(0).repeat(2, *[1] * p.dim()) for n, p in
+              model.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    batch = {"x": torch.randn(2, 5, 3, generator=gen), "y": torch.randint(0, 2, (2, 5),
+                                                                            generator=gen)}
+    weights = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.float32)
+    rows = torch.tensor([[False, False, True, True, False], [False, False, True, False, False]])
+    coords = torch.tensor([[0, 0, 2, 17, 0], [0, 0, 5, 0, 0]])  # 17: the second layer's weight
+    hook = DiracRows(rows, coords, norm=4.0, params=params)
+    real = weights * ~rows
+    clip = 0.5
+    if engine == "adapter":
+        got, norms = adapter.clipped_sum(params, batch, weights, clip, before_clip=hook)
+        want, want_norms = adapter.clipped_sum(params, batch, real, clip)
+    else:
+        got, norms = per_example.clipped_sum(adapter, params, batch, weights, clip=clip,
+                                             engine=engine, before_clip=hook)
+        want, want_norms = per_example.clipped_sum(adapter, params, batch, real, clip=clip,
+                                                   engine=engine)
+    flat = torch.cat([want[n].reshape(2, -1) for n in params], dim=1)
+    for k, i in rows.nonzero().tolist():
+        flat[k, coords[k, i]] += weights[k, i] * 4.0 * clip / 4.0
+    got_flat = torch.cat([got[n].reshape(2, -1) for n in params], dim=1)
+    torch.testing.assert_close(got_flat, flat)
+    torch.testing.assert_close(norms[rows], torch.full((3,), 4.0))
+    keep = ~rows & (weights > 0)
+    torch.testing.assert_close(norms[keep], want_norms[keep])
+
+
+def test_canaries_are_poisson_rows_of_the_batch():
+    """The canaries of a client join its batch as rows at the records' sampling rate, after its
+    records, drawn from the same stream right after them."""
+    from privbench.trainers.dpsgd import poisson_batches
+
+    valid = torch.ones(1, 400, dtype=torch.bool)
+    canaries = GradientCanaries(torch.ones(1, 300, dtype=torch.bool), torch.arange(300), 1.0)
+    idx, weights = poisson_batches(valid, 0.25, torch.Generator().manual_seed(3),
+                                   canaries=canaries.present)
+    rows = idx >= 400
+    real, joined = int((weights * ~rows).sum()), int((weights * rows).sum())
+    assert 70 < real < 130 and 45 < joined < 105
+    first_canary = int(rows[0].nonzero()[0])
+    assert first_canary == real and bool(rows[0, real:real + joined].all())
+    alone, alone_weights = poisson_batches(valid, 0.25, torch.Generator().manual_seed(3))
+    assert torch.equal(idx[:, :real], alone[:, :real]) and int(alone_weights.sum()) == real
