@@ -26,3 +26,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             ratio = b.stats.mean / base.stats.mean
             terminalreporter.write_line(
                 f"{group:24s} {b.name:60s} {b.stats.mean * 1e3:9.2f} ms  x{ratio:.2f}")
+    steady = {g: items for g, items in groups.items()
+              if any("steady_round_ms" in b.extra_info for b in items)}
+    if steady:
+        terminalreporter.section("steady-state round time, ratio to the group's baseline")
+    for group, items in sorted(steady.items()):
+        base = next((b for b in items if "[baseline" in b.name), None)
+        if base is None or "steady_round_ms" not in base.extra_info:
+            continue
+        ref = base.extra_info["steady_round_ms"]
+        for b in sorted(items, key=lambda b: b.extra_info.get("steady_round_ms", 0.0)):
+            ms = b.extra_info.get("steady_round_ms")
+            if ms is not None:
+                terminalreporter.write_line(
+                    f"{group:24s} {b.name:60s} {ms:9.2f} ms  x{ms / ref:.3f}")

@@ -24,6 +24,7 @@ from privbench.governance import governance_hooks
 from privbench.ledger import ledger_plaintext
 from privbench.manifest import check_cell_entry, write_cell_manifest
 from privbench.monitor import ROUNDS_FILE, RoundMonitor
+from privbench.resources import peak_rss_mb, reset_peak_rss
 from privbench.results import CellResult, json_safe, read_json, write_json
 from privbench.sealed import plaintext_lines, read_bytes, write_bytes
 from privbench.suite import Cell
@@ -83,9 +84,11 @@ def run_cell(cell: Cell, run_dir: Path,
     scorers read the trained model. An exception while preparing or training becomes a result
     with status "error" and the message; it is not stored as finished, so the next run tries the
     cell again. A scorer that fails after training adds an "error" row and a history entry; the
-    model and every other metric are kept.
+    model and every other metric are kept. The result records the cell's wall time and the
+    peak resident memory of the process while it ran (privbench.resources).
     """
     start = time.perf_counter()
+    reset_peak_rss()
     spec = cell.spec
     try:
         torch.manual_seed(spec.seed)
@@ -105,6 +108,7 @@ def run_cell(cell: Cell, run_dir: Path,
             spec=spec.model_dump(), seconds=time.perf_counter() - start,
             claim=trained.claim.model_dump(), metrics=metrics,
             history=[*trained.history, *failures], data_fingerprint=task.fingerprint,
+            peak_rss_mb=round(peak_rss_mb(), 1),
         )
         _store(run_dir, result, trained,
                governance.card(sum(1 for h in trained.history if "stopped" not in h)))
@@ -115,6 +119,7 @@ def run_cell(cell: Cell, run_dir: Path,
             spec=spec.model_dump(), seconds=time.perf_counter() - start,
             error=f"{type(e).__name__}: {e}",
             history=[{"traceback": traceback.format_exc(limit=6)}],
+            peak_rss_mb=round(peak_rss_mb(), 1),
         )
 
 

@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--seed", type=int, default=None, help="override the suite's seed")
     suite.add_argument("--workers", type=int, default=None,
                        help="parallel cells (default: the number of cores)")
+    suite.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="where cells run: a local process pool (default) or Ray")
+    suite.add_argument("--address", default=None, metavar="HOST:PORT",
+                       help="the Ray cluster to run on (default RAY_ADDRESS, else a local Ray "
+                            "started and stopped with the run)")
+    suite.add_argument("--max-memory-gb", type=float, default=None, metavar="GB",
+                       help="refuse, before training, a cell whose memory estimate exceeds "
+                            "this (default: the suite's max_memory_gb)")
     suite.add_argument("--quiet", action="store_true", help="print only the report's path")
     suite.add_argument("--policy", type=Path, default=None,
                        help="a policy TOML: refuse a spec that breaks it before training, and "
@@ -227,6 +235,11 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
         raise PrivbenchError("--encrypt: no run key; give --key-file FILE or set $PRIVBENCH_KEY "
                              "(`privbench keygen --encryption FILE` writes one)")
     signing_key = load_signing_key(args.signing_key)
+    if args.max_memory_gb is not None and not args.max_memory_gb > 0:
+        raise PrivbenchError(f"--max-memory-gb = {args.max_memory_gb:g}: must be above 0")
+    if args.address and args.backend != "ray":
+        raise PrivbenchError(f"--address {args.address}: only the Ray backend takes an "
+                             "address; add --backend ray or drop --address")
     suite = load_suite(args.suite, args.overrides, seed=args.seed)
     policy = None
     if args.policy is not None:
@@ -241,12 +254,14 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
     labels = {c.key: c.label for c in suite.cells}
     options = {"encrypt": args.encrypt, "signing_key": signing_key,
                "show_private_text": args.show_private_text}
+    where = {"backend": args.backend, "address": args.address,
+             "max_memory_gb": args.max_memory_gb}
 
     def recompute(key: str, why: str) -> None:
         print(f"cell {labels[key]}: {why}; recomputing it instead of loading it", file=sys.stderr)
 
     if args.quiet:
-        result = run_suite(suite, run_dir, workers=args.workers, policy=policy,
+        result = run_suite(suite, run_dir, workers=args.workers, policy=policy, **where,
                            on_event=lambda e: recompute(e[1], e[2]) if e[0] == "recompute"
                            else None, **options)
     else:
@@ -272,7 +287,7 @@ def _cmd_suite(args: argparse.Namespace, console: Console) -> int:
                     recompute(key, payload)
 
             result = run_suite(suite, run_dir, workers=args.workers, on_event=on_event,
-                               policy=policy, **options)
+                               policy=policy, **options, **where)
         _summary(console, result)
     if result.gates is not None:
         from privbench.cli_checks import print_gates

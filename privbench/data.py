@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from privbench.datasets import DATA_SETS, builtin_names
 from privbench.errors import PrivbenchError
+from privbench.federation_gen import load_synthetic
 from privbench.spec import DataSpec
 
 
@@ -69,7 +70,8 @@ def _breast_cancer() -> tuple[np.ndarray, np.ndarray]:
 
 # name -> (loader, whether features need standardising with train statistics, description); the
 # names and descriptions are the data-set registry's built-in tabular entries (datasets.py).
-_LOADERS = {"digits": (_digits, False), "breast_cancer": (_breast_cancer, True)}
+_LOADERS = {"digits": (_digits, False), "breast_cancer": (_breast_cancer, True),
+            "synthetic_federation": (load_synthetic, False)}
 DATASETS: dict[str, tuple[Callable[[], tuple[np.ndarray, np.ndarray]], bool, str]] = {
     name: (*_LOADERS[name], DATA_SETS.get(name).description)
     for name in builtin_names("tabular")}

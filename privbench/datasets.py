@@ -33,6 +33,8 @@ for _info in (
     DataSetInfo("digits", "tabular", "scikit-learn digits: 1,797 8x8 images, 10 classes", 1797),
     DataSetInfo("breast_cancer", "tabular",
                 "scikit-learn breast cancer: 569 records, 30 features", 569),
+    DataSetInfo("synthetic_federation", "tabular", "generated, seeded federated data "
+                "(privbench/federation_gen.py): 20,000 records, 32 features, 10 classes", 20_000),
     DataSetInfo("table", "tabular", "your CSV or Parquet file (data.path): numeric feature "
                 "columns, a label column (data.label), optionally a client-id column "
                 "(data.client)", path="file"),

@@ -139,13 +139,16 @@ def available_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def check_memory(cells: list, workers: int, available: float | None = None) -> None:
-    """Refuse, before any cell starts, a suite whose cells cannot fit in memory side by side.
+def check_memory(cells: list, workers: int, available: float | None = None,
+                 max_bytes: float | None = None) -> None:
+    """Refuse, before any cell starts, a suite whose cells cannot fit in memory side by side,
+    or a cell whose estimate exceeds the user's limit (`max_memory_gb`).
 
     Args:
         cells: the suite's cells still to run (privbench.suite.Cell).
         workers: how many cells run at once; each gets an equal share.
         available: bytes available (default: `available_memory()`).
+        max_bytes: the most one cell may need (`--max-memory-gb` / `max_memory_gb`), or None.
 
     Raises:
         PrivbenchError: one line naming the cell, the estimate, its largest term and its field.
@@ -156,9 +159,14 @@ def check_memory(cells: list, workers: int, available: float | None = None) -> N
     for cell in cells:
         parts = memory_parts(cell.spec)
         need = sum(p.bytes for p in parts)
+        top = max(parts, key=lambda p: p.bytes)
+        if max_bytes is not None and need > max_bytes:
+            raise PrivbenchError(
+                f"max_memory_gb = {max_bytes / 1e9:g}: cell {cell.label} needs about "
+                f"{_gb(need)} of memory, mostly {top.what} ({_gb(top.bytes)}); lower "
+                f"{top.field} or raise max_memory_gb (--max-memory-gb)")
         if need <= share:
             continue
-        top = max(parts, key=lambda p: p.bytes)
         per = "" if workers == 1 else f" per worker ({workers} cells at once; try --workers 1)"
         raise PrivbenchError(
             f"{top.field}: cell {cell.label} needs about {_gb(need)} of memory, mostly "

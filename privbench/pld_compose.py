@@ -23,6 +23,8 @@ from dp_accounting.pld import pld_pmf
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 from scipy import fft as sp_fft
 
+from privbench.pld_gaussian import gaussian_pld
+
 NEIGHBOURING = {
     "add_or_remove_one": dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
     "replace_one": dp_accounting.NeighboringRelation.REPLACE_ONE,
@@ -273,11 +275,7 @@ def _one_subsampled_round(z: float, q: float, neighbouring: str,
 @functools.lru_cache(maxsize=32)
 def _mechanism_pld(std: float, sampling_prob: float | None, neighbouring: str,
                    grid: float) -> pld_lib.PrivacyLossDistribution:
-    """The PLD of one (Poisson-subsampled) Gaussian, built by the same call as dp_accounting's
-    PLD accountant, once per process (PLDs are immutable)."""
-    kwargs: dict[str, Any] = {}
-    if sampling_prob is not None:
-        kwargs["sampling_prob"] = sampling_prob
-    return pld_lib.from_gaussian_mechanism(
-        standard_deviation=std, value_discretization_interval=grid,
-        neighboring_relation=NEIGHBOURING[neighbouring], **kwargs)
+    """The PLD of one (Poisson-subsampled) Gaussian, the same as dp_accounting's PLD accountant
+    builds (`pld_gaussian.gaussian_pld`: its loop in numpy), once per process (PLDs are
+    immutable)."""
+    return gaussian_pld(std, sampling_prob, NEIGHBOURING[neighbouring], grid)

@@ -39,6 +39,9 @@ class CellResult:
     metrics: list[MetricRow] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     data_fingerprint: str | None = None
+    # peak resident memory of the process that ran the cell (privbench.resources); `seconds`
+    # is its wall time. None for results stored before it was recorded.
+    peak_rss_mb: float | None = None
 
     def metric(self, scorer: str, metric: str) -> MetricRow | None:
         for row in self.metrics:
@@ -110,7 +113,7 @@ def read_json(path: Path, **where: Any) -> Any:
 SCHEMA = """
 CREATE TABLE cells (
     experiment TEXT PRIMARY KEY, label TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
-    seconds REAL, spec TEXT NOT NULL, claim TEXT, data_fingerprint TEXT
+    seconds REAL, spec TEXT NOT NULL, claim TEXT, data_fingerprint TEXT, peak_rss_mb REAL
 );
 CREATE TABLE metrics (
     experiment TEXT NOT NULL REFERENCES cells(experiment), scorer TEXT NOT NULL,
@@ -136,9 +139,10 @@ def _sqlite_bytes(cells: list[CellResult]) -> bytes:
     try:
         con.executescript(SCHEMA)
         con.executemany(
-            "INSERT INTO cells VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?)",
             [(c.key, c.label, c.status, c.error, c.seconds, json.dumps(json_safe(c.spec)),
-              json.dumps(json_safe(c.claim)) if c.claim else None, c.data_fingerprint)
+              json.dumps(json_safe(c.claim)) if c.claim else None, c.data_fingerprint,
+              c.peak_rss_mb)
              for c in cells],
         )
         con.executemany(

@@ -1,7 +1,9 @@
-"""Run a suite: finished cells are loaded, the rest run in a local process pool, then written.
+"""Run a suite: finished cells are loaded, the rest run on a backend, then the results written.
 
-Each worker process uses one torch thread, and so does a single in-process run, so the numbers do
-not depend on `--workers`. A cell that raises is reported with its error; the others still finish.
+The backend (privbench.backends: a local process pool, or Ray) only runs cells through
+`run_cell`; everything else is this module's, the same for every backend. Each cell uses one
+torch thread, so the numbers depend neither on `--workers` nor on the backend. A cell that raises
+is reported with its error; the others still finish.
 
 The run folder is locked while the run writes into it (privbench.runlock), and every file it
 stores is hashed into the run manifest (privbench.manifest) as it is written. Resuming a folder
@@ -11,22 +13,17 @@ hashes is recomputed instead of loaded, with a ("recompute", key, reason) event.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import privbench
-from privbench.cell import RESULT_FILE, cell_dir, load_finished, run_cell
-from privbench.crypto import active_run_key, set_run_key
+from privbench.backends import Backend, Event, EventSink, make_backend
+from privbench.cell import RESULT_FILE, cell_dir, load_finished
+from privbench.crypto import active_run_key
 from privbench.errors import PrivbenchError
 from privbench.limits import check_memory
 from privbench.manifest import (
@@ -41,12 +38,9 @@ from privbench.paths import safe_folder_name
 from privbench.results import CellResult, json_safe, write_json, write_sqlite
 from privbench.runlock import run_lock
 from privbench.sealed import encryption_record, run_key_for
-from privbench.suite import Cell, Suite
+from privbench.suite import Suite
 
-# (kind, cell key, payload): ("round", key, (done, total)), ("done", key, CellResult) or
-# ("recompute", key, why its stored files were not loaded)
-Event = tuple[str, str, Any]
-EventSink = Callable[[Event], None]
+__all__ = ["Event", "EventSink", "RunResult", "default_run_dir", "load_run", "run_suite"]
 
 
 @dataclass
@@ -73,7 +67,8 @@ def default_run_dir(suite: Suite, root: Path = Path("reports")) -> Path:
 
 def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
               on_event: EventSink | None = None, policy: Any = None, encrypt: bool = False,
-              signing_key: Any = None, show_private_text: bool = False) -> RunResult:
+              signing_key: Any = None, show_private_text: bool = False, backend: str = "local",
+              address: str | None = None, max_memory_gb: float | None = None) -> RunResult:
     """Run every cell of `suite` into `run_dir`, reusing finished cells found there.
 
     With a `policy` (privbench.gates.Policy) the finished run is gated and the report shows the
@@ -90,6 +85,11 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
         signing_key: an Ed25519 private key: sign the trail entry, the run manifest and
             gates.json (privbench.signatures).
         show_private_text: the report shows raw private text (privbench.report.write_report).
+        backend: "local" (process pool) or "ray" (privbench.backends).
+        address: the Ray cluster's HOST:PORT (Ray backend; default RAY_ADDRESS, else a local
+            Ray instance for the run).
+        max_memory_gb: refuse a cell whose memory estimate exceeds this (default: the suite's
+            `max_memory_gb`, else no limit beyond the memory available here).
 
     Returns:
         The RunResult.
@@ -103,12 +103,18 @@ def run_suite(suite: Suite, run_dir: Path, *, workers: int | None = None,
     # (resume verifies and may recompute more; those had fit once already).
     unfinished = [c for c in suite.cells
                   if not (cell_dir(Path(run_dir), c.key) / RESULT_FILE).exists()]
-    check_memory(unfinished, max(1, min(workers or os.cpu_count() or 1, len(unfinished) or 1)))
+    limit = max_memory_gb if max_memory_gb is not None else suite.spec.max_memory_gb
+    remote = backend == "ray" and bool(address or os.environ.get("RAY_ADDRESS"))
+    # A cluster's cells do not share this machine's memory: only the per-cell limit applies.
+    check_memory(unfinished, max(1, min(workers or os.cpu_count() or 1, len(unfinished) or 1)),
+                 available=float("inf") if remote else None,
+                 max_bytes=None if limit is None else limit * 1e9)
     if encrypt and active_run_key() is None:
         raise PrivbenchError("--encrypt: no run key; give --key-file FILE or set $PRIVBENCH_KEY "
                              "(`privbench keygen --encryption FILE` writes one)")
+    runner = make_backend(backend, workers or os.cpu_count() or 1, address)
     with run_lock(run_dir):
-        return _run_locked(suite, Path(run_dir), workers, on_event or (lambda event: None),
+        return _run_locked(suite, Path(run_dir), runner, on_event or (lambda event: None),
                            policy, encrypt, signing_key, show_private_text)
 
 
@@ -138,7 +144,7 @@ def _encryption(run_dir: Path, previous: dict[str, Any] | None, encrypt: bool) -
         record_run(run_dir, encryption=encryption_record(active_run_key()))
 
 
-def _run_locked(suite: Suite, run_dir: Path, workers: int | None, sink: EventSink,
+def _run_locked(suite: Suite, run_dir: Path, backend: Backend, sink: EventSink,
                 policy: Any, encrypt: bool = False, signing_key: Any = None,
                 show_private_text: bool = False) -> RunResult:
     previous = _refuse_unverified(run_dir)
@@ -165,11 +171,14 @@ def _run_locked(suite: Suite, run_dir: Path, workers: int | None, sink: EventSin
             sink(("recompute", cell.key, why))
     sink = _recording(run_dir, sink)
     todo = [c for c in suite.cells if c.key not in results]
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    if todo and n_workers == 1:
-        _run_inline(todo, run_dir, sink, results)
-    elif todo:
-        _run_pool(todo, run_dir, n_workers, sink, results)
+    try:
+        backend.submit(todo, run_dir)
+        for kind, key, payload in backend.events():
+            if kind == "done":
+                results[key] = payload
+            sink((kind, key, payload))
+    finally:
+        backend.close()
     ordered = [results[c.key] for c in suite.cells]
     gates = _write_outputs(suite, run_dir, ordered, policy, signing_key, show_private_text)
     return RunResult(suite=suite, run_dir=run_dir, cells=ordered, loaded=loaded, gates=gates,
@@ -189,67 +198,6 @@ def _recording(run_dir: Path, sink: EventSink) -> EventSink:
         sink(event)
 
     return record
-
-
-def _run_inline(todo: list[Cell], run_dir: Path, sink: EventSink,
-                results: dict[str, CellResult]) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for cell in todo:
-            result = run_cell(cell, run_dir,
-                              on_round=lambda d, t, k=cell.key: sink(("round", k, (d, t))))
-            results[cell.key] = result
-            sink(("done", cell.key, result))
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _worker_init(key: Any = None) -> None:
-    """One torch thread per worker; the parent's run key (spawned workers start without it)."""
-    torch.set_num_threads(1)
-    set_run_key(key)
-
-
-def _pool_cell(cell: Cell, run_dir: Path, events: Any) -> CellResult:
-    def report(done: int, total: int) -> None:
-        events.put(("round", cell.key, (done, total)))
-
-    return run_cell(cell, run_dir, on_round=report)
-
-
-def _run_pool(todo: list[Cell], run_dir: Path, n_workers: int, sink: EventSink,
-              results: dict[str, CellResult]) -> None:
-    ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
-        events = manager.Queue()
-        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(active_run_key(),)) as pool:
-            pending: dict[Future, Cell] = {
-                pool.submit(_pool_cell, cell, run_dir, events): cell for cell in todo
-            }
-            while pending:
-                finished, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                _drain(events, sink)
-                for fut in finished:
-                    cell = pending.pop(fut)
-                    try:
-                        result = fut.result()
-                    except Exception as e:  # the worker itself died
-                        result = CellResult(key=cell.key, label=cell.label, axes=cell.axes,
-                                            status="error", spec=cell.spec.model_dump(),
-                                            error=f"worker failed: {type(e).__name__}: {e}")
-                    results[cell.key] = result
-                    sink(("done", cell.key, result))
-            _drain(events, sink)
-
-
-def _drain(events: Any, sink: EventSink) -> None:
-    while True:
-        try:
-            sink(events.get_nowait())
-        except queue.Empty:
-            return
 
 
 def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],

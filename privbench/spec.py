@@ -425,6 +425,9 @@ class SuiteSpec(CellSpec):
     """A suite file: a cell spec plus an optional `[sweep]` grid of dotted field paths."""
 
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="refuse, before training, a cell whose memory estimate "
+        "(privbench.limits) exceeds this many GB; not part of a cell's content hash")
 
 
 def consistency_problems(spec: CellSpec) -> list[str]:

@@ -132,7 +132,7 @@ def resolve_relative_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 def expand(spec: SuiteSpec, source: str) -> list[Cell]:
     """The cartesian product of the sweep axes; each combination is validated as a cell."""
-    base = spec.model_dump(exclude={"sweep"})
+    base = spec.model_dump(exclude={"sweep", "max_memory_gb"})
     axes = list(spec.sweep.items())
     for key, values in axes:
         if not _is_field_path(key):

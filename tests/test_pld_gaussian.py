@@ -1,0 +1,57 @@
+"""The Gaussian PLD built with numpy (privbench.pld_gaussian) is dp_accounting's, bit for bit, and
+calibration through it finds the noise multiplier dp_accounting's own PLD accountant finds."""
+
+from __future__ import annotations
+
+import dp_accounting
+import numpy as np
+import pytest
+from dp_accounting import pld
+from dp_accounting.pld import privacy_loss_distribution as pld_lib
+
+from privbench import accounting
+from privbench.pld_compose import NEIGHBOURING
+from privbench.pld_gaussian import gaussian_pld
+
+
+def _same_pmf(a, b) -> None:
+    assert type(a) is type(b)
+    assert a._infinity_mass == b._infinity_mass
+    if isinstance(a, dp_accounting.pld.pld_pmf.DensePLDPmf):
+        assert a._lower_loss == b._lower_loss
+        assert a._probs.dtype == b._probs.dtype and np.array_equal(a._probs, b._probs)
+    else:
+        assert a._loss_probs == b._loss_probs
+
+
+@pytest.mark.parametrize(("std", "q", "relation", "grid"), [
+    (0.6807127582560548, 0.1, "add_or_remove_one", 1e-3),  # the Flower benchmark's plan
+    (1.1, 0.01, "add_or_remove_one", 3e-3),
+    (2.5, 0.9, "add_or_remove_one", 1e-2),
+    (0.8, None, "add_or_remove_one", 1e-3),  # no sampling
+    (1.3, 0.2, "replace_one", 1e-2),  # REPLACE: the library's own loop
+])
+def test_the_pld_is_dp_accountings_bit_for_bit(std, q, relation, grid):
+    kwargs = {} if q is None else {"sampling_prob": q}
+    want = pld_lib.from_gaussian_mechanism(standard_deviation=std,
+                                           value_discretization_interval=grid,
+                                           neighboring_relation=NEIGHBOURING[relation], **kwargs)
+    got = gaussian_pld(std, q, NEIGHBOURING[relation], grid)
+    _same_pmf(got._pmf_remove, want._pmf_remove)
+    _same_pmf(got._pmf_add, want._pmf_add)
+    assert got.get_epsilon_for_delta(1e-5) == want.get_epsilon_for_delta(1e-5)
+
+
+def test_calibration_finds_the_noise_dp_accountings_accountant_finds():
+    target, delta, q, steps = 3.0, 1e-5, 0.05, 12
+    accounting.calibrate_noise_multiplier.cache_clear()
+    got = accounting.calibrate_noise_multiplier(target, delta, q, steps)
+
+    def make_accountant() -> pld.PLDAccountant:
+        grid = accounting.CALIBRATION_DISCRETIZATION
+        return pld.PLDAccountant(value_discretization_interval=grid)
+
+    want = accounting._calibrate(make_accountant,
+                                 lambda z: accounting.poisson_gaussian_event(z, q, steps),
+                                 target, delta)
+    assert got == want
