@@ -46,6 +46,11 @@ class CellContext:
     def key(self) -> str:
         return self.cell.key
 
+    @property
+    def n_train_records(self) -> int:
+        """The real training records (the DP-SGD plan's shard size of a one-client run)."""
+        return len(self.data.y_train)
+
 
 Scorer = Callable[[Any], "list[MetricRow]"]
 ScorerKind = Literal["utility", "privacy", "membership", "audit", "exposure", "inversion", "cost"]

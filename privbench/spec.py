@@ -401,13 +401,13 @@ def strongest_canary(spec: CellSpec) -> tuple[str, str]:
       client, a finite epsilon), else secret canaries on the released model (language models)
       or mislabelled records.
     """
-    a, lm = spec.audit, spec.task != "tabular"
+    a = spec.audit
     white = a.surface in ("iterates", "final_weights")
     black_box = ("secret" if spec.task == "causal_lm" else "mislabelled", "final_model")
     if spec.privacy.unit == "client":
         return ("random-unit", a.surface) if white else black_box
     central = spec.data.clients == 1 and spec.train.cohort == 1 and spec.train.dropout == 0
-    if white and central and not lm and math.isfinite(spec.privacy.epsilon):
+    if white and central and math.isfinite(spec.privacy.epsilon):
         return "dirac", a.surface
     return black_box
 

@@ -112,7 +112,7 @@ def test_a_perfect_separation_certifies_the_ceiling(saved_model):  # noqa: F811
 
 
 @pytest.mark.parametrize("override, message", [
-    (["audit.canary=dirac"], "audit.canary = 'dirac': language models are audited with secret"),
+    (["audit.canary=dirac"], "audit.canary = 'dirac': gradient canaries enter example-level"),
     (["audit.n_canaries=60"], "audit.n_canaries = 60: at most half"),
 ])
 def test_lm_audit_errors_name_the_field(saved_model, override, message):  # noqa: F811

@@ -21,13 +21,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from privbench.audit.design import auto_design
-from privbench.audit.gradient_canaries import plant_dirac_canaries, quiet_coordinates
+from privbench.audit.gradient_canaries import (
+    plant_dirac_canaries,
+    quiet_adapter_coordinates,
+    quiet_coordinates,
+)
 from privbench.data import SplitData
 from privbench.errors import PrivbenchError
 from privbench.partition import ClientShard
@@ -154,6 +159,35 @@ def plant_canary_clients(cell: CellSpec, n_clients: int, dim: int
     client_ids, train = _canary_clients(cell.train, bits, n_clients)
     canaries = _random_unit(cell.audit, bits, client_ids, rng, dim, cell.privacy.clip)
     return canaries, train, CanaryUpdateHook(canaries)
+
+
+def plants_dirac(spec: CellSpec) -> bool:
+    """Whether a cell's DP-SGD carries Dirac gradient canaries (a one-run audit of a finite
+    claim)."""
+    return plants_canaries(spec) and spec.audit.canary == "dirac"
+
+
+def plant_adapter_dirac_canaries(cell: CellSpec, adapter: Any, public: dict[str, torch.Tensor]
+                                 ) -> tuple[CanarySet, GradientCanaries]:
+    """Dirac canaries for any model adapter (a language model's LoRA or full parameters): the
+    same bits and norm as `plant_canaries` draws, on the quietest trainable coordinates of the
+    public batch (`quiet_adapter_coordinates`); every canary a record of the one client.
+
+    Args:
+        cell: the cell's spec (audit.canary = "dirac", one client, example level).
+        adapter: the model adapter the trainer trains.
+        public: a public batch (never the training records) the coordinates are chosen on.
+
+    Returns:
+        The canaries and the trainer's view of them.
+    """
+    rng = canary_rng(cell.seed)
+    m = cell.audit.n_canaries
+    bits = rng.random(m) < 0.5
+    coords = quiet_adapter_coordinates(adapter, public, m, rng)
+    norm = cell.audit.canary_norm * cell.privacy.clip
+    canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
+    return canaries, plant_dirac_canaries(bits, coords, norm, 1)
 
 
 def _canary_clients(train: TrainSpec, bits: np.ndarray, n_real: int

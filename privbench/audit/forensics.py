@@ -220,7 +220,7 @@ def composition(ctx: CellContext) -> Finding | None:
     per_round = 1
     if spec.privacy.unit == "example":
         per_round = make_plan(spec.train, spec.privacy, 1,
-                              mean_shard=float(len(ctx.data.y_train))).local_steps
+                              mean_shard=float(ctx.n_train_records)).local_steps
     ran = rounds * per_round
     return Finding("composition", 0.0 if claim.steps < ran else 1.0, spec.audit.forensics_alpha,
                    f"claim composes {claim.steps} steps; the run shows {ran}",

@@ -16,6 +16,7 @@ Neyman-Pearson test of one canary, hence the strongest white-box score.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,24 @@ def quiet_coordinates(model: nn.Module, x: np.ndarray, y: np.ndarray, m: int,
         params, torch.from_numpy(x).float(), torch.from_numpy(y).long())
     energy = torch.cat([g.pow(2).mean(dim=0).flatten() for g in grads.values()]).double().numpy()
     return np.lexsort((rng.random(n_params), energy))[:m]
+
+
+def quiet_adapter_coordinates(adapter: Any, batch: dict[str, torch.Tensor], m: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    """`quiet_coordinates` for any model adapter (a language model's LoRA or full parameters):
+    the m trainable coordinates with the smallest mean squared per-example gradient on the
+    public `batch` at the initial parameters, by the trainer's own per-example engine."""
+    from privbench.trainers.per_example import per_example_grads
+
+    params = adapter.init_params()
+    n_params = sum(p.numel() for p in params.values())
+    if m > n_params:
+        raise ValueError(f"audit.n_canaries = {m}: the model has only {n_params} trainable "
+                         "parameters, one per Dirac canary; lower it")
+    grads = per_example_grads(adapter, {n: p.unsqueeze(0) for n, p in params.items()},
+                              {n: v.unsqueeze(0) for n, v in batch.items()})
+    energy = torch.cat([g[0].pow(2).mean(dim=0).flatten() for g in grads.values()])
+    return np.lexsort((rng.random(n_params), energy.double().numpy()))[:m]
 
 
 def plant_dirac_canaries(bits: np.ndarray, coords: np.ndarray, norm: float,

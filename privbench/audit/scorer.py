@@ -60,7 +60,7 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
         observed = trained.observations
         snapshots = [initial, *(observed.iterates if spec.audit.surface == "iterates"
                                 else [observed.final_params])]
-        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(ctx.data.y_train)))
+        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))
         return claimed_mechanism(spec, plan).scores(
             coordinate_values(snapshots, canaries.coords), len(observed.iterates))
     if spec.audit.surface == "final_weights":

@@ -68,7 +68,7 @@ def mechanism_output(ctx: CellContext) -> str | None:
     if canaries.kind == "dirac":
         if blank_coordinates(ctx, canaries.coords).all():
             return None
-        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(ctx.data.y_train)))
+        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))
         if spec.audit.surface == "iterates" and plan.local_steps == 1:
             return None  # each round is one DP step: its noise is drawn after its gradients
         return ("real records' gradients move the canary coordinates between the observed "
@@ -80,7 +80,7 @@ def blank_coordinates(ctx: CellContext, coords: np.ndarray) -> np.ndarray:
     """True for flat coordinates of the first layer's weight whose input feature is zero in every
     training record: no real record moves them, so they carry the canary and the noise alone."""
     first = next(iter(initial_params(ctx).values()))
-    if first.dim() != 2:
+    if ctx.cell.spec.task != "tabular" or first.dim() != 2:  # text has no blank input feature
         return np.zeros(len(coords), bool)
     n_out, n_in = first.shape
     blank = np.all(ctx.data.x_train == 0, axis=0)
@@ -126,7 +126,7 @@ def canary_segments(ctx: CellContext, *, whiten: bool = True
     per_round = spec.audit.surface == "iterates"
     snaps = snapshots(ctx)
     if canaries.kind == "dirac":
-        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(ctx.data.y_train)))
+        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))
         mech = claimed_mechanism(spec, plan)
         values = coordinate_values(snaps, canaries.coords)
         signal = min(canaries.norm, spec.privacy.clip)  # the planted canary, clipped

@@ -47,11 +47,16 @@ def lm_problems(spec: CellSpec) -> list[str]:
     if a.enabled and a.canary == "random-unit" and a.design != "manual":
         problems.append(f"audit.design = {a.design!r}: the auto design searches over a "
                         "classifier's data; set audit.design = 'manual' for a language model")
-    elif a.enabled and a.canary not in ("secret", "random-unit"):
+    elif a.enabled and a.canary not in ("secret", "random-unit", "dirac"):
         problems.append(f"audit.canary = {a.canary!r}: language models are audited with secret "
                         "canaries on the released model (audit.canary = 'secret', task "
-                        "causal_lm) or with canary clients on the weights (audit.canary = "
-                        "'random-unit', client level)")
+                        "causal_lm), with canary clients on the weights (audit.canary = "
+                        "'random-unit', client level) or Dirac gradient canaries "
+                        "(audit.canary = 'dirac', centralised DP-SGD)")
+    elif a.enabled and a.canary in ("random-unit", "dirac"):  # the white-box designs' checks
+        from privbench.spec import audit_problems
+
+        problems += audit_problems(spec)
     elif a.enabled and a.canary == "secret" and (
             a.surface != "final_model" or a.mode != "one-run" or spec.task != "causal_lm"):
         problems.append(f"audit.surface = {a.surface!r}: secret canaries are scored on the "

@@ -55,6 +55,11 @@ class LMContext:
     def task(self) -> str:
         return self.cell.spec.task
 
+    @property
+    def n_train_records(self) -> int:
+        """The real training examples (the DP-SGD plan's shard size of a one-client run)."""
+        return len(self.train)
+
 
 def example_losses(ctx: LMContext, ex: Examples) -> np.ndarray:
     """Per-example loss of the released model: mean token NLL, or cross-entropy for classifiers."""

@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from privbench.audit.canaries import CanarySet, plant_canary_clients
+from privbench.audit.canaries import (
+    CanarySet,
+    plant_adapter_dirac_canaries,
+    plant_canary_clients,
+    plants_dirac,
+)
 from privbench.audit.lm_canaries import plant_secret_canaries, plants_secret_canaries
 from privbench.errors import PrivbenchError
 from privbench.lm.corpus import public_corpus
@@ -83,6 +88,9 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
         trained_on = _with_canary_clients(train, canaries)
         n_clients += int(canaries.bits.sum())
         hooks["client_update_hook"] = hook
+    elif plants_dirac(spec):  # Dirac gradient canaries: rows of the one client's batches
+        canaries, hooks["gradient_canaries"] = plant_adapter_dirac_canaries(
+            spec, adapter, public if public is not None else train.batch())
 
     def context(trained: TrainedModel) -> LMContext:
         return LMContext(cell=cell, data=data, tokenizer=tokenizer, train=train, test=test,
