@@ -111,11 +111,18 @@ def test_every_lm_mutant_gets_fail(mutant, saved_model, monkeypatch, tmp_path): 
     assert verdict == "FAIL"
 
 
-def test_the_correct_lm_trainer_passes(saved_model, monkeypatch, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("design", ["client", "example"])
+def test_the_correct_lm_trainer_passes_in_at_least_19_of_20_seeds(saved_model, monkeypatch,  # noqa: F811
+                                                                  tmp_path, design):
+    """Coverage of the LM designs: on the correct trainer (true epsilon at most the claim),
+    eps_LB stays within the claim and every forensic test passes in at least 19 of 20 runs."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    outcomes = [audit_verdict(lm_spec(saved_model, seed), tmp_path / str(seed))
-                for seed in range(3)]
-    assert [v for v, _ in outcomes] == ["PASS"] * 3, outcomes
+    spec = lm_spec if design == "client" else lm_example_spec
+    outcomes = [audit_verdict(spec(saved_model, seed=seed), tmp_path / str(seed))
+                for seed in range(20)]
+    alarms = [(seed, failed) for seed, (v, failed) in enumerate(outcomes) if v == "FAIL"]
+    print(f"\nLM {design}: false alarms {len(alarms)}/20 {alarms}")
+    assert len(alarms) <= 1
 
 
 @pytest.mark.parametrize("epsilon", [4.0])
