@@ -53,7 +53,8 @@ class CellContext:
 
 
 Scorer = Callable[[Any], "list[MetricRow]"]
-ScorerKind = Literal["utility", "privacy", "membership", "audit", "exposure", "inversion", "cost"]
+ScorerKind = Literal["utility", "privacy", "membership", "baseline", "audit", "exposure",
+                     "inversion", "cost"]
 Context = Literal["classifier", "language"]
 
 
@@ -101,6 +102,13 @@ for _entry in (  # in the order a cell runs them
     ScorerEntry("lm_loss_attack", "membership", ("language",), ("loss",),
                 "LOSS membership attack on whole sequences",
                 "privbench.lm.scorers:lm_loss_attack_scorer"),
+    ScorerEntry("lm_text_attacks", "membership", ("language",), ("min_k", "zlib", "ref_ratio"),
+                "Min-K%, zlib ratio and reference ratio (the model before fine-tuning) on "
+                "sequences, each with the blind baseline's AUC",
+                "privbench.lm.scorers:lm_text_attacks_scorer"),
+    ScorerEntry("lm_blind_baseline", "baseline", ("language",), ("blind",),
+                "text-only classifier of the same members and non-members (no model queried)",
+                "privbench.lm.scorers:lm_blind_baseline_scorer"),
     ScorerEntry("shadow_attack", "membership", ("classifier",), ("lira", "rmia"),
                 "LiRA and RMIA with shadow models trained by the trainer",
                 "privbench.membership_audit:shadow_attack_scorer"),

@@ -94,6 +94,12 @@ def test_suite_fine_tunes_and_scores_a_saved_model_folder(saved_model, tmp_path,
         assert 1.0 < ppl.value < 2 * 600 and ppl.ci_low <= ppl.value <= ppl.ci_high
         assert 0.0 <= cell.metric("utility", "next_token_accuracy").value <= 1.0
         assert 0.0 <= cell.metric("loss", "auc").value <= 1.0
+        # Min-K%, zlib and the reference ratio, each beside the blind text-only baseline
+        blind = cell.metric("blind", "auc")
+        assert blind is not None and blind.surface == "text only"
+        for attack in ("loss", "min_k", "zlib", "ref_ratio"):
+            row = cell.metric(attack, "auc")
+            assert 0.0 <= row.value <= 1.0 and row.details["blind_auc"] == blind.value, attack
         exp = cell.metric("canary_exposure", "mean_exposure")
         assert 0.0 <= exp.value <= 2 * math.log2(10) + 1e-9
         assert exp.details["n_planted"] + exp.details["n_not_planted"] == 4
@@ -102,6 +108,7 @@ def test_suite_fine_tunes_and_scores_a_saved_model_folder(saved_model, tmp_path,
     assert {p.name: p.stat().st_mtime for p in saved_model.iterdir()} == before
     html = (tmp_path / "run" / "index.html").read_text()
     assert "Language model" in html and "canary exposure" in html
+    assert "blind baseline AUC (text only)" in html and "Min-K% AUC" in html
     # The summary table's accuracy column shows each LM cell's next-token accuracy.
     out = io.StringIO()
     _summary(Console(file=out, width=200), result)

@@ -1,5 +1,6 @@
-"""Report rows for language-model cells: perplexity, canary exposure and the audit's eps_LB
-(with its ceiling and verdict) per claimed epsilon."""
+"""Report rows for language-model cells: perplexity, the membership attacks beside the blind
+text-only baseline, canary exposure and the audit's eps_LB (with its ceiling and verdict) per
+claimed epsilon."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def lm_report_rows(cells: list[CellResult]) -> list[dict[str, Any]]:
             "next_token_accuracy": c.metric("utility", "next_token_accuracy"),
             "accuracy": c.metric("utility", "accuracy"),
             "loss_auc": c.metric("loss", "auc"),
+            "min_k_auc": c.metric("min_k", "auc"),
+            "zlib_auc": c.metric("zlib", "auc"),
+            "ref_ratio_auc": c.metric("ref_ratio", "auc"),
+            "blind_auc": c.metric("blind", "auc"),
             "exposure": exposure,
             "max_exposure": c.metric("canary_exposure", "max_exposure"),
             "extracted": c.metric("canary_exposure", "extracted"),

@@ -101,20 +101,123 @@ def lm_utility_scorer(ctx: LMContext) -> list[MetricRow]:
             MetricRow(ctx.key, "utility", "loss", loss, None, None, None, {"n": len(test)})]
 
 
-def lm_loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
-    """LOSS attack on whole sequences: members are a seeded sample of training messages (no
-    canaries), as many as the held-out messages, which are the non-members."""
-    if not ctx.cell.spec.attacks.loss.enabled:
-        return []
-    attack = LossAttack()
+def membership_split(ctx: LMContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The membership attacks' members (a seeded sample of training messages, no canaries) and
+    non-members (as many held-out messages): indices into ctx.train and ctx.test."""
     pool = np.flatnonzero(~ctx.data.train_is_canary)
     rng = np.random.default_rng([ctx.cell.spec.seed, 0x1055])
     n = min(len(pool), len(ctx.test))
     members = torch.from_numpy(np.sort(rng.choice(pool, size=n, replace=False)))
     nonmembers = torch.from_numpy(np.sort(rng.choice(len(ctx.test), size=n, replace=False)))
+    return members, nonmembers
+
+
+def lm_loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
+    """LOSS attack on whole sequences, on the `membership_split` members and non-members."""
+    if not ctx.cell.spec.attacks.loss.enabled:
+        return []
+    attack = LossAttack()
+    members, nonmembers = membership_split(ctx)
     s_in = attack.score(example_losses(ctx, ctx.train.subset(members)))
     s_out = attack.score(example_losses(ctx, ctx.test.subset(nonmembers)))
-    return membership_rows(ctx.key, attack.name, attack.surface, s_in, s_out)
+    rows = membership_rows(ctx.key, attack.name, attack.surface, s_in, s_out)
+    blind = _blind_auc(*_texts(ctx, members, nonmembers), ctx.cell.spec.seed)
+    for row in rows:
+        if row.metric == "auc":
+            row.details["blind_auc"] = blind
+    return rows
+
+
+MIN_K = 0.2  # Min-K%: the mean of the 20% least likely tokens (Shi et al. 2024)
+
+
+def lm_text_attacks_scorer(ctx: LMContext) -> list[MetricRow]:
+    """Min-K%, zlib ratio and the reference ratio (the model before fine-tuning as reference)
+    on the LOSS attack's members and non-members of a causal LM; each AUC row carries the
+    blind text-only baseline's AUC on the same texts (`lm_blind_baseline_scorer`)."""
+    from privbench.attacks.membership.lm import (
+        min_k_score,
+        reference_ratio_score,
+        zlib_ratio_score,
+    )
+
+    if ctx.task != "causal_lm" or not ctx.cell.spec.attacks.loss.enabled:
+        return []
+    members, nonmembers = membership_split(ctx)
+    texts_in, texts_out = _texts(ctx, members, nonmembers)
+    lp_in, lp_out = (_token_logprobs(ctx.trained.model, ctx.train.subset(members)),
+                     _token_logprobs(ctx.trained.model, ctx.test.subset(nonmembers)))
+    scores = {"min_k": (min_k_score(lp_in, MIN_K), min_k_score(lp_out, MIN_K)),
+              "zlib": (zlib_ratio_score(lp_in, texts_in), zlib_ratio_score(lp_out, texts_out))}
+    reference = _model_before_fine_tuning(ctx)
+    if reference is not None:
+        scores["ref_ratio"] = (
+            reference_ratio_score(lp_in, _token_logprobs(reference, ctx.train.subset(members))),
+            reference_ratio_score(lp_out, _token_logprobs(reference,
+                                                          ctx.test.subset(nonmembers))))
+    blind = _blind_auc(texts_in, texts_out, ctx.cell.spec.seed)
+    rows = []
+    for name, (s_in, s_out) in scores.items():
+        rows += membership_rows(ctx.key, name, "final_model", s_in, s_out)
+    for row in rows:
+        if row.metric == "auc":
+            row.details["blind_auc"] = blind
+            if row.scorer == "min_k":
+                row.details["k"] = MIN_K
+            if row.scorer == "ref_ratio":
+                row.details["reference"] = "the model before fine-tuning (public)"
+    return rows
+
+
+def lm_blind_baseline_scorer(ctx: LMContext) -> list[MetricRow]:
+    """The blind baseline (Das et al. 2024): a text-only classifier of the same members and
+    non-members, no model queried. An attack that does not beat it reads a distribution shift
+    between the two sets, not the model's memory."""
+    from privbench.attacks.membership.lm import blind_scores
+
+    if not ctx.cell.spec.attacks.loss.enabled:
+        return []
+    texts_in, texts_out = _texts(ctx, *membership_split(ctx))
+    s_in, s_out = blind_scores(texts_in, texts_out, seed=ctx.cell.spec.seed)
+    return membership_rows(ctx.key, "blind", "text only", s_in, s_out)
+
+
+def _texts(ctx: LMContext, members: torch.Tensor, nonmembers: torch.Tensor
+           ) -> tuple[list[str], list[str]]:
+    return ([ctx.data.train_texts[int(i)] for i in members],
+            [ctx.data.test_texts[int(i)] for i in nonmembers])
+
+
+def _blind_auc(texts_in: list[str], texts_out: list[str], seed: int) -> float:
+    """The blind baseline's AUC, as `lm_blind_baseline_scorer` scores it (same folds)."""
+    from privbench.attacks.membership.lm import blind_scores
+    from privbench.roc import auc
+
+    return float(auc(*blind_scores(texts_in, texts_out, seed=seed)))
+
+
+def _token_logprobs(model: torch.nn.Module, ex: Examples) -> list[np.ndarray]:
+    """Each example's real tokens' log-probabilities (as trained: truncated, with BOS)."""
+    from privbench.lm_signals import sequence_logprobs
+
+    lengths = (ex.weights.sum(dim=1) + 1).long().tolist()
+    return sequence_logprobs(model, [ex.ids[i, :n].tolist() for i, n in enumerate(lengths)])
+
+
+def _model_before_fine_tuning(ctx: LMContext) -> torch.nn.Module | None:
+    """The released model with its trainable parameters set back to where training started
+    (public: the pretrained weights, and LoRA's initial adapters), or None if not recorded."""
+    import copy
+
+    initial = ctx.trained.observations.initial_params
+    if not initial:
+        return None
+    model = copy.deepcopy(ctx.trained.model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in initial:
+                p.copy_(initial[name])
+    return model.eval()
 
 
 def canary_exposure_scorer(ctx: LMContext) -> list[MetricRow]:
