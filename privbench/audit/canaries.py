@@ -113,16 +113,13 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
     """Draw canaries and inclusion bits; add one client per included canary, with the expected
     cohort scaled to keep the real clients' sampling rate (Dirac canaries are records of the one
     client instead)."""
-    spec, clip, seed = auto_design(cell, data, model), cell.privacy.clip, cell.seed
-    rng = canary_rng(seed)
+    spec, clip = auto_design(cell, data, model), cell.privacy.clip
     m = spec.n_canaries
-    bits = rng.random(m) < 0.5
+    rng, bits = draw_bits(cell.seed, m)
     if spec.canary == "dirac":
         coords = quiet_coordinates(model, data.x_pop, data.y_pop, m, rng)
-        norm = spec.canary_norm * clip
-        canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
-        return PlantedRun(data, list(shards), canaries, cell.train,
-                          gradient_canaries=plant_dirac_canaries(bits, coords, norm, len(shards)))
+        canaries, gradient = _dirac(spec, bits, coords, clip, len(shards))
+        return PlantedRun(data, list(shards), canaries, cell.train, gradient_canaries=gradient)
     client_ids, train = _canary_clients(cell.train, bits, len(shards))
     if spec.canary in ("mislabelled", "ood"):
         x, y = input_canaries(spec.canary, data, m, rng)
@@ -154,8 +151,7 @@ def plant_canary_clients(cell: CellSpec, n_clients: int, dim: int
     Returns:
         The canaries, the train plan with the audited cohort, and the trainer's update hook.
     """
-    rng = canary_rng(cell.seed)
-    bits = rng.random(cell.audit.n_canaries) < 0.5
+    rng, bits = draw_bits(cell.seed, cell.audit.n_canaries)
     client_ids, train = _canary_clients(cell.train, bits, n_clients)
     canaries = _random_unit(cell.audit, bits, client_ids, rng, dim, cell.privacy.clip)
     return canaries, train, CanaryUpdateHook(canaries)
@@ -181,13 +177,24 @@ def plant_adapter_dirac_canaries(cell: CellSpec, adapter: Any, public: dict[str,
     Returns:
         The canaries and the trainer's view of them.
     """
-    rng = canary_rng(cell.seed)
-    m = cell.audit.n_canaries
-    bits = rng.random(m) < 0.5
-    coords = quiet_adapter_coordinates(adapter, public, m, rng)
-    norm = cell.audit.canary_norm * cell.privacy.clip
+    rng, bits = draw_bits(cell.seed, cell.audit.n_canaries)
+    coords = quiet_adapter_coordinates(adapter, public, len(bits), rng)
+    return _dirac(cell.audit, bits, coords, cell.privacy.clip, 1)
+
+
+def draw_bits(seed: int, m: int) -> tuple[np.random.Generator, np.ndarray]:
+    """The canaries' generator and their Bernoulli(1/2) inclusion bits, its first draw (every
+    design then draws its canaries from the same generator)."""
+    rng = canary_rng(seed)
+    return rng, rng.random(m) < 0.5
+
+
+def _dirac(audit: AuditSpec, bits: np.ndarray, coords: np.ndarray, clip: float,
+           n_clients: int) -> tuple[CanarySet, GradientCanaries]:
+    """Dirac canaries of norm audit.canary_norm * clip on `coords`, records of client 0."""
+    norm = audit.canary_norm * clip
     canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
-    return canaries, plant_dirac_canaries(bits, coords, norm, 1)
+    return canaries, plant_dirac_canaries(bits, coords, norm, n_clients)
 
 
 def _canary_clients(train: TrainSpec, bits: np.ndarray, n_real: int

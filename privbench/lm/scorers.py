@@ -9,6 +9,7 @@ accuracy for classification), scorer "loss" (membership_rows), scorer "canary_ex
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -173,12 +174,10 @@ def lm_blind_baseline_scorer(ctx: LMContext) -> list[MetricRow]:
     """The blind baseline (Das et al. 2024): a text-only classifier of the same members and
     non-members, no model queried. An attack that does not beat it reads a distribution shift
     between the two sets, not the model's memory."""
-    from privbench.attacks.membership.lm import blind_scores
-
     if not ctx.cell.spec.attacks.loss.enabled:
         return []
     texts_in, texts_out = _texts(ctx, *membership_split(ctx))
-    s_in, s_out = blind_scores(texts_in, texts_out, seed=ctx.cell.spec.seed)
+    s_in, s_out = _blind(tuple(texts_in), tuple(texts_out), ctx.cell.spec.seed)
     return membership_rows(ctx.key, "blind", "text only", s_in, s_out)
 
 
@@ -190,10 +189,19 @@ def _texts(ctx: LMContext, members: torch.Tensor, nonmembers: torch.Tensor
 
 def _blind_auc(texts_in: list[str], texts_out: list[str], seed: int) -> float:
     """The blind baseline's AUC, as `lm_blind_baseline_scorer` scores it (same folds)."""
-    from privbench.attacks.membership.lm import blind_scores
     from privbench.roc import auc
 
-    return float(auc(*blind_scores(texts_in, texts_out, seed=seed)))
+    return float(auc(*_blind(tuple(texts_in), tuple(texts_out), seed)))
+
+
+@functools.lru_cache(maxsize=4)
+def _blind(texts_in: tuple[str, ...], texts_out: tuple[str, ...], seed: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The blind classifier's out-of-fold scores, fitted once per cell's texts (the LOSS rows,
+    the text attacks' rows and the baseline's own rows all read them)."""
+    from privbench.attacks.membership.lm import blind_scores
+
+    return blind_scores(texts_in, texts_out, seed=seed)
 
 
 def _token_logprobs(model: torch.nn.Module, ex: Examples) -> list[np.ndarray]:
