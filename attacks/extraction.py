@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from privbench.attacks.membership.lm import mean_nll, zlib_entropy
-from privbench.lm_signals import encode, sequence_logprobs
+from privbench.query.causal_lm import encode, sequence_logprobs
 
 
 @dataclass

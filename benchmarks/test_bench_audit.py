@@ -1,6 +1,6 @@
 """One-run audit overhead: client-level DP-FedAvg on digits (40 clients, cohort 10, 10 rounds,
 MLP 64-64-10, epsilon 2) trained without an audit (the baseline) against the same run audited as
-privbench/cell.py audits it: 200 update-space canaries planted as extra clients
+privbench/run/cell.py audits it: 200 update-space canaries planted as extra clients
 (audit.plant_canaries, "random-unit" on the "iterates" surface) with the trainer's
 client_update_hook, then scored (audit.scorer.canary_scores) and bounded (audit_bound, the
 one-run estimator). Rows for training with the canaries alone and for the scoring alone show
@@ -34,17 +34,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from privbench import accounting
 from privbench.audit.canaries import plant_canaries
 from privbench.audit.family import clear_caches
 from privbench.audit.forensics import forensic_rows
 from privbench.audit.scorer import audit_bound, canary_scores
-from privbench.data import load_split
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.models import build_model
-from privbench.partition import partition
+from privbench.privacy import accounting
 from privbench.scoring import CellContext
-from privbench.spec import validate_suite
-from privbench.suite import expand
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 from privbench.trainers import tabular_inputs, train_fedavg
 
 SUITE = {
@@ -86,7 +86,7 @@ def _plain(cell, data, shards):
 
 def _audited_training(cell, data, shards):
     """Plant the canaries and train with the update hook or the gradient canaries, as
-    privbench/cell.py does."""
+    privbench/run/cell.py does."""
     spec = cell.spec
     model = _model(cell, data)
     planted = plant_canaries(spec, data, shards, model)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
-from privbench.spec import ModelSpec
+from privbench.spec.schema import ModelSpec
 from privbench.trainers.aggregation import gaussian_like
 from privbench.trainers.dpsgd import poisson_batches
 from privbench.trainers.per_example import clipped_sum

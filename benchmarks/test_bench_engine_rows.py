@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
-from privbench.spec import ModelSpec
+from privbench.spec.schema import ModelSpec
 from privbench.trainers.linear_stack import linear_stack_clipped_sum
 from privbench.trainers.per_example import clipped_sum
 

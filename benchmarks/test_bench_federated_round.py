@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from privbench.data import load_split
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
-from privbench.partition import partition
-from privbench.spec import DataSpec, ModelSpec
+from privbench.spec.schema import DataSpec, ModelSpec
 from privbench.trainers.client_data import ClientData, from_shards
 from privbench.trainers.client_update import local_sgd
 

@@ -34,7 +34,7 @@ EPSILON, DELTA, CLIP, SEED, WARM = 8.0, 1e-5, 1.0, 0, 5
 
 
 def _noise_multiplier(private: bool) -> float:
-    from privbench.accounting import calibrate_noise_multiplier
+    from privbench.privacy.accounting import calibrate_noise_multiplier
 
     return calibrate_noise_multiplier(EPSILON, DELTA, COHORT / CLIENTS, ROUNDS) if private else 0.0
 
@@ -48,11 +48,11 @@ def run_privbench(private: bool) -> list[float]:
     """One privbench federation as a cell trains it (data, partition, model, `train_fedavg`
     with its round monitor and work folder: ledger, checkpoints); the time at every round's end.
     """
-    from privbench.data import load_split
+    from privbench.data.partition import partition
+    from privbench.data.splits import load_split
     from privbench.models import build_model
-    from privbench.monitor import RoundMonitor
-    from privbench.partition import partition
-    from privbench.spec import CellSpec
+    from privbench.privacy.budget_monitor import RoundMonitor
+    from privbench.spec.schema import CellSpec
     from privbench.trainers import tabular_inputs, train_fedavg
 
     torch.set_num_threads(1)

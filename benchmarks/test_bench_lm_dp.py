@@ -15,11 +15,11 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from transformers import GPT2LMHeadModel
 
-from privbench.lm.corpus import public_corpus
-from privbench.lm.pretrained import tiny_gpt2_config, train_tokenizer
-from privbench.lm.tokens import Examples, attention_mask, sequence_tensors
+from privbench.data.text_corpus import public_corpus
+from privbench.data.tokens import Examples, attention_mask, sequence_tensors
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
-from privbench.spec import LMSpec
+from privbench.models.pretrained_lm import tiny_gpt2_config, train_tokenizer
+from privbench.spec.lm_schema import LMSpec
 from privbench.trainers.aggregation import gaussian_like
 from privbench.trainers.optim import RowOptimizer
 from privbench.trainers.per_example import clipped_sum, select_engine

@@ -1,7 +1,7 @@
 """Population scale: round time and peak RSS at 1,000 / 10,000 / 100,000 clients with a fixed
 cohort, and round time against the cohort at 100,000 clients (issue 19, item 3).
 
-The federation is `synthetic_federation` (privbench/federation_gen.py): clients generated from
+The federation is `synthetic_federation` (privbench/data/federation_gen.py): clients generated from
 the seed, gathered a cohort at a time (`GeneratedClients`), so memory follows the cohort, not the
 population. Each configuration trains as a cell does (`train_fedavg` with the round monitor and
 work folder, client-level DP at epsilon 8, Poisson sampling, MLP 32-64-10, one local epoch, batch
@@ -38,10 +38,10 @@ def one_run(clients: int, cohort: int) -> dict:
     import numpy as np
     import torch
 
-    from privbench.federation_gen import N_CLASSES, N_FEATURES, GeneratedClients
+    from privbench.data.federation_gen import N_CLASSES, N_FEATURES, GeneratedClients
     from privbench.models import build_model
-    from privbench.monitor import RoundMonitor
-    from privbench.spec import CellSpec
+    from privbench.privacy.budget_monitor import RoundMonitor
+    from privbench.spec.schema import CellSpec
     from privbench.trainers import train_fedavg
     from privbench.trainers.fedavg import classifier_adapter
 

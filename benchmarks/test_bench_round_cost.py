@@ -1,7 +1,7 @@
 """Round cost against the round index (rounds 10 to 1,000) and the cohort (10 to 1,000), and a
 DP cell's round against the same cell's non-DP round (issue 22).
 
-Each benchmark times single rounds of a whole cell's training loop, as `privbench.cell` runs it:
+Each benchmark times single rounds of a whole cell's training loop, as `privbench.run.cell` runs it:
 `train_fedavg` with the cell's round monitor (rounds.jsonl, epsilon spent against the plan) and
 its work folder (ledger, checkpoints). The loop runs in a thread that pauses after every round,
 so each benchmark call is exactly one round (plus a thread hand-over of some microseconds).
@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from privbench.data import SplitData, load_split
+from privbench.data.partition import partition
+from privbench.data.splits import SplitData, load_split
 from privbench.models import build_model
-from privbench.monitor import RoundMonitor
-from privbench.partition import partition
-from privbench.spec import CellSpec
+from privbench.privacy.budget_monitor import RoundMonitor
+from privbench.spec.schema import CellSpec
 from privbench.trainers import tabular_inputs, train_fedavg
 
 BENCH_ROUNDS = 20  # rounds timed per benchmark

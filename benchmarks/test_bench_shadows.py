@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from privbench.attacks.membership.population import audit_pool, balanced_inclusion
-from privbench.data import load_split
-from privbench.membership_audit import shadow_attack_scorer
+from privbench.attacks.membership.shadow_attacks import shadow_attack_scorer
+from privbench.attacks.membership.shadows import ShadowPlan, train_shadows
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.models import build_model
-from privbench.partition import partition
 from privbench.scoring import CellContext
-from privbench.suite import load_suite
+from privbench.spec.suite import load_suite
 from privbench.trainers import tabular_inputs, train_fedavg
-from privbench.trainers.shadow import ShadowPlan, train_shadows
 
 
 @pytest.fixture(scope="module")

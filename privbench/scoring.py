@@ -24,11 +24,11 @@ from privbench.registry import Registry, load_object
 
 if TYPE_CHECKING:
     from privbench.audit.canaries import CanarySet
-    from privbench.data import SplitData
-    from privbench.partition import ClientShard
-    from privbench.results import MetricRow
-    from privbench.suite import Cell
-    from privbench.trained import TrainedModel
+    from privbench.data.partition import ClientShard
+    from privbench.data.splits import SplitData
+    from privbench.run.observations import TrainedModel
+    from privbench.run.results import MetricRow
+    from privbench.spec.suite import Cell
 
 
 @dataclass
@@ -92,49 +92,49 @@ SCORERS: Registry[ScorerEntry] = Registry("scorer", "scorer")
 for _entry in (  # in the order a cell runs them
     ScorerEntry("utility", "utility", ("classifier",), ("utility",),
                 "test accuracy and loss with intervals, and a collapse check",
-                "privbench.scorers:utility_scorer"),
+                "privbench.attacks.classifier_scorers:utility_scorer"),
     ScorerEntry("lm_utility", "utility", ("language",), ("utility",),
                 "held-out perplexity and next-token accuracy (causal LM) or accuracy "
-                "(classifier)", "privbench.lm.scorers:lm_utility_scorer"),
+                "(classifier)", "privbench.attacks.language_scorers:lm_utility_scorer"),
     ScorerEntry("loss_attack", "membership", ("classifier",), ("loss",),
                 "LOSS membership attack on the audit pool (Yeom et al. 2018)",
-                "privbench.scorers:loss_attack_scorer"),
+                "privbench.attacks.classifier_scorers:loss_attack_scorer"),
     ScorerEntry("lm_loss_attack", "membership", ("language",), ("loss",),
                 "LOSS membership attack on whole sequences",
-                "privbench.lm.scorers:lm_loss_attack_scorer"),
+                "privbench.attacks.language_scorers:lm_loss_attack_scorer"),
     ScorerEntry("lm_text_attacks", "membership", ("language",), ("min_k", "zlib", "ref_ratio"),
                 "Min-K%, zlib ratio and reference ratio (the model before fine-tuning) on "
                 "sequences, each with the blind baseline's AUC",
-                "privbench.lm.scorers:lm_text_attacks_scorer"),
+                "privbench.attacks.language_scorers:lm_text_attacks_scorer"),
     ScorerEntry("lm_blind_baseline", "baseline", ("language",), ("blind",),
                 "text-only classifier of the same members and non-members (no model queried)",
-                "privbench.lm.scorers:lm_blind_baseline_scorer"),
+                "privbench.attacks.language_scorers:lm_blind_baseline_scorer"),
     ScorerEntry("shadow_attack", "membership", ("classifier",), ("lira", "rmia"),
                 "LiRA and RMIA with shadow models trained by the trainer",
-                "privbench.membership_audit:shadow_attack_scorer"),
+                "privbench.attacks.membership.shadow_attacks:shadow_attack_scorer"),
     ScorerEntry("canary_exposure", "exposure", ("language",), ("canary_exposure",),
                 "exposure of planted secret canaries (Carlini et al. 2019)",
-                "privbench.lm.scorers:canary_exposure_scorer"),
+                "privbench.attacks.language_scorers:canary_exposure_scorer"),
     ScorerEntry("lm_audit", "audit", ("language",), ("audit",),
                 "black-box one-run audit on secret canaries: eps_LB, ceiling, verdict",
-                "privbench.lm.scorers:lm_audit_scorer"),
+                "privbench.attacks.language_scorers:lm_audit_scorer"),
     ScorerEntry("claim", "privacy", ("classifier", "language"), ("privacy",),
                 "the claimed epsilon of what ran, as a metric row",
-                "privbench.scorers:claim_scorer"),
+                "privbench.attacks.classifier_scorers:claim_scorer"),
     ScorerEntry("inversion", "inversion", ("classifier",), ("inversion_*",),
                 "gradient inversion of recorded client updates and aggregates",
                 "privbench.attacks.inversion.scorer:inversion_scorer"),
     ScorerEntry("secagg", "cost", ("classifier",), ("secagg",),
                 "secure aggregation's bytes, contributors and realised noise",
-                "privbench.trainers.secagg.scoring:secagg_scorer"),
+                "privbench.privacy.secagg_rows:secagg_scorer"),
     ScorerEntry("audit", "audit", ("classifier", "language"), ("audit", "audit_forensics"),
                 "empirical epsilon lower bound from canaries vs the claim; noise forensics",
                 "privbench.audit.scorer:audit_scorer"),
-    # contexts (): not run from this table; privbench.governance adds it to a cell with
+    # contexts (): not run from this table; privbench.governance.hooks adds it to a cell with
     # personal layers (it is built for them). Listed so that its rows have a declared kind.
     ScorerEntry("personal", "utility", (), ("personal",),
                 "[governance] personalised vs global accuracy and MIA AUC of FedPer layers",
-                "privbench.personal_scorer:personal_scorer"),
+                "privbench.governance.personal_scorer:personal_scorer"),
 ):
     SCORERS.register(_entry.name, _entry)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from privbench.results import MetricRow
-from privbench.signals import logits, per_example_losses
+from privbench.query.classifier import logits, per_example_losses
+from privbench.run.results import MetricRow
 from privbench.stats import clopper_pearson, mean_interval
 
 # A test loss this many times the best constant predictor's has exploded (e.g. 3.6e5 against

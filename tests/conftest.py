@@ -21,9 +21,9 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
 
 def audit_row(spec: dict, run_dir: Path):
     """Run the one-cell suite `spec` in-process and return its audit eps_lb row."""
-    from privbench.cell import run_cell
-    from privbench.spec import validate_suite
-    from privbench.suite import expand
+    from privbench.run.cell import run_cell
+    from privbench.spec.load import validate_suite
+    from privbench.spec.suite import expand
 
     result = run_cell(expand(validate_suite(spec, "test"), "test")[0], run_dir)
     assert result.status == "ok", result.error

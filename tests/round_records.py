@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from privbench.data import load_split
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.models import build_model
-from privbench.monitor import RoundMonitor
-from privbench.partition import partition
-from privbench.results import json_safe
-from privbench.spec import CellSpec
+from privbench.privacy.budget_monitor import RoundMonitor
+from privbench.run.results import json_safe
+from privbench.spec.schema import CellSpec
 from privbench.trainers import tabular_inputs, train_fedavg
 
 GOLDEN = Path(__file__).parent / "data" / "round_records.json"

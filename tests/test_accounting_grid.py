@@ -10,8 +10,8 @@ import dp_accounting
 import pytest
 from dp_accounting import pld, rdp
 
-from privbench import accounting
-from privbench.claim import claim_for_poisson_gaussian, claim_from_event
+from privbench.privacy import accounting
+from privbench.privacy.claim import claim_for_poisson_gaussian, claim_from_event
 
 # 5 rates x 5 noise multipliers x 4 step counts = 100 settings, each at one of two deltas.
 RATES = (0.01, 0.05, 0.2, 0.6, 1.0)
@@ -128,8 +128,8 @@ def test_replace_one_poisson_claims_the_target_on_the_fine_grid(target):
     """dp_accounting's RDP gives inf for replace-one with Poisson sampling; the Claim's PLD grid
     comes from a finite estimate, so the claim meets the calibration target, not a coarse grid's
     overstatement, and carries no "large epsilon" note."""
-    from privbench.ledger import PrivacyLedger
-    from privbench.spec import PrivacySpec, TrainSpec
+    from privbench.privacy.ledger import PrivacyLedger
+    from privbench.spec.schema import PrivacySpec, TrainSpec
     from privbench.trainers.privacy_plan import make_plan
 
     train = TrainSpec(rounds=10, cohort=10)

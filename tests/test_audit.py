@@ -13,12 +13,14 @@ from safetensors.torch import load_file
 from privbench.audit.canaries import CanaryUpdateHook, plant_canaries
 from privbench.audit.estimators import EpsilonBound, fl_one_shot_bound, one_run_bound
 from privbench.audit.verdict import audit_rows, verdict
-from privbench.cell import cell_dir, run_cell
-from privbench.data import load_split
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.errors import SpecError
-from privbench.partition import partition
-from privbench.spec import AuditSpec, CellSpec, DataSpec, validate_suite
-from privbench.suite import expand
+from privbench.run.cell import cell_dir, run_cell
+from privbench.spec.attack_schema import AuditSpec
+from privbench.spec.load import validate_suite
+from privbench.spec.schema import CellSpec, DataSpec
+from privbench.spec.suite import expand
 
 SMALL = {
     "name": "audit", "seed": 1,

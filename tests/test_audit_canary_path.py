@@ -18,7 +18,7 @@ import torch
 from test_audit_mutation_suite import EXAMPLE, audit_verdict
 
 from privbench.models import build_model
-from privbench.spec import ModelSpec
+from privbench.spec.schema import ModelSpec
 from privbench.trainers import aggregation, per_example
 from privbench.trainers.dpsgd import DiracRows, GradientCanaries
 from privbench.trainers.linear_stack import classifier_adapter

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privbench.accounting import pld_epsilon
 from privbench.audit.estimators import (
     fl_one_shot_epsilon_box,
     gdp_route_epsilon,
@@ -28,6 +27,7 @@ from privbench.audit.estimators import (
 )
 from privbench.audit.gaussians import gdp_epsilon
 from privbench.audit.gradient_canaries import DiracMechanism
+from privbench.privacy.accounting import pld_epsilon
 
 DELTA = 1e-5
 ALPHA = 0.05

@@ -9,10 +9,10 @@ import numpy as np
 from conftest import audit_row
 
 from privbench.audit.design import auto_design, blank_input_coordinates
-from privbench.data import load_split
+from privbench.data.splits import load_split
 from privbench.models import build_model
-from privbench.spec import validate_suite
-from privbench.suite import expand
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 
 SPEC = {
     "name": "auto-design", "seed": 2,

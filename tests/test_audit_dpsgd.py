@@ -16,7 +16,7 @@ from conftest import audit_row
 
 from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio
 from privbench.models import build_model
-from privbench.spec import ModelSpec
+from privbench.spec.schema import ModelSpec
 from privbench.trainers import aggregation, dpsgd
 from privbench.trainers.client_data import ClientData
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd

@@ -21,7 +21,7 @@ import torch
 from conftest import audit_row
 
 import privbench.trainers.mechanisms.central as central
-from privbench.claim import claim_for_poisson_gaussian
+from privbench.privacy.claim import claim_for_poisson_gaussian
 from privbench.trainers import aggregation
 from privbench.trainers.privacy_plan import PrivacyPlan
 

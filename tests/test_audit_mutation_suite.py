@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import privbench.trainers.mechanisms.central as central
-from privbench.cell import run_cell
-from privbench.claim import claim_for_poisson_gaussian
-from privbench.spec import validate_suite
-from privbench.suite import expand
+from privbench.privacy.claim import claim_for_poisson_gaussian
+from privbench.run.cell import run_cell
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 from privbench.trainers import aggregation, dpsgd
 from privbench.trainers.privacy_plan import PrivacyPlan
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from privbench.cell import run_cell
-from privbench.spec import validate_suite
-from privbench.suite import expand
+from privbench.run.cell import run_cell
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 
 CLIENT_FINAL = {
     "name": "post-client", "seed": 0,

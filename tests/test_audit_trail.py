@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from conftest import run_cli
 
-from privbench.audit_trail import LEGACY_FIELDS, append_run, canonical, entry_hash, verify
+from privbench.governance.audit_trail import (
+    LEGACY_FIELDS,
+    append_run,
+    canonical,
+    entry_hash,
+    verify,
+)
 
 
 def _log_with_entries(tmp_path, n: int = 3):

@@ -7,9 +7,9 @@ import json
 from conftest import run_cli
 from report_helpers import copy_run
 
-from privbench.compare import compare_cells
-from privbench.gates import load_cells
-from privbench.results import MetricRow
+from privbench.gates.compare import compare_cells
+from privbench.gates.policy import load_cells
+from privbench.run.results import MetricRow
 
 
 def test_a_run_compared_with_itself_has_no_regression(quick_run):

@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from privbench import consent
-from privbench.cli import main
+from privbench.cli.main import main
+from privbench.data.partition import ClientShard
 from privbench.errors import SpecError
-from privbench.onboarding import ModelNeeds, model_hash, model_needs, refusal
-from privbench.partition import ClientShard
-from privbench.population import build_population
-from privbench.spec import PrivacySpec, TrainSpec
-from privbench.suite import load_suite
+from privbench.governance.hooks import consent
+from privbench.governance.onboarding import ModelNeeds, model_hash, model_needs, refusal
+from privbench.governance.population import build_population
+from privbench.spec.schema import PrivacySpec, TrainSpec
+from privbench.spec.suite import load_suite
 from privbench.trainers import train_fedavg
 from privbench.trainers.client_data import from_shards
 from privbench.trainers.linear_stack import classifier_adapter
@@ -139,8 +139,8 @@ def test_non_consenting_and_refused_clients_are_outside_the_population(tmp_path)
 
 
 def test_a_cell_with_a_registry_states_withdrawals_in_its_card_and_ledger(tmp_path):
-    from privbench.cell import run_cell
-    from privbench.sealed import read_json
+    from privbench.run.cell import run_cell
+    from privbench.run.sealed import read_json
 
     registry = _registry(tmp_path / "clients.json", {2: 1}, consenting=range(8))
     suite = tmp_path / "s.toml"
@@ -176,8 +176,8 @@ onboarding = false
     assert [e["client"] for e in lines if e["kind"] == "withdrawal"] == [2]
     assert all(2 not in e["participants"] for e in lines
                if e["kind"] == "round" and e["round"] >= 2)
-    from privbench.report import render_report
-    from privbench.results import CellResult
+    from privbench.report.render import render_report
+    from privbench.run.results import CellResult
 
     stored = CellResult.from_dict(read_json(folder / "result.json"))
     html = render_report(tmp_path / "run", load_suite(str(suite), []), [stored])
@@ -221,8 +221,8 @@ def test_registry_and_personal_problems_are_one_line_before_training(tmp_path):
 
 
 def test_a_cell_onboards_devices_against_the_models_needs(tmp_path, capsys):
-    from privbench.cell import run_cell
-    from privbench.sealed import read_json
+    from privbench.run.cell import run_cell
+    from privbench.run.sealed import read_json
 
     suite = tmp_path / "s.toml"
     registry = tmp_path / "clients.json"

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from privbench.data import SplitData, load_split
+from privbench.data.partition import partition
+from privbench.data.splits import SplitData, load_split
 from privbench.errors import SpecError
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
-from privbench.partition import partition
-from privbench.spec import DataSpec, ModelSpec, PrivacySpec, TrainSpec, validate_suite
+from privbench.spec.load import validate_suite
+from privbench.spec.schema import DataSpec, ModelSpec, PrivacySpec, TrainSpec
 from privbench.trainers import tabular_inputs, train_fedavg
 from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.per_example import clipped_sum
@@ -134,7 +135,7 @@ def test_a_round_that_would_exceed_max_epsilon_does_not_start():
     assert "stopped before round" in stopped.history[-1]["stopped"]
     assert any("max_epsilon" in n for n in stopped.claim.notes)
     # one more round would have crossed the cap: the run stopped exactly in time
-    from privbench.claim import claim_for_poisson_gaussian
+    from privbench.privacy.claim import claim_for_poisson_gaussian
     more = claim_for_poisson_gaussian(
         noise_multiplier=stopped.claim.noise_multiplier, sampling_rate=0.25, steps=ran + 1,
         delta=1e-5, target_epsilon=8.0, clip=1.0, unit="client",
@@ -290,7 +291,7 @@ def test_linear_layer_norms_give_the_same_clipped_sum_as_vmap_grad():
 
 
 def test_ledger_survives_a_line_cut_short_by_a_crash(tmp_path):
-    from privbench.ledger import PrivacyLedger
+    from privbench.privacy.ledger import PrivacyLedger
     from privbench.trainers.privacy_plan import make_plan
 
     plan = make_plan(TrainSpec(rounds=4, cohort=5), PrivacySpec(epsilon=4.0), 20, 10.0)
@@ -311,6 +312,6 @@ def test_ledger_survives_a_line_cut_short_by_a_crash(tmp_path):
 
 
 def accounting_three_rounds(plan):
-    from privbench import accounting
+    from privbench.privacy import accounting
 
     return accounting.compose_steps([plan.run_event(r, 5) for r in range(3)])

@@ -10,8 +10,8 @@ from conftest import run_cli
 from report_helpers import FAIL_POLICY, PASS_POLICY, copy_run, write_policy
 
 from privbench.errors import SpecError
-from privbench.gates import evaluate, load_policy
-from privbench.results import CellResult, MetricRow
+from privbench.gates.policy import evaluate, load_policy
+from privbench.run.results import CellResult, MetricRow
 
 
 def test_gate_cli_passes_a_run_that_meets_the_policy(quick_run, tmp_path):
@@ -99,7 +99,7 @@ def test_utility_drop_against_a_baseline_run(quick_run, tmp_path):
     policy = load_policy(write_policy(tmp_path / "p.toml", (
         f'allow_no_dp_baseline = true\n[utility]\nmax_drop = 0.0\nbaseline = "{quick_run[0]}"\n'
     )))
-    from privbench.gates import load_cells
+    from privbench.gates.policy import load_cells
 
     cells = load_cells(quick_run[0])
     assert evaluate(cells, policy).verdict == "PASS"  # a run against itself drops nothing

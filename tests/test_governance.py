@@ -13,9 +13,10 @@ import torch
 from conftest import write_suite
 from safetensors.torch import load
 
-from privbench.audit_trail import append_run, canonical, entry_hash, verify
-from privbench.cli import main
-from privbench.crypto import (
+from privbench.cli.main import main
+from privbench.errors import PrivbenchError
+from privbench.governance.audit_trail import append_run, canonical, entry_hash, verify
+from privbench.governance.crypto import (
     load_public_key,
     load_run_key,
     load_signing_key,
@@ -23,11 +24,10 @@ from privbench.crypto import (
     write_key_pair,
     write_run_key,
 )
-from privbench.errors import PrivbenchError
-from privbench.results import read_json
-from privbench.runner import run_suite
-from privbench.sealed import read_bytes
-from privbench.suite import load_suite
+from privbench.run.results import read_json
+from privbench.run.runner import run_suite
+from privbench.run.sealed import read_bytes
+from privbench.spec.suite import load_suite
 
 # One cell whose results hold training text: DAGER recovers the attacked batches' sentences.
 SUITE = """
@@ -231,7 +231,7 @@ def test_a_signed_run_and_gate_verify_with_the_public_key_only(sealed, runs, tmp
     gates["verdict"] = "PASS"
     gates["results"][0]["measured"] = 0.0
     (sealed / "gates.json").write_text(json.dumps(gates))
-    from privbench.manifest import record_run
+    from privbench.run.manifest import record_run
 
     record_run(sealed, files=("gates.json",))
     code, out, _ = _cli(capsys, "verify", sealed, "--public-key", pub)
@@ -269,11 +269,11 @@ def test_a_forged_entry_is_named_even_when_the_chain_is_rebuilt(tmp_path):
     result = verify(log)
     assert result.bad_line == 2 and "does not match its signature" in result.reason
     # Re-signing with the forger's own key passes alone, not against the run's public key.
-    from privbench.crypto import public_key_text, sign
+    from privbench.governance.crypto import public_key_text, sign
 
     forger, _ = write_key_pair(tmp_path / "forger")
     fkey = load_signing_key(forger)
-    from privbench.audit_trail import signed_message
+    from privbench.governance.audit_trail import signed_message
 
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     for e in entries[1:]:

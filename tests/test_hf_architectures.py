@@ -11,12 +11,13 @@ import pytest
 from safetensors.torch import load_file
 from tiny_models import tiny_model_folder
 
-from privbench.cell import cell_dir, run_cell
-from privbench.lm.corpus import TOPICS
-from privbench.lm.pretrained import load_model
+from privbench.data.text_corpus import TOPICS
 from privbench.models.hf import prepare_for_finetuning
-from privbench.spec import LMSpec, validate_suite
-from privbench.suite import expand
+from privbench.models.pretrained_lm import load_model
+from privbench.run.cell import cell_dir, run_cell
+from privbench.spec.lm_schema import LMSpec
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 
 MODELS = [("llama", "causal_lm"), ("opt", "causal_lm"), ("llama", "sequence_classification"),
           ("bert", "sequence_classification"), ("distilbert", "sequence_classification")]

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from tiny_models import CAUSAL_LMS, CLASSIFIERS, N_LABELS, tiny_model_folder, tiny_tokenizer
 
+from privbench.data.text_corpus import public_corpus
+from privbench.data.tokens import sequence_tensors
 from privbench.errors import PrivbenchError
-from privbench.lm.corpus import public_corpus
-from privbench.lm.pretrained import load_model, load_tokenizer
-from privbench.lm.tokens import sequence_tensors
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.models.lora import find_lora_targets
-from privbench.spec import LMSpec
+from privbench.models.pretrained_lm import load_model, load_tokenizer
+from privbench.spec.lm_schema import LMSpec
 from privbench.trainers import ghost
 from privbench.trainers.per_example import EngineError, per_example_grads, select_engine
 

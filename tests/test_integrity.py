@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import write_suite
 
-from privbench.audit_trail import LOG_NAME, verify
-from privbench.cli import main
+from privbench.cli.main import main
 from privbench.errors import PrivbenchError
-from privbench.manifest import MANIFEST_FILE, file_hash, read_run_manifest
-from privbench.runner import run_suite
-from privbench.suite import load_suite
+from privbench.governance.audit_trail import LOG_NAME, verify
+from privbench.run.manifest import MANIFEST_FILE, file_hash, read_run_manifest
+from privbench.run.runner import run_suite
+from privbench.spec.suite import load_suite
 
 # Five small cells: each resume test tampers with a different one.
 SUITE = """
@@ -61,7 +61,7 @@ def run(finished, tmp_path, monkeypatch) -> Path:
     shutil.copytree(src, dest)
     log = json.loads((src.parent / LOG_NAME).read_text().splitlines()[-1])
     log["run_dir"] = str(dest.resolve())  # the copy's entry names the copy
-    from privbench.audit_trail import canonical, entry_hash
+    from privbench.governance.audit_trail import canonical, entry_hash
 
     log["hash"] = entry_hash(log)
     (dest.parent / LOG_NAME).write_text(canonical(log) + "\n")
@@ -293,6 +293,6 @@ def test_a_manifest_cannot_point_outside_the_run_folder(run, capsys):
     code, out, _ = _cli(capsys, "verify", str(run))
     assert code == 1 and "would leave the folder" in out
     with pytest.raises(PrivbenchError, match="does not verify"):
-        from privbench.runner import load_run
+        from privbench.run.runner import load_run
 
         load_run(run)

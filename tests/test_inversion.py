@@ -37,10 +37,10 @@ from privbench.attacks.inversion.metrics import (
     token_precision_recall,
 )
 from privbench.attacks.inversion.text import dager, embedding_rows, layer_input
-from privbench.cell import run_cell
 from privbench.errors import SpecError
 from privbench.models import mlp
-from privbench.suite import load_suite
+from privbench.run.cell import run_cell
+from privbench.spec.suite import load_suite
 
 N_BATCHES = 20  # attacked batches per figure: enough for the confidence intervals
 
@@ -248,8 +248,8 @@ def test_quick_suite_inversion_success_falls_with_epsilon_and_report_shows_it(qu
     assert "<svg" in section and "data:image/png;base64," in section
     # Recovered text beside the training text is private: shown only when asked for.
     assert "<mark>" not in section and "are not shown" in section
-    from privbench.report import render_report
-    from privbench.runner import load_run
+    from privbench.report.render import render_report
+    from privbench.run.runner import load_run
 
     suite, loaded = load_run(out)
     shown = render_report(out, suite, loaded, show_private_text=True)
@@ -258,9 +258,9 @@ def test_quick_suite_inversion_success_falls_with_epsilon_and_report_shows_it(qu
 
 def test_an_audited_run_inverts_only_real_clients_not_the_canary_clients(tmp_path):
     """Canary clients (ids past the real shards) are seen by the server but hold no records."""
-    from privbench.cell import run_cell
-    from privbench.spec import validate_suite
-    from privbench.suite import expand
+    from privbench.run.cell import run_cell
+    from privbench.spec.load import validate_suite
+    from privbench.spec.suite import expand
 
     spec = {"name": "audited-inversion", "seed": 0,
             "data": {"name": "digits", "clients": 20},

@@ -6,8 +6,8 @@ import pytest
 from conftest import run_cli
 
 from privbench.errors import PrivbenchError
-from privbench.limits import check_memory, memory_parts, parameter_counts
-from privbench.suite import load_suite
+from privbench.spec.limits import check_memory, memory_parts, parameter_counts
+from privbench.spec.suite import load_suite
 
 
 def test_absurd_rounds_are_refused_in_one_line_before_anything_runs(tmp_path):

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 from test_lm_suite import SUITE, saved_model  # noqa: F401
 
+from privbench.attacks.exposure_lm import secret_log_likelihoods
 from privbench.audit.lm_canaries import (
     draw_secret_canaries,
     plant_secret_canaries,
     secret_audit_rows,
     secret_scores,
 )
+from privbench.data.text_clients import load_text_data
 from privbench.errors import SpecError
-from privbench.lm.exposure import secret_log_likelihoods
-from privbench.lm.pretrained import load_model, load_tokenizer
-from privbench.lm.textdata import load_text_data
-from privbench.runner import run_suite
-from privbench.suite import load_suite
+from privbench.models.pretrained_lm import load_model, load_tokenizer
+from privbench.run.runner import run_suite
+from privbench.spec.suite import load_suite
 
 AUDIT = '\n[audit]\nenabled = true\ncanary = "secret"\nsurface = "final_model"\nn_canaries = 40\n'
 

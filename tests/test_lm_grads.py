@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
-from privbench.spec import LMSpec
+from privbench.spec.lm_schema import LMSpec
 from privbench.trainers.per_example import per_example_grads
 
 PAD, VOCAB = 1, 50

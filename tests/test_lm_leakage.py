@@ -22,6 +22,7 @@ from tiny_lm import (
 )
 
 from privbench.attacks.exposure import canary_rank, exposure_by_rank, exposure_extrapolated
+from privbench.attacks.exposure_lm import exposure, exposure_problem, secret_log_likelihoods
 from privbench.attacks.extraction import extract_canaries
 from privbench.attacks.membership.lm import (
     blind_scores,
@@ -30,9 +31,8 @@ from privbench.attacks.membership.lm import (
     zlib_entropy,
     zlib_ratio_score,
 )
-from privbench.lm.exposure import exposure, exposure_problem, secret_log_likelihoods
-from privbench.lm_signals import encode, sequence_logprobs
-from privbench.roc import auc
+from privbench.attacks.membership.roc import auc
+from privbench.query.causal_lm import encode, sequence_logprobs
 
 MEMBERS = sentences(64, 1)
 NONMEMBERS = sentences(64, 2)

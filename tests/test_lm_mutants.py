@@ -30,9 +30,9 @@ from test_lm_suite import saved_model  # noqa: F401
 import privbench.trainers.ghost as ghost
 import privbench.trainers.mechanisms.central as central
 import privbench.trainers.per_example as per_example
-from privbench.cell import run_cell
-from privbench.spec import validate_suite
-from privbench.suite import expand
+from privbench.run.cell import run_cell
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 from privbench.trainers import aggregation, dpsgd
 from privbench.trainers.privacy_plan import PrivacyPlan
 

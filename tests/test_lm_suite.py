@@ -12,24 +12,25 @@ import torch
 from rich.console import Console
 from transformers import GPT2LMHeadModel
 
-from privbench.cli import _summary
+from privbench.attacks.exposure_lm import exposure, secret_log_likelihoods
+from privbench.cli.main import _summary
+from privbench.data.text_clients import load_text_data
+from privbench.data.text_corpus import public_corpus
 from privbench.errors import PrivbenchError, SpecError
-from privbench.lm.corpus import public_corpus
-from privbench.lm.exposure import exposure, secret_log_likelihoods
-from privbench.lm.pretrained import (
+from privbench.models.pretrained_lm import (
     default_model_folder,
     load_model,
     load_tokenizer,
     tiny_gpt2_config,
     train_tokenizer,
 )
-from privbench.lm.textdata import load_text_data
-from privbench.monitor import read_rounds
-from privbench.report import _frontier_value
-from privbench.report_context import rounds_context
-from privbench.runner import run_suite
-from privbench.spec import DataSpec, LMSpec
-from privbench.suite import load_suite
+from privbench.privacy.budget_monitor import read_rounds
+from privbench.report.context import rounds_context
+from privbench.report.render import _frontier_value
+from privbench.run.runner import run_suite
+from privbench.spec.lm_schema import LMSpec
+from privbench.spec.schema import DataSpec
+from privbench.spec.suite import load_suite
 
 TINY_LM = LMSpec(layers=1, width=16, heads=2, vocab_size=600, pretrain_docs=1000,
                  pretrain_steps=5, pretrain_batch=8, max_length=32, messages_per_client=4)

@@ -10,8 +10,8 @@ import pytest
 from safetensors.torch import load_file
 from test_lm_suite import saved_model  # noqa: F401  (the fixture: a user's saved model folder)
 
-from privbench.cell import cell_dir, run_cell
-from privbench.suite import load_suite
+from privbench.run.cell import cell_dir, run_cell
+from privbench.spec.suite import load_suite
 
 # The built-in llm suite, shrunk to seconds: the saved tiny GPT-2, 6 clients, 3 rounds.
 SMALL = ["data.clients=6", "lm.max_length=32", "lm.messages_per_client=4",
@@ -103,7 +103,7 @@ def test_lora_targets_the_model_lacks_fail_before_training_in_one_line(saved_mod
 
 def test_a_scorer_failing_after_training_keeps_the_model_and_other_metrics(saved_model,  # noqa: F811
                                                                           tmp_path, monkeypatch):
-    import privbench.lm.task as lm_task
+    import privbench.models.lm_task as lm_task
 
     def broken_scorer(ctx):
         raise RuntimeError("scorer bug")

@@ -13,9 +13,7 @@ from privbench.attacks.membership import (
     rmia,
     true_class_probability,
 )
-from privbench.attacks.membership.population import balanced_inclusion
-from privbench.attacks.membership.rmia import marginal_probability
-from privbench.mia import (
+from privbench.attacks.membership.metrics import (
     calibrated_rows,
     calibrated_threshold,
     membership_rows,
@@ -23,7 +21,9 @@ from privbench.mia import (
     slice_rows,
     vulnerable_records_row,
 )
-from privbench.roc import auc, tpr_at_fpr
+from privbench.attacks.membership.population import balanced_inclusion
+from privbench.attacks.membership.rmia import marginal_probability
+from privbench.attacks.membership.roc import auc, tpr_at_fpr
 
 
 def test_logit_confidence_is_log_odds_of_the_true_class_and_stays_finite():

@@ -8,11 +8,11 @@ import math
 import pytest
 from conftest import write_suite
 
-import privbench.trainers.shadow as shadow_mod
-from privbench.cell import run_cell
+import privbench.attacks.membership.shadows as shadow_mod
 from privbench.errors import SpecError
-from privbench.report import write_report
-from privbench.suite import load_suite
+from privbench.report.render import write_report
+from privbench.run.cell import run_cell
+from privbench.spec.suite import load_suite
 
 SMALL = """
 name = "mia-small"

@@ -14,7 +14,7 @@ import pytest
 from test_user_data import write_table
 
 from privbench.errors import SpecError
-from privbench.spec import validate_suite
+from privbench.spec.load import validate_suite
 
 TESTS = str(Path(__file__).parent)
 

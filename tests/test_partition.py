@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from privbench.data import load_split
-from privbench.partition import partition
-from privbench.spec import DataSpec
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
+from privbench.spec.schema import DataSpec
 
 
 def test_split_is_disjoint_stratified_and_seeded():

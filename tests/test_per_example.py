@@ -13,7 +13,7 @@ from torch import nn
 
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
-from privbench.spec import ModelSpec
+from privbench.spec.schema import ModelSpec
 from privbench.trainers import ghost
 from privbench.trainers.aggregation import clip_factor
 from privbench.trainers.per_example import (

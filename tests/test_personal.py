@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from privbench.partition import ClientShard
-from privbench.personal import PersonalLayers
-from privbench.spec import PrivacySpec, TrainSpec
+from privbench.data.partition import ClientShard
+from privbench.governance.personal import PersonalLayers
+from privbench.spec.schema import PrivacySpec, TrainSpec
 from privbench.trainers import train_fedavg
 from privbench.trainers.client_data import from_shards
 from privbench.trainers.linear_stack import classifier_adapter
@@ -71,8 +71,8 @@ def test_personal_layers_are_never_sent_noised_or_aggregated():
 def personal_run(tmp_path_factory):
     from conftest import write_suite
 
-    from privbench.runner import run_suite
-    from privbench.suite import load_suite
+    from privbench.run.runner import run_suite
+    from privbench.spec.suite import load_suite
 
     root = tmp_path_factory.mktemp("personal")
     suite = load_suite(str(write_suite(root / "p.toml", SUITE)), [])
@@ -106,7 +106,7 @@ def test_a_personalised_cell_reports_per_client_accuracy_and_personal_membership
 
 
 def test_the_report_and_card_say_personal_leakage_is_not_covered(personal_run):
-    from privbench.sealed import read_json
+    from privbench.run.sealed import read_json
 
     run, cell = personal_run
     html = (run / "index.html").read_text()

@@ -1,4 +1,5 @@
-"""The Gaussian PLD built with numpy (privbench.pld_gaussian) is dp_accounting's, bit for bit, and
+"""The Gaussian PLD built with numpy (privbench.privacy.pld_gaussian) is dp_accounting's, bit for
+bit, and
 calibration through it finds the noise multiplier dp_accounting's own PLD accountant finds."""
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import pytest
 from dp_accounting import pld
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
-from privbench import accounting
-from privbench.pld_compose import NEIGHBOURING
-from privbench.pld_gaussian import gaussian_pld
+from privbench.privacy import accounting
+from privbench.privacy.pld_compose import NEIGHBOURING
+from privbench.privacy.pld_gaussian import gaussian_pld
 
 
 def _same_pmf(a, b) -> None:

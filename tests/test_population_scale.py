@@ -1,4 +1,5 @@
-"""Population-scale federations (privbench/federation_gen.py): a client's generated records depend
+"""Population-scale federations (privbench/data/federation_gen.py): a client's generated records
+depend
 only on the seed and its id; training on clients gathered a cohort at a time equals training on
 the materialised client data bit for bit; and a round at 100,000 clients gathers only its cohort."""
 
@@ -6,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from privbench.data import load_split
-from privbench.federation_gen import N_CLASSES, N_FEATURES, GeneratedClients, client_counts
+from privbench.data.federation_gen import N_CLASSES, N_FEATURES, GeneratedClients, client_counts
+from privbench.data.splits import load_split
 from privbench.models import build_model
-from privbench.spec import CellSpec, DataSpec
+from privbench.spec.schema import CellSpec, DataSpec
 from privbench.trainers import train_fedavg
 from privbench.trainers.fedavg import classifier_adapter
 

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 from report_helpers import FAIL_POLICY, PASS_POLICY
 
-from privbench.pytest_plugin import run_cache_dir
-from privbench.suite import load_suite
+from privbench.gates.pytest_plugin import run_cache_dir
+from privbench.spec.suite import load_suite
 
 pytest_plugins = ["pytester"]
 

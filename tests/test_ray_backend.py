@@ -12,11 +12,11 @@ import pytest
 from conftest import TINY_SUITE, write_suite
 from ray_cluster import LocalCluster, descendants, process_title
 
-from privbench.cell import cell_dir, read_cell_file
-from privbench.crypto import is_sealed, load_run_key, use_key, write_run_key
-from privbench.manifest import check_run
-from privbench.runner import run_suite
-from privbench.suite import load_suite
+from privbench.governance.crypto import is_sealed, load_run_key, use_key, write_run_key
+from privbench.run.cell import cell_dir, read_cell_file
+from privbench.run.manifest import check_run
+from privbench.run.runner import run_suite
+from privbench.spec.suite import load_suite
 
 ray = pytest.importorskip("ray")  # the `ray` extra; CI installs it through `dev`
 

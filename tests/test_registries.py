@@ -7,13 +7,13 @@ import typing
 
 import pytest
 
-from privbench.datasets import DATA_SETS, builtin_names, names_of
+from privbench.data.registry import DATA_SETS, builtin_names, names_of
+from privbench.data.text_clients import load_text_data
 from privbench.errors import PrivbenchError
-from privbench.gates import check_spec, load_policy, privacy_units
-from privbench.lm.textdata import load_text_data
-from privbench.spec import DATASET_SIZES, TEXT_DATASETS, CellSpec, DataSpec
-from privbench.suite import load_suite
-from privbench.tasks import TASKS
+from privbench.gates.policy import check_spec, load_policy, privacy_units
+from privbench.run.tasks import TASKS
+from privbench.spec.schema import DATASET_SIZES, TEXT_DATASETS, CellSpec, DataSpec
+from privbench.spec.suite import load_suite
 
 
 def test_spec_values_and_sizes_derive_from_the_data_set_registry():
@@ -54,7 +54,7 @@ def test_delta_policy_on_the_llm_suite_counts_its_text_units(tmp_path, unit):
 def test_privacy_settings_and_the_plan_derive_from_the_mechanism_registry():
     """The spec allows the settings that select a registered mechanism; every private target
     selects exactly one, and the plan runs it (wrapped as the spec asks)."""
-    from privbench.spec import PrivacySpec, TrainSpec
+    from privbench.spec.schema import PrivacySpec, TrainSpec
     from privbench.trainers.mechanisms import MECHANISMS, SETTINGS, select
     from privbench.trainers.privacy_plan import make_plan
 
@@ -83,11 +83,11 @@ def test_privacy_settings_and_the_plan_derive_from_the_mechanism_registry():
 def test_one_scorer_registry_feeds_the_cell_the_gates_and_the_report(tmp_path):
     """Each scorer declares its kind; the TPR gate and the report's membership tables both read
     that (they disagreed on audit_forensics before); a typo is one line with the nearest name."""
-    from privbench.gates import _tpr_gate
-    from privbench.mia import fpr_metric_name
-    from privbench.report_context import is_membership as report_is_membership
-    from privbench.results import CellResult, MetricRow
-    from privbench.scorers import claim_scorer, utility_scorer
+    from privbench.attacks.classifier_scorers import claim_scorer, utility_scorer
+    from privbench.attacks.membership.metrics import fpr_metric_name
+    from privbench.gates.policy import _tpr_gate
+    from privbench.report.context import is_membership as report_is_membership
+    from privbench.run.results import CellResult, MetricRow
     from privbench.scoring import SCORERS, get_scorer, is_membership, scorers_for
 
     assert get_scorer("utility") is utility_scorer

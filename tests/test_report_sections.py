@@ -10,12 +10,12 @@ import math
 import pytest
 from conftest import TINY_SUITE, write_suite
 
-from privbench import accounting
-from privbench.monitor import BudgetPlan, RoundMonitor, read_rounds
-from privbench.report import write_report
-from privbench.results import CellResult, MetricRow
-from privbench.spec import CellSpec
-from privbench.suite import load_suite
+from privbench.privacy import accounting
+from privbench.privacy.budget_monitor import BudgetPlan, RoundMonitor, read_rounds
+from privbench.report.render import write_report
+from privbench.run.results import CellResult, MetricRow
+from privbench.spec.schema import CellSpec
+from privbench.spec.suite import load_suite
 
 
 def _cells(suite, with_rows: bool) -> list[CellResult]:

@@ -10,11 +10,11 @@ import pytest
 from conftest import TINY_SUITE, run_cli, write_suite
 
 from privbench.errors import PrivbenchError
-from privbench.limits import check_memory, memory_parts
-from privbench.manifest import check_run
-from privbench.results_schema import validate_results
-from privbench.runner import run_suite
-from privbench.suite import load_suite
+from privbench.run.manifest import check_run
+from privbench.run.results_schema import validate_results
+from privbench.run.runner import run_suite
+from privbench.spec.limits import check_memory, memory_parts
+from privbench.spec.suite import load_suite
 
 
 def test_peak_memory_and_wall_time_are_recorded_per_cell(tmp_path):

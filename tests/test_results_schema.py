@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from privbench.errors import PrivbenchError
-from privbench.results_schema import results_schema, validate_results
+from privbench.run.results_schema import results_schema, validate_results
 
 
 def test_results_json_validates_against_the_shipped_schema(quick_results):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from privbench.mia import membership_rows
-from privbench.roc import tpr_at_fpr
+from privbench.attacks.membership.metrics import membership_rows
+from privbench.attacks.membership.roc import tpr_at_fpr
 from privbench.stats import clopper_pearson
 
 

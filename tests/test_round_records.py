@@ -9,7 +9,7 @@ import json
 import pytest
 from round_records import BASE, GOLDEN, SCENARIOS, run, spec_of
 
-from privbench.monitor import RoundMonitor
+from privbench.privacy.budget_monitor import RoundMonitor
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_a_run_records_what_the_code_before_the_speed_up_recorded(name, golden, 
 
 @pytest.mark.parametrize("name", sorted(RECALIBRATED))
 def test_a_plan_calibrated_short_of_its_target_now_meets_it_within_1e_3(name, golden, tmp_path):
-    from privbench import accounting
+    from privbench.privacy import accounting
 
     got, old = run(spec_of(name), tmp_path), golden[name]
     z_new, z_old = got["claim"]["noise_multiplier"], old["claim"]["noise_multiplier"]
@@ -135,7 +135,7 @@ def test_a_resumed_run_leaves_the_records_of_an_uninterrupted_run(name, where, g
 def test_a_fixed_cohort_run_reports_its_rdp_epsilon_spent_round_by_round(tmp_path):
     """Fixed cohorts are accounted with RDP (PLD has no sampling-without-replacement event): the
     round monitor composes the same events the same way, and ends at the Claim's epsilon."""
-    from privbench.spec import CellSpec
+    from privbench.spec.schema import CellSpec
 
     spec = CellSpec.model_validate({**BASE, "train": {**BASE["train"], "sampling": "fixed_cohort"},
                                     "privacy": {"epsilon": 4.0, "neighbouring": "replace_one"}})

@@ -7,20 +7,20 @@ import math
 import pytest
 from conftest import TINY_SUITE, write_suite
 
-import privbench.cell
-from privbench.runner import run_suite
-from privbench.suite import load_suite
+import privbench.run.cell
+from privbench.run.runner import run_suite
+from privbench.spec.suite import load_suite
 
 
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, monkeypatch):
-    real = privbench.cell.train_fedavg
+    real = privbench.run.cell.train_fedavg
 
     def flaky(model, data, shards, train, privacy, seed, **hooks):
         if privacy.epsilon == 8.0:
             raise RuntimeError("simulated trainer crash")
         return real(model, data, shards, train, privacy, seed, **hooks)
 
-    monkeypatch.setattr(privbench.cell, "train_fedavg", flaky)
+    monkeypatch.setattr(privbench.run.cell, "train_fedavg", flaky)
     suite = load_suite(str(write_suite(tmp_path / "tiny.toml", TINY_SUITE)))
     result = run_suite(suite, tmp_path / "run", workers=1)
     status = {c.label: (c.status, c.error) for c in result.cells}
@@ -29,7 +29,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, monkeypatch)
     html = (tmp_path / "run" / "index.html").read_text()
     assert "simulated trainer crash" in html and "1 cell(s) failed" in html
     # the failed cell is not stored as finished: a rerun retries it
-    monkeypatch.setattr(privbench.cell, "train_fedavg", real)
+    monkeypatch.setattr(privbench.run.cell, "train_fedavg", real)
     again = run_suite(suite, tmp_path / "run", workers=1)
     assert [c.status for c in again.cells] == ["ok"] * 3
     assert len(again.loaded) == 2

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SUITE, write_suite
 
-from privbench.cli import main
+from privbench.cli.main import main
 from privbench.errors import PrivbenchError
-from privbench.paths import inside, safe_folder_name
-from privbench.pytest_plugin import run_cache_dir
-from privbench.runlock import LOCK_FILE, RunLocked, run_lock
-from privbench.runner import default_run_dir
-from privbench.suite import load_suite
+from privbench.gates.pytest_plugin import run_cache_dir
+from privbench.run.paths import inside, safe_folder_name
+from privbench.run.runlock import LOCK_FILE, RunLocked, run_lock
+from privbench.run.runner import default_run_dir
+from privbench.spec.suite import load_suite
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -60,7 +60,7 @@ def test_a_path_read_from_a_manifest_cannot_leave_its_folder(tmp_path):
 
 
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
-    code = ("import sys, time\nfrom privbench.runlock import run_lock\n"
+    code = ("import sys, time\nfrom privbench.run.runlock import run_lock\n"
             f"with run_lock({str(run_dir)!r}):\n    print('locked', flush=True)\n"
             "    time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -128,12 +128,12 @@ def test_an_out_that_cannot_be_written_is_one_line_before_training(tmp_path, cap
 def test_a_write_that_fails_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
     suite = write_suite(tmp_path / "tiny.toml", TINY_SUITE.replace(
         '"privacy.epsilon" = [2.0, 8.0, inf]', '"privacy.epsilon" = [inf]'))
-    import privbench.runner
+    import privbench.run.runner
 
     def disk_full(path, data):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(privbench.runner, "write_json", disk_full)
+    monkeypatch.setattr(privbench.run.runner, "write_json", disk_full)
     code, _, err = _cli(capsys, "suite", str(suite), "--out", str(tmp_path / "run"), "--quiet")
     assert code == 2
     assert _one_line(err) == (f"suite: {tmp_path / 'run' / 'suite.json'}: No space left on "
@@ -142,7 +142,7 @@ def test_a_write_that_fails_mid_run_is_one_line(tmp_path, capsys, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from privbench.runner import run_suite
+    from privbench.run.runner import run_suite
 
     root = tmp_path_factory.mktemp("safety")
     text = TINY_SUITE.replace("rounds = 12", "rounds = 2").replace(

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from privbench.crypto import SealError, load_run_key, use_key, write_run_key
-from privbench.data import load_split
-from privbench.ledger import ledger_plaintext
-from privbench.manifest import record_run
+from privbench.attacks.membership.shadows import ShadowPlan, cached_shadows
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
+from privbench.governance.crypto import SealError, load_run_key, use_key, write_run_key
 from privbench.models import build_model
-from privbench.partition import partition
-from privbench.sealed import encryption_record
-from privbench.spec import CellSpec
+from privbench.privacy.ledger import ledger_plaintext
+from privbench.run.manifest import record_run
+from privbench.run.sealed import encryption_record
+from privbench.spec.schema import CellSpec
 from privbench.trainers import tabular_inputs, train_fedavg
-from privbench.trainers.shadow import ShadowPlan, cached_shadows
 
 SPEC = CellSpec.model_validate({
     "data": {"name": "breast_cancer", "clients": 6}, "model": {"hidden": [8]},
@@ -112,8 +112,8 @@ def test_an_encrypted_runs_shadow_cache_is_sealed_and_opens_with_the_key(tmp_pat
 def test_the_live_rounds_file_of_an_encrypted_run_is_sealed_line_by_line(tmp_path):
     import json
 
-    from privbench.monitor import RoundMonitor
-    from privbench.sealed import plaintext_lines
+    from privbench.privacy.budget_monitor import RoundMonitor
+    from privbench.run.sealed import plaintext_lines
 
     run = _encrypted_run(tmp_path)
     live = run / "cells" / ".abc.rounds.jsonl"

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from privbench.cell import run_cell
-from privbench.suite import load_suite
+from privbench.run.cell import run_cell
+from privbench.spec.suite import load_suite
 
 SMALL = ["data.clients=20", "train.rounds=4", "train.cohort=8", "secagg.compression=none",
          "secagg.groups=0", "privacy.epsilon=8"]

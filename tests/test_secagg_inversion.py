@@ -3,9 +3,9 @@ run on that sum (surface `aggregates`) and recover far less than from single cli
 
 from __future__ import annotations
 
-from privbench.cell import run_cell
-from privbench.spec import validate_suite
-from privbench.suite import expand
+from privbench.run.cell import run_cell
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 
 SPEC = {
     "name": "secagg-inversion", "seed": 1,

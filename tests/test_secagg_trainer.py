@@ -8,11 +8,12 @@ import math
 import pytest
 import torch
 
-from privbench.data import load_split
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.errors import SpecError
 from privbench.models import build_model
-from privbench.partition import partition
-from privbench.spec import DataSpec, ModelSpec, PrivacySpec, SecAggSpec, TrainSpec, validate_suite
+from privbench.spec.load import validate_suite
+from privbench.spec.schema import DataSpec, ModelSpec, PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trainers import tabular_inputs, train_fedavg
 
 
@@ -86,9 +87,9 @@ def test_secagg_spec_errors_name_the_field_and_the_fix():
 def test_report_section_lists_bytes_expansion_and_accuracy_change_per_epsilon():
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    from privbench.report import _num
-    from privbench.results import CellResult, MetricRow
-    from privbench.trainers.secagg.scoring import report_rows
+    from privbench.privacy.secagg_rows import report_rows
+    from privbench.report.render import _num
+    from privbench.run.results import CellResult, MetricRow
 
     def cell(label, compression, accuracy, upload):
         spec = {"privacy": {"epsilon": 8.0},

@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-import privbench.trainers.shadow as shadow_mod
-from privbench.data import load_split
+import privbench.attacks.membership.shadows as shadow_mod
+from privbench.attacks.membership.shadows import (
+    ShadowPlan,
+    batched_logits,
+    cached_shadows,
+    train_shadows,
+)
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.models import build_model
-from privbench.partition import partition
-from privbench.spec import CellSpec
+from privbench.spec.schema import CellSpec
 from privbench.trainers import tabular_inputs, train_fedavg
-from privbench.trainers.shadow import ShadowPlan, batched_logits, cached_shadows, train_shadows
 
 
 def _setup(clients: int = 4, epsilon: float = 4.0, unit: str = "client", **train):

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli, write_suite
 
 from privbench.errors import SpecError
-from privbench.suite import content_hash, load_suite
+from privbench.spec.suite import content_hash, load_suite
 
 BASE = """
 name = "t"
@@ -143,8 +143,8 @@ def test_list_names_every_suite_attack_inversion_attack_and_mechanism():
 
     from privbench.attacks import ATTACKS
     from privbench.attacks.inversion import INVERSION_ATTACKS
-    from privbench.spec import InversionAttackSpec
-    from privbench.suite import builtin_suites
+    from privbench.spec.attack_schema import InversionAttackSpec
+    from privbench.spec.suite import builtin_suites
 
     proc = run_cli("list", timeout=60)
     assert proc.returncode == 0, proc.stderr

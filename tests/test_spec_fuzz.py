@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from privbench.errors import SpecError
-from privbench.spec import SuiteSpec
-from privbench.suite import Suite, load_suite
+from privbench.spec.schema import SuiteSpec
+from privbench.spec.suite import Suite, load_suite
 
 
 def _leaves(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from privbench.errors import SpecError
-from privbench.suite import load_suite
+from privbench.spec.suite import load_suite
 
 SUITE = """
 name = "relative"

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from privbench.data import load_split
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
 from privbench.models import build_model
 from privbench.models.adapter import ClassifierAdapter
-from privbench.partition import partition
-from privbench.spec import DataSpec, ModelSpec, PrivacySpec, TrainSpec
+from privbench.spec.schema import DataSpec, ModelSpec, PrivacySpec, TrainSpec
 from privbench.trainers import tabular_inputs, train_fedavg
 from privbench.trainers.aggregation import clip_updates, dp_fedavg, update_norms
 from privbench.trainers.client_data import ClientData

@@ -16,9 +16,9 @@ import pytest
 import torch
 from test_lm_suite import saved_model  # noqa: F401
 
-from privbench.spec import validate_suite
-from privbench.suite import expand
-from privbench.tasks import build_task
+from privbench.run.tasks import build_task
+from privbench.spec.load import validate_suite
+from privbench.spec.suite import expand
 from privbench.trainers import train_fedavg
 
 TABULAR = {"name": "adapters", "seed": 0, "data": {"name": "digits", "clients": 20},

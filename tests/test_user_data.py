@@ -15,13 +15,13 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from privbench.cli import main
-from privbench.data import load_split
+from privbench.cli.main import main
+from privbench.data.partition import partition
+from privbench.data.splits import load_split
+from privbench.data.user_data import _cached_records, read_records
 from privbench.errors import SpecError
-from privbench.partition import partition
-from privbench.spec import DataSpec
-from privbench.suite import load_suite
-from privbench.user_data import _cached_records, read_records
+from privbench.spec.schema import DataSpec
+from privbench.spec.suite import load_suite
 
 SITES = [f"site-{c}" for c in "abcdef"]
 
@@ -139,7 +139,7 @@ def test_an_image_folder_without_client_folders_is_partitioned_as_usual(tmp_path
 
 
 def test_a_large_table_is_read_in_chunks_with_the_same_records(tmp_path, monkeypatch):
-    import privbench.tabular_files as tabular
+    import privbench.data.tabular_files as tabular
 
     csv = write_table(tmp_path / "t.csv")
     spec = DataSpec(name="table", path=str(csv), label="outcome", client="site", clients=6)
@@ -308,8 +308,8 @@ def test_image_and_jsonl_folders_enter_the_content_hash(tmp_path):
 def test_the_gates_and_limits_count_a_users_table(tmp_path):
     """delta <= 1/n counts the table's training records (example level) or its named clients;
     the memory estimate builds the model for the table's 5 features and 3 labels."""
-    from privbench.gates import privacy_units
-    from privbench.limits import parameter_counts, parameter_names
+    from privbench.gates.policy import privacy_units
+    from privbench.spec.limits import parameter_counts, parameter_names
 
     suite = table_suite(tmp_path, write_table(tmp_path / "t.csv"))
     example = load_suite(str(suite), ["privacy.unit=example", "privacy.epsilon=4.0"]).cells[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from privbench.lm.textdata import _cached_problem
+from privbench.data.text_clients import _cached_problem
 
 
 def _good_folder(folder: Path) -> Path:
@@ -87,7 +87,7 @@ def test_a_model_folder_without_tokenizer_fails_once_before_any_cell(tmp_path):
 
 def test_the_folder_is_read_once_for_all_cells_of_a_suite(tmp_path):
     """Checking three cells of one folder reads it once; editing a file reads it again."""
-    from privbench.suite import load_suite
+    from privbench.spec.suite import load_suite
 
     folder = _good_folder(tmp_path / "texts")
     _cached_problem.cache_clear()

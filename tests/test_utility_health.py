@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privbench.results import CellResult
+from privbench.run.results import CellResult
 from privbench.suites.utility import classification_utility
 
 
@@ -56,10 +56,10 @@ def test_an_exploded_loss_is_flagged_even_when_accuracy_is_above_chance():
 
 
 def test_the_scorecard_shows_a_collapsed_cell_instead_of_ok(quick_run, tmp_path):
-    from privbench.gates import load_cells
-    from privbench.report import write_report
-    from privbench.results import MetricRow
-    from privbench.suite import load_suite
+    from privbench.gates.policy import load_cells
+    from privbench.report.render import write_report
+    from privbench.run.results import MetricRow
+    from privbench.spec.suite import load_suite
 
     cells = load_cells(quick_run[0])
     i = cells[0].metrics.index(cells[0].metric("utility", "collapsed"))
@@ -71,8 +71,8 @@ def test_the_scorecard_shows_a_collapsed_cell_instead_of_ok(quick_run, tmp_path)
 
 
 def test_the_frontier_plots_language_models_next_token_accuracy():
-    from privbench.report import _frontier_svg
-    from privbench.results import MetricRow
+    from privbench.report.render import _frontier_svg
+    from privbench.run.results import MetricRow
 
     def cell(eps: float, with_utility: bool) -> CellResult:
         rows = [MetricRow("k", "utility", "next_token_accuracy", 0.3 + 0.01 * eps, 0.25, 0.4)

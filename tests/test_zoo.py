@@ -13,11 +13,12 @@ import pytest
 import torch
 from conftest import run_cli, write_suite
 
-from privbench.cell import run_cell
 from privbench.errors import PrivbenchError, SpecError
 from privbench.models import build_model
-from privbench.spec import ModelSpec, validate_suite
-from privbench.suite import expand
+from privbench.run.cell import run_cell
+from privbench.spec.load import validate_suite
+from privbench.spec.schema import ModelSpec
+from privbench.spec.suite import expand
 
 TESTS = str(Path(__file__).parent)
 MODELS = {"cnn": {"name": "cnn", "channels": [4, 8]},

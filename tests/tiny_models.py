@@ -1,7 +1,7 @@
 """Tiny Hugging Face models of several architectures for tests, beside `tiny_lm.py` (GPT-2).
 
 Each is built from a tiny random config (2 blocks, width 16, nothing downloaded) and saved with
-`save_pretrained`, with the project's byte-level BPE tokenizer (`privbench.lm.pretrained.
+`save_pretrained`, with the project's byte-level BPE tokenizer (`privbench.models.pretrained_lm.
 train_tokenizer`, trained on the public corpus), into a folder that loads offline with
 `from_pretrained(folder, local_files_only=True)`: exactly as a user's own model folder does.
 
@@ -35,8 +35,8 @@ from transformers import (
     Qwen2Config,
 )
 
-from privbench.lm.corpus import public_corpus
-from privbench.lm.pretrained import train_tokenizer
+from privbench.data.text_corpus import public_corpus
+from privbench.models.pretrained_lm import train_tokenizer
 
 CAUSAL_LMS = ("llama", "qwen2", "opt")
 CLASSIFIERS = ("bert", "distilbert", "llama")

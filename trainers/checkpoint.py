@@ -7,8 +7,9 @@ history that round's checkpoint counts (later ones are overwritten), and ends wi
 weights as an uninterrupted run. No pickle: safetensors and JSON only.
 
 In an encrypted run (a work folder `RUN/work/<key>` of a run whose manifest records encryption,
-privbench.sealed) every file is sealed with the run key, named by its path inside the run folder:
-the tensor files whole, `history.jsonl` line by line (privbench.sealed.LineSealer), so a round
+privbench.run.sealed) every file is sealed with the run key, named by its path inside the run
+folder:
+the tensor files whole, `history.jsonl` line by line (privbench.run.sealed.LineSealer), so a round
 still appends one line.
 """
 
@@ -24,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, load_file, save, save_file
 
-from privbench import sealed
+from privbench.run import sealed
 
 Params = dict[str, torch.Tensor]
 TENSORS = "checkpoint.safetensors"

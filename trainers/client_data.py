@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from privbench.data.partition import ClientShard
 from privbench.models.adapter import Batch
-from privbench.partition import ClientShard
 
 
 @dataclass(frozen=True)

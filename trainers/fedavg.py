@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from privbench import accounting
-from privbench.data import SplitData
-from privbench.ledger import PrivacyLedger
+from privbench.data.partition import ClientShard
+from privbench.data.splits import SplitData
 from privbench.models.adapter import Batch, ClassifierAdapter, ModelAdapter, Params
-from privbench.monitor import RecordHook
-from privbench.partition import ClientShard
-from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
-from privbench.trained import Observations, TrainedModel
+from privbench.privacy import accounting
+from privbench.privacy.budget_monitor import RecordHook
+from privbench.privacy.ledger import PrivacyLedger
+from privbench.run.observations import Observations, TrainedModel
+from privbench.spec.schema import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trainers.checkpoint import RoundCheckpoint
 from privbench.trainers.client_data import ClientData, from_shards
 from privbench.trainers.client_update import stack_params, vmap_traces
@@ -51,8 +51,8 @@ from privbench.trainers.screening import screen_updates
 from privbench.trainers.secagg.trainer_hook import SecureRounds
 
 if TYPE_CHECKING:  # [governance] hook types only (they import the trainers package)
-    from privbench.personal import PersonalHook
-    from privbench.population import PopulationHook
+    from privbench.governance.personal import PersonalHook
+    from privbench.governance.population import PopulationHook
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
 # (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
@@ -63,7 +63,8 @@ log = logging.getLogger("privbench.trainers")
 SERVER_STATE = "server_optimizer."
 __all__ = ["CENTRAL_DP_OBSERVERS", "tabular_inputs", "train_fedavg"]
 # ClientUpdateHook: the audit's canary clients (trainers/mechanisms/base.py says how).
-# Monitoring hook (privbench.monitor.RecordHook): called with each round's history record and the
+# Monitoring hook (privbench.privacy.budget_monitor.RecordHook): called with each round's history
+# record and the
 # DP event the round executed (None without DP) as soon as the round ends; it may add keys to the
 # record (the monitor adds the epsilon spent and planned), which stay in the history. Before the
 # first round it is handed the rounds a resumed checkpoint holds.
@@ -145,8 +146,9 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         engine: the per-example gradient engine of example-level DP-SGD.
         microbatch: examples per row in one call of the vmap engine (None: what fits memory).
         population: [governance] the clients that may be sampled each round (consent,
-            onboarding, withdrawals; privbench.population); None: every client.
-        personal: [governance] FedPer personal layers (privbench.personal): kept per client,
+            onboarding, withdrawals; privbench.governance.population); None: every client.
+        personal: [governance] FedPer personal layers (privbench.governance.personal): kept per
+        client,
             never sent, clipped, noised or aggregated; None: every layer is shared.
     Returns:
         The released model, its Claim, observations and per-round history.
@@ -405,7 +407,8 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
                on_round: Callable[[int, Params], None] | None = None) -> Params:
     """Train `runs` independent federated runs side by side; return their parameters, (K, ...).
 
-    Shadow models (trainers/shadow.py) and the multi-run audit (privbench/audit/multi_run.py)
+    Shadow models (attacks/membership/shadows.py) and the multi-run audit
+    (privbench/audit/multi_run.py)
     are calls to this, so that their runs sample, train, clip and noise exactly as the target's
     `train_fedavg` does. Run k owns the clients `k * n + c` of `data` (n = data.n_clients //
     runs): its own inclusion mask and partition. Every (run, sampled client) pair of a round is

@@ -30,9 +30,9 @@ from typing import Any
 import dp_accounting
 from scipy import stats
 
-from privbench import accounting
-from privbench.claim import Claim, claim_from_event
-from privbench.spec import PrivacySpec, TrainSpec
+from privbench.privacy import accounting
+from privbench.privacy.claim import Claim, claim_from_event
+from privbench.spec.schema import PrivacySpec, TrainSpec
 from privbench.trainers import mechanisms
 from privbench.trainers.adaptive_clip import update_noise_multiplier
 from privbench.trainers.mechanisms.base import Mechanism

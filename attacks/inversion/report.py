@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from privbench.results import CellResult, MetricRow
+from privbench.run.results import CellResult, MetricRow
 
 # (scorer, metric, legend) drawn on the curve; PSNR gets its own panel.
 RATE_METRICS = (("inversion_idlg", "label_accuracy", "iDLG label accuracy"),

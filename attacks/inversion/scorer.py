@@ -42,9 +42,9 @@ from privbench.attacks.inversion.metrics import (
     token_precision_recall,
 )
 from privbench.attacks.inversion.text import dager, embedding_rows
-from privbench.results import MetricRow
+from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
-from privbench.spec import InversionAttackSpec
+from privbench.spec.attack_schema import InversionAttackSpec
 from privbench.trainers.aggregation import clip_updates
 
 Params = dict[str, torch.Tensor]

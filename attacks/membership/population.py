@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privbench.data import SplitData
-from privbench.partition import ClientShard
+from privbench.data.partition import ClientShard
+from privbench.data.splits import SplitData
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,11 @@ from privbench.audit.gradient_canaries import (
     quiet_adapter_coordinates,
     quiet_coordinates,
 )
-from privbench.data import SplitData
+from privbench.data.partition import ClientShard
+from privbench.data.splits import SplitData
 from privbench.errors import PrivbenchError
-from privbench.partition import ClientShard
-from privbench.spec import AuditSpec, CellSpec, TrainSpec
+from privbench.spec.attack_schema import AuditSpec
+from privbench.spec.schema import CellSpec, TrainSpec
 from privbench.trainers.dpsgd import GradientCanaries
 
 Params = dict[str, torch.Tensor]

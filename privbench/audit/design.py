@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from privbench.data import SplitData
-from privbench.spec import AuditSpec, CellSpec
+from privbench.data.splits import SplitData
+from privbench.spec.attack_schema import AuditSpec
+from privbench.spec.schema import CellSpec
 
 MAX_CANARIES = 2000
 MIN_CANARIES = 20

@@ -25,8 +25,8 @@ from dp_accounting import pld
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 from scipy import special
 
-from privbench.accounting import NEIGHBOURING
 from privbench.audit.gaussians import gdp_epsilon
+from privbench.privacy.accounting import NEIGHBOURING
 
 # PLD grid of the family's curves: coarser than a claim's (1e-4) for speed; pessimistic either way.
 FAMILY_PLD_GRID = 1e-3

@@ -41,7 +41,7 @@ from privbench.audit.whitebox import (
     mechanism_output,
     snapshots,
 )
-from privbench.results import MetricRow
+from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.trainers.privacy_plan import make_plan, round_factors
 

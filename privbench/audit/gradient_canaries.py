@@ -24,7 +24,7 @@ from scipy import special, stats
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from privbench.spec import CellSpec
+from privbench.spec.schema import CellSpec
 from privbench.trainers.dpsgd import GradientCanaries
 from privbench.trainers.privacy_plan import PrivacyPlan
 

@@ -10,7 +10,8 @@ claim bounds:
   (`privbench.audit.canaries.audited_cohort`, as the tabular canary clients do).
 
 The released model (`final_model`) scores every canary by the log-likelihood of its secret after
-the template, one batched pass over all 10^d candidates (`privbench.lm.exposure`); every canary
+the template, one batched pass over all 10^d candidates (`privbench.attacks.exposure_lm`); every
+canary
 shares the template, so the scores compare directly (their order is the exposure order). The
 scores and bits go to the project's one-run estimator and verdict (privbench/audit/estimators.py,
 verdict.py) unchanged.
@@ -26,10 +27,10 @@ import numpy as np
 from privbench.audit.canaries import audited_cohort
 from privbench.audit.estimators import one_run_bound
 from privbench.audit.verdict import audit_rows
-from privbench.lm.corpus import canary_text
-from privbench.lm.textdata import TextData
-from privbench.results import MetricRow
-from privbench.spec import CellSpec, TrainSpec
+from privbench.data.text_clients import TextData
+from privbench.data.text_corpus import canary_text
+from privbench.run.results import MetricRow
+from privbench.spec.schema import CellSpec, TrainSpec
 
 # The fixed template of every audit canary (none of the exposure canaries' templates).
 AUDIT_TEMPLATE = "the audit code is"

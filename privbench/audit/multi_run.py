@@ -21,9 +21,9 @@ import torch
 
 from privbench.audit.estimators import EpsilonBound, planned_threshold, two_world_bound
 from privbench.audit.gradient_canaries import claimed_mechanism, quiet_coordinates
-from privbench.data import SplitData
+from privbench.data.splits import SplitData
 from privbench.models import build_model
-from privbench.spec import CellSpec
+from privbench.spec.schema import CellSpec
 from privbench.trainers.client_data import ClientData
 from privbench.trainers.client_update import stack_params
 from privbench.trainers.dpsgd import GradientCanaries

@@ -35,9 +35,9 @@ from privbench.audit.whitebox import (
     is_white_box,
     mechanism_output,
 )
-from privbench.results import MetricRow
+from privbench.query.classifier import per_example_losses
+from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
-from privbench.signals import per_example_losses
 from privbench.trainers.privacy_plan import make_plan
 
 # A surface the audit reads, and the exposed surfaces that reveal it (iterates end in the final

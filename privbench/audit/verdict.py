@@ -13,7 +13,7 @@ import math
 from typing import Literal
 
 from privbench.audit.estimators import EpsilonBound
-from privbench.results import MetricRow
+from privbench.run.results import MetricRow
 
 Verdict = Literal["PASS", "FAIL", "TOO_SMALL"]
 

@@ -1,6 +1,6 @@
 """Where suite cells run: one small interface, a local process pool or a Ray cluster behind it.
 
-The runner (privbench.runner) loads finished cells, holds the run lock and writes the manifests
+The runner (privbench.run.runner) loads finished cells, holds the run lock and writes the manifests
 and the results store; a backend only runs the remaining cells through `run_cell` (one path for
 every backend) and reports back. Its cells' folders end up under `run_dir/cells/<key>/` exactly
 as the local backend writes them, so a run on either backend resumes on the other and their
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from privbench.errors import PrivbenchError
-from privbench.suite import Cell
+from privbench.spec.suite import Cell
 
 # (kind, cell key, payload): ("round", key, (done, total)), ("done", key, CellResult) or
 # ("recompute", key, why its stored files were not loaded)

@@ -3,7 +3,8 @@
 Each worker process uses one torch thread, and so does a single in-process run, so the numbers do
 not depend on the worker count. A worker process that dies (killed, out of memory) makes its cell
 a result with status "error"; the other cells still finish. Spawned workers start without the
-parent's run key (privbench.crypto), so it is handed to each of them, and an encrypted run's
+parent's run key (privbench.governance.crypto), so it is handed to each of them, and an encrypted
+run's
 cells are sealed in the workers exactly as in the parent.
 """
 
@@ -20,10 +21,10 @@ from typing import Any
 import torch
 
 from privbench.backends import Event
-from privbench.cell import run_cell
-from privbench.crypto import active_run_key, set_run_key
-from privbench.results import CellResult
-from privbench.suite import Cell
+from privbench.governance.crypto import active_run_key, set_run_key
+from privbench.run.cell import run_cell
+from privbench.run.results import CellResult
+from privbench.spec.suite import Cell
 
 _DONE = object()  # the inline runner's end-of-cells marker
 

@@ -32,13 +32,13 @@ from typing import Any
 
 from privbench.backends import Event
 from privbench.backends.local import worker_failed
-from privbench.cell import cell_dir, run_cell
-from privbench.crypto import RunKey, active_run_key, use_key
 from privbench.errors import PrivbenchError
-from privbench.manifest import record_run
-from privbench.results import CellResult
-from privbench.sealed import run_encryption
-from privbench.suite import Cell
+from privbench.governance.crypto import RunKey, active_run_key, use_key
+from privbench.run.cell import cell_dir, run_cell
+from privbench.run.manifest import record_run
+from privbench.run.results import CellResult
+from privbench.run.sealed import run_encryption
+from privbench.spec.suite import Cell
 
 RETRIES = 3  # Ray's reruns of a task whose worker died
 POLL_S = 0.05  # how often round events are collected while cells run
@@ -62,7 +62,7 @@ def cell_task(cell: Cell, events: Any, key: RunKey | None = None,
         cell: the cell.
         events: a ray.util.queue.Queue for ("round", key, (done, total)) events, or None.
         key: the run key of an encrypted run (None for a plaintext run).
-        encryption: the run's encryption record (privbench.sealed.run_encryption), or None.
+        encryption: the run's encryption record (privbench.run.sealed.run_encryption), or None.
 
     Returns:
         (result, files); files is empty for a cell that failed (nothing is stored for it).

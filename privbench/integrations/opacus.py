@@ -26,7 +26,8 @@ relation Opacus's accountant bounds. Two kinds:
 
 The claim is read from the user's PrivacyEngine accountant: its history of (noise multiplier,
 sample rate, steps) becomes a dp_accounting DpEvent, re-accounted with PLD by privbench's
-accounting (privbench.claim.claim_from_event), and compared with Opacus's own epsilon (for its
+accounting (privbench.privacy.claim.claim_from_event), and compared with Opacus's own epsilon (for
+its
 PRV accountant, the interval it guarantees at its stated eps_error).
 """
 
@@ -43,16 +44,16 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, TensorDataset
 
-from privbench import accounting
 from privbench.audit.canaries import input_canaries
 from privbench.audit.estimators import one_run_bound
 from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio, quiet_coordinates
 from privbench.audit.verdict import audit_rows
-from privbench.claim import Claim, claim_from_event
-from privbench.data import SplitData
+from privbench.data.splits import SplitData
 from privbench.errors import PrivbenchError
 from privbench.integrations.result import AuditResult
-from privbench.signals import per_example_losses
+from privbench.privacy import accounting
+from privbench.privacy.claim import Claim, claim_from_event
+from privbench.query.classifier import per_example_losses
 
 CanaryKind = Literal["dirac", "mislabelled", "ood"]
 # Natural records read from the user's data set to choose quiet coordinates and the feature range.

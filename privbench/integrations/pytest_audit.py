@@ -4,7 +4,7 @@ The fixture hands `train_fn` an integration's audit object (an OpacusAudit by de
 FlowerAudit), which the function threads through its own training (plant / watch, or wrap).
 `train_fn` returns what the audit's `result` needs: for Opacus the PrivacyEngine, or
 (engine, model) for input canaries; for Flower nothing; or an AuditResult it made itself. The
-audit is then gated as `privbench gate` gates a run (privbench.gates, policy
+audit is then gated as `privbench gate` gates a run (privbench.gates.policy, policy
 `audit.eps_lb_not_above_claim`): a failed gate fails the test with the gate's line (gate,
 measured eps_LB, threshold, margin).
 """
@@ -65,9 +65,9 @@ def audit_train_fn(train_fn: Callable[[Any], Any], *, integration: str = "opacus
 
 
 def gate(result: AuditResult, name: str, confidence: float = 0.95) -> Any:
-    """The eps_lb_not_above_claim gate of privbench.gates on this result (one GateResult)."""
-    from privbench.gates import AuditPolicy, Policy, evaluate
-    from privbench.results import CellResult
+    """The eps_lb_not_above_claim gate of privbench.gates.policy on this result (one GateResult)."""
+    from privbench.gates.policy import AuditPolicy, Policy, evaluate
+    from privbench.run.results import CellResult
 
     cell = CellResult(key=name, label=name, axes={}, status="ok", spec={},
                       claim={"epsilon": result.claimed_epsilon, "delta": result.bound.delta},

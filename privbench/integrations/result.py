@@ -8,8 +8,8 @@ from typing import Any
 
 from privbench.audit.estimators import EpsilonBound
 from privbench.audit.verdict import Verdict, audit_rows, verdict
-from privbench.claim import Claim
-from privbench.results import MetricRow
+from privbench.privacy.claim import Claim
+from privbench.run.results import MetricRow
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from torch import nn
 from privbench.errors import PrivbenchError
 
 if TYPE_CHECKING:
-    from privbench.spec import CellSpec
+    from privbench.spec.schema import CellSpec
 
 
 def _field(spec: CellSpec) -> str:

@@ -4,7 +4,7 @@ A batch is `{"ids": (B, T), "weights": (B, T-1), "labels": (B,)}`: right-padded 
 weights of the predicted positions (1 where token t+1 is real) and, for classifiers, the labels.
 The causal LM's loss of an example is its mean next-token negative log-likelihood over the real
 targets; the classifier's is cross-entropy. The real-token attention mask is passed explicitly
-(`privbench.lm.tokens.attention_mask`), so transformers never guesses padding from the pad id.
+(`privbench.data.tokens.attention_mask`), so transformers never guesses padding from the pad id.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from privbench.data.tokens import attention_mask
 from privbench.errors import PrivbenchError
-from privbench.lm.tokens import attention_mask
 from privbench.models.adapter import Batch, ClassifierAdapter, Params
 from privbench.models.lora import find_lora_targets, needs_fan_in_fan_out
-from privbench.spec import LMSpec
+from privbench.spec.lm_schema import LMSpec
 
 TASKS = ("causal_lm", "sequence_classification")
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from privbench.errors import PrivbenchError
-from privbench.spec import DataSpec, ModelSpec
+from privbench.spec.schema import DataSpec, ModelSpec
 
 
 def mlp(n_features: int, n_classes: int, hidden: list[int]) -> nn.Module:
@@ -188,8 +188,8 @@ def build_model(spec: ModelSpec, n_features: int, n_classes: int, seed: int) -> 
 
 def spec_problems(spec: ModelSpec, data: DataSpec) -> list[str]:
     """`model_problems` for the data set's feature and class counts (spec checks; a user's files
-    are read once per file state, privbench/user_data.py)."""
-    from privbench.data import data_shape
+    are read once per file state, privbench/data/user_data.py)."""
+    from privbench.data.splits import data_shape
 
     shape = data_shape(data)
     return model_problems(spec, shape.n_features, shape.n_classes)

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 
 from privbench.models.adapter import ModelAdapter, Params
-from privbench.spec import TrainSpec
+from privbench.spec.schema import TrainSpec
 from privbench.trainers.aggregation import fedavg_mean
 from privbench.trainers.client_data import ClientData
 from privbench.trainers.client_update import local_sgd
 
 if TYPE_CHECKING:
-    from privbench.personal import PersonalHook
+    from privbench.governance.personal import PersonalHook
     from privbench.trainers.dpsgd import GradientCanaries
 
 # Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->

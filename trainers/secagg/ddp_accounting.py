@@ -28,8 +28,8 @@ from typing import Literal
 import dp_accounting
 from dp_accounting import pld
 
-from privbench import accounting
-from privbench.claim import Claim
+from privbench.privacy import accounting
+from privbench.privacy.claim import Claim
 
 
 def discreteness_tau(sigma: float, n: int) -> float:

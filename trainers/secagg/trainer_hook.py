@@ -12,8 +12,8 @@ import dp_accounting
 import numpy as np
 import torch
 
-from privbench.claim import Claim
-from privbench.spec import PrivacySpec, SecAggSpec, TrainSpec
+from privbench.privacy.claim import Claim
+from privbench.spec.schema import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trainers.secagg import ddp_accounting
 from privbench.trainers.secagg.aggregate import SecureAggregation, SecureAggregator
 from privbench.trainers.secagg.hierarchy import OBSERVERS, run_hierarchical

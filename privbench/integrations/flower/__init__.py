@@ -26,15 +26,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from privbench import accounting
 from privbench.audit.canaries import round_likelihood_scores
 from privbench.audit.estimators import one_run_bound
 from privbench.audit.verdict import audit_rows
-from privbench.claim import Claim, claim_from_event
 from privbench.errors import PrivbenchError
 from privbench.integrations.flower.canary_clients import CanaryClients
 from privbench.integrations.flower.record_rounds import RecordRounds
 from privbench.integrations.result import AuditResult
+from privbench.privacy import accounting
+from privbench.privacy.claim import Claim, claim_from_event
 
 __all__ = ["CanaryClients", "FlowerAudit", "FlowerAuditError", "RecordRounds"]
 

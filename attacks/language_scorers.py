@@ -1,0 +1,311 @@
+"""Scorers of a fine-tuned language model: utility, the LOSS attack on sequences, canary exposure,
+and the black-box one-run audit on secret canaries (privbench/audit/lm_canaries.py).
+
+Metric names follow the shared conventions: scorer "utility" (perplexity, next_token_accuracy, or
+accuracy for classification), scorer "loss" (membership_rows), scorer "canary_exposure"
+(mean_exposure, max_exposure, extracted). Each is an entry of privbench/scoring.py's SCORERS
+(context "language"), beside the shared claim scorer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from transformers import PreTrainedTokenizerBase
+
+from privbench.attacks import LossAttack
+from privbench.attacks.exposure_lm import exposure, secret_log_likelihoods
+from privbench.attacks.membership.metrics import membership_rows
+from privbench.audit.canaries import CanarySet
+from privbench.audit.lm_canaries import SecretCanaries, secret_audit_rows, secret_scores
+from privbench.data.partition import ClientShard
+from privbench.data.text_clients import TextData
+from privbench.data.tokens import Examples
+from privbench.query.sequences import classifier_logits, sequence_stats
+from privbench.run.observations import TrainedModel
+from privbench.run.results import MetricRow
+from privbench.spec.suite import Cell
+from privbench.stats import clopper_pearson
+
+
+@dataclass
+class LMContext:
+    """Everything an LM scorer may read about one trained cell."""
+
+    cell: Cell
+    data: TextData
+    tokenizer: PreTrainedTokenizerBase
+    train: Examples
+    test: Examples
+    trained: TrainedModel
+    audit: SecretCanaries | None = None  # the black-box audit's secret canaries, if planted
+    shards: list[ClientShard] = field(default_factory=list)  # each real client's examples
+    canaries: CanarySet | None = None  # the white-box audit's canary clients, if planted
+
+    @property
+    def key(self) -> str:
+        return self.cell.key
+
+    @property
+    def task(self) -> str:
+        return self.cell.spec.task
+
+    @property
+    def n_train_records(self) -> int:
+        """The real training examples (the DP-SGD plan's shard size of a one-client run)."""
+        return len(self.train)
+
+
+def example_losses(ctx: LMContext, ex: Examples) -> np.ndarray:
+    """Per-example loss of the released model: mean token NLL, or cross-entropy for classifiers."""
+    model = ctx.trained.model
+    if ctx.task == "causal_lm":
+        nll, count, _ = sequence_stats(model, ex.ids, ex.weights)
+        return (nll / count.clamp(min=1)).numpy()
+    logits = classifier_logits(model, ex.ids, ex.weights)
+    return F.cross_entropy(logits, ex.labels, reduction="none").double().numpy()
+
+
+def lm_utility_scorer(ctx: LMContext) -> list[MetricRow]:
+    """Held-out perplexity and next-token accuracy (causal LM) or accuracy (classifier)."""
+    model, test = ctx.trained.model, ctx.test
+    if ctx.task == "causal_lm":
+        nll, count, correct = sequence_stats(model, test.ids, test.weights)
+        tokens = float(count.sum())
+        # Interval over sequences: a t-interval on the mean per-token NLL, mapped through exp.
+        per_token = float(nll.sum()) / tokens
+        se = _ratio_standard_error(nll.numpy(), count.numpy())
+        t = stats.t.ppf(0.975, max(1, len(nll) - 1))
+        details = {"n_sequences": len(nll), "n_tokens": tokens, "interval": "t 95% (delta)"}
+        acc_k = int(correct.sum())
+        acc_lo, acc_hi = clopper_pearson(acc_k, int(tokens))
+        return [
+            MetricRow(ctx.key, "utility", "perplexity", _exp(per_token),
+                      _exp(per_token - t * se), _exp(per_token + t * se), None, details),
+            MetricRow(ctx.key, "utility", "next_token_accuracy", acc_k / tokens, acc_lo, acc_hi,
+                      None, {**details, "interval": "Clopper-Pearson 95% (tokens)"}),
+            MetricRow(ctx.key, "utility", "loss", per_token, per_token - t * se,
+                      per_token + t * se, None, details),
+        ]
+    logits = classifier_logits(model, test.ids, test.weights)
+    right = int((logits.argmax(dim=1) == test.labels).sum())
+    lo, hi = clopper_pearson(right, len(test))
+    loss = F.cross_entropy(logits, test.labels).item()
+    return [MetricRow(ctx.key, "utility", "accuracy", right / len(test), lo, hi, None,
+                      {"n": len(test), "interval": "Clopper-Pearson 95%"}),
+            MetricRow(ctx.key, "utility", "loss", loss, None, None, None, {"n": len(test)})]
+
+
+def membership_split(ctx: LMContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The membership attacks' members (a seeded sample of training messages, no canaries) and
+    non-members (as many held-out messages): indices into ctx.train and ctx.test."""
+    pool = np.flatnonzero(~ctx.data.train_is_canary)
+    rng = np.random.default_rng([ctx.cell.spec.seed, 0x1055])
+    n = min(len(pool), len(ctx.test))
+    members = torch.from_numpy(np.sort(rng.choice(pool, size=n, replace=False)))
+    nonmembers = torch.from_numpy(np.sort(rng.choice(len(ctx.test), size=n, replace=False)))
+    return members, nonmembers
+
+
+def lm_loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
+    """LOSS attack on whole sequences, on the `membership_split` members and non-members."""
+    if not ctx.cell.spec.attacks.loss.enabled:
+        return []
+    attack = LossAttack()
+    members, nonmembers = membership_split(ctx)
+    s_in = attack.score(example_losses(ctx, ctx.train.subset(members)))
+    s_out = attack.score(example_losses(ctx, ctx.test.subset(nonmembers)))
+    rows = membership_rows(ctx.key, attack.name, attack.surface, s_in, s_out)
+    blind = _blind_auc(*_texts(ctx, members, nonmembers), ctx.cell.spec.seed)
+    for row in rows:
+        if row.metric == "auc":
+            row.details["blind_auc"] = blind
+    return rows
+
+
+MIN_K = 0.2  # Min-K%: the mean of the 20% least likely tokens (Shi et al. 2024)
+
+
+def lm_text_attacks_scorer(ctx: LMContext) -> list[MetricRow]:
+    """Min-K%, zlib ratio and the reference ratio (the model before fine-tuning as reference)
+    on the LOSS attack's members and non-members of a causal LM; each AUC row carries the
+    blind text-only baseline's AUC on the same texts (`lm_blind_baseline_scorer`)."""
+    from privbench.attacks.membership.lm import (
+        min_k_score,
+        reference_ratio_score,
+        zlib_ratio_score,
+    )
+
+    if ctx.task != "causal_lm" or not ctx.cell.spec.attacks.loss.enabled:
+        return []
+    members, nonmembers = membership_split(ctx)
+    texts_in, texts_out = _texts(ctx, members, nonmembers)
+    lp_in, lp_out = (_token_logprobs(ctx.trained.model, ctx.train.subset(members)),
+                     _token_logprobs(ctx.trained.model, ctx.test.subset(nonmembers)))
+    scores = {"min_k": (min_k_score(lp_in, MIN_K), min_k_score(lp_out, MIN_K)),
+              "zlib": (zlib_ratio_score(lp_in, texts_in), zlib_ratio_score(lp_out, texts_out))}
+    reference = _model_before_fine_tuning(ctx)
+    if reference is not None:
+        scores["ref_ratio"] = (
+            reference_ratio_score(lp_in, _token_logprobs(reference, ctx.train.subset(members))),
+            reference_ratio_score(lp_out, _token_logprobs(reference,
+                                                          ctx.test.subset(nonmembers))))
+    blind = _blind_auc(texts_in, texts_out, ctx.cell.spec.seed)
+    rows = []
+    for name, (s_in, s_out) in scores.items():
+        rows += membership_rows(ctx.key, name, "final_model", s_in, s_out)
+    for row in rows:
+        if row.metric == "auc":
+            row.details["blind_auc"] = blind
+            if row.scorer == "min_k":
+                row.details["k"] = MIN_K
+            if row.scorer == "ref_ratio":
+                row.details["reference"] = "the model before fine-tuning (public)"
+    return rows
+
+
+def lm_blind_baseline_scorer(ctx: LMContext) -> list[MetricRow]:
+    """The blind baseline (Das et al. 2024): a text-only classifier of the same members and
+    non-members, no model queried. An attack that does not beat it reads a distribution shift
+    between the two sets, not the model's memory."""
+    if not ctx.cell.spec.attacks.loss.enabled:
+        return []
+    texts_in, texts_out = _texts(ctx, *membership_split(ctx))
+    s_in, s_out = _blind(tuple(texts_in), tuple(texts_out), ctx.cell.spec.seed)
+    return membership_rows(ctx.key, "blind", "text only", s_in, s_out)
+
+
+def _texts(ctx: LMContext, members: torch.Tensor, nonmembers: torch.Tensor
+           ) -> tuple[list[str], list[str]]:
+    return ([ctx.data.train_texts[int(i)] for i in members],
+            [ctx.data.test_texts[int(i)] for i in nonmembers])
+
+
+def _blind_auc(texts_in: list[str], texts_out: list[str], seed: int) -> float:
+    """The blind baseline's AUC, as `lm_blind_baseline_scorer` scores it (same folds)."""
+    from privbench.attacks.membership.roc import auc
+
+    return float(auc(*_blind(tuple(texts_in), tuple(texts_out), seed)))
+
+
+@functools.lru_cache(maxsize=4)
+def _blind(texts_in: tuple[str, ...], texts_out: tuple[str, ...], seed: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The blind classifier's out-of-fold scores, fitted once per cell's texts (the LOSS rows,
+    the text attacks' rows and the baseline's own rows all read them)."""
+    from privbench.attacks.membership.lm import blind_scores
+
+    return blind_scores(texts_in, texts_out, seed=seed)
+
+
+def _token_logprobs(model: torch.nn.Module, ex: Examples) -> list[np.ndarray]:
+    """Each example's real tokens' log-probabilities (as trained: truncated, with BOS)."""
+    from privbench.query.causal_lm import sequence_logprobs
+
+    lengths = (ex.weights.sum(dim=1) + 1).long().tolist()
+    return sequence_logprobs(model, [ex.ids[i, :n].tolist() for i, n in enumerate(lengths)])
+
+
+def _model_before_fine_tuning(ctx: LMContext) -> torch.nn.Module | None:
+    """The released model with its trainable parameters set back to where training started
+    (public: the pretrained weights, and LoRA's initial adapters), or None if not recorded."""
+    import copy
+
+    initial = ctx.trained.observations.initial_params
+    if not initial:
+        return None
+    model = copy.deepcopy(ctx.trained.model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in initial:
+                p.copy_(initial[name])
+    return model.eval()
+
+
+def canary_exposure_scorer(ctx: LMContext) -> list[MetricRow]:
+    """Exposure of every planted canary, ranked over all 10^digits secrets; canaries that were
+    not planted give the reference (about 1/ln 2 = 1.44 bits on average for a model that never
+    saw them)."""
+    spec = ctx.cell.spec
+    if ctx.task != "causal_lm" or not spec.attacks.canary_exposure.enabled or not ctx.data.canaries:
+        return []
+    digits = spec.lm.canaries.digits
+    cache: dict[str, torch.Tensor] = {}
+    per = []
+    for can in ctx.data.canaries:
+        if can.prefix not in cache:
+            cache[can.prefix] = secret_log_likelihoods(ctx.trained.model, ctx.tokenizer,
+                                                       can.prefix, digits)
+        exp, rank = exposure(cache[can.prefix], can.secret)
+        per.append({"id": can.id, "repetitions": can.repetitions, "included": can.included,
+                    "exposure": exp, "rank": rank})
+    planted = [p for p in per if p["included"]]
+    held = [p for p in per if not p["included"]]
+    by_rep = {str(r): float(np.mean([p["exposure"] for p in planted if p["repetitions"] == r]))
+              for r in sorted({p["repetitions"] for p in planted})}
+    details = {"space": 10 ** digits, "max_possible": digits * math.log2(10),
+               "n_planted": len(planted), "n_not_planted": len(held),
+               "by_repetitions": by_rep, "canaries": per}
+    rows = []
+    if planted:
+        values = np.array([p["exposure"] for p in planted])
+        lo, hi = _mean_interval(values)
+        extracted = sum(p["rank"] == 1 for p in planted)
+        e_lo, e_hi = clopper_pearson(extracted, len(planted))
+        rows += [
+            MetricRow(ctx.key, "canary_exposure", "mean_exposure", float(values.mean()), lo, hi,
+                      "final_model", details),
+            MetricRow(ctx.key, "canary_exposure", "max_exposure", float(values.max()), None, None,
+                      "final_model", {"space": 10 ** digits}),
+            MetricRow(ctx.key, "canary_exposure", "extracted", extracted / len(planted), e_lo,
+                      e_hi, "final_model",
+                      {"n_planted": len(planted), "rule": "rank 1 among all secrets"}),
+        ]
+    if held:
+        values = np.array([p["exposure"] for p in held])
+        lo, hi = _mean_interval(values)
+        rows.append(MetricRow(ctx.key, "canary_exposure", "reference_exposure",
+                              float(values.mean()), lo, hi, "final_model",
+                              {"n_not_planted": len(held),
+                               "expected_if_unseen": 1 / math.log(2)}))
+    return rows
+
+
+def lm_audit_scorer(ctx: LMContext) -> list[MetricRow]:
+    """eps_lb and eps_ceiling rows with the verdict, from the secret canaries' log-likelihoods
+    under the released model (surface final_model)."""
+    if ctx.audit is None or not ctx.trained.observations.exposes("final_model"):
+        return []
+    digits = len(ctx.audit.secrets[0])
+    lls = secret_log_likelihoods(ctx.trained.model, ctx.tokenizer, ctx.audit.template, digits)
+    claim = ctx.trained.claim
+    return secret_audit_rows(ctx.key, ctx.cell.spec, secret_scores(lls.numpy(), ctx.audit),
+                             ctx.audit, claim.epsilon, claim.delta)
+
+
+def _exp(x: float) -> float:
+    """exp that saturates at inf (a destroyed model's perplexity) instead of raising."""
+    return math.exp(x) if x < 709 else math.inf
+
+
+def _mean_interval(values: np.ndarray) -> tuple[float | None, float | None]:
+    if len(values) < 2:
+        return None, None
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    return (float(lo), float(hi)) if math.isfinite(lo) else (float(values.mean()),) * 2
+
+
+def _ratio_standard_error(num: np.ndarray, den: np.ndarray) -> float:
+    """Standard error of sum(num)/sum(den) over sequences (delta method)."""
+    n = len(num)
+    if n < 2:
+        return 0.0
+    r = num.sum() / den.sum()
+    resid = num - r * den
+    return float(math.sqrt(n / (n - 1) * (resid**2).sum()) / den.sum())

@@ -1,0 +1,1 @@
+"""The HTML report: the renderer, and the context of each section."""
