@@ -16,7 +16,7 @@ from torch import nn
 from privbench.cli.main import main
 from privbench.data.partition import ClientShard
 from privbench.errors import SpecError
-from privbench.governance.hooks import consent
+from privbench.governance import consent
 from privbench.governance.onboarding import ModelNeeds, model_hash, model_needs, refusal
 from privbench.governance.population import build_population
 from privbench.spec.schema import PrivacySpec, TrainSpec

@@ -55,7 +55,7 @@ def write_report(run_dir: Path, suite: Suite, cells: list[CellResult],
 def render_report(run_dir: Path, suite: Suite, cells: list[CellResult], gates: Any = None,
                   show_private_text: bool = False) -> str:
     """The report's HTML (see `write_report`)."""
-    from privbench.report.render import context as rc
+    from privbench.report import context as rc
 
     env = Environment(loader=PackageLoader("privbench", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
