@@ -10,7 +10,8 @@ other rows by `is_membership` (one truth, not a list in each). `get_scorer(name)
 
 This module imports nothing heavy (each entry names its function's module, loaded on first use),
 so the gates and the spec checks read it without loading torch. A new scorer is one function and
-one entry here.
+one entry here; a scorer outside the package (a team's own attack) is one file whose function is
+decorated with `register_scorer`, imported before the run.
 """
 
 from __future__ import annotations
@@ -137,6 +138,28 @@ for _entry in (  # in the order a cell runs them
                 "privbench.governance.personal_scorer:personal_scorer"),
 ):
     SCORERS.register(_entry.name, _entry)
+
+
+def register_scorer(name: str, *, kind: ScorerKind, contexts: tuple[Context, ...],
+                    writes: tuple[str, ...], description: str) -> Callable[[Scorer], Scorer]:
+    """Decorator: register the decorated function as the scorer `name` (see `ScorerEntry`).
+
+    Args:
+        name: its registry name (registered once).
+        kind: what its rows measure ("membership" rows are gated as attacks).
+        contexts: the cell contexts it runs on ("classifier", "language").
+        writes: the `MetricRow.scorer` names of its rows.
+        description: one line for `privbench list`.
+
+    Returns:
+        The decorator; it returns the function unchanged.
+    """
+    def register(function: Scorer) -> Scorer:
+        SCORERS.register(name, ScorerEntry(name, kind, tuple(contexts), tuple(writes),
+                                           description,
+                                           f"{function.__module__}:{function.__qualname__}"))
+        return function
+    return register
 
 
 def get_scorer(name: str) -> Scorer:
