@@ -13,7 +13,7 @@ from rich.console import Console
 from transformers import GPT2LMHeadModel
 
 from privbench.attacks.exposure_lm import exposure, secret_log_likelihoods
-from privbench.cli.main import _summary
+from privbench.cli.suite import print_summary
 from privbench.data.text_clients import load_text_data
 from privbench.data.text_corpus import public_corpus
 from privbench.errors import PrivbenchError, SpecError
@@ -112,7 +112,7 @@ def test_suite_fine_tunes_and_scores_a_saved_model_folder(saved_model, tmp_path,
     assert "blind baseline AUC (text only)" in html and "Min-K% AUC" in html
     # The summary table's accuracy column shows each LM cell's next-token accuracy.
     out = io.StringIO()
-    _summary(Console(file=out, width=200), result)
+    print_summary(Console(file=out, width=200), result)
     rows = [line for line in out.getvalue().splitlines() if line.startswith("│")]
     assert len(rows) == 4 and all("(next token)" in line for line in rows), out.getvalue()
     # The report's budget chart and the frontier's utility panel have every LM cell in them.
