@@ -8,7 +8,7 @@ from conftest import run_cli
 from report_helpers import copy_run
 
 from privbench.gates.compare import compare_cells
-from privbench.gates.policy import load_cells
+from privbench.gates.evaluate import load_cells
 from privbench.run.results import MetricRow
 
 

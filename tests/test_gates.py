@@ -10,7 +10,8 @@ from conftest import run_cli
 from report_helpers import FAIL_POLICY, PASS_POLICY, copy_run, write_policy
 
 from privbench.errors import SpecError
-from privbench.gates.policy import evaluate, load_policy
+from privbench.gates.evaluate import evaluate
+from privbench.gates.policy import load_policy
 from privbench.run.results import CellResult, MetricRow
 
 
@@ -99,7 +100,7 @@ def test_utility_drop_against_a_baseline_run(quick_run, tmp_path):
     policy = load_policy(write_policy(tmp_path / "p.toml", (
         f'allow_no_dp_baseline = true\n[utility]\nmax_drop = 0.0\nbaseline = "{quick_run[0]}"\n'
     )))
-    from privbench.gates.policy import load_cells
+    from privbench.gates.evaluate import load_cells
 
     cells = load_cells(quick_run[0])
     assert evaluate(cells, policy).verdict == "PASS"  # a run against itself drops nothing

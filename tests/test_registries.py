@@ -10,7 +10,8 @@ import pytest
 from privbench.data.registry import DATA_SETS, builtin_names, names_of
 from privbench.data.text_clients import load_text_data
 from privbench.errors import PrivbenchError
-from privbench.gates.policy import check_spec, load_policy, privacy_units
+from privbench.gates.policy import load_policy
+from privbench.gates.precheck import check_spec, privacy_units
 from privbench.run.tasks import TASKS
 from privbench.spec.schema import DATASET_SIZES, TEXT_DATASETS, CellSpec, DataSpec
 from privbench.spec.suite import load_suite
@@ -85,7 +86,7 @@ def test_one_scorer_registry_feeds_the_cell_the_gates_and_the_report(tmp_path):
     that (they disagreed on audit_forensics before); a typo is one line with the nearest name."""
     from privbench.attacks.classifier_scorers import claim_scorer, utility_scorer
     from privbench.attacks.membership.metrics import fpr_metric_name
-    from privbench.gates.policy import _tpr_gate
+    from privbench.gates.evaluate import _tpr_gate
     from privbench.report.context import is_membership as report_is_membership
     from privbench.run.results import CellResult, MetricRow
     from privbench.scoring import SCORERS, get_scorer, is_membership, scorers_for

@@ -9,7 +9,8 @@ import json
 import sys
 import textwrap
 
-from privbench.gates.policy import evaluate, load_cells, load_policy
+from privbench.gates.evaluate import evaluate, load_cells
+from privbench.gates.policy import load_policy
 from privbench.run.runner import run_suite
 from privbench.scoring import SCORERS, is_membership, row_kind
 from privbench.spec.load import validate_suite

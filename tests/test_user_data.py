@@ -308,7 +308,7 @@ def test_image_and_jsonl_folders_enter_the_content_hash(tmp_path):
 def test_the_gates_and_limits_count_a_users_table(tmp_path):
     """delta <= 1/n counts the table's training records (example level) or its named clients;
     the memory estimate builds the model for the table's 5 features and 3 labels."""
-    from privbench.gates.policy import privacy_units
+    from privbench.gates.precheck import privacy_units
     from privbench.spec.limits import parameter_counts, parameter_names
 
     suite = table_suite(tmp_path, write_table(tmp_path / "t.csv"))

@@ -56,7 +56,7 @@ def test_an_exploded_loss_is_flagged_even_when_accuracy_is_above_chance():
 
 
 def test_the_scorecard_shows_a_collapsed_cell_instead_of_ok(quick_run, tmp_path):
-    from privbench.gates.policy import load_cells
+    from privbench.gates.evaluate import load_cells
     from privbench.report.render import write_report
     from privbench.run.results import MetricRow
     from privbench.spec.suite import load_suite

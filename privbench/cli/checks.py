@@ -81,7 +81,8 @@ def print_gates(console: Console, report: Any) -> None:
 
 
 def _gate(args: argparse.Namespace, console: Console) -> int:
-    from privbench.gates.policy import evaluate, load_policy, record_verdict
+    from privbench.gates.evaluate import evaluate, record_verdict
+    from privbench.gates.policy import load_policy
     from privbench.governance.crypto import load_signing_key
     from privbench.run.runlock import run_lock
     from privbench.run.runner import load_run

@@ -11,7 +11,7 @@ from privbench.errors import PrivbenchError
 def report_command(args: argparse.Namespace) -> int:
     """`privbench report RUN_DIR`: render the report of a verified run again, into the run
     folder (sealed when the run is encrypted) or, with --out, into a plaintext file elsewhere."""
-    from privbench.gates.policy import GateReport
+    from privbench.gates.evaluate import GateReport
     from privbench.report.render import render_report, write_report
     from privbench.run.manifest import record_run
     from privbench.run.runlock import run_lock

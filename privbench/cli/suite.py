@@ -46,7 +46,8 @@ def suite_command(args: argparse.Namespace, console: Console) -> int:
     suite = load_suite(args.suite, args.overrides, seed=args.seed)
     policy = None
     if args.policy is not None:
-        from privbench.gates.policy import load_policy, refuse_if_broken
+        from privbench.gates.policy import load_policy
+        from privbench.gates.precheck import refuse_if_broken
 
         policy = load_policy(args.policy)
         refuse_if_broken(suite.cells, policy)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from privbench.gates.policy import load_cells
+from privbench.gates.evaluate import load_cells
 from privbench.run.results import CellResult, MetricRow
 
 # Metrics where higher is better; every other metric (attack success, epsilon, exposure, loss,

@@ -76,7 +76,8 @@ class PrivbenchRun:
     def gate(self, policy_path: str | Path) -> Any:
         """Evaluate a policy on this run, write gates.json and the report, and record each gate
         as a JUnit XML property."""
-        from privbench.gates.policy import evaluate, load_policy, record_verdict
+        from privbench.gates.evaluate import evaluate, record_verdict
+        from privbench.gates.policy import load_policy
 
         policy = load_policy(policy_path)
         report = evaluate(self.cells, policy)

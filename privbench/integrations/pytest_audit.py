@@ -66,7 +66,8 @@ def audit_train_fn(train_fn: Callable[[Any], Any], *, integration: str = "opacus
 
 def gate(result: AuditResult, name: str, confidence: float = 0.95) -> Any:
     """The eps_lb_not_above_claim gate of privbench.gates.policy on this result (one GateResult)."""
-    from privbench.gates.policy import AuditPolicy, Policy, evaluate
+    from privbench.gates.evaluate import evaluate
+    from privbench.gates.policy import AuditPolicy, Policy
     from privbench.run.results import CellResult
 
     cell = CellResult(key=name, label=name, axes={}, status="ok", spec={},

@@ -206,7 +206,7 @@ def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
                    show_private_text: bool = False) -> Any:
     """results.sqlite, results.json, gates.json (with a policy) and index.html; then the audit
     trail entry and, with a signing key, the run's signatures. Returns the GateReport or None."""
-    from privbench.gates.policy import evaluate, write_gate_report
+    from privbench.gates.evaluate import evaluate, write_gate_report
     from privbench.governance.audit_trail import append_run, default_log_path
     from privbench.governance.signatures import sign_run
     from privbench.report.render import write_report  # matplotlib is imported only when reporting
@@ -242,7 +242,7 @@ def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[Cel
         PrivbenchError: the folder is not a run folder, or does not verify (a file differs from
             its hash, or the run manifest from the audit-trail entry of the run).
     """
-    from privbench.gates.policy import load_cells
+    from privbench.gates.evaluate import load_cells
     from privbench.governance.audit_trail import require_verified
     from privbench.run.results import read_json
     from privbench.spec.load import validate_suite
