@@ -19,7 +19,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privbench.integrations.opacus import OpacusAudit, OpacusAuditError
+from privbench.integrations.opacus import OpacusAudit
+from privbench.integrations.opacus_errors import OpacusAuditError
 from privbench.privacy import accounting
 
 DELTA = 1e-5

@@ -130,8 +130,8 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
 def _verify_run(args: argparse.Namespace, console: Console, public: str | None) -> int:
     """`privbench verify RUN_DIR`: every hash of the folder, its signatures, its audit-trail
     entry, and, for an encrypted run given its key, every sealed file's authentication."""
-    from privbench.governance.audit_trail import verify_run_folder
     from privbench.governance.crypto import active_run_key
+    from privbench.governance.run_verification import verify_run_folder
     from privbench.governance.signatures import signer
     from privbench.run.sealed import authenticate_run, run_encryption
 

@@ -168,17 +168,3 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     return run_check_command(args, console)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -187,7 +187,7 @@ def _drop_gate(cell: CellResult, row: MetricRow | None, baseline: dict[str, Cell
 def _load_baseline(run_dir: Path) -> dict[str, CellResult]:
     """The baseline run's finished cells by key and label; a baseline that does not verify is
     refused, since a forged baseline would hide a utility drop."""
-    from privbench.governance.audit_trail import require_verified
+    from privbench.governance.run_verification import require_verified
 
     path = Path(run_dir) / "results.json"
     if not path.exists():

@@ -1,4 +1,5 @@
-"""Policy gates: a TOML policy checked before training (refuse a spec) and after (gate a run).
+"""Policy gates: a TOML policy, checked before training (precheck.py: refuse a spec) and after
+(evaluate.py: gate a run). This module holds its schema and its loading.
 
 A policy file looks like this (every table and key is optional):
 
@@ -162,12 +163,6 @@ def _policy_problems(error: ValidationError) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Before training
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------

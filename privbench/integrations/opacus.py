@@ -33,156 +33,23 @@ PRV accountant, the interval it guarantees at its stated eps_error).
 
 from __future__ import annotations
 
-import copy as copy_module
-import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import dp_accounting
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader
 
-from privbench.audit.canaries import input_canaries
 from privbench.audit.estimators import one_run_bound
-from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio, quiet_coordinates
+from privbench.audit.gradient_canaries import quiet_coordinates
 from privbench.audit.verdict import audit_rows
-from privbench.data.splits import SplitData
-from privbench.errors import PrivbenchError
+from privbench.integrations.opacus_accounting import dirac_scores, reaccount
+from privbench.integrations.opacus_errors import OpacusAuditError
+from privbench.integrations.opacus_records import plant_canary_records, without_opacus_hooks
 from privbench.integrations.result import AuditResult
-from privbench.privacy import accounting
-from privbench.privacy.claim import Claim, claim_from_event
 from privbench.query.classifier import per_example_losses
 
 CanaryKind = Literal["dirac", "mislabelled", "ood"]
-# Natural records read from the user's data set to choose quiet coordinates and the feature range.
-SAMPLE_RECORDS = 512
-# Opacus's PRV accountant: the accuracy it is asked for (its get_epsilon default).
-PRV_EPS_ERROR = 0.01
-
-
-class OpacusAuditError(PrivbenchError):
-    """A loop, model or accountant the Opacus audit cannot use: one line naming what and the fix."""
-
-
-@dataclass(frozen=True)
-class AccountingCheck:
-    """privbench's PLD epsilon of the accountant's history beside Opacus's own figure."""
-
-    mechanism: str  # Opacus accountant: prv, rdp or gdp
-    opacus_epsilon: float
-    pld_epsilon: float
-    opacus_interval: tuple[float, float] | None  # PRV: [lower, upper] at its stated accuracy
-    agrees: bool
-    note: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"opacus_accountant": self.mechanism, "opacus_epsilon": self.opacus_epsilon,
-                "pld_epsilon": self.pld_epsilon,
-                "opacus_interval": list(self.opacus_interval) if self.opacus_interval else None,
-                "accountants_agree": self.agrees, "accounting_note": self.note}
-
-
-def history_event(history: list[tuple[float, float, int]]) -> dp_accounting.DpEvent:
-    """The DpEvent of an Opacus accountant's history: each (noise multiplier, sample rate,
-    steps) entry is that many Poisson-subsampled Gaussian steps, composed in order."""
-    parts = [accounting.poisson_gaussian_event(float(z), float(q), int(n))
-             for z, q, n in history]
-    if not parts:
-        return dp_accounting.NoOpDpEvent()
-    return parts[0] if len(parts) == 1 else dp_accounting.ComposedDpEvent(parts)
-
-
-def reaccount(accountant: Any, delta: float, clip: float | None) -> tuple[Claim, AccountingCheck]:
-    """The Claim of an Opacus accountant's history, accounted with PLD by privbench, and how it
-    compares with the epsilon Opacus reports itself.
-
-    Args:
-        accountant: the user's `PrivacyEngine().accountant` (prv, rdp or gdp), after training.
-        delta: the delta of the claim.
-        clip: the per-sample clipping norm that ran (the DPOptimizer's max_grad_norm).
-
-    Returns:
-        (the Claim, the comparison with Opacus's epsilon).
-    """
-    history = [(float(z), float(q), int(n)) for z, q, n in getattr(accountant, "history", [])]
-    if not history:
-        raise OpacusAuditError("opacus audit: the PrivacyEngine accountant has no history: train "
-                               "at least one step with the optimizer make_private returned")
-    event = history_event(history)
-    steps = sum(n for _, _, n in history)
-    zs, qs = {z for z, _, _ in history}, {q for _, q, _ in history}
-    mechanism = accountant.mechanism()
-    claim = claim_from_event(
-        event, delta=delta, target_epsilon=math.inf, unit="example",
-        neighbouring="add_or_remove_one", sampling="poisson" if max(qs) < 1 else "none",
-        noise_multiplier=min(zs), sampling_rate=max(qs), steps=steps, clip=clip,
-        guarantee_against=["anyone who sees the trained model or any step's noised gradient"],
-        notes=[f"re-accounted from Opacus's {mechanism} accountant history "
-               f"({len(history)} segment(s), {steps} steps); Poisson sampling as Opacus assumes"])
-    check = _compare(accountant, mechanism, history, delta, claim.epsilon,
-                     steps * (claim.pld_grid or 0.0))
-    claim.notes.append(check.note)
-    return claim, check
-
-
-def _compare(accountant: Any, mechanism: str, history: list[tuple[float, float, int]],
-             delta: float, pld_eps: float, pld_slack: float) -> AccountingCheck:
-    """Opacus's own epsilon beside the PLD one; for PRV, the interval it guarantees."""
-    opacus_eps = float(accountant.get_epsilon(delta))
-    interval = None
-    if mechanism == "prv":
-        # Opacus reports the upper end of [lower, upper], which holds the true epsilon at its
-        # stated accuracy (eps_error, delta_error = delta / 1000).
-        dprv = accountant._get_dprv(eps_error=PRV_EPS_ERROR, delta_error=delta / 1000)
-        lower, _, upper = dprv.compute_epsilon(delta, delta / 1000, PRV_EPS_ERROR)
-        interval = (float(lower), float(upper))
-        # PLD is pessimistic: at most one grid step of privacy loss above the truth per step.
-        agrees = interval[0] - 1e-9 <= pld_eps <= interval[1] + pld_slack
-        note = (f"PLD epsilon {pld_eps:.4f}; Opacus PRV {opacus_eps:.4f}, true epsilon in "
-                f"[{lower:.4f}, {upper:.4f}] at eps_error {PRV_EPS_ERROR}: "
-                + ("agree" if agrees else f"DISAGREE by {pld_eps - opacus_eps:+.4f}"))
-    elif mechanism == "rdp":
-        agrees = pld_eps <= opacus_eps + pld_slack
-        note = (f"PLD epsilon {pld_eps:.4f}; Opacus RDP {opacus_eps:.4f} (an upper bound, "
-                f"looser by {opacus_eps - pld_eps:+.4f})"
-                + ("" if agrees else ": DISAGREE, PLD above the RDP bound"))
-    else:
-        agrees = abs(pld_eps - opacus_eps) <= 0.05 * max(pld_eps, 1.0)
-        note = (f"PLD epsilon {pld_eps:.4f}; Opacus {mechanism} {opacus_eps:.4f} (an "
-                f"approximation, differs by {opacus_eps - pld_eps:+.4f})")
-    return AccountingCheck(mechanism, opacus_eps, pld_eps, interval, agrees, note)
-
-
-def _records(dataset: Dataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to `limit` (input, label) records of the user's data set, as two stacked tensors."""
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
-        x, y = dataset.tensors
-        return x[:limit], y[:limit]
-    if len(dataset) == 0:  # type: ignore[arg-type]
-        raise OpacusAuditError("opacus audit: the DataLoader's data set is empty")
-    xs, ys = [], []
-    for i in range(min(limit, len(dataset))):  # type: ignore[arg-type]
-        item = dataset[i]
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise OpacusAuditError(
-                f"opacus audit: data set item {i} is a {type(item).__name__}, not an (input, "
-                "label) pair; plant canaries into a DataLoader over (input, label) records")
-        xs.append(torch.as_tensor(item[0]))
-        ys.append(torch.as_tensor(item[1]))
-    return torch.stack(xs), torch.stack(ys)
-
-
-def _without_hooks(module: nn.Module) -> nn.Module:
-    """A copy of the user's model without Opacus's capture hooks (torch.func cannot trace them),
-    for choosing coordinates at the initial parameters."""
-    copy = copy_module.deepcopy(module)
-    for sub in copy.modules():
-        for hooks in (sub._forward_hooks, sub._forward_pre_hooks, sub._backward_hooks,
-                      sub._backward_pre_hooks):
-            hooks.clear()
-    return copy
 
 
 class OpacusAudit:
@@ -241,38 +108,11 @@ class OpacusAudit:
             The DataLoader to hand to `PrivacyEngine.make_private` (same batch size, collate
             function and workers; shuffled when the user's was).
         """
-        if not isinstance(loader, DataLoader):
-            raise OpacusAuditError(f"opacus audit: plant() takes the DataLoader you pass to "
-                                   f"make_private, not a {type(loader).__name__}")
-        x, y = _records(loader.dataset, SAMPLE_RECORDS)
-        if x.dtype.is_floating_point is False or y.dtype.is_floating_point:
-            raise OpacusAuditError(f"opacus audit: records are ({x.dtype}, {y.dtype}): canaries "
-                                   "need float inputs and integer class labels")
-        self._sample = (x, y)
-        self.n_natural = len(loader.dataset)  # type: ignore[arg-type]
-        n_classes = int(y.max()) + 1
-        flat = x.reshape(len(x), -1).numpy()
-        pop = (np.zeros((0, flat.shape[1]), np.float32), np.zeros(0, np.int64))
-        if self.population is not None:
-            px, py = (torch.as_tensor(a) for a in self.population)
-            pop = (px.reshape(len(px), -1).float().numpy(), py.long().numpy())
-            n_classes = max(n_classes, int(py.max()) + 1)
-        split = SplitData("user", flat, y.long().numpy(), flat[:0], y.long().numpy()[:0],
-                          pop[0], pop[1], n_classes)
-        kind = "ood" if self.kind == "dirac" else self.kind
-        try:
-            cx, cy = input_canaries(kind, split, self.m, self.rng)
-        except PrivbenchError as e:
-            raise OpacusAuditError(f"opacus audit: canaries = {self.m}: {e}") from None
-        self.x = torch.from_numpy(np.asarray(cx)).to(x.dtype).reshape(self.m, *x.shape[1:])
-        self.y = torch.from_numpy(np.asarray(cy)).to(y.dtype)
-        included = TensorDataset(self.x[self.bits], self.y[self.bits])
-        shuffled = isinstance(loader.sampler, RandomSampler)
-        return DataLoader(ConcatDataset([loader.dataset, included]),
-                          batch_size=loader.batch_size, shuffle=shuffled,
-                          num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                          pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-                          generator=loader.generator)
+        planted = plant_canary_records(loader, self.kind, self.m, self.bits, self.rng,
+                                       self.population)
+        self.x, self.y, self._sample, self.n_natural = (planted.x, planted.y, planted.sample,
+                                                        planted.n_natural)
+        return planted.loader
 
     def watch(self, module: nn.Module, optimizer: Any) -> None:
         """Hook the module and DPOptimizer that `make_private` returned (before the first step).
@@ -310,7 +150,7 @@ class OpacusAudit:
                                    "canaries need every parameter trained; use kind='ood'")
         x, y = self._sample
         try:
-            self.coords = quiet_coordinates(_without_hooks(inner), x.float().numpy(),
+            self.coords = quiet_coordinates(without_opacus_hooks(inner), x.float().numpy(),
                                             y.long().numpy(), self.m, self.rng)
         except ValueError as e:
             raise OpacusAuditError(f"opacus audit: canaries = {self.m}: {e}") from None
@@ -420,7 +260,9 @@ class OpacusAudit:
         details: dict[str, Any] = {"canary": self.kind, "n_canaries": self.m,
                                    "included": int(self.bits.sum()), **check.to_dict()}
         if self.kind == "dirac":
-            scores = self._dirac_scores(history, details)
+            scores = dirac_scores(self._observed, self._seen, self.bits,
+                                  history, float(self._optimizer.max_grad_norm),
+                                  self.canary_norm, self.n_natural, details)
             surface = "iterates"
         else:
             if module is None:
@@ -436,32 +278,3 @@ class OpacusAudit:
         rows = audit_rows(experiment, bound, claim.epsilon, surface, "one-run", details)
         return AuditResult("opacus", bound, claim, claim.epsilon, rows, surface, details,
                            accounting=check)
-
-    def _dirac_scores(self, history: list[tuple[float, float, int]],
-                      details: dict[str, Any]) -> np.ndarray:
-        """Log-likelihood ratios of each gradient canary under the claimed mechanism."""
-        steps = sum(n for _, _, n in history)
-        if len(self._observed) != steps:
-            raise OpacusAuditError(
-                f"opacus audit: the accountant counted {steps} steps but the audit saw "
-                f"{len(self._observed)}: call watch() right after make_private, before training")
-        if self.bits.any() and self._seen[self.bits].sum() == 0:
-            raise OpacusAuditError(
-                "opacus audit: no planted canary reached the model: train on the DataLoader "
-                "make_private returned and feed its inputs to the model unchanged")
-        sums = np.stack(self._observed, axis=1)  # (m, steps)
-        clip = float(self._optimizer.max_grad_norm)
-        signal = clip * min(1.0, self.canary_norm)
-        # The sampling rate expected before the bits were drawn (scores must not read them):
-        # the accountant's rate rescaled from the realised data size to N + m / 2.
-        size = self.n_natural + int(self.bits.sum())
-        expected = (self.n_natural + self.m / 2) / size
-        total = np.zeros(self.m)
-        start = 0
-        for z, q, n in history:
-            var = np.full(n, (z * clip) ** 2)
-            total += dirac_log_likelihood_ratio(sums[:, start:start + n], np.ones(n), var,
-                                                min(q / expected, 1.0), signal)
-            start += n
-        details["canary_sampled_mean"] = float(self._seen[self.bits].mean())
-        return total

@@ -243,7 +243,7 @@ def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[Cel
             its hash, or the run manifest from the audit-trail entry of the run).
     """
     from privbench.gates.evaluate import load_cells
-    from privbench.governance.audit_trail import require_verified
+    from privbench.governance.run_verification import require_verified
     from privbench.run.results import read_json
     from privbench.spec.load import validate_suite
     from privbench.spec.suite import expand

@@ -85,8 +85,6 @@ class AttacksSpec(StrictModel):
     canary_exposure: CanaryExposureSpec = Field(default_factory=CanaryExposureSpec)
 
 
-
-
 class AuditSpec(StrictModel):
     """The empirical privacy audit: canaries planted with random inclusion bits (one run) or in half
     of many runs (multi-run), turned into an epsilon lower bound held against the claim. A client-

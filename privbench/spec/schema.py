@@ -29,7 +29,6 @@ DATASET_SIZES = {n: i.records for n, i in DATA_SETS.items() if i.kind == "tabula
 TEXT_DATASETS = names_of("text")
 
 
-
 class DataSpec(StrictModel):
     """Which data set, how it is split, and how it is partitioned into clients.
 
