@@ -16,7 +16,8 @@ from privbench.audit.verdict import audit_rows, verdict
 from privbench.data.partition import partition
 from privbench.data.splits import load_split
 from privbench.errors import SpecError
-from privbench.run.cell import cell_dir, run_cell
+from privbench.run.cell import run_cell
+from privbench.run.cell_paths import cell_dir
 from privbench.spec.attack_schema import AuditSpec
 from privbench.spec.load import validate_suite
 from privbench.spec.schema import CellSpec, DataSpec

@@ -14,7 +14,8 @@ from tiny_models import tiny_model_folder
 from privbench.data.text_corpus import TOPICS
 from privbench.models.hf import prepare_for_finetuning
 from privbench.models.pretrained_lm import load_model
-from privbench.run.cell import cell_dir, run_cell
+from privbench.run.cell import run_cell
+from privbench.run.cell_paths import cell_dir
 from privbench.spec.lm_schema import LMSpec
 from privbench.spec.load import validate_suite
 from privbench.spec.suite import expand

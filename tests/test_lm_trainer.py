@@ -10,7 +10,8 @@ import pytest
 from safetensors.torch import load_file
 from test_lm_suite import saved_model  # noqa: F401  (the fixture: a user's saved model folder)
 
-from privbench.run.cell import cell_dir, run_cell
+from privbench.run.cell import run_cell
+from privbench.run.cell_paths import cell_dir
 from privbench.spec.suite import load_suite
 
 # The built-in llm suite, shrunk to seconds: the saved tiny GPT-2, 6 clients, 3 rounds.

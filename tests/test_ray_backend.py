@@ -13,7 +13,7 @@ from conftest import TINY_SUITE, write_suite
 from ray_cluster import LocalCluster, descendants, process_title
 
 from privbench.governance.crypto import is_sealed, load_run_key, use_key, write_run_key
-from privbench.run.cell import cell_dir, read_cell_file
+from privbench.run.cell_paths import cell_dir, read_cell_file
 from privbench.run.manifest import check_run
 from privbench.run.runner import run_suite
 from privbench.spec.suite import load_suite

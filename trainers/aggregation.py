@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-Params = dict[str, torch.Tensor]
+from privbench.models.adapter import Params
 
 
 def update_norms(updates: Params) -> torch.Tensor:

@@ -25,9 +25,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, load_file, save, save_file
 
+from privbench.models.adapter import Params
 from privbench.run import sealed
 
-Params = dict[str, torch.Tensor]
 TENSORS = "checkpoint.safetensors"
 ITERATES = "iterates"
 HISTORY = "history.jsonl"

@@ -11,7 +11,8 @@ from typing import Literal
 
 import torch
 
-Params = dict[str, torch.Tensor]
+from privbench.models.adapter import Params
+
 OptimizerName = Literal["sgd", "adam"]
 OPTIMIZERS = ("sgd", "adam")
 

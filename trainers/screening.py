@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from privbench.models.adapter import Params
 from privbench.trainers.aggregation import update_norms
 
-Params = dict[str, torch.Tensor]
 log = logging.getLogger("privbench.trainers")
 
 

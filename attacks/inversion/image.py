@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-Params = dict[str, torch.Tensor]
+from privbench.models.adapter import Params
 
 
 def first_layer_recovery(weight_grad: torch.Tensor, bias_grad: torch.Tensor, k: int = 1,

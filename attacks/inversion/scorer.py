@@ -42,12 +42,12 @@ from privbench.attacks.inversion.metrics import (
     token_precision_recall,
 )
 from privbench.attacks.inversion.text import dager, embedding_rows
+from privbench.models.adapter import Params
 from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.spec.attack_schema import InversionAttackSpec
 from privbench.trainers.aggregation import clip_updates
 
-Params = dict[str, torch.Tensor]
 GALLERY = 8  # image pairs and text batches kept in the details for the report
 
 

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-Params = dict[str, torch.Tensor]
+from privbench.models.adapter import Params
 
 
 def embedding_rows(embedding_grad: torch.Tensor, noise_std: float = 0.0,

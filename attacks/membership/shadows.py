@@ -24,13 +24,11 @@ from torch.func import functional_call, vmap
 
 import privbench
 from privbench.data.partition import ClientShard, partition
-from privbench.models.adapter import ClassifierAdapter
+from privbench.models.adapter import ClassifierAdapter, Params
 from privbench.spec.schema import DataSpec, TrainSpec
 from privbench.trainers.client_data import from_shards
 from privbench.trainers.fedavg import generators, train_runs
 from privbench.trainers.privacy_plan import example_sampling
-
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)

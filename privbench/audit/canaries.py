@@ -36,11 +36,10 @@ from privbench.audit.gradient_canaries import (
 from privbench.data.partition import ClientShard
 from privbench.data.splits import SplitData
 from privbench.errors import PrivbenchError
+from privbench.models.adapter import Params
 from privbench.spec.attack_schema import AuditSpec
 from privbench.spec.schema import CellSpec, TrainSpec
 from privbench.trainers.dpsgd import GradientCanaries
-
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,10 @@ from scipy import special, stats
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from privbench.models.adapter import Params
 from privbench.spec.schema import CellSpec
 from privbench.trainers.dpsgd import GradientCanaries
 from privbench.trainers.privacy_plan import PrivacyPlan
-
-Params = dict[str, torch.Tensor]
 
 
 def quiet_coordinates(model: nn.Module, x: np.ndarray, y: np.ndarray, m: int,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from privbench.backends import Event
+from privbench.backends.base import Event
 from privbench.governance.crypto import active_run_key, set_run_key
 from privbench.run.cell import run_cell
 from privbench.run.results import CellResult

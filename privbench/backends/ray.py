@@ -30,11 +30,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from privbench.backends import Event
+from privbench.backends.base import Event
 from privbench.backends.local import worker_failed
 from privbench.errors import PrivbenchError
 from privbench.governance.crypto import RunKey, active_run_key, use_key
-from privbench.run.cell import cell_dir, run_cell
+from privbench.run.cell import run_cell
+from privbench.run.cell_paths import cell_dir
 from privbench.run.manifest import record_run
 from privbench.run.results import CellResult
 from privbench.run.sealed import run_encryption

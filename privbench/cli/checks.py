@@ -15,7 +15,7 @@ from privbench.errors import PrivbenchError, os_error_line
 
 
 def add_check_commands(sub: Any) -> None:
-    from privbench.cli.main import add_key_option, add_signing_option
+    from privbench.cli.options import add_key_option, add_signing_option
 
     gate = sub.add_parser("gate", help="check a finished run against a policy; exit 0 (PASS or "
                                        "WARN) or 1 (FAIL)")

@@ -22,6 +22,7 @@ from rich.console import Console
 from privbench.cli.attack import attack_command
 from privbench.cli.keygen import keygen_command
 from privbench.cli.listing import list_command
+from privbench.cli.options import add_key_option, add_private_text_option, add_signing_option
 from privbench.cli.report import report_command
 from privbench.cli.suite import suite_command
 from privbench.errors import PrivbenchError, os_error_line
@@ -104,23 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_clients_command(sub)
     return parser
-
-
-def add_key_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--key-file", type=Path, default=None,
-                        help="the run key of an encrypted run (default: $PRIVBENCH_KEY)")
-
-
-def add_signing_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--signing-key", type=Path, default=None,
-                        help="an Ed25519 private key (PREFIX.key from `privbench keygen`) to "
-                             "sign with (default: $PRIVBENCH_SIGNING_KEY)")
-
-
-def add_private_text_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--show-private-text", action="store_true",
-                        help="show raw private text in the report (training sequences beside "
-                             "their recoveries); hidden by default")
 
 
 def main(argv: list[str] | None = None) -> int:

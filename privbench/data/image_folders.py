@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from privbench.data.user_data import Records, encode
+from privbench.data.records import Records, encode
 from privbench.errors import PrivbenchError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from privbench.data.user_data import Records, encode
+from privbench.data.records import Records, encode
 from privbench.errors import PrivbenchError
 
 CHUNK_ROWS = 65_536  # records read at a time: a large file never sits in memory as text

@@ -171,7 +171,7 @@ def report_card(run_dir: Path, cell: Any) -> dict[str, Any]:
     """A cell's privacy card for the report: the card of its Claim and spec, with the
     governance sections its stored card.json holds (population, personal layers)."""
     from privbench.privacy.card import CARD_FILE, privacy_card
-    from privbench.run.cell import cell_dir, read_cell_file
+    from privbench.run.cell_paths import cell_dir, read_cell_file
 
     card = privacy_card(cell.claim, cell.spec)
     spec = cell.spec or {}

@@ -30,7 +30,7 @@ from privbench.errors import PrivbenchError
 from privbench.models.hf import HFAdapter, prepare_for_finetuning
 from privbench.models.pretrained_lm import default_model_folder, load_model, load_tokenizer
 from privbench.run.observations import TrainedModel
-from privbench.run.tasks import TaskRun
+from privbench.run.task_run import TaskRun
 from privbench.scoring import scorers_for
 from privbench.spec.schema import CellSpec
 from privbench.spec.suite import Cell

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 
 from privbench.attacks.membership.metrics import fpr_metric_name
 from privbench.privacy.budget_monitor import ROUNDS_FILE, read_rounds
-from privbench.run.cell import cell_dir
+from privbench.run.cell_paths import cell_dir
 from privbench.run.observations import SURFACES
 from privbench.run.results import CellResult, MetricRow, read_json
 from privbench.scoring import is_membership as scorer_is_membership

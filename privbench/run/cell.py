@@ -23,31 +23,21 @@ from privbench.governance.hooks import governance_hooks
 from privbench.privacy.budget_monitor import ROUNDS_FILE, RoundMonitor
 from privbench.privacy.card import CARD_FILE, privacy_card
 from privbench.privacy.ledger import ledger_plaintext
+from privbench.run.cell_paths import (
+    RESULT_FILE,
+    cell_dir,
+    live_rounds_path,
+    work_dir,
+)
 from privbench.run.manifest import check_cell_entry, write_cell_manifest
 from privbench.run.observations import TrainedModel
 from privbench.run.resources import peak_rss_mb, reset_peak_rss
 from privbench.run.results import CellResult, json_safe, read_json, write_json
-from privbench.run.sealed import plaintext_lines, read_bytes, write_bytes
+from privbench.run.sealed import plaintext_lines, write_bytes
 from privbench.run.tasks import build_task, score
 from privbench.spec.suite import Cell
 from privbench.trainers import train_fedavg
 from privbench.trainers.fedavg import LEDGER_FILE
-
-RESULT_FILE = "result.json"
-
-
-def cell_dir(run_dir: Path, key: str) -> Path:
-    return run_dir / "cells" / key
-
-
-def work_dir(run_dir: Path, key: str) -> Path:
-    """A cell's checkpoints and privacy ledger while it trains (removed once it is stored)."""
-    return run_dir / "work" / key
-
-
-def live_rounds_path(run_dir: Path, key: str) -> Path:
-    """Per-round figures of a cell while it trains; moved into its folder when it finishes."""
-    return run_dir / "cells" / f".{key}.{ROUNDS_FILE}"
 
 
 def load_finished(run_dir: Path, key: str,
@@ -166,7 +156,3 @@ def _store(run_dir: Path, result: CellResult, trained: TrainedModel,
     shutil.rmtree(work_dir(run_dir, result.key), ignore_errors=True)
 
 
-def read_cell_file(run_dir: Path, key: str, name: str) -> bytes:
-    """One stored file of a finished cell, opened with the run key when the run is encrypted."""
-    return read_bytes(cell_dir(run_dir, key) / name, run_dir=run_dir,
-                      name=f"cells/{key}/{name}")

@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
+from privbench.models.adapter import Params
 from privbench.privacy.claim import Claim
 
 # Threat surfaces (DESIGN.md): what an adversary can see of a run.
 SURFACES = ("final_model", "final_weights", "iterates", "client_updates", "aggregates")
 
-Params = dict[str, torch.Tensor]
 
 
 @dataclass

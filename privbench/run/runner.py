@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import privbench
-from privbench.backends import Backend, Event, EventSink, make_backend
+from privbench.backends import make_backend
+from privbench.backends.base import Backend, Event, EventSink
 from privbench.errors import PrivbenchError
 from privbench.governance.crypto import active_run_key
-from privbench.run.cell import RESULT_FILE, cell_dir, load_finished
+from privbench.run.cell import load_finished
+from privbench.run.cell_paths import RESULT_FILE, cell_dir
 from privbench.run.manifest import (
     MANIFEST_FILE,
     check_run,

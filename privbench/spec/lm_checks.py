@@ -54,7 +54,7 @@ def lm_problems(spec: CellSpec) -> list[str]:
                         "'random-unit', client level) or Dirac gradient canaries "
                         "(audit.canary = 'dirac', centralised DP-SGD)")
     elif a.enabled and a.canary in ("random-unit", "dirac"):  # the white-box designs' checks
-        from privbench.spec.checks import audit_problems
+        from privbench.spec.audit_checks import audit_problems
 
         problems += audit_problems(spec)
     elif a.enabled and a.canary == "secret" and (

@@ -12,14 +12,13 @@ import dp_accounting
 import numpy as np
 import torch
 
+from privbench.models.adapter import Params
 from privbench.privacy.claim import Claim
 from privbench.spec.schema import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trainers.secagg import ddp_accounting
 from privbench.trainers.secagg.aggregate import SecureAggregation, SecureAggregator
 from privbench.trainers.secagg.hierarchy import OBSERVERS, run_hierarchical
 from privbench.trainers.secagg.protocol import Dropouts, SecAggAbort
-
-Params = dict[str, torch.Tensor]
 
 
 class SecureRounds:
