@@ -31,12 +31,15 @@ Run: .venv/bin/python -m pytest benchmarks/test_bench_audit.py -q -p no:randomly
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
-from privbench import accounting
+from privbench import accounting_cache
 from privbench.audit.canaries import plant_canaries
-from privbench.audit.family import clear_caches
 from privbench.audit.forensics import forensic_rows
 from privbench.audit.scorer import audit_bound, canary_scores
 from privbench.data import load_split
@@ -119,26 +122,36 @@ VARIANTS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _cache_folder(tmp_path, monkeypatch):
+    """Each test's accounting cache (privbench/accounting_cache.py) starts empty."""
+    monkeypatch.setenv("PRIVBENCH_CACHE", str(tmp_path / "cache"))
+    accounting_cache.clear_memory()
+
+
+def _fresh(calibration: str, args: tuple, tmp: Path) -> tuple[tuple, dict]:
+    """A fresh cell's view of the accounting: "per run", a setting's first run (an empty cache:
+    calibration, the Claim's epsilons and the audit's tables all computed); "cached", a later
+    run of it in a new process (memory emptied, the disk cache kept)."""
+    if calibration == "per run":
+        os.environ["PRIVBENCH_CACHE"] = tempfile.mkdtemp(dir=tmp)
+    accounting_cache.clear_memory()
+    return args, {}
+
+
 @pytest.mark.parametrize("calibration", ["per run", "cached"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_audit_overhead(benchmark, setup, variant, calibration):
-    """"per run": every run calibrates its noise multiplier, as a fresh cell does; "cached": the
-    calibration comes from accounting's cache (a sweep that repeats a privacy setting)."""
+def test_audit_overhead(benchmark, setup, variant, calibration, tmp_path):
+    """"per run": every run computes its accounting, as a setting's first cell does; "cached":
+    accounting's cache holds it (a sweep or rerun that repeats a privacy setting)."""
     benchmark.group = f"one-run audit overhead, calibration {calibration}"
-
-    def fresh():
-        if calibration == "per run":
-            accounting.calibrate_plan.cache_clear()
-            accounting.calibrate_noise_multiplier.cache_clear()
-        clear_caches()  # the audit's family epsilons: a fresh cell computes its own
-        return setup, {}
-
-    benchmark.pedantic(VARIANTS[variant], setup=fresh, rounds=15, warmup_rounds=2)
+    benchmark.pedantic(VARIANTS[variant], setup=lambda: _fresh(calibration, setup, tmp_path),
+                       rounds=15, warmup_rounds=2)
 
 
 @pytest.mark.benchmark(group="one-run audit overhead, calibration cached")
-def test_audit_scoring_alone(benchmark, trained_ctx):
-    benchmark.pedantic(_score, setup=lambda: (clear_caches(), ((trained_ctx,), {}))[1],
+def test_audit_scoring_alone(benchmark, trained_ctx, tmp_path):
+    benchmark.pedantic(_score, setup=lambda: _fresh("cached", (trained_ctx,), tmp_path),
                        rounds=15, warmup_rounds=2)
 
 
@@ -156,26 +169,60 @@ DIRAC_SUITE = {
 }
 
 
-@pytest.fixture(scope="module")
-def dirac_setup():
-    return _cell_inputs(DIRAC_SUITE)
-
-
 DIRAC_VARIANTS = {
     "baseline: DP-SGD, no audit": _plain,
     "audited: 192 Dirac canaries, train + score + bound": _audited,
 }
 
 
-@pytest.mark.parametrize("variant", list(DIRAC_VARIANTS))
-def test_dirac_audit_overhead(benchmark, dirac_setup, variant):
-    """Calibration per run, as a fresh cell does (the scorer's plan then comes from the cache)."""
-    benchmark.group = "one-run Dirac audit overhead (example-level DP-SGD)"
+# The default suite's audited digits cell (suites/default.toml at epsilon 2, IID): 100 clients,
+# cohort 20, 60 rounds of 2 local epochs, MLP 64-32-10, 200 canary clients of norm 1 on the
+# iterates. At this size the audit's fixed costs are set against a realistic run.
+DEFAULT_SUITE = {
+    "name": "bench-audit-default", "seed": 0,
+    "data": {"name": "digits", "clients": 100, "partition": "iid"},
+    "model": {"name": "mlp", "hidden": [32]},
+    "train": {"rounds": 60, "cohort": 20, "local_epochs": 2, "batch_size": 8, "lr": 0.1},
+    "privacy": {"epsilon": 2.0, "delta": 1e-5, "clip": 1.0},
+    "attacks": {"loss": {"enabled": False}},
+    "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "random-unit",
+              "n_canaries": 200, "canary_norm": 1.0},
+}
+DEFAULT_VARIANTS = {
+    "baseline: default-suite digits cell, no audit": _plain,
+    "audited: plant + train + score + bound": _audited,
+}
 
-    def fresh():
-        accounting.calibrate_plan.cache_clear()
-        accounting.calibrate_noise_multiplier.cache_clear()
-        clear_caches()
-        return dirac_setup, {}
 
-    benchmark.pedantic(DIRAC_VARIANTS[variant], setup=fresh, rounds=15, warmup_rounds=2)
+# Each further design: its suite, its variants, its benchmark group and the rounds timed.
+DESIGNS = {
+    "dirac": (DIRAC_SUITE, DIRAC_VARIANTS, "one-run Dirac audit overhead (example-level DP-SGD)",
+              15),
+    "default": (DEFAULT_SUITE, DEFAULT_VARIANTS,
+                "one-run audit overhead, default-suite digits cell", 5),
+}
+
+
+@pytest.fixture(scope="module")
+def design_inputs():
+    made: dict[str, tuple] = {}
+
+    def get(name: str) -> tuple:
+        if name not in made:
+            made[name] = _cell_inputs(DESIGNS[name][0])
+        return made[name]
+
+    return get
+
+
+@pytest.mark.parametrize("calibration", ["per run", "cached"])
+@pytest.mark.parametrize(("variant", "design"), [(v, d) for d, spec in DESIGNS.items()
+                                                 for v in spec[1]])  # ids "[baseline..."
+def test_design_audit_overhead(benchmark, design_inputs, variant, design, calibration,
+                               tmp_path):
+    """As `test_audit_overhead`, for the Dirac design and the default suite's digits cell."""
+    _, variants, group, rounds = DESIGNS[design]
+    benchmark.group = f"{group}, {calibration}"
+    inputs = design_inputs(design)
+    benchmark.pedantic(variants[variant], setup=lambda: _fresh(calibration, inputs, tmp_path),
+                       rounds=rounds, warmup_rounds=1 if rounds < 15 else 2)
