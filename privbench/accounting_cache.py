@@ -31,7 +31,7 @@ from privbench.results import json_safe as _encode
 
 # The sources whose code computes the cached values: a change to any invalidates the cache.
 SOURCES = ("accounting.py", "accounting_cache.py", "pld_compose.py", "pld_gaussian.py",
-           "monitor.py", "audit/family.py")
+           "monitor.py", "audit/family.py", "audit/fdp.py", "audit/scorer.py")
 FOLDER = "accounting"
 MEMORY_LIMIT = 8192  # entries kept in memory before it is emptied (values are small)
 

@@ -95,6 +95,12 @@ class MechanismFamily:
            neighbouring: str = "add_or_remove_one") -> MechanismFamily:
         return cls(event, delta, neighbouring, unsampled_gaussian_mu(event))
 
+    def key(self) -> list:
+        """What the family's curves depend on, JSON-ready: a key of privbench.accounting_cache
+        for values computed from them."""
+        return [event_to_dict(self.event), self.delta, self.neighbouring, self.mu, self.grid,
+                EPS_TABLE.tolist()]
+
     def coarser(self, grid: float) -> MechanismFamily:
         """The same family with trade-off curves from a PLD on `grid` (pessimistic, so every
         test against them stays valid, only less sharp; cheaper tables for designing)."""
