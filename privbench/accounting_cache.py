@@ -16,6 +16,7 @@ strings), so a cached epsilon equals a computed one to the last bit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -106,8 +107,9 @@ def store(kind: str, key: Any, value: Any) -> None:
         tmp.write_text(json.dumps({"address": text, "value": _encode(value)},
                                   allow_nan=False))
         os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    except OSError:  # a read-only or broken cache: the value is only remembered in memory
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def memo(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
