@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,12 +101,16 @@ def run_privbench(private: bool, client_times: list[float] | None = None) -> lis
 def _timed_client_training(times: list[float] | None):
     """While open, each call of the mechanisms' `train_clients` (the cohort's local training,
     one vmapped call) appends its duration to `times`."""
-    from privbench.trainers.mechanisms import base
+    from privbench.trainers.mechanisms import MECHANISMS, base
 
     if times is None:
         yield
         return
     train_clients = base.train_clients
+    for name in ("none", "central"):
+        MECHANISMS.get(name).load()  # imported, so every module that calls it is patched
+    users = [m for n, m in sys.modules.items() if n.startswith("privbench.trainers.mechanisms")
+             and getattr(m, "train_clients", None) is train_clients]
 
     def timed(job):
         t0 = time.perf_counter()
@@ -113,11 +118,13 @@ def _timed_client_training(times: list[float] | None):
         times.append(time.perf_counter() - t0)
         return out
 
-    base.train_clients = timed
+    for module in users:
+        module.train_clients = timed
     try:
         yield
     finally:
-        base.train_clients = train_clients
+        for module in users:
+            module.train_clients = train_clients
 
 
 def _overhead_pct(stamps: list[float], client_times: list[float]) -> float:
