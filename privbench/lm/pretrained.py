@@ -31,6 +31,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from privbench.cache_dir import cache_root as cache_root  # where pretrained models live
 from privbench.errors import PrivbenchError
 from privbench.lm.corpus import CORPUS_VERSION, public_corpus
 from privbench.lm.tokens import BOS, PAD, attention_mask, sequence_tensors
@@ -39,11 +40,6 @@ from privbench.spec import LMSpec
 log = logging.getLogger("privbench.lm")
 
 PRETRAIN_VERSION = "1"
-
-
-def cache_root() -> Path:
-    """Where pretrained models are cached: $PRIVBENCH_CACHE, else ~/.cache/privbench."""
-    return Path(os.environ.get("PRIVBENCH_CACHE", Path.home() / ".cache" / "privbench"))
 
 
 def pretrain_recipe(lm: LMSpec, seed: int) -> dict:
