@@ -1,0 +1,140 @@
+"""A federation streamed from a Parquet or JSONL file: each round reads only the sampled cohort's
+records, so memory grows with the cohort, not the population.
+
+`StreamedClients` holds the client index (privbench/stream_index.py: 24 bytes a client) and has
+what the federated loop reads of `ClientData` (`n_clients`, `counts`, `n_max`, `rows`), as
+`privbench.federation_gen.GeneratedClients` does. `rows(idx)` reads the clients `idx`: from a
+Parquet file, only the row groups that hold them, one at a time (a file sorted by client with
+small row groups reads little more than the cohort); from a JSONL file, each client's byte range.
+The records are zero-padded to the population's largest count exactly as
+`trainers.client_data.from_shards` pads them, so training on a streamed file equals training on
+the same records held in memory, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from privbench.federation_gen import CohortClients
+from privbench.stream_index import ClientIndex
+
+if TYPE_CHECKING:
+    from privbench.trainers.client_data import ClientData
+
+
+class StreamedClients(CohortClients):
+    """The clients `ids` of a streamed file (all of them when None), read a cohort at a time.
+
+    Row `i` of this federation is the file's client `ids[i]` (in the index's client order).
+
+    Args:
+        index: the file's client index.
+        ids: which of the index's clients, in row order (None: every client).
+    """
+
+    def __init__(self, index: ClientIndex, ids: np.ndarray | None = None) -> None:
+        self.index = index
+        self.ids = np.arange(index.n_clients) if ids is None else np.asarray(ids, np.int64)
+        super().__init__(index.counts[self.ids])
+        self._labels = {v: i for i, v in enumerate(index.label_names)}
+        self._groups: np.ndarray | None = None  # Parquet: each row group's first row
+        self.reads = 0  # records read so far (what the cohorts cost)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.index.features)
+
+    def rows(self, idx: torch.Tensor) -> ClientData:
+        """The clients `idx` (rows of this federation), read now, zero-padded to `n_max`."""
+        from privbench.trainers.client_data import ClientData
+
+        x, y = self.records(idx)
+        xs = torch.zeros((len(idx), self.n_max, self.n_features), dtype=torch.float32)
+        ys = torch.zeros((len(idx), self.n_max), dtype=torch.long)
+        for row, (xc, yc) in enumerate(zip(x, y, strict=True)):
+            xs[row, : len(yc)] = torch.from_numpy(xc)
+            ys[row, : len(yc)] = torch.from_numpy(yc)
+        return ClientData({"x": xs, "y": ys}, self.counts[idx])
+
+    def records(self, idx: torch.Tensor | np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each of the clients `idx`'s records: features (count, n_features) float32 and labels
+        (count,) int64, one pair a client, in `idx` order."""
+        clients = self.ids[np.asarray(idx, dtype=np.int64)]
+        read = self._parquet if self.index.fmt == "parquet" else self._jsonl
+        x, labels = read(clients)
+        self.reads += sum(len(v) for v in labels)
+        y = [np.array([self._labels[v] for v in vs], dtype=np.int64) for vs in labels]
+        return x, y
+
+    def _jsonl(self, clients: np.ndarray) -> tuple[list[np.ndarray], list[list[str]]]:
+        from privbench.stream_jsonl import read_client_lines
+
+        ix = self.index
+        xs, ys = [], []
+        with open(ix.path, "rb") as f:
+            for c in clients.tolist():
+                x, y = read_client_lines(f, int(ix.starts[c]), int(ix.nbytes[c]), ix.label,
+                                         ix.features)
+                xs.append(x)
+                ys.append(y)
+        return xs, ys
+
+    def _parquet(self, clients: np.ndarray) -> tuple[list[np.ndarray], list[list[str]]]:
+        import pyarrow.parquet as pq
+
+        ix = self.index
+        pf = pq.ParquetFile(ix.path)
+        if self._groups is None:
+            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+            self._groups = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        groups = self._groups
+        # (row group) -> [(position in clients, offset in the client, first row in the group, n)]
+        parts: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
+        for pos, c in enumerate(clients.tolist()):
+            row, end = int(ix.starts[c]), int(ix.starts[c] + ix.counts[c])
+            while row < end:
+                g = int(np.searchsorted(groups, row, side="right") - 1)
+                n = min(end, int(groups[g + 1])) - row
+                parts[g].append((pos, row - int(ix.starts[c]), row - int(groups[g]), n))
+                row += n
+        xs = [np.zeros((int(ix.counts[c]), len(ix.features)), np.float32) for c in clients]
+        ys: list[list[str]] = [[""] * int(ix.counts[c]) for c in clients]
+        for g in sorted(parts):  # one row group in memory at a time
+            table = pf.read_row_group(g, columns=[ix.label, *ix.features])
+            feats = np.column_stack([table.column(name).to_numpy().astype(np.float64)
+                                     for name in ix.features]).astype(np.float32)
+            labels = table.column(ix.label).to_pandas().astype(str).to_numpy()
+            for pos, off, first, n in parts[g]:
+                xs[pos][off: off + n] = feats[first: first + n]
+                ys[pos][off: off + n] = labels[first: first + n].tolist()
+            del table, feats, labels
+        return xs, ys
+
+    def gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The clients `idx`'s records as flat arrays (features, labels), clients in order."""
+        x, y = self.records(idx)
+        if not x:
+            return np.zeros((0, self.n_features), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(x), np.concatenate(y)
+
+
+def open_stream(path: str | Path, fmt: str, label: str, client: str | None,
+                features: list[str]) -> StreamedClients:
+    """Every client of a streamed file, its index loaded or built (privbench/stream_index.py).
+
+    Args:
+        path: the Parquet or JSONL file; fmt: data.format; label, client, features: the
+            columns, as the spec names them.
+
+    Returns:
+        The streamed federation. Raises a one-line PrivbenchError for a missing file, column or
+        client id (privbench.stream_index.client_index).
+    """
+    from privbench.stream_index import client_index
+
+    return StreamedClients(client_index(Path(path), fmt, label, client, list(features)))
