@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROW_GROUP_ROWS = 4_096  # Parquet rows a row group: a cohort's read touches few rows besides its own
+ROW_GROUP_ROWS = 1_024  # Parquet rows a row group: a cohort client's read decodes one or two
 WRITE_CLIENTS = 2_000  # generated clients written at a time
 
 

@@ -42,7 +42,8 @@ class StreamedClients(CohortClients):
         self.ids = np.arange(index.n_clients) if ids is None else np.asarray(ids, np.int64)
         super().__init__(index.counts[self.ids])
         self._labels = {v: i for i, v in enumerate(index.label_names)}
-        self._groups: np.ndarray | None = None  # Parquet: each row group's first row
+        self._file = None  # Parquet: the open file, and each row group's first row
+        self._groups = np.zeros(1, np.int64)
         self.reads = 0  # records read so far (what the cohorts cost)
 
     @property
@@ -66,12 +67,11 @@ class StreamedClients(CohortClients):
         (count,) int64, one pair a client, in `idx` order."""
         clients = self.ids[np.asarray(idx, dtype=np.int64)]
         read = self._parquet if self.index.fmt == "parquet" else self._jsonl
-        x, labels = read(clients)
-        self.reads += sum(len(v) for v in labels)
-        y = [np.array([self._labels[v] for v in vs], dtype=np.int64) for vs in labels]
+        x, y = read(clients)
+        self.reads += sum(len(v) for v in y)
         return x, y
 
-    def _jsonl(self, clients: np.ndarray) -> tuple[list[np.ndarray], list[list[str]]]:
+    def _jsonl(self, clients: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         from privbench.stream_jsonl import read_client_lines
 
         ix = self.index
@@ -81,17 +81,12 @@ class StreamedClients(CohortClients):
                 x, y = read_client_lines(f, int(ix.starts[c]), int(ix.nbytes[c]), ix.label,
                                          ix.features)
                 xs.append(x)
-                ys.append(y)
+                ys.append(np.array([self._labels[v] for v in y], dtype=np.int64))
         return xs, ys
 
-    def _parquet(self, clients: np.ndarray) -> tuple[list[np.ndarray], list[list[str]]]:
-        import pyarrow.parquet as pq
-
+    def _parquet(self, clients: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         ix = self.index
-        pf = pq.ParquetFile(ix.path)
-        if self._groups is None:
-            sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-            self._groups = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        pf = self._parquet_file()
         groups = self._groups
         # (row group) -> [(position in clients, offset in the client, first row in the group, n)]
         parts: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
@@ -103,17 +98,42 @@ class StreamedClients(CohortClients):
                 parts[g].append((pos, row - int(ix.starts[c]), row - int(groups[g]), n))
                 row += n
         xs = [np.zeros((int(ix.counts[c]), len(ix.features)), np.float32) for c in clients]
-        ys: list[list[str]] = [[""] * int(ix.counts[c]) for c in clients]
-        for g in sorted(parts):  # one row group in memory at a time
-            table = pf.read_row_group(g, columns=[ix.label, *ix.features])
+        ys = [np.zeros(int(ix.counts[c]), np.int64) for c in clients]
+        for g in sorted(parts):  # one row group in memory at a time, only its cohort rows kept
+            take = np.concatenate([np.arange(first, first + n) for _, _, first, n in parts[g]])
+            table = pf.read_row_group(g, columns=[ix.label, *ix.features],
+                                      use_threads=False).take(take)
             feats = np.column_stack([table.column(name).to_numpy().astype(np.float64)
                                      for name in ix.features]).astype(np.float32)
-            labels = table.column(ix.label).to_pandas().astype(str).to_numpy()
-            for pos, off, first, n in parts[g]:
-                xs[pos][off: off + n] = feats[first: first + n]
-                ys[pos][off: off + n] = labels[first: first + n].tolist()
-            del table, feats, labels
+            labels = self._codes(table.column(ix.label))
+            at = 0
+            for pos, off, _, n in parts[g]:
+                xs[pos][off: off + n] = feats[at: at + n]
+                ys[pos][off: off + n] = labels[at: at + n]
+                at += n
         return xs, ys
+
+    def _parquet_file(self):  # -> pyarrow.parquet.ParquetFile, opened once
+        import pyarrow.parquet as pq
+
+        if self._file is None:
+            self._file = pq.ParquetFile(self.index.path)
+            sizes = [self._file.metadata.row_group(g).num_rows
+                     for g in range(self._file.num_row_groups)]
+            self._groups = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        return self._file
+
+    def _codes(self, column) -> np.ndarray:
+        """Label codes of an Arrow column: integer labels mapped through their distinct values,
+        anything else by its text (as the index spelled the labels)."""
+        import pyarrow as pa
+
+        if pa.types.is_integer(column.type):
+            values, inverse = np.unique(column.to_numpy(), return_inverse=True)
+            return np.array([self._labels[str(v)] for v in values.tolist()],
+                            dtype=np.int64)[inverse.reshape(-1)]
+        return np.array([self._labels[v] for v in column.to_pandas().astype(str)],
+                        dtype=np.int64)
 
     def gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The clients `idx`'s records as flat arrays (features, labels), clients in order."""
