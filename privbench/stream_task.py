@@ -74,7 +74,8 @@ def stream_shape(data: DataSpec) -> DataShape:
     from privbench.data import DataShape
 
     index = open_spec_stream(data).index
-    split = stream_split(index.n_clients, data, 0)  # the counts do not depend on the seed much
+    split = stream_split(index.n_clients, data, 0)  # seed 0's split: another seed holds out
+    # other clients, so its record counts differ by theirs (the client counts do not)
     return DataShape(Path(data.path or "").name, int(index.counts[split.train].sum()),
                      int(index.counts[split.pop].sum()), len(index.features),
                      len(index.label_names), index.n_clients)
@@ -94,9 +95,14 @@ def stream_problems(spec: CellSpec) -> list[str]:
              (f"clients.registry = {spec.clients.registry!r}", spec.clients.registry is not None)]
     problems = [f"{what}: needs every training record or client in memory, and data.name = "
                 f"'stream' reads only each round's cohort; {fix}" for what, on in wants if on]
-    if spec.data.clients < 3:
+    n_train = len(stream_split(spec.data.clients, spec.data, 0).train)
+    if n_train < 1:
         problems.append(f"data.clients = {spec.data.clients}: a streamed file needs at least 3 "
                         "clients (test, population and training clients)")
+    elif spec.train.cohort > n_train:
+        problems.append(f"train.cohort = {spec.train.cohort:g}: must be at most the {n_train} "
+                        "training clients of the streamed file (the others are held out as "
+                        "test and population clients); lower the cohort")
     return problems
 
 

@@ -182,7 +182,7 @@ def test_what_needs_every_record_in_memory_is_refused_before_training(tmp_path):
     suite = _stream_suite(tmp_path, tmp_path / "clients.jsonl")
     load_suite(str(suite))  # the plain suite is fine
     suite.write_text(suite.read_text().replace("clients = 300", "clients = 299")
-                     + "[audit]\nenabled = true\n")
+                     .replace("cohort = 30", "cohort = 200") + "[audit]\nenabled = true\n")
     with pytest.raises(SpecError) as err:
         load_suite(str(suite))
     problems = err.value.problems
@@ -191,3 +191,5 @@ def test_what_needs_every_record_in_memory_is_refused_before_training(tmp_path):
                for p in problems), problems
     assert any(p.startswith("audit.enabled = true: needs every training record")
                for p in problems), problems
+    assert any(p.startswith("train.cohort = 200: must be at most the 149 training clients")
+               for p in problems), problems  # 299 clients: 75 test, 75 population held out
