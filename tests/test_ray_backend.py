@@ -149,3 +149,24 @@ def test_shadow_and_multi_run_audit_batches_are_ray_tasks_with_the_local_results
     for name, p in local_shadows.items():
         assert p.shape[0] == CHUNK + 4 and torch.equal(ray_shadows[name], p), name
     assert local_values.shape == (12, 3) and np.array_equal(ray_values, local_values)
+
+
+def test_a_cells_lira_shadows_on_ray_are_tasks_with_the_local_metrics(cluster, tmp_path):
+    """The Ray cell task turns batches on: a LiRA cell's 12 shadows train as 2 Ray tasks, and
+    its metrics equal the same cell run locally."""
+    from privbench.backends import batches
+    from privbench.backends.ray import cell_task
+    from privbench.cell import run_cell
+
+    cell = load_suite(str(write_suite(tmp_path / "lira.toml", TINY_SUITE)), [
+        "data.name=breast_cancer", "data.clients=4", "train.rounds=2", "train.cohort=2",
+        "attacks.lira.enabled=true", "attacks.shadows.models=12"]).cells[1]  # epsilon 8
+    local = run_cell(cell, tmp_path / "local")
+    cluster.ready()
+    sent = batches.dispatched
+    remote, files = cell_task(cell, None)  # as a Ray worker runs it
+    assert local.status == remote.status == "ok" and files
+    assert batches.dispatched - sent == 2
+    assert [(m.scorer, m.metric, m.value) for m in remote.metrics] == \
+        [(m.scorer, m.metric, m.value) for m in local.metrics]
+    assert any(m.scorer.startswith("lira") for m in local.metrics)
