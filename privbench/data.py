@@ -201,6 +201,10 @@ def data_shape(spec: DataSpec) -> DataShape:
         n_features, n_classes = _builtin_features_classes(spec.name)
         return DataShape(spec.name, size - math.ceil(held * size),
                          math.floor(spec.population_fraction * size), n_features, n_classes)
+    if spec.name == "stream":  # read per cohort: its shape comes from its client index
+        from privbench.stream_task import stream_shape
+
+        return stream_shape(spec)
     from privbench.user_data import path_state
 
     state = path_state(Path(spec.path)) if spec.path else ()
