@@ -105,7 +105,7 @@ def _common(ctx: LMContext, signals: UpdateSignals) -> dict[str, Any]:
     elif inside:
         view = "the update with the DP noise the client added (DP-SGD or local DP)"
     elif added:
-        view = "the clipped update plus N(0, (z C)^2) added before it leaves the client"
+        view = "the clipped update plus noise N(0, (z C)^2) added before it leaves the client"
     else:
         view = ("the clipped update before the server adds central noise (central DP does not "
                 "hide it)")
