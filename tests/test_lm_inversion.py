@@ -13,9 +13,11 @@ from privbench.cell import run_cell
 from privbench.errors import SpecError
 from privbench.lm.corpus import public_corpus
 from privbench.lm.pretrained import tiny_gpt2_config, train_tokenizer
+from privbench.report import render_report
+from privbench.results import CellResult
 from privbench.scoring import SCORERS
 from privbench.spec import LMSpec, validate_suite
-from privbench.suite import expand
+from privbench.suite import Suite, expand
 
 # Two blocks (DAGER's second span check) and a width above every client's token count.
 LM = LMSpec(layers=2, width=128, heads=4, vocab_size=600, max_length=32)
@@ -46,16 +48,27 @@ def spec(folder, *, lm=None, train=None, privacy=None, inversion=None, **top) ->
             **top}
 
 
-def inversion_rows(s: dict, tmp_path) -> dict:
+def run(s: dict, tmp_path) -> CellResult:
     result = run_cell(expand(validate_suite(s, "test"), "test")[0], tmp_path)
     assert result.status == "ok", result.error
     assert not [m for m in result.metrics if m.metric == "error"]
-    return {(m.scorer, m.metric): m for m in result.metrics if m.scorer.startswith("inversion")}
+    return result
+
+
+def inversion_rows(s: dict, tmp_path) -> dict:
+    return {(m.scorer, m.metric): m for m in run(s, tmp_path).metrics
+            if m.scorer.startswith("inversion")}
 
 
 @pytest.fixture(scope="module")
-def one_step(model_folder, tmp_path_factory):
-    return inversion_rows(spec(model_folder), tmp_path_factory.mktemp("one_step"))
+def one_step_cell(model_folder, tmp_path_factory):
+    return run(spec(model_folder), tmp_path_factory.mktemp("one_step"))
+
+
+@pytest.fixture(scope="module")
+def one_step(one_step_cell):
+    return {(m.scorer, m.metric): m for m in one_step_cell.metrics
+            if m.scorer.startswith("inversion")}
 
 
 def test_one_local_step_of_full_fine_tuning_gives_each_clients_text_back(one_step):
@@ -141,3 +154,12 @@ def test_inversion_is_registered_for_language_cells_and_checked_before_training(
         s.update({k: v for k, v in bad.items() if k == "task"})
         with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
             validate_suite(s, "test")
+
+
+def test_the_lm_report_shows_what_inversion_recovered(model_folder, one_step_cell, tmp_path):
+    suite_spec = validate_suite(spec(model_folder), "test")
+    suite = Suite(spec=suite_spec, source="test", cells=expand(suite_spec, "test"))
+    html = render_report(tmp_path, suite, [one_step_cell])
+    assert 'id="lm-recoverable"' in html and "What the server recovers" in html
+    assert "bag-of-words recall (client updates)" in html and "DAGER ROUGE-1 on the sum" in html
+    assert "exact while the batch holds fewer than d = 128 tokens" in html
