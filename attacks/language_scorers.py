@@ -27,7 +27,7 @@ from privbench.audit.lm_canaries import SecretCanaries, secret_audit_rows, secre
 from privbench.data.partition import ClientShard
 from privbench.data.text_clients import TextData
 from privbench.data.tokens import Examples
-from privbench.query.sequences import classifier_logits, sequence_stats
+from privbench.query.sequences import classifier_logits, model_at, sequence_stats
 from privbench.run.observations import TrainedModel
 from privbench.run.results import MetricRow
 from privbench.spec.suite import Cell
@@ -215,17 +215,8 @@ def _token_logprobs(model: torch.nn.Module, ex: Examples) -> list[np.ndarray]:
 def _model_before_fine_tuning(ctx: LMContext) -> torch.nn.Module | None:
     """The released model with its trainable parameters set back to where training started
     (public: the pretrained weights, and LoRA's initial adapters), or None if not recorded."""
-    import copy
-
     initial = ctx.trained.observations.initial_params
-    if not initial:
-        return None
-    model = copy.deepcopy(ctx.trained.model)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in initial:
-                p.copy_(initial[name])
-    return model.eval()
+    return model_at(ctx.trained.model, initial) if initial else None
 
 
 def canary_exposure_scorer(ctx: LMContext) -> list[MetricRow]:

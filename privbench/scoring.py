@@ -125,6 +125,12 @@ for _entry in (  # in the order a cell runs them
     ScorerEntry("inversion", "inversion", ("classifier",), ("inversion_*",),
                 "gradient inversion of recorded client updates and aggregates",
                 "privbench.attacks.inversion.scorer:inversion_scorer"),
+    ScorerEntry("lm_inversion", "inversion", ("language",),
+                ("inversion_signals", "inversion_bow", "inversion_dager",
+                 "inversion_bow_aggregate", "inversion_dager_aggregate"),
+                "bag of words and DAGER on the LM's recorded client updates (surface "
+                "client_updates) and on each round's sum (aggregates)",
+                "privbench.attacks.inversion.lm_updates:lm_inversion_scorer"),
     ScorerEntry("secagg", "cost", ("classifier",), ("secagg",),
                 "secure aggregation's bytes, contributors and realised noise",
                 "privbench.privacy.secagg_rows:secagg_scorer"),

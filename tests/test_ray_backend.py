@@ -105,3 +105,68 @@ def test_a_worker_killed_mid_suite_is_retried_with_the_same_results(cluster, tin
                     assert is_sealed(stored.read_bytes()), (cell.key, name)
                     assert (read_cell_file(run.run_dir, cell.key, name)
                             == read_cell_file(local.run_dir, cell.key, name)), (cell.key, name)
+
+
+def test_shadow_and_multi_run_audit_batches_are_ray_tasks_with_the_local_results(
+        cluster, monkeypatch):
+    """Inside a cell on the Ray backend (`ray_batches`, which the cell task turns on), shadow
+    chunks and multi-run audit chunks are Ray tasks; their results equal the local ones bit for
+    bit. 12 shadows are chunks of 8 and 4; 12 audit runs chunks of 4."""
+    import numpy as np
+    import torch
+
+    from privbench.attacks.membership.shadows import CHUNK, ShadowPlan, train_shadows
+    from privbench.audit import multi_run
+    from privbench.backends import batches
+    from privbench.data.splits import load_split
+    from privbench.models import build_model
+    from privbench.spec.schema import CellSpec
+    from privbench.trainers.privacy_plan import make_plan
+
+    spec = CellSpec.model_validate({
+        "data": {"name": "breast_cancer", "clients": 4}, "model": {"hidden": [8]},
+        "train": {"rounds": 2, "cohort": 2, "batch_size": 8, "lr": 0.1},
+        "privacy": {"epsilon": 4.0, "clip": 0.5, "unit": "example"}})
+    data = load_split(spec.data, 0)
+    model = build_model(spec.model, data.n_features, data.n_classes, 0)
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    inclusion = np.random.default_rng(0).random((CHUNK + 4, len(data.y_train))) < 0.5
+    plan = ShadowPlan(spec.data, spec.train, 1.1, 0.5, seed=3)
+    mr_plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(len(data.y_train)))
+    monkeypatch.setattr(multi_run, "CHUNK_FLOATS", 4 * len(data.y_train) * data.n_features)
+
+    def both() -> tuple:
+        return (train_shadows(model, init, data.x_train, data.y_train, inclusion, plan),
+                multi_run.run_canary_coordinates(spec, data, mr_plan, 3, runs=6, rounds=2,
+                                                 seed=3)[0])
+
+    local_shadows, local_values = both()
+    cluster.ready()
+    sent = batches.dispatched
+    with batches.ray_batches():
+        ray_shadows, ray_values = both()
+    assert batches.dispatched - sent == 2 + 3  # 2 shadow chunks, 3 audit chunks
+    for name, p in local_shadows.items():
+        assert p.shape[0] == CHUNK + 4 and torch.equal(ray_shadows[name], p), name
+    assert local_values.shape == (12, 3) and np.array_equal(ray_values, local_values)
+
+
+def test_a_cells_lira_shadows_on_ray_are_tasks_with_the_local_metrics(cluster, tmp_path):
+    """The Ray cell task turns batches on: a LiRA cell's 12 shadows train as 2 Ray tasks, and
+    its metrics equal the same cell run locally."""
+    from privbench.backends import batches
+    from privbench.backends.ray import cell_task
+    from privbench.run.cell import run_cell
+
+    cell = load_suite(str(write_suite(tmp_path / "lira.toml", TINY_SUITE)), [
+        "data.name=breast_cancer", "data.clients=4", "train.rounds=2", "train.cohort=2",
+        "attacks.lira.enabled=true", "attacks.shadows.models=12"]).cells[1]  # epsilon 8
+    local = run_cell(cell, tmp_path / "local")
+    cluster.ready()
+    sent = batches.dispatched
+    remote, files = cell_task(cell, None)  # as a Ray worker runs it
+    assert local.status == remote.status == "ok" and files
+    assert batches.dispatched - sent == 2
+    assert [(m.scorer, m.metric, m.value) for m in remote.metrics] == \
+        [(m.scorer, m.metric, m.value) for m in local.metrics]
+    assert any(m.scorer.startswith("lira") for m in local.metrics)

@@ -21,7 +21,7 @@ def test_spec_values_and_sizes_derive_from_the_data_set_registry():
     assert typing.get_args(DataSpec.model_fields["name"].annotation) == DATA_SETS.names()
     assert set(DATASET_SIZES) == set(builtin_names("tabular")) == {"digits", "breast_cancer",
                                                                    "synthetic_federation"}
-    assert set(names_of("tabular")) - set(DATASET_SIZES) == {"table", "images"}  # user files
+    assert set(names_of("tabular")) - set(DATASET_SIZES) == {"table", "stream", "images"}  # files
     assert TEXT_DATASETS == names_of("text") == ("support_messages", "jsonl")
     assert typing.get_args(CellSpec.model_fields["task"].annotation) == TASKS.names()
 

@@ -22,8 +22,10 @@ def golden() -> dict:
 RECALIBRATED = {"example"}
 
 
-# The monitor reads its epsilons with numpy (the same sums; numpy's exp may differ from
-# math.exp in the last bit): equal to 1e-12 relative, everything else exactly.
+# The monitor reads its epsilons with numpy (the same sums; numpy's vectorised exp differs from
+# math.exp, and between instruction sets, in the last bits: 2e-12 relative measured on an AVX2
+# machine against the AVX-512 one that recorded them): equal to 1e-9 relative, which any change
+# of the accounting exceeds by orders of magnitude.
 MONITOR_FIGURES = ("epsilon_planned", "epsilon_spent")
 
 
@@ -49,12 +51,28 @@ def assert_same_records(got: dict, want: dict) -> None:
         rest, figures = _split(rows)
         want_rest, want_figures = _split(_rows(want) if key == "rounds_jsonl" else want[key])
         assert rest == [_close(r) for r in want_rest], key
-        assert figures == [pytest.approx(f, rel=1e-12) for f in want_figures], key
+        assert figures == [pytest.approx(f, rel=1e-9) for f in want_figures], key
     for key in ("weights", "iterates"):  # fingerprints, to 1e-5 (round_records.py says why)
         assert len(got[key]) == len(want[key]), key
         assert got[key] == pytest.approx(want[key], rel=0, abs=1e-5), key
-    for key in ("claim", "ledger_jsonl"):
-        assert got[key] == want[key], key
+    # The claim and the ledger: every field and event exactly, each float to 1e-9 relative
+    # (the calibration and the PLD epsilons run through numpy's vectorised exp and FFT, whose
+    # last bits differ between instruction sets: 1e-12 relative measured).
+    assert _floats_close(got["claim"], want["claim"]), "claim"
+    got_ledger = [json.loads(line) for line in got["ledger_jsonl"].splitlines()]
+    want_ledger = [json.loads(line) for line in want["ledger_jsonl"].splitlines()]
+    assert _floats_close(got_ledger, want_ledger), "ledger_jsonl"
+
+
+def _floats_close(a, b) -> bool:
+    """Same structure and values, floats to 1e-9 relative."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_floats_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_floats_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9)
+    return a == b
 
 
 @pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in RECALIBRATED])

@@ -10,8 +10,8 @@ INVERSION_ATTACKS = {
            "client_updates"),
     "dlg": ("DLG: dummy inputs and labels matched to the gradient with L-BFGS (Zhu et al. 2019)",
             "client_updates"),
-    "bag-of-words": ("text: the tokens of a batch from the non-zero rows of the embedding "
-                     "gradient", "client_updates"),
+    "bag-of-words": ("text: the tokens of a batch from the rows of the embedding gradient (a "
+                     "causal LM cell's own updates, or a tiny GPT-2)", "client_updates"),
     "dager": ("text: whole sequences by checking candidate tokens against the span of the first "
-              "layer's gradient (Petrov et al. 2024)", "client_updates"),
+              "layers' gradients (Petrov et al. 2024)", "client_updates"),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,6 +116,30 @@ def text_scores(recovered: list[list[int]], originals: list[list[int]]) -> dict[
                      for o, c in zip(rows, cols, strict=True)))
     n = len(originals)
     return {"exact_match": float(exact), "rouge1": r1 / n, "rouge2": r2 / n}
+
+
+def text_example(rec: list[list[int]], true: list[list[int]], vocab: Any
+                 ) -> list[dict[str, list[str]]]:
+    """Each original sequence beside the recovery that matches it best (greedy on ROUGE-1 +
+    ROUGE-2), as tokens.
+
+    Args:
+        rec: the recovered token-id sequences.
+        true: the original token-id sequences.
+        vocab: token id -> its text (a list, or a dict of the ids present).
+    Returns:
+        One {"original", "recovered"} pair of token lists per original.
+    """
+    pairs = []
+    used: set[int] = set()
+    for t in true:
+        best = max((j for j in range(len(rec)) if j not in used),
+                   key=lambda j: rouge_n(rec[j], t, 1) + rouge_n(rec[j], t, 2), default=None)
+        if best is not None:
+            used.add(best)
+        pairs.append({"original": [vocab[i] for i in t],
+                      "recovered": [vocab[i] for i in rec[best]] if best is not None else []})
+    return pairs
 
 
 def summarise(per_batch: list[dict[str, float]], alpha: float = 0.05

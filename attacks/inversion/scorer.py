@@ -35,9 +35,9 @@ from privbench.attacks.inversion.metrics import (
     image_scores,
     label_accuracy,
     psnr,
-    rouge_n,
     ssim,
     summarise,
+    text_example,
     text_scores,
     token_precision_recall,
 )
@@ -277,7 +277,7 @@ def _text_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
         rec = [[*s, eos] for s in dager(model, g, max_len=ids.shape[1], noise_std=noise_std)]
         seqs.append(text_scores(rec, true))
         if len(examples) < GALLERY // 2:
-            examples.append(_text_example(rec, true, vocab))
+            examples.append(text_example(rec, true, vocab))
     details = {**common, "model": "tiny GPT-2 (2 blocks, width 128, untied embeddings) at "
                "initialisation, one local step", "batch_size": f"1 to {spec.text_batch_size}, "
                "not needed by the attack", "labels": "next tokens (language modelling)",
@@ -285,18 +285,3 @@ def _text_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
                "n": spec.text_batches, "unit": "attacked batch"}
     return (_rows(ctx.key, "inversion_bow", bow, {**details, "attack": "bag of words"}, {})
             + _rows(ctx.key, "inversion_dager", seqs, details, {"examples": examples}))
-
-
-def _text_example(rec: list[list[int]], true: list[list[int]], vocab: list[str]
-                  ) -> list[dict[str, list[str]]]:
-    """Each original sequence beside the recovery that matches it best (Hungarian)."""
-    pairs = []
-    used: set[int] = set()
-    for t in true:
-        best = max((j for j in range(len(rec)) if j not in used),
-                   key=lambda j: rouge_n(rec[j], t, 1) + rouge_n(rec[j], t, 2), default=None)
-        if best is not None:
-            used.add(best)
-        pairs.append({"original": [vocab[i] for i in t],
-                      "recovered": [vocab[i] for i in rec[best]] if best is not None else []})
-    return pairs

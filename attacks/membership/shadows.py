@@ -1,10 +1,12 @@
-"""Shadow and reference models: K copies of the target's training run, trained as ONE batched model.
+"""Shadow and reference models: K copies of the target's training run, trained as batched models.
 
 Each shadow trains on the records its inclusion bits select, partitioned into clients as the
 target's spec says, with the target's rounds, cohort sampling, local SGD, clip and executed noise
 multiplier, from the target's initial weights: K independent runs of the trainer's own `train_runs`
 (trainers/fedavg.py), every (shadow, sampled client) pair of a round one row of a single vmapped
-call; the shadows sample, clip and noise through the trainer, never on their own.
+call; the shadows sample, clip and noise through the trainer, never on their own. The K shadows
+train in chunks of `CHUNK` (one batched model each, with its own streams), so a cell on the Ray
+backend trains its chunks as Ray tasks and gets the local backend's shadows bit for bit.
 Trained shadows are cached by content hash (safetensors + JSON manifest) and reused across cells.
 """
 
@@ -30,6 +32,9 @@ from privbench.trainers.client_data import from_shards
 from privbench.trainers.fedavg import generators, train_runs
 from privbench.trainers.privacy_plan import example_sampling
 
+CHUNK = 8  # shadows a batched model: the unit a Ray task trains (fixed: results never depend on
+# the backend)
+
 
 @dataclass(frozen=True)
 class ShadowPlan:
@@ -48,7 +53,7 @@ class ShadowPlan:
         h = hashlib.sha256()
         h.update(json.dumps({"data": self.data.model_dump(), "train": self.train.model_dump(),
                              "z": self.noise_multiplier, "clip": self.clip, "seed": self.seed,
-                             "example_level": self.example_level,
+                             "example_level": self.example_level, "chunk": CHUNK,
                              "code": privbench.__version__}, sort_keys=True).encode())
         for name in sorted(init):
             h.update(name.encode())
@@ -60,24 +65,49 @@ class ShadowPlan:
 
 def train_shadows(model: nn.Module, init: Params, x: np.ndarray, y: np.ndarray,
                   inclusion: np.ndarray, plan: ShadowPlan) -> Params:
-    """Train K shadow models at once; returns their parameters stacked, each (K, ...)."""
+    """Train K shadow models; returns their parameters stacked, each (K, ...).
+
+    The shadows train in chunks of `CHUNK` (each chunk one batched model with its own streams,
+    chunk 0 the target's), one after another here, or as Ray tasks when the cell runs on the
+    Ray backend (privbench/backends/batches.py): the same shadows either way, bit for bit.
+    """
+    from privbench.backends.batches import map_batches
+
     k_models = inclusion.shape[0]
-    shards: list[ClientShard] = []
+    shards: list[list[ClientShard]] = []  # each shadow's clients
     for k in range(k_models):
         chosen = np.flatnonzero(inclusion[k])
-        for shard in partition(plan.data, y[chosen], plan.seed + k):
-            shards.append(ClientShard(len(shards), chosen[shard.indices]))
-    glob = {n: p.detach().unsqueeze(0).repeat(k_models, *([1] * p.dim())) for n, p in init.items()}
+        shards.append([ClientShard(i, chosen[s.indices])
+                       for i, s in enumerate(partition(plan.data, y[chosen], plan.seed + k))])
+    sizes = [len(s.indices) for mine in shards for s in mine]
     # Example level: each shadow's clients run DP-SGD with the record rate and local steps the
     # target's plan derives from its client size (`example_sampling`), here from the shadows'.
-    record_rate, local_steps = example_sampling(
-        plan.train, float(np.mean([len(s.indices) for s in shards])) if shards else 1.0)
-    # The target's streams (generators(seed)): one shadow given the target's records and seed
-    # replays the target's run exactly, which the tests check.
+    record_rate, local_steps = example_sampling(plan.train,
+                                                float(np.mean(sizes)) if sizes else 1.0)
+    items = [(c, [s for mine in shards[lo: lo + CHUNK] for s in mine], min(CHUNK, k_models - lo))
+             for c, lo in enumerate(range(0, k_models, CHUNK))]
+    parts = map_batches(_train_chunk, items, {
+        "model": model, "init": init, "x": x, "y": y, "plan": plan,
+        "record_rate": record_rate, "local_steps": local_steps})
+    return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The seed of chunk `chunk`'s streams: the target's for chunk 0, a SeedSequence child else."""
+    return seed if chunk == 0 else int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
+
+
+def _train_chunk(chunk: int, shards: list[ClientShard], runs: int, *, model: nn.Module,
+                 init: Params, x: np.ndarray, y: np.ndarray, plan: ShadowPlan,
+                 record_rate: float, local_steps: int) -> Params:
+    """One chunk of `runs` shadows (their clients run-major) as one batched model."""
+    glob = {n: p.detach().unsqueeze(0).repeat(runs, *([1] * p.dim())) for n, p in init.items()}
+    # Chunk 0 has the target's streams (generators(seed)): one shadow given the target's
+    # records and seed replays the target's run exactly, which the tests check.
     return train_runs(ClassifierAdapter(model), glob, from_shards(x, y, shards), plan.train,
-                      runs=k_models, clip=plan.clip,
+                      runs=runs, clip=plan.clip,
                       noise_multiplier=lambda _r: plan.noise_multiplier,
-                      gens=generators(plan.seed), seed=plan.seed,
+                      gens=generators(chunk_seed(plan.seed, chunk)), seed=plan.seed,
                       example_level=plan.example_level, local_steps=local_steps,
                       record_rate=record_rate)
 

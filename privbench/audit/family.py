@@ -26,7 +26,8 @@ from dp_accounting.pld import privacy_loss_distribution as pld_lib
 from scipy import special
 
 from privbench.audit.gaussians import gdp_epsilon
-from privbench.privacy.accounting import NEIGHBOURING
+from privbench.privacy import accounting_cache
+from privbench.privacy.accounting import NEIGHBOURING, event_to_dict
 
 # PLD grid of the family's curves: coarser than a claim's (1e-4) for speed; pessimistic either way.
 FAMILY_PLD_GRID = 1e-3
@@ -94,6 +95,13 @@ class MechanismFamily:
            neighbouring: str = "add_or_remove_one") -> MechanismFamily:
         return cls(event, delta, neighbouring, unsampled_gaussian_mu(event))
 
+    def key(self) -> list:
+        """What the family's curves depend on, JSON-ready: a key of
+        privbench.privacy.accounting_cache
+        for values computed from them."""
+        return [event_to_dict(self.event), self.delta, self.neighbouring, self.mu, self.grid,
+                EPS_TABLE.tolist()]
+
     def coarser(self, grid: float) -> MechanismFamily:
         """The same family with trade-off curves from a PLD on `grid` (pessimistic, so every
         test against them stays valid, only less sharp; cheaper tables for designing)."""
@@ -130,22 +138,29 @@ class MechanismFamily:
             return math.inf
         if self.mu is not None:
             return float(gdp_epsilon(self.mu / s, self.delta))
-        key = (repr(self.event), round(float(max(s, self.s_floor)), 9), self.delta,
-               f"{self.neighbouring}/upper")
-        if key not in _EPSILONS:
+        scale = float(max(s, self.s_floor))  # the exact scale: the same value cached or not
+
+        def compute() -> float:
             acc = pld.PLDAccountant(NEIGHBOURING[self.neighbouring],
                                     value_discretization_interval=UPPER_GRID)
-            _EPSILONS[key] = float(acc.compose(scale_noise(self.event, max(s, self.s_floor)))
-                                   .get_epsilon(self.delta))
-        return _EPSILONS[key]
+            return float(acc.compose(scale_noise(self.event, scale)).get_epsilon(self.delta))
+
+        return accounting_cache.memo("family_upper", [event_to_dict(self.event), scale,
+                                                      self.delta, self.neighbouring, UPPER_GRID],
+                                     compute)
 
     def _delta_table(self, s: float) -> np.ndarray:
         s = max(s, self.s_floor)
         if s not in self._deltas:
-            acc = pld.PLDAccountant(NEIGHBOURING[self.neighbouring],
-                                    value_discretization_interval=self.grid)
-            loss = acc.compose(scale_noise(self.event, s))._pld
-            self._deltas[s] = pld_deltas(loss, EPS_TABLE)
+            def compute() -> list[float]:
+                acc = pld.PLDAccountant(NEIGHBOURING[self.neighbouring],
+                                        value_discretization_interval=self.grid)
+                return pld_deltas(acc.compose(scale_noise(self.event, s))._pld,
+                                  EPS_TABLE).tolist()
+
+            self._deltas[s] = np.asarray(accounting_cache.memo(
+                "family_deltas", [event_to_dict(self.event), s, self.delta, self.neighbouring,
+                                  self.grid, EPS_TABLE.tolist()], compute), np.float64)
         return self._deltas[s]
 
     def inverse_power(self, y: np.ndarray, s: float) -> np.ndarray:
@@ -190,16 +205,19 @@ def pld_deltas(loss, epsilons: np.ndarray) -> np.ndarray:
     return deltas
 
 
-_EPSILONS: dict[tuple[str, float, float, str], float] = {}
 # Grid of the optimistic PLD behind a reported eps(s) (about 2% under the exact value at 140
 # sampled steps): optimistic discretisation under-estimates, so a lower bound stays one.
 OPTIMISTIC_GRID = 1e-3
 UPPER_GRID = 1e-2  # pessimistic grid of epsilon_upper
 
 
+FAMILY_KINDS = ("family_epsilon", "family_upper", "family_deltas")
+
+
 def clear_caches() -> None:
-    """Forget memoised epsilons (benchmarks time a fresh cell)."""
-    _EPSILONS.clear()
+    """Forget the epsilons and delta tables held in memory (benchmarks time a fresh cell; the
+    disk cache of privbench/privacy/accounting_cache.py stays)."""
+    accounting_cache.clear_memory(*FAMILY_KINDS)
 
 
 def _optimistic_pld(event: dp_accounting.DpEvent, neighbouring: str):
@@ -234,8 +252,7 @@ def _pld_epsilon(event: dp_accounting.DpEvent, s: float, delta: float,
                  neighbouring: str) -> float:
     """Epsilon of the scaled event, memoised: from an optimistic PLD where one exists (a lower
     estimate: what a lower bound may report), else from the pessimistic accountant."""
-    key = (repr(event), round(float(s), 9), delta, neighbouring)
-    if key not in _EPSILONS:
+    def compute() -> float:
         scaled = scale_noise(event, s)
         loss = _optimistic_pld(scaled, neighbouring)
         if loss is None:
@@ -243,5 +260,8 @@ def _pld_epsilon(event: dp_accounting.DpEvent, s: float, delta: float,
                                     value_discretization_interval=FAMILY_PLD_GRID)
             loss = acc.compose(scaled)
         get = getattr(loss, "get_epsilon_for_delta", None) or loss.get_epsilon
-        _EPSILONS[key] = float(get(delta))
-    return _EPSILONS[key]
+        return float(get(delta))
+
+    return accounting_cache.memo("family_epsilon", [event_to_dict(event), float(s),
+                                                    delta, neighbouring, OPTIMISTIC_GRID,
+                                                    FAMILY_PLD_GRID], compute)

@@ -26,6 +26,7 @@ import numpy as np
 
 from privbench.audit.estimators import EpsilonBound, _correct_guesses
 from privbench.audit.family import MechanismFamily
+from privbench.privacy import accounting_cache
 
 # Noise scales searched: s = 2^(k / 32) for k in this range (0.01 to 8), a grid, so the family's
 # curves are computed once per member however many bounds ask for them.
@@ -65,6 +66,14 @@ def fdp_noise_scale(m: int, guesses: int, correct: int, alpha: float,
     only the k that are its multiples (a coarser answer, never below the fine one, at fewer
     tables: for designing, not for the bound)."""
 
+    return accounting_cache.memo(  # a pure function of the family and the counts
+        "fdp_noise_scale", [family.key(), m, guesses, correct, alpha, resolution, S_STEPS,
+                            list(K_RANGE), BRACKET_STEP],
+        lambda: _fdp_noise_scale(m, guesses, correct, alpha, family, resolution))
+
+
+def _fdp_noise_scale(m: int, guesses: int, correct: int, alpha: float,
+                     family: MechanismFamily, resolution: int) -> float:
     def rejected(u: int) -> bool:
         s = 2.0 ** (u * resolution / S_STEPS)
         return fdp_rejects(m, guesses, correct, alpha, lambda y: family.inverse_power(y, s))

@@ -2,7 +2,8 @@
 
 Each run is the cell's centralised DP-SGD plan (same data, model, rounds, sampling rate and
 calibrated noise) executed by the trainer's `train_runs` (trainers/fedavg.py), with independent
-sampling and noise; the runs of a chunk are the rows of one batched model. Runs with an even index
+sampling and noise; the runs of a chunk are the rows of one batched model, and a chunk is the
+unit a Ray task trains when the cell runs on the Ray backend. Runs with an even index
 hold the canary. The auditor reads the canary's coordinate on the observed surface and scores it by
 the claimed mechanism's likelihood ratio; the threshold is designed on scores simulated from the
 claimed mechanism, before any run, so every run certifies (two-world bound, no selection split).
@@ -40,41 +41,54 @@ SIMULATED = 200_000
 def run_canary_coordinates(spec: CellSpec, data: SplitData, plan: PrivacyPlan, coord: int,
                            runs: int, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train `2 * runs` DP-SGD runs, the canary in the even ones; return the canary coordinate
-    after each round, shape (2 * runs, rounds + 1), and the inclusion bits."""
-    t, p = spec.train, spec.privacy
+    after each round, shape (2 * runs, rounds + 1), and the inclusion bits.
+
+    The runs train in chunks (each its own streams), one after another here, or as Ray tasks
+    when the cell runs on the Ray backend (privbench/backends/batches.py): the same values
+    either way, bit for bit."""
+    from privbench.backends.batches import map_batches
+
     n = len(data.y_train)
-    model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-    adapter = classifier_adapter(model)
-    initial = adapter.init_params()
     total = 2 * runs
     chunk = max(2, min(total, CHUNK_FLOATS // max(1, n * data.n_features)) // 2 * 2)
-    x = torch.from_numpy(data.x_train).float()
-    y = torch.from_numpy(data.y_train).long()
     bits = np.arange(total) % 2 == 0
-    values = np.zeros((total, rounds + 1))
+    items = [(start, min(chunk, total - start)) for start in range(0, total, chunk)]
+    parts = map_batches(_train_chunk, items, {
+        "spec": spec, "x": data.x_train, "y": data.y_train, "n_classes": data.n_classes,
+        "plan": plan, "coord": coord, "rounds": rounds, "seed": seed, "bits": bits})
+    return np.concatenate(parts), bits
+
+
+def _train_chunk(start: int, k: int, *, spec: CellSpec, x: np.ndarray, y: np.ndarray,
+                 n_classes: int, plan: PrivacyPlan, coord: int, rounds: int, seed: int,
+                 bits: np.ndarray) -> np.ndarray:
+    """Runs `start .. start + k - 1`: the canary coordinate after each round, (k, rounds + 1)."""
+    t, p = spec.train, spec.privacy
+    n = len(y)
+    adapter = classifier_adapter(build_model(spec.model, x.shape[1], n_classes, spec.seed))
+    initial = adapter.init_params()
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y).long()
+    values = np.zeros((k, rounds + 1))
     one_client = t.model_copy(update={"cohort": 1, "sampling": "poisson"})
-    for start in range(0, total, chunk):
-        k = min(chunk, total - start)
-        canaries = GradientCanaries(torch.from_numpy(bits[start:start + k]).unsqueeze(1),
-                                    torch.tensor([coord]), spec.audit.canary_norm * p.clip)
-        # Each chunk its own streams; every run is one client holding every record, in every
-        # round's cohort (rate 1, so the sampling stream decides nothing).
-        gens = {"sampling": torch.Generator().manual_seed(seed),
-                "local": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 1),
-                "noise": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 2)}
-        runs_data = ClientData({"x": x.expand(k, *x.shape), "y": y.expand(k, n)},
-                               torch.full((k,), n))
-        values[start:start + k, 0] = _flat(stack_params(initial, k))[:, coord]
+    canaries = GradientCanaries(torch.from_numpy(bits[start:start + k]).unsqueeze(1),
+                                torch.tensor([coord]), spec.audit.canary_norm * p.clip)
+    # Each chunk its own streams; every run is one client holding every record, in every
+    # round's cohort (rate 1, so the sampling stream decides nothing).
+    gens = {"sampling": torch.Generator().manual_seed(seed),
+            "local": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 1),
+            "noise": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 2)}
+    runs_data = ClientData({"x": xt.expand(k, *xt.shape), "y": yt.expand(k, n)},
+                           torch.full((k,), n))
+    values[:, 0] = _flat(stack_params(initial, k))[:, coord]
 
-        def keep(done: int, params: dict[str, torch.Tensor], at: int = start, k: int = k
-                 ) -> None:
-            values[at:at + k, done] = _flat(params)[:, coord]
+    def keep(done: int, params: dict[str, torch.Tensor]) -> None:
+        values[:, done] = _flat(params)[:, coord]
 
-        train_runs(adapter, stack_params(initial, k), runs_data, one_client, runs=k,
-                   clip=p.clip, noise_multiplier=plan.update_noise_multiplier, gens=gens,
-                   seed=seed, example_level=True, rounds=rounds, local_steps=plan.local_steps,
-                   record_rate=plan.record_rate, gradient_canaries=canaries, on_round=keep)
-    return values, bits
+    train_runs(adapter, stack_params(initial, k), runs_data, one_client, runs=k,
+               clip=p.clip, noise_multiplier=plan.update_noise_multiplier, gens=gens,
+               seed=seed, example_level=True, rounds=rounds, local_steps=plan.local_steps,
+               record_rate=plan.record_rate, gradient_canaries=canaries, on_round=keep)
+    return values
 
 
 def _flat(params: dict[str, torch.Tensor]) -> np.ndarray:

@@ -35,6 +35,7 @@ from privbench.audit.whitebox import (
     is_white_box,
     mechanism_output,
 )
+from privbench.privacy import accounting_cache
 from privbench.query.classifier import per_example_losses
 from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
@@ -157,20 +158,24 @@ def fdp_refutes(model: WhiteBoxModel, family: MechanismFamily, k_plus: int, k_mi
     pairs = np.array([[k_plus, k_minus]])
     threshold: dict[int, int] = {}
 
-    def smallest_refuting(m: int) -> int:  # guesses + 1 when even all correct is consistent
-        if m not in threshold:
-            def rejects(c: int) -> bool:
-                return fdp_rejects(m, guesses, c, alpha, lambda y: family.inverse_power(y, 1.0))
+    def search(m: int) -> int:
+        def rejects(c: int) -> bool:
+            return fdp_rejects(m, guesses, c, alpha, lambda y: family.inverse_power(y, 1.0))
 
-            lo, hi = 0, guesses + 1  # not rejected at lo (0 correct), rejected at hi
-            if rejects(guesses):
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if mid <= guesses and rejects(mid):
-                        hi = mid
-                    else:
-                        lo = mid
-            threshold[m] = hi
+        lo, hi = 0, guesses + 1  # not rejected at lo (0 correct), rejected at hi
+        if rejects(guesses):
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if mid <= guesses and rejects(mid):
+                    hi = mid
+                else:
+                    lo = mid
+        return hi
+
+    def smallest_refuting(m: int) -> int:  # guesses + 1 when even all correct is consistent
+        if m not in threshold:  # a pure function of the family and the counts
+            threshold[m] = accounting_cache.memo(
+                "fdp_threshold", [family.key(), m, guesses, alpha], lambda: search(m))
         return threshold[m]
 
     def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:

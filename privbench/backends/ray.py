@@ -12,7 +12,9 @@ equals bit for bit, a local run at the same seeds.
 Faults: a worker process or node that dies mid-task makes Ray run the task again (up to
 `RETRIES` times; a cell is a pure function of its spec, so the retry gives the same result). A
 cell that fails for its own reasons is not retried: `run_cell` returns it with status "error".
-Round events travel through a Ray queue actor.
+Round events travel through a Ray queue actor. Inside a cell task, the cell's batches of
+independent runs (shadow-model chunks, multi-run audit chunks) are Ray tasks of their own
+(privbench/backends/batches.py), with the local backend's results bit for bit.
 
 Encrypted runs: the task's scratch folder carries the run's encryption record and the task the
 run key, so the worker seals every file (and its work folder's checkpoints and ledger) under the
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from privbench.backends.base import Event
+from privbench.backends.batches import ray_batches
 from privbench.backends.local import worker_failed
 from privbench.errors import PrivbenchError
 from privbench.governance.crypto import RunKey, active_run_key, use_key
@@ -76,7 +79,8 @@ def cell_task(cell: Cell, events: Any, key: RunKey | None = None,
         if events is not None:
             events.put_nowait(("round", cell.key, (done, total)))
 
-    with tempfile.TemporaryDirectory(prefix="privbench-ray-") as tmp, use_key(key):
+    with tempfile.TemporaryDirectory(prefix="privbench-ray-") as tmp, use_key(key), \
+            ray_batches():  # the cell's shadow and audit chunks: Ray tasks too
         if encryption is not None:  # the scratch run is sealed as the run folder is
             record_run(Path(tmp), encryption=encryption)
         result = run_cell(cell, Path(tmp), on_round=report)

@@ -84,7 +84,28 @@ def client_records(c: int, count: int, seed: int,
     return x.astype(np.float32), y.astype(np.int64)
 
 
-class GeneratedClients:
+class CohortClients:
+    """What the federated loop reads of a population whose records are gathered a cohort at a
+    time (`n_clients`, `counts`, `n_max`); a subclass gives `rows(idx)`.
+
+    Args:
+        counts: each client's record count.
+    """
+
+    def __init__(self, counts: np.ndarray) -> None:
+        self.counts = torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int64))
+        self._n_max = int(self.counts.max()) if len(counts) else 0
+
+    @property
+    def n_clients(self) -> int:
+        return int(self.counts.numel())
+
+    @property
+    def n_max(self) -> int:
+        return self._n_max
+
+
+class GeneratedClients(CohortClients):
     """A population of generated clients, of which only the counts are held; `rows(idx)`
     generates the clients `idx` (a cohort) as padded `ClientData`.
 
@@ -99,17 +120,8 @@ class GeneratedClients:
     def __init__(self, n_clients: int, seed: int) -> None:
         self.seed = seed
         self._counts = client_counts(n_clients, seed)
-        self.counts = torch.from_numpy(self._counts)
-        self._n_max = int(self._counts.max())
+        super().__init__(self._counts)
         self._centres = _centres(seed)
-
-    @property
-    def n_clients(self) -> int:
-        return int(self.counts.numel())
-
-    @property
-    def n_max(self) -> int:
-        return self._n_max
 
     def rows(self, idx: torch.Tensor) -> ClientData:
         """The clients `idx`, generated now, zero-padded to the population's `n_max`."""

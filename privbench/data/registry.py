@@ -40,6 +40,9 @@ for _info in (
     DataSetInfo("table", "tabular", "your CSV or Parquet file (data.path): numeric feature "
                 "columns, a label column (data.label), optionally a client-id column "
                 "(data.client)", path="file"),
+    DataSetInfo("stream", "tabular", "your Parquet or JSONL file too large for memory "
+                "(data.path), sorted by a client-id column (data.client): each round reads only "
+                "the sampled cohort's records (privbench/data/streamed.py)", path="file"),
     DataSetInfo("images", "tabular", "your image folder (data.path): one folder per class, "
                 "optionally inside one folder per client; read as grey-scale pixels",
                 path="folder"),

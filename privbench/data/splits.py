@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from privbench.data.federation_gen import load_synthetic
 from privbench.data.registry import DATA_SETS, builtin_names
+from privbench.data.shape import DataShape
 from privbench.errors import PrivbenchError
 from privbench.spec.schema import DataSpec
 
@@ -167,25 +168,6 @@ def _user_split(spec: DataSpec, seed: int) -> SplitData:
                    standardise, records.clients[train], records.image_shape)
 
 
-@dataclass(frozen=True)
-class DataShape:
-    """What the spec's checks need to know of a data set before anything trains.
-
-    Attributes:
-        source: the data set's name in messages ("digits", or the user's file or folder name).
-        n_train: training records; n_pop: population records.
-        n_features: features of a record (flat); n_classes: classes.
-        clients: the clients the user's records name, or None (partitioned into data.clients).
-    """
-
-    source: str
-    n_train: int
-    n_pop: int
-    n_features: int
-    n_classes: int
-    clients: int | None = None
-
-
 def data_shape(spec: DataSpec) -> DataShape:
     """The shape of the spec's data set: a built-in's from its size, a user's from its split
     (its files read once per file state, privbench/data/user_data.py).
@@ -202,6 +184,10 @@ def data_shape(spec: DataSpec) -> DataShape:
         return DataShape(spec.name, size - math.ceil(held * size),
                          math.floor(spec.population_fraction * size), n_features, n_classes)
     from privbench.data.user_data import path_state
+    if spec.name == "stream":  # read per cohort: its shape comes from its client index
+        from privbench.data.stream_split import stream_shape
+
+        return stream_shape(spec)
 
     state = path_state(Path(spec.path)) if spec.path else ()
     return _user_shape(spec.model_dump_json(), state)

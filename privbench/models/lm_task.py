@@ -82,6 +82,8 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
     shards = [ClientShard(c, np.flatnonzero(train.clients.numpy() == c))
               for c in range(data.n_clients)]
     trained_on, n_clients, hooks, canaries = train, data.n_clients, {}, None
+    if spec.attacks.inversion.enabled:  # the server keeps these rounds' client updates
+        hooks["record_rounds"] = set(spec.attacks.inversion.rounds)
     if spec.audit.enabled and spec.audit.canary == "random-unit":  # white-box canary clients
         dim = sum(p.numel() for p in adapter.init_params().values())
         canaries, train_plan, hook = plant_canary_clients(spec, data.n_clients, dim)

@@ -34,16 +34,12 @@ from transformers import (
 from privbench.data.text_corpus import CORPUS_VERSION, public_corpus
 from privbench.data.tokens import BOS, PAD, attention_mask, sequence_tensors
 from privbench.errors import PrivbenchError
+from privbench.run.cache_dir import cache_root as cache_root  # where pretrained models live
 from privbench.spec.lm_schema import LMSpec
 
 log = logging.getLogger("privbench.lm")
 
 PRETRAIN_VERSION = "1"
-
-
-def cache_root() -> Path:
-    """Where pretrained models are cached: $PRIVBENCH_CACHE, else ~/.cache/privbench."""
-    return Path(os.environ.get("PRIVBENCH_CACHE", Path.home() / ".cache" / "privbench"))
 
 
 def pretrain_recipe(lm: LMSpec, seed: int) -> dict:

@@ -6,6 +6,7 @@ the epsilon computed here from the event that actually ran.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -16,6 +17,7 @@ import attr
 import dp_accounting
 from dp_accounting import pld, privacy_accountant, rdp
 
+from privbench.privacy import accounting_cache
 from privbench.privacy.pld_compose import NEIGHBOURING, PLDComposer
 
 # dp_accounting's RDP code logs a warning for every order it drops; they are expected and noisy.
@@ -46,7 +48,9 @@ def pld_epsilon(event: dp_accounting.DpEvent, delta: float,
     """Epsilon at `delta` from the privacy-loss-distribution accountant (tight)."""
     if _is_nonprivate(event):
         return math.inf
-    return PLDComposer(neighbouring, PLD_DISCRETIZATION).compose(event).epsilon(delta)
+    return accounting_cache.memo(  # a pure function of its arguments: computed once
+        "pld_epsilon", [event_to_dict(event), delta, neighbouring, PLD_DISCRETIZATION],
+        lambda: PLDComposer(neighbouring, PLD_DISCRETIZATION).compose(event).epsilon(delta))
 
 
 def rdp_epsilon(event: dp_accounting.DpEvent, delta: float,
@@ -58,9 +62,14 @@ def rdp_epsilon(event: dp_accounting.DpEvent, delta: float,
     """
     if _is_nonprivate(event):
         return math.inf
-    acc = rdp.RdpAccountant(orders=list(orders) if orders else None,
-                            neighboring_relation=NEIGHBOURING[neighbouring])
-    return float(acc.compose(rdp_convention(event, neighbouring)).get_epsilon(delta))
+
+    def compute() -> float:
+        acc = rdp.RdpAccountant(orders=list(orders) if orders else None,
+                                neighboring_relation=NEIGHBOURING[neighbouring])
+        return float(acc.compose(rdp_convention(event, neighbouring)).get_epsilon(delta))
+
+    return accounting_cache.memo("rdp_epsilon", [event_to_dict(event), delta, neighbouring,
+                                                 list(orders) if orders else None], compute)
 
 
 def rdp_convention(event: dp_accounting.DpEvent, neighbouring: str) -> dp_accounting.DpEvent:
@@ -101,8 +110,12 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, sampling_rat
     def make_accountant() -> _ComposerAccountant:
         return _ComposerAccountant(neighbouring, CALIBRATION_DISCRETIZATION)
 
-    return _calibrate(make_accountant, lambda z: poisson_gaussian_event(z, sampling_rate, steps),
-                      target_epsilon, delta)
+    return accounting_cache.memo(  # a pure function of its arguments: searched once
+        "calibration", ["poisson_gaussian", target_epsilon, delta, sampling_rate, steps,
+                        neighbouring, CALIBRATION_DISCRETIZATION, CALIBRATION_SLACK],
+        lambda: _calibrate(make_accountant,
+                           lambda z: poisson_gaussian_event(z, sampling_rate, steps),
+                           target_epsilon, delta))
 
 
 class _ComposerAccountant:
@@ -264,6 +277,16 @@ def epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float,
     """
     if _is_nonprivate(event):
         return math.inf, "pld", None, []
+    eps, accountant, used, notes = accounting_cache.memo(  # a pure function: computed once
+        "epsilon_with_fallback", [event_to_dict(event), delta, neighbouring, grid, rdp_estimate,
+                                  list(PLD_FALLBACK_GRIDS)],
+        lambda: _epsilon_with_fallback(event, delta, neighbouring, grid, rdp_estimate))
+    return eps, accountant, used, list(notes)
+
+
+def _epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float, neighbouring: str,
+                           grid: float | None, rdp_estimate: float | None,
+                           ) -> tuple[float, str, float | None, list[str]]:
     notes: list[str] = []
     pld_supports = PLDComposer.supports(event, neighbouring)
     if not pld_supports:
@@ -338,9 +361,11 @@ def calibrate_plan(target_epsilon: float, delta: float, plan: Plan,
     def make_event(z: float) -> dp_accounting.DpEvent:
         return plan.event(z) if use_pld else rdp_convention(plan.event(z), neighbouring)
 
-    z = dp_accounting.calibrate_dp_mechanism(make_accountant, make_event, target_epsilon, delta,
-                                             tol=1e-4)
-    return float(z)
+    return accounting_cache.memo(  # a pure function of its arguments: searched once
+        "calibration", ["plan", target_epsilon, delta, dataclasses.asdict(plan), neighbouring,
+                        CALIBRATION_DISCRETIZATION, list(CALIBRATION_RDP_ORDERS)],
+        lambda: float(dp_accounting.calibrate_dp_mechanism(make_accountant, make_event,
+                                                           target_epsilon, delta, tol=1e-4)))
 
 
 def event_to_dict(event: dp_accounting.DpEvent) -> dict[str, Any]:

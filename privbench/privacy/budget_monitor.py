@@ -12,7 +12,9 @@ when spent exceeds plan, or rounds exceed the plan.
 
 A round costs the same at round 1,000 as at round 1: each distinct mechanism's PLD is built once
 (`accounting.PLDComposer`), each round composes one more onto the running composition, and while
-the executed rounds are the planned ones (the usual case) spent and plan are one composition.
+the executed rounds are the planned ones (the usual case) spent and plan are one composition,
+whose epsilons after every round a run of a setting seen before reads from the accounting cache
+(privbench/privacy/accounting_cache.py) instead of composing them again.
 On resume the loop hands back the rounds its checkpoint holds (`restart`), so the file and the
 spent epsilon continue exactly where the checkpoint left them.
 """
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 import dp_accounting
 from dp_accounting import rdp
 
-from privbench.privacy import accounting
+from privbench.privacy import accounting, accounting_cache
 from privbench.run.results import json_restore, json_safe
 from privbench.spec.schema import CellSpec
 
@@ -70,6 +72,11 @@ class BudgetPlan:
                                                       p.neighbouring)
             self._round_event = accounting.poisson_gaussian_event(z, q, 1)
             self._acc = self._accountant()
+            # the plan's epsilons are a pure function of the round's event: a run of a setting
+            # seen before reads them all at once (privbench/privacy/accounting_cache.py)
+            self._key = [accounting.event_to_dict(self._round_event), self.delta,
+                         self.neighbouring, MONITOR_DISCRETIZATION, self.rounds]
+            self._eps = list(accounting_cache.lookup("monitor_plan", self._key) or [])
 
     def _accountant(self) -> accounting.PLDComposer:
         return accounting.PLDComposer(self.neighbouring, MONITOR_DISCRETIZATION)
@@ -88,6 +95,8 @@ class BudgetPlan:
         while len(self._eps) < r:
             self._acc.compose(self._round_event)
             self._eps.append(self._acc.epsilon(self.delta, vectorised=True))
+            if len(self._eps) == self.rounds:
+                accounting_cache.store("monitor_plan", self._key, list(self._eps))
         return self._eps[r - 1] if r > 0 else 0.0
 
 

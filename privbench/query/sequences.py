@@ -33,3 +33,23 @@ def classifier_logits(model: nn.Module, ids: torch.Tensor, weights: torch.Tensor
     return torch.cat([model(ids[i:i + batch_size],
                             attention_mask=attention_mask(weights[i:i + batch_size])).logits
                       for i in range(0, len(ids), batch_size)])
+
+
+def model_at(model: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of `model` in eval mode with the named parameters set to `params` (a round's
+    global model, or where training started); the others keep the released values.
+
+    Args:
+        model: the released model.
+        params: parameter name -> value (names as `model.named_parameters()`).
+    Returns:
+        The copy (the released model is untouched).
+    """
+    import copy
+
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            if name in params:
+                p.copy_(params[name])
+    return out.eval()

@@ -1,6 +1,6 @@
 """Report rows for language-model cells: perplexity, the membership attacks beside the blind
-text-only baseline, canary exposure and the audit's eps_LB (with its ceiling and verdict) per
-claimed epsilon."""
+text-only baseline, canary exposure, the audit's eps_LB (with its ceiling and verdict) and what
+inversion of the client updates recovered, per claimed epsilon."""
 
 from __future__ import annotations
 
@@ -40,9 +40,28 @@ def lm_report_rows(cells: list[CellResult]) -> list[dict[str, Any]]:
             "eps_ceiling": audit.details.get("eps_ceiling") if audit else None,
             "verdict": audit.details.get("verdict") if audit else None,
             "audit_design": audit.details.get("design") if audit else None,
+            **_inversion(c),
         })
     rows.sort(key=lambda r: (str(r["unit"]), _eps_key(r["epsilon"])))
     return rows
+
+
+def _inversion(c: CellResult) -> dict[str, Any]:
+    """What the update inversion recovered (attacks/inversion/lm_updates.py) and which of its
+    attacks each cell's updates allowed, and why not."""
+    signals = c.metric("inversion_signals", "bow_available")
+    dager = c.metric("inversion_dager", "exact_match")
+    return {
+        "bow_recall": c.metric("inversion_bow", "token_recall"),
+        "bow_precision": c.metric("inversion_bow", "token_precision"),
+        "dager_exact": dager,
+        "dager_rouge1": c.metric("inversion_dager", "rouge1"),
+        "sum_bow_recall": c.metric("inversion_bow_aggregate", "token_recall"),
+        "sum_dager_rouge1": c.metric("inversion_dager_aggregate", "rouge1"),
+        "inversion_view": signals.details.get("view") if signals else None,
+        "inversion_steps": dager.details.get("local_steps") if dager else None,
+        "recoverable": signals.details.get("recoverable", []) if signals else [],
+    }
 
 
 def _eps_key(eps: Any) -> float:

@@ -32,6 +32,10 @@ def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
     from privbench.trainers import tabular_inputs
 
     spec = cell.spec
+    if spec.data.name == "stream":  # clients read per round for the cohort only
+        from privbench.data.stream_task import stream_task
+
+        return stream_task(cell, run_dir)
     data = load_split(spec.data, spec.seed)
     shards = partition(spec.data, data.y_train, spec.seed, clients=data.train_clients)
     model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)

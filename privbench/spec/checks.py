@@ -23,6 +23,9 @@ def consistency_problems(spec: CellSpec) -> list[str]:
             f"({spec.data.clients}); lower the cohort or raise the client count"
         )
     problems += _data_field_problems(spec.data)
+    from privbench.data.stream_task import stream_problems  # data.name = "stream": cohort reads
+
+    problems += stream_problems(spec)
     if spec.task != "tabular":  # every trainer option applies; data, model and scorers differ
         from privbench.governance.hooks import governance_problems
         from privbench.spec.lm_checks import lm_problems
@@ -79,16 +82,18 @@ def consistency_problems(spec: CellSpec) -> list[str]:
 
 
 # [data] fields that only some data sets read: (field, default, the data set that reads it).
-_FILE_FIELDS = (("format", "auto", "table"), ("label", "label", "table"), ("client", None, "table"),
-                ("features", [], "table"), ("image_size", None, "images"))
+_TABLES = ("table", "stream")
+_FILE_FIELDS = (("format", "auto", _TABLES), ("label", "label", _TABLES),
+                ("client", None, _TABLES), ("features", [], _TABLES),
+                ("image_size", None, ("images",)))
 
 
 def _data_field_problems(data: DataSpec) -> list[str]:
     """A user-file field set for a data set that does not read it, or a path for a built-in."""
     problems = [f"data.{name} = {show_value(getattr(data, name))}: only data.name = "
-                f"{reader!r} reads it (data.name = {data.name!r}); drop data.{name}"
-                for name, default, reader in _FILE_FIELDS
-                if getattr(data, name) != default and data.name != reader]
+                f"{' or '.join(map(repr, readers))} reads it (data.name = {data.name!r}); drop "
+                f"data.{name}" for name, default, readers in _FILE_FIELDS
+                if getattr(data, name) != default and data.name not in readers]
     if data.path is not None and not DATA_SETS.get(data.name).path:
         problems.append(f"data.path = {data.path!r}: data.name = {data.name!r} is built in and "
                         "reads no file; set data.name = 'table' (CSV, Parquet), 'images' or "

@@ -65,8 +65,8 @@ def lm_problems(spec: CellSpec) -> list[str]:
     if a.enabled and a.canary == "secret" and a.n_canaries * 2 > 10**canaries.digits:
         problems.append(f"audit.n_canaries = {a.n_canaries}: at most half of the "
                         f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
-    for name, on in (("attacks.inversion.enabled", spec.attacks.inversion.enabled),
-                     ("attacks.lira.enabled", spec.attacks.lira.enabled),
+    problems += _inversion_problems(spec)
+    for name, on in (("attacks.lira.enabled", spec.attacks.lira.enabled),
                      ("attacks.rmia.enabled", spec.attacks.rmia.enabled)):
         if on:  # their scorers read tabular records; the LM scorers are utility, LOSS, exposure
             problems.append(f"{name} = true: this scorer reads tabular records and has no "
@@ -74,6 +74,24 @@ def lm_problems(spec: CellSpec) -> list[str]:
     if spec.privacy.unit == "example" and spec.train.batch_size > _max_examples(spec):
         problems.append(f"train.batch_size = {spec.train.batch_size}: the expected DP-SGD batch "
                         "must be below the number of training examples; lower it")
+    return problems
+
+
+def _inversion_problems(spec: CellSpec) -> list[str]:
+    """The LM update inversion (bag of words, DAGER) runs on causal LMs' recorded rounds."""
+    inv = spec.attacks.inversion
+    if not inv.enabled:
+        return []
+    if spec.task != "causal_lm":
+        return [f"attacks.inversion.enabled = true: the text inversion attacks invert next-token "
+                f"gradients (task = {spec.task!r}); use task = 'causal_lm' or turn it off"]
+    problems = []
+    if inv.text:
+        problems.append("attacks.inversion.text = true: a language model's own client updates "
+                        "are attacked; the separate tiny GPT-2 is for tabular cells, set it false")
+    if max(inv.rounds) > spec.train.rounds:
+        problems.append(f"attacks.inversion.rounds = {inv.rounds}: every round must be at most "
+                        f"train.rounds ({spec.train.rounds}); drop the later rounds")
     return problems
 
 
