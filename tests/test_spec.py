@@ -36,8 +36,8 @@ BAD_SUITES = {
     "cohort above clients": (BASE.replace("cohort = 10", "cohort = 80"), "train.cohort = 80",
                              "at most data.clients (50)"),
     "unknown data set": (BASE.replace('name = "digits"', 'name = "mnist"'), "data.name = 'mnist'",
-                         "'digits', 'breast_cancer', 'synthetic_federation', 'table', 'images', "
-                         "'support_messages' or 'jsonl'"),
+                         "'digits', 'breast_cancer', 'synthetic_federation', 'table', 'stream', "
+                         "'images', 'support_messages' or 'jsonl'"),
     "string for a number": (BASE.replace("[train]", '[train]\nlr = "0.1"'), "train.lr = '0.1'",
                             "must be a valid number"),
     "float for an integer": (BASE.replace("rounds = 5", "rounds = 5.0"), "train.rounds = 5.0",

@@ -159,7 +159,7 @@ def _stream_suite(tmp_path: Path, data: Path, extra: str = "") -> Path:
 def test_a_streamed_file_runs_through_privbench_suite(tmp_path, capsys):
     import json
 
-    from privbench.cli import main
+    from privbench.cli.main import main
 
     write_generated(tmp_path / "clients.parquet", 300, seed=2)
     code = main(["suite", str(_stream_suite(tmp_path, tmp_path / "clients.parquet")), "--out",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from privbench.models.adapter import Params
 from privbench.run import sealed
 
 TENSORS = "checkpoint.safetensors"
+RECORDED = "recorded"  # the rounds the inversion attacks read, one file each
 ITERATES = "iterates"
 HISTORY = "history.jsonl"
 
@@ -42,6 +43,7 @@ class Resumed:
     iterates: list[Params]
     history: list[dict[str, Any]]
     state: dict[str, Any]
+    recorded: dict[str, dict] = field(default_factory=dict)  # rounds kept for inversion
 
 
 class RoundCheckpoint:
@@ -63,7 +65,8 @@ class RoundCheckpoint:
         self._history_bytes = 0
 
     def save(self, *, params: Params, iterates: list[Params], history: list[dict[str, Any]],
-             generators: dict[str, torch.Generator], state: dict[str, Any]) -> None:
+             generators: dict[str, torch.Generator], state: dict[str, Any],
+             recorded: dict[str, dict] | None = None) -> None:
         """Append the iterates and history records not yet written, then commit the round.
 
         Args:
@@ -72,7 +75,16 @@ class RoundCheckpoint:
             history: every round's record so far (only new ones are written).
             generators: the random streams, saved with their states.
             state: the loop's JSON state (round, clip, ...).
+            recorded: the rounds the inversion attacks read (`attacks.inversion.rounds`): each
+                round's starting model, per-client updates, aggregate and cohort; a round is
+                written once, so a resumed run scores the same rounds as an uninterrupted one.
         """
+        for round_no in sorted((recorded or {}).get("round_params", {})):
+            path = self.folder / RECORDED / f"{round_no:05d}.safetensors"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tensors, meta = recorded_round(recorded, round_no)
+                self._write_tensors(tensors, path, meta)
         (self.folder / ITERATES).mkdir(parents=True, exist_ok=True)
         for r in range(self._iterates, len(iterates)):  # counted only once committed below
             self._write_tensors({n: p.contiguous() for n, p in iterates[r].items()},
@@ -127,7 +139,11 @@ class RoundCheckpoint:
             raise ValueError(f"{self.folder / HISTORY} holds {len(history)} rounds, its "
                              f"checkpoint {n_history}: remove {self.folder} to start again")
         self._iterates, self._history = n_iterates, n_history
-        return Resumed(params, iterates, history, state)
+        recorded: dict[str, dict] = {}
+        for path in sorted((self.folder / RECORDED).glob("*.safetensors")):
+            raw = path.read_bytes() if self._sealed is None else self._read(path)
+            restore_recorded_round(recorded, int(path.stem), load(raw), _metadata(raw))
+        return Resumed(params, iterates, history, state, recorded)
 
     def _name(self, path: Path) -> str:
         """`path`'s name inside the run folder (what a sealed file is bound to)."""
@@ -159,3 +175,31 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata or None)
     os.replace(tmp, path)
+
+
+def recorded_round(recorded: dict[str, dict], round_no: int) -> tuple[Params, dict[str, str]]:
+    """One recorded round as safetensors tensors and metadata (the cohort as JSON)."""
+    tensors = {f"round_params|{n}": t.contiguous()
+               for n, t in recorded["round_params"][round_no].items()}
+    for c, update in recorded.get("client_updates", {}).get(round_no, {}).items():
+        tensors.update({f"client_updates|{c}|{n}": t.contiguous() for n, t in update.items()})
+    tensors.update({f"aggregates|{n}": t.contiguous()
+                    for n, t in recorded.get("aggregates", {}).get(round_no, {}).items()})
+    cohort = recorded.get("cohorts", {}).get(round_no)
+    return tensors, {"cohort": json.dumps(cohort)}
+
+
+def restore_recorded_round(recorded: dict[str, dict], round_no: int, tensors: Params,
+                           meta: dict[str, str]) -> None:
+    """Put one round read back by `recorded_round` into `recorded` (the trainer's layout)."""
+    for key, t in tensors.items():
+        kind, _, rest = key.partition("|")
+        if kind == "client_updates":
+            client, _, name = rest.partition("|")
+            updates = recorded.setdefault(kind, {}).setdefault(round_no, {})
+            updates.setdefault(int(client), {})[name] = t
+        else:
+            recorded.setdefault(kind, {}).setdefault(round_no, {})[rest] = t
+    cohort = json.loads(meta.get("cohort", "null"))
+    if cohort is not None:
+        recorded.setdefault("cohorts", {})[round_no] = cohort

@@ -202,6 +202,9 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
 
     recorded: dict[str, dict] = {"round_params": {}, "client_updates": {}, "aggregates": {},
                                  "cohorts": {}}
+    if resumed is not None:  # the recorded rounds a resumed checkpoint holds
+        for kind, rounds in resumed.recorded.items():
+            recorded.setdefault(kind, {}).update(rounds)
     for r in range(start_round, train.rounds):
         if stopped is not None:
             break
@@ -261,7 +264,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
             checkpoint.save(params=saved, iterates=iterates, history=history, generators=gens,
                             state={"round": r + 1, "clip": clip, "stopped": stopped,
                                    "best_accuracy": monitor.best_accuracy,
-                                   "ledger_bytes": ledger.size})
+                                   "ledger_bytes": ledger.size}, recorded=recorded)
         if on_round is not None:
             on_round(r + 1, train.rounds)
 

@@ -401,3 +401,7 @@ def _decode(value: Any) -> Any:
 
 def _is_nonprivate(event: dp_accounting.DpEvent) -> bool:
     return isinstance(event, dp_accounting.NonPrivateDpEvent)
+
+
+accounting_cache.forgotten_with_memory(calibrate_plan, calibrate_noise_multiplier,
+                                       _composer_epsilon)

@@ -32,13 +32,15 @@ from privbench.run.results import json_restore as _decode
 from privbench.run.results import json_safe as _encode
 
 # The sources whose code computes the cached values: a change to any invalidates the cache.
-SOURCES = ("accounting.py", "accounting_cache.py", "pld_compose.py", "pld_gaussian.py",
-           "monitor.py", "audit/family.py", "audit/fdp.py", "audit/scorer.py")
+SOURCES = ("privacy/accounting.py", "privacy/accounting_cache.py", "privacy/pld_compose.py",
+           "privacy/pld_gaussian.py", "privacy/budget_monitor.py", "audit/family.py",
+           "audit/fdp.py", "audit/scorer.py")  # in the privbench package
 FOLDER = "accounting"
 MEMORY_LIMIT = 8192  # entries kept in memory before it is emptied (values are small)
 
 _memory: dict[str, dict[str, Any]] = {}  # kind -> digest -> value
 _stamp: str | None = None
+_MEMOS: list[Any] = []  # functools caches of the accounting modules (forgotten_with_memory)
 
 
 def stamp() -> str:
@@ -49,7 +51,7 @@ def stamp() -> str:
     """
     global _stamp
     if _stamp is None:
-        here = Path(__file__).parent
+        here = Path(__file__).parent.parent  # the privbench package
         digest = hashlib.sha256(dp_accounting.__version__.encode()
                                 if hasattr(dp_accounting, "__version__") else b"")
         for name in SOURCES:
@@ -147,9 +149,11 @@ def clear_memory(*kinds: str) -> None:
     for kind in kinds or list(_memory):
         _memory.pop(kind, None)
     if not kinds:
-        from privbench import accounting, pld_compose  # they import this module
-
-        for memoised in (accounting.calibrate_plan, accounting.calibrate_noise_multiplier,
-                         accounting._composer_epsilon, pld_compose._mechanism_pld,
-                         pld_compose._one_subsampled_round):
+        for memoised in _MEMOS:
             memoised.cache_clear()
+
+
+def forgotten_with_memory(*memoised: Any) -> None:
+    """Register per-process memos (functools caches) that `clear_memory()` empties too; the
+    accounting modules register theirs, so this module imports none of them."""
+    _MEMOS.extend(memoised)

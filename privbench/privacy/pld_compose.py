@@ -23,6 +23,7 @@ from dp_accounting.pld import pld_pmf
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 from scipy import fft as sp_fft
 
+from privbench.privacy import accounting_cache
 from privbench.privacy.pld_gaussian import gaussian_pld
 
 NEIGHBOURING = {
@@ -279,3 +280,6 @@ def _mechanism_pld(std: float, sampling_prob: float | None, neighbouring: str,
     builds (`pld_gaussian.gaussian_pld`: its loop in numpy), once per process (PLDs are
     immutable)."""
     return gaussian_pld(std, sampling_prob, NEIGHBOURING[neighbouring], grid)
+
+
+accounting_cache.forgotten_with_memory(_mechanism_pld, _one_subsampled_round)
