@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from privbench.attacks.inversion.client_noise import with_client_noise
 from privbench.attacks.inversion.lm_signals import UpdateSignals, update_signals
 from privbench.attacks.inversion.lm_text import (
     bag_of_words,
@@ -187,11 +188,8 @@ class _Attacker:
     def view(self, update: Params, copies: int = 1) -> Params:
         """The pseudo-gradient the server inverts: minus the update, with the noise added (a
         sum of `copies` updates carries the noise of each: std sqrt(copies) times)."""
-        if not self.added:
-            return {n: -u for n, u in update.items()}
-        std = self.added * math.sqrt(copies)
-        return {n: -u + torch.randn(u.shape, generator=self.gen, dtype=u.dtype) * std
-                for n, u in update.items()}
+        noised = with_client_noise(update, self.added * math.sqrt(copies), self.gen)
+        return {n: -u for n, u in noised.items()}
 
     def attack(self, r: int, grads: Params, width: int, copies: int = 1
                ) -> tuple[set[int] | None, list[list[int]] | None]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privbench.attacks.inversion.client_noise import with_client_noise
 from privbench.attacks.inversion.image import (
     dlg,
     first_layer_recovery,
@@ -81,13 +82,6 @@ def _view(spec: InversionAttackSpec, z: float) -> str:
     return "the clipped update before the server adds central noise (central DP does not hide it)"
 
 
-def _noised(update: Params, std: float, gen: torch.Generator) -> Params:
-    if std == 0:
-        return update
-    return {k: v + torch.randn(v.shape, generator=gen, dtype=v.dtype) * std
-            for k, v in update.items()}
-
-
 def _first_and_last_layers(model: nn.Module) -> tuple[str, str, str]:
     """Names of the first Linear's weight and bias and of the last Linear's bias."""
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -119,7 +113,7 @@ def _image_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
     for r, c, update in targets:
         idx = ctx.shards[c].indices
         x, y = data.x_train[idx], data.y_train[idx]
-        pseudo = {k: -v for k, v in _noised(update, noise_std, gen).items()}
+        pseudo = {k: -v for k, v in with_client_noise(update, noise_std, gen).items()}
         k = len(idx)
         labels = idlg_labels(pseudo[last_bias], k)
         if "idlg" in spec.image_attacks:
@@ -168,7 +162,7 @@ def _aggregate_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: floa
             clients = [c for c in sorted(obs.client_updates[r]) if _has_records(ctx, c)]
             if not clients:
                 continue
-            views = [_noised(obs.client_updates[r][c], noise_std, gen) for c in clients]
+            views = [with_client_noise(obs.client_updates[r][c], noise_std, gen) for c in clients]
             pseudo = {n: -sum(v[n] for v in views) for n in views[0]}
         else:  # the server decoded only the secure sum of the round's cohort
             clients = [c for c in obs.cohorts.get(r, []) if _has_records(ctx, c)]
@@ -269,7 +263,7 @@ def _text_rows(ctx: CellContext, spec: InversionAttackSpec, noise_std: float,
         if clip:
             g = {n: t[0] for n, t in clip_updates({n: t[None] for n, t in g.items()}, clip)[0]
                  .items()}
-        g = _noised(g, noise_std, gen)
+        g = with_client_noise(g, noise_std, gen)
         true = [ids[j][labels[j] != -100].tolist() for j in range(b)]
         found = embedding_rows(g["transformer.wte.weight"], noise_std)
         p, r = token_precision_recall(found - {eos}, {t for s in true for t in s} - {eos})
