@@ -18,7 +18,6 @@ Hugging Face language model with LoRA get every capability above alike.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,26 +27,25 @@ from torch import nn
 
 from privbench.data.partition import ClientShard
 from privbench.data.splits import SplitData
-from privbench.models.adapter import Batch, ClassifierAdapter, ModelAdapter, Params
-from privbench.privacy import accounting
+from privbench.models.adapter import Batch, ClassifierAdapter, ModelAdapter
 from privbench.privacy.budget_monitor import RecordHook
 from privbench.privacy.ledger import PrivacyLedger
+from privbench.rng import rng_streams
 from privbench.run.observations import Observations, TrainedModel
 from privbench.spec.schema import PrivacySpec, SecAggSpec, TrainSpec
+from privbench.trainers.budget_stop import budget_stop_message
 from privbench.trainers.checkpoint import RoundCheckpoint
 from privbench.trainers.client_data import ClientData, from_shards
 from privbench.trainers.client_update import stack_params, vmap_traces
+from privbench.trainers.cohorts import sample_cohort
 from privbench.trainers.dpsgd import GradientCanaries, resolve_engine
 from privbench.trainers.linear_stack import classifier_adapter
-from privbench.trainers.mechanisms import MECHANISMS
-from privbench.trainers.mechanisms.base import PLAIN_SUM, ClientRound, ServerRound
 from privbench.trainers.mechanisms.base import ClientUpdateHook as ClientUpdateHook
-from privbench.trainers.mechanisms.secure_aggregation import SecureSum
 from privbench.trainers.monitor import RoundMonitor
 from privbench.trainers.optim import RowOptimizer
 from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
-from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
-from privbench.trainers.screening import screen_updates
+from privbench.trainers.privacy_plan import make_plan
+from privbench.trainers.round_step import TamperHook, record_round, run_round
 from privbench.trainers.secagg.trainer_hook import SecureRounds
 
 if TYPE_CHECKING:  # [governance] hook types only (they import the trainers package)
@@ -55,8 +53,6 @@ if TYPE_CHECKING:  # [governance] hook types only (they import the trainers pack
     from privbench.governance.population import PopulationHook
 
 RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
-# (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
-TamperHook = Callable[[int, list[int], dict[str, torch.Tensor]], dict[int, Any]]
 LEDGER_FILE = "ledger.jsonl"
 log = logging.getLogger("privbench.trainers")
 # Checkpoint entries of the server optimizer's state (beside the parameters, never released).
@@ -71,7 +67,6 @@ __all__ = ["CENTRAL_DP_OBSERVERS", "tabular_inputs", "train_fedavg"]
 RecordCallback = RecordHook
 
 
-
 def tabular_inputs(model: nn.Module, data: SplitData, shards: list[ClientShard]
                    ) -> tuple[ClassifierAdapter, ClientData, Batch]:
     """A classifier's trainer inputs: its adapter, the clients' padded records and the public
@@ -84,29 +79,6 @@ def tabular_inputs(model: nn.Module, data: SplitData, shards: list[ClientShard]
     """
     public = {"x": torch.from_numpy(data.x_pop).float(), "y": torch.from_numpy(data.y_pop).long()}
     return classifier_adapter(model), from_shards(data.x_train, data.y_train, shards), public
-
-
-def generators(seed: int) -> dict[str, torch.Generator]:
-    """Separate random streams, so that across cells of a sweep the same clients are sampled each
-    round and only the noise differs."""
-    names = ("sampling", "local", "noise", "dropout", "clip")
-    return {n: torch.Generator().manual_seed(seed * 1_000_003 + i + 1)
-            for i, n in enumerate(names)}
-
-
-def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
-                  gen: torch.Generator) -> torch.Tensor:
-    """Round r's cohort: Poisson, a fixed-size uniform draw, or the next slice of a shuffle."""
-    if train.sampling == "poisson":  # the draw of one run of `cohort_masks`
-        return torch.nonzero(cohort_masks(train, n_clients, 1, r, seed, gen)[0]).flatten()
-    m = int(train.cohort)
-    if train.sampling == "fixed_cohort":
-        return torch.randperm(n_clients, generator=gen)[:m].sort().values
-    per_epoch = max(1, n_clients // m)
-    epoch, slot = divmod(r, per_epoch)
-    perm = torch.randperm(n_clients, generator=torch.Generator().manual_seed(
-        seed * 7919 + epoch))
-    return perm[slot * m:(slot + 1) * m].sort().values
 
 
 def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
@@ -157,7 +129,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
     distributed = secagg is not None and secagg.enabled and secagg.distributed_dp
     plan = make_plan(train, privacy, n_clients, mean_shard=float(data.counts.float().mean()),
                      distributed=distributed)
-    gens = generators(seed)
+    gens = rng_streams(seed)
     ledger = PrivacyLedger(work_dir / LEDGER_FILE if work_dir else None, privacy.delta,
                            privacy.neighbouring)
     params = adapter.init_params()
@@ -223,7 +195,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
                                        dtype=torch.long)
         if population is not None:  # [governance] only consenting, onboarded clients
             sampled = population.filter(r + 1, sampled, record, ledger)
-        stopped = _budget_check(plan, ledger, r, sampled, privacy.max_epsilon)
+        stopped = budget_stop_message(plan, ledger, r, sampled, privacy.max_epsilon)
         if stopped is not None:
             log.warning(stopped)
             history.append({"round": r + 1, "stopped": stopped})
@@ -231,14 +203,14 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         clients = [int(c) for c in sampled]
         view: dict[str, Any] | None = {} if r + 1 in record_rounds else None
         start_params = params
-        step, clip_next = _one_round(adapter, plan, params, data, sampled, clients, train,
+        step, clip_next = run_round(adapter, plan, params, data, sampled, clients, train,
                                      clip, gens, r, record, tamper, secure,
                                      client_update_hook, view, gradient_canaries,
                                      optimizer=optimizer, engine=engine,
                                      vectorised=vectorised, microbatch=microbatch,
                                      personal=personal)
         if view is not None:  # hook for the inversion attacks (attacks.inversion.rounds)
-            _record_round(recorded, r + 1, start_params, view, secure is None)
+            record_round(recorded, r + 1, start_params, view, secure is None)
         if step is not None and personal is not None:  # [governance] no step on personal layers
             step = {n: step.get(n, torch.zeros_like(p)) for n, p in params.items()}
         if step is not None:  # the mean update is a descent direction: minus it is a gradient
@@ -295,183 +267,3 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
     return TrainedModel(model=model, claim=claim, observations=observations, history=history)
 
 
-def _budget_check(plan: PrivacyPlan, ledger: PrivacyLedger, r: int, sampled: torch.Tensor,
-                  max_epsilon: float) -> str | None:
-    """A message when round r would take the ledger past `max_epsilon`, else None."""
-    if not plan.private or math.isinf(max_epsilon):
-        return None
-    if plan.mode == "central":
-        planned = int(plan.cohort) if plan.sampling == "fixed_cohort" else 0
-        exceeds = ledger.would_exceed(plan.run_event(r, planned), max_epsilon)
-    else:
-        exceeds = any(_client_would_exceed(ledger, plan, int(c), r, max_epsilon)
-                      for c in _distinct_histories(ledger, sampled))
-    if not exceeds:
-        return None
-    return (f"stopped before round {r + 1}: it would take epsilon past privacy.max_epsilon = "
-            f"{max_epsilon:g}; the model and Claim are those of round {r}")
-
-
-def _distinct_histories(ledger: PrivacyLedger, sampled: torch.Tensor) -> list[int]:
-    """One client per distinct participation history among `sampled` (they account alike)."""
-    seen, out = set(), []
-    for c in sampled.tolist():
-        key = repr(ledger.client_events(c))
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
-
-
-def _client_would_exceed(ledger: PrivacyLedger, plan: PrivacyPlan, client: int, r: int,
-                         max_epsilon: float) -> bool:
-    event = accounting.compose_steps([*ledger.client_events(client), plan.client_event(r)])
-    return accounting.epsilon_with_fallback(event, ledger.delta, ledger.neighbouring)[0] \
-        > max_epsilon
-
-
-def _one_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: ClientData,
-               sampled: torch.Tensor, clients: list[int], train: TrainSpec, clip: float,
-               gens: dict[str, torch.Generator], r: int, record: dict[str, Any],
-               tamper: TamperHook | None, secure: SecureRounds | None = None,
-               client_update_hook: ClientUpdateHook | None = None,
-               view: dict[str, Any] | None = None,
-               gradient_canaries: GradientCanaries | None = None, *,
-               optimizer: str = "sgd", engine: str = "auto", vectorised: bool = True,
-               microbatch: int | None = None, personal: PersonalHook | None = None
-               ) -> tuple[Params | None, float]:
-    """Train the cohort, screen and aggregate; returns (server step or None, next round's clip).
-
-    The plan's mechanism (trainers/mechanisms/) does the clients' side (training and any
-    client-side clipping and noise) and the server's (clipping, noise, mean); the loop only
-    carries the updates between them and screens what arrives.
-    """
-    mechanism = plan.mechanism
-    z = mechanism.noise_multiplier(r)
-    template = params if personal is None else personal.shared(params)  # what clients send
-    sent = None
-    if sampled.numel() > 0:
-        sent = mechanism.client_updates(ClientRound(
-            adapter, params, data, sampled, train, r, clip, z, gens, record,
-            local_steps=plan.local_steps, record_rate=plan.record_rate,
-            hook=client_update_hook, gradient_canaries=gradient_canaries, personal=personal,
-            optimizer=optimizer, engine=engine, vectorised=vectorised, microbatch=microbatch))
-    received, kept = None, []
-    if sent is not None:
-        replaced = tamper(r + 1, clients, sent) if tamper is not None else None
-        received, kept, rejections = screen_updates(sent, clients, template,
-                                                    max_norm=train.max_update_norm,
-                                                    round_no=r + 1, replaced=replaced)
-        if rejections:
-            record["rejected"] = rejections
-    out = mechanism.aggregate(ServerRound(
-        received, template, [clients[k] for k in kept] if received is not None else [], r, clip,
-        z, train.cohort, gens, record, view, PLAIN_SUM if secure is None else SecureSum(secure)))
-    return out.step, out.next_clip
-
-
-def _record_round(recorded: dict[str, dict], round_no: int, params: dict[str, torch.Tensor],
-                  view: dict[str, Any], per_client: bool) -> None:
-    """Keep one round's starting model, the per-client updates as the server received them
-    (client id -> update; only without secure aggregation), the sum it aggregated (before any
-    noise the server itself adds) and which clients that sum holds."""
-    recorded["round_params"][round_no] = {name: p.clone() for name, p in params.items()}
-    seen = view.get("seen")
-    if per_client and seen is not None:
-        recorded["client_updates"][round_no] = {
-            c: {name: u[i].clone() for name, u in seen.items()}
-            for i, c in enumerate(view["clients"])}
-    if view.get("total") is not None:
-        recorded["aggregates"][round_no] = {name: t.clone() for name, t in view["total"].items()}
-        recorded["cohorts"][round_no] = list(view["clients"])
-
-
-def cohort_masks(train: TrainSpec, n_clients: int, runs: int, r: int, seed: int,
-                 gen: torch.Generator) -> torch.Tensor:
-    """Round r's cohort of each of `runs` independent runs as a (runs, n_clients) bool mask.
-
-    Poisson draws every run's clients in one call on the shared sampling stream (one run draws
-    exactly what `sample_cohort` draws, so a single run replays `train_fedavg`'s cohorts); the
-    other samplers draw run by run, in run order.
-    """
-    if train.sampling == "poisson":
-        return torch.rand(runs, n_clients, generator=gen) < train.cohort / n_clients
-    masks = torch.zeros(runs, n_clients, dtype=torch.bool)
-    for k in range(runs):
-        masks[k, sample_cohort(train, n_clients, r, seed, gen)] = True
-    return masks
-
-
-def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: TrainSpec, *,
-               runs: int, clip: float | None, noise_multiplier: Callable[[int], float],
-               gens: dict[str, torch.Generator], seed: int, example_level: bool = False,
-               rounds: int | None = None, local_steps: int = 1, record_rate: float = 1.0,
-               gradient_canaries: GradientCanaries | None = None,
-               on_round: Callable[[int, Params], None] | None = None) -> Params:
-    """Train `runs` independent federated runs side by side; return their parameters, (K, ...).
-
-    Shadow models (attacks/membership/shadows.py) and the multi-run audit
-    (privbench/audit/multi_run.py)
-    are calls to this, so that their runs sample, train, clip and noise exactly as the target's
-    `train_fedavg` does. Run k owns the clients `k * n + c` of `data` (n = data.n_clients //
-    runs): its own inclusion mask and partition. Every (run, sampled client) pair of a round is
-    one row of a single vmapped `local_sgd` (or `dp_sgd`) call, each row starting from its own
-    run's global model; the server step (clip, noise, mean) runs per run, in run order, on the
-    shared noise stream. Server-side extras of `train_fedavg` (screening, rollback, ledger,
-    checkpoints) are not part of the replicated mechanism and do not run here.
-
-    Args:
-        adapter: the model; init: each run's starting parameters, stacked (K, ...).
-        data: the runs' clients, run-major (runs * n rows).
-        train: rounds, cohort, sampling, local epochs, batch size and learning rates.
-        runs: K; clip: the clipping bound C (None without DP).
-        noise_multiplier: round index -> the executed noise multiplier (0: no DP noise).
-        gens: the "sampling", "local" and "noise" streams (`generators(seed)` replays the target).
-        seed: the seed of the shuffle sampler's permutations.
-        example_level: DP-SGD inside the clients (`dp_sgd` with `local_steps` Poisson batches
-            of rate `record_rate`) instead of local SGD with client-level clipping and noise.
-        rounds: rounds to run (None: `train.rounds`).
-        gradient_canaries: Dirac canaries inside example-level DP-SGD (rows: the data's rows).
-        on_round: called with (rounds done, the stacked parameters) after each round.
-    Returns:
-        The K runs' final parameters, each (K, ...).
-    """
-    n_clients = data.n_clients // runs
-    rows_of = torch.arange(data.n_clients).view(runs, n_clients)
-    glob = {n: p.detach().clone() for n, p in init.items()}
-    # The target's registered mechanisms; each round's executed z comes from `noise_multiplier`
-    # in the round objects (no plan here, so the mechanisms' own accounted z is unused).
-    private = MECHANISMS.get("example").load()() if example_level else None
-    central, plain = MECHANISMS.get("central").load()(), MECHANISMS.get("none").load()()
-    for r in range(train.rounds if rounds is None else rounds):
-        rows = rows_of[cohort_masks(train, n_clients, runs, r, seed, gens["sampling"])]
-        run_of_row = rows // n_clients
-        updates = None
-        z = noise_multiplier(r)
-        # the target's mechanism: DP-SGD in the clients, central DP-FedAvg, or none
-        mechanism = private or (central if z > 0 else plain)
-        if rows.numel():
-            updates = mechanism.client_updates(ClientRound(
-                adapter, {n: p[run_of_row] for n, p in glob.items()}, data, rows, train, r,
-                clip if clip is not None else 0.0, z, gens, batched=True,
-                local_steps=local_steps, record_rate=record_rate,
-                gradient_canaries=gradient_canaries))
-        if updates is not None and mechanism is not central \
-                and run_of_row.unique().numel() == rows.numel():
-            for n in glob:  # one client per run this round: its mean is its update
-                glob[n][run_of_row] += train.server_lr * updates[n]
-            updates = None
-        for k in range(runs if updates is not None or mechanism is central else 0):
-            mine = (run_of_row == k).nonzero().flatten()
-            part = None if updates is None or not mine.numel() else {
-                n: u[mine] for n, u in updates.items()}
-            if part is None and mechanism is not central:
-                continue
-            step = mechanism.aggregate(ServerRound(
-                part, {n: p[k] for n, p in glob.items()}, [], r,
-                clip if clip is not None else 0.0, z, train.cohort, gens)).step
-            for n in glob:
-                glob[n][k] += train.server_lr * step[n]
-        if on_round is not None:
-            on_round(r + 1, glob)
-    return glob

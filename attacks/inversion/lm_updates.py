@@ -35,6 +35,7 @@ from privbench.attacks.inversion.metrics import summarise, text_scores, token_pr
 from privbench.attacks.inversion.text import dager
 from privbench.attacks.language_scorers import LMContext
 from privbench.query.sequences import model_at
+from privbench.rng import generator
 from privbench.run.results import MetricRow
 from privbench.stats import clopper_pearson
 
@@ -153,7 +154,7 @@ class _Attacker:
     def __init__(self, ctx: LMContext, signals: UpdateSignals, seed_offset: int) -> None:
         self.ctx, self.signals = ctx, signals
         self.added, self.inside = _noise(ctx)
-        self.gen = torch.Generator().manual_seed(ctx.cell.spec.seed * 7919 + seed_offset)
+        self.gen = generator(ctx.cell.spec.seed, seed_offset)
         self.models: dict[int, torch.nn.Module] = {}
         self.priors: dict[int, torch.Tensor] = {}
         self.special = {t for t in (ctx.tokenizer.bos_token_id, ctx.tokenizer.pad_token_id)

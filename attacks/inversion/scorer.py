@@ -44,6 +44,7 @@ from privbench.attacks.inversion.metrics import (
 )
 from privbench.attacks.inversion.text import dager, embedding_rows
 from privbench.models.adapter import Params
+from privbench.rng import generator
 from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.spec.attack_schema import InversionAttackSpec
@@ -59,7 +60,7 @@ def inversion_scorer(ctx: CellContext) -> list[MetricRow]:
         return []
     claim = ctx.trained.claim
     noise_std = (claim.noise_multiplier * (claim.clip or 0.0)) if spec.noise == "client" else 0.0
-    gen = torch.Generator().manual_seed(ctx.cell.spec.seed * 7919 + 0x1A7)
+    gen = generator(ctx.cell.spec.seed, 0x1A7)
     common = {"noise": spec.noise, "noise_std": noise_std, "claimed_epsilon": claim.epsilon,
               "view": _view(spec, claim.noise_multiplier)}
     rows: list[MetricRow] = []

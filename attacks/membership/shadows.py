@@ -27,10 +27,11 @@ from torch.func import functional_call, vmap
 import privbench
 from privbench.data.partition import ClientShard, partition
 from privbench.models.adapter import ClassifierAdapter, Params
+from privbench.rng import rng_streams
 from privbench.spec.schema import DataSpec, TrainSpec
 from privbench.trainers.client_data import from_shards
-from privbench.trainers.fedavg import generators, train_runs
 from privbench.trainers.privacy_plan import example_sampling
+from privbench.trainers.runs import train_runs
 
 CHUNK = 8  # shadows a batched model: the unit a Ray task trains (fixed: results never depend on
 # the backend)
@@ -102,12 +103,12 @@ def _train_chunk(chunk: int, shards: list[ClientShard], runs: int, *, model: nn.
                  record_rate: float, local_steps: int) -> Params:
     """One chunk of `runs` shadows (their clients run-major) as one batched model."""
     glob = {n: p.detach().unsqueeze(0).repeat(runs, *([1] * p.dim())) for n, p in init.items()}
-    # Chunk 0 has the target's streams (generators(seed)): one shadow given the target's
+    # Chunk 0 has the target's streams (rng_streams(seed)): one shadow given the target's
     # records and seed replays the target's run exactly, which the tests check.
     return train_runs(ClassifierAdapter(model), glob, from_shards(x, y, shards), plan.train,
                       runs=runs, clip=plan.clip,
                       noise_multiplier=lambda _r: plan.noise_multiplier,
-                      gens=generators(chunk_seed(plan.seed, chunk)), seed=plan.seed,
+                      gens=rng_streams(chunk_seed(plan.seed, chunk)), seed=plan.seed,
                       example_level=plan.example_level, local_steps=local_steps,
                       record_rate=record_rate)
 

@@ -24,13 +24,14 @@ from privbench.audit.estimators import EpsilonBound, planned_threshold, two_worl
 from privbench.audit.gradient_canaries import claimed_mechanism, quiet_coordinates
 from privbench.data.splits import SplitData
 from privbench.models import build_model
+from privbench.rng import rng_streams
 from privbench.spec.schema import CellSpec
 from privbench.trainers.client_data import ClientData
 from privbench.trainers.client_update import stack_params
 from privbench.trainers.dpsgd import GradientCanaries
-from privbench.trainers.fedavg import train_runs
 from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.privacy_plan import PrivacyPlan, make_plan
+from privbench.trainers.runs import train_runs
 
 # Floats of one chunk's gathered batch (runs x records x features): bounds the memory.
 CHUNK_FLOATS = 2**25
@@ -75,8 +76,7 @@ def _train_chunk(start: int, k: int, *, spec: CellSpec, x: np.ndarray, y: np.nda
     # Each chunk its own streams; every run is one client holding every record, in every
     # round's cohort (rate 1, so the sampling stream decides nothing).
     gens = {"sampling": torch.Generator().manual_seed(seed),
-            "local": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 1),
-            "noise": torch.Generator().manual_seed(seed * 1_000_003 + 2 * start + 2)}
+            **rng_streams(seed, ("local", "noise"), first=2 * start + 1)}
     runs_data = ClientData({"x": xt.expand(k, *xt.shape), "y": yt.expand(k, n)},
                            torch.full((k,), n))
     values[:, 0] = _flat(stack_params(initial, k))[:, coord]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from privbench.models.adapter import Batch, ModelAdapter, Params
+from privbench.rng import generator
 
 if TYPE_CHECKING:
     from privbench.trainers.client_data import ClientData
@@ -112,7 +113,7 @@ class PersonalLayers:
         start = {n: self.store[n].clone() for n in self.names}
         updates, _ = local_sgd(_Frozen(adapter, frozen), start, data, epochs=epochs,
                                batch_size=batch_size, lr=lr,
-                               generator=torch.Generator().manual_seed(seed * 7_919 + 17),
+                               generator=generator(seed, 17),
                                batched_params=True)
         for n in self.names:
             self.store[n][rows] += updates[n]

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from privbench.rng import STREAM_STRIDE, derived_seed
 from privbench.trainers.secagg import compression, ddp_accounting
 from privbench.trainers.secagg.discrete_gaussian import sample_discrete_gaussian
 from privbench.trainers.secagg.encoding import FixedPoint
@@ -79,7 +80,7 @@ class SecureAggregator:
         """Clip, compress, quantise and noise each client's update (rows) on its own device."""
         spec = self.spec
         x = _clip_rows(np.asarray(updates, dtype=np.float64), spec.clip)
-        round_seed = spec.seed * 1_000_003 + round_index
+        round_seed = derived_seed(spec.seed, round_index, STREAM_STRIDE)
         index = None
         if spec.compression.startswith("topk"):
             k = max(1, math.ceil(spec.topk_fraction * self.length))

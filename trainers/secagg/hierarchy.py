@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from privbench.rng import derived_seed
 from privbench.trainers.secagg import ddp_accounting
 from privbench.trainers.secagg.aggregate import SecureAggregator
 from privbench.trainers.secagg.discrete_gaussian import sample_discrete_gaussian
@@ -92,4 +93,4 @@ def _level_config(base: SecAggConfig, tag: str, salt: int) -> SecAggConfig:
     return SecAggConfig(length=base.length, threshold_fraction=base.threshold_fraction,
                         neighbours=base.neighbours, modulus_bits=base.modulus_bits,
                         round_tag=base.round_tag + b"/" + tag.encode(),
-                        graph_seed=base.graph_seed * 7919 + salt)
+                        graph_seed=derived_seed(base.graph_seed, salt))

@@ -14,6 +14,7 @@ import torch
 
 from privbench.models.adapter import Params
 from privbench.privacy.claim import Claim
+from privbench.rng import STREAM_STRIDE, derived_seed
 from privbench.spec.schema import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trainers.secagg import ddp_accounting
 from privbench.trainers.secagg.aggregate import SecureAggregation, SecureAggregator
@@ -39,7 +40,7 @@ class SecureRounds:
             threshold_fraction=spec.threshold, neighbours=spec.neighbours,
             noise_multiplier=self.target_z, design_contributors=design,
             compression=spec.compression, topk_fraction=spec.topk_fraction, seed=seed), length)
-        self.rng = np.random.default_rng(seed * 1_000_003 + 7)
+        self.rng = np.random.default_rng(derived_seed(seed, 7, STREAM_STRIDE))
         self.noise_multipliers: list[float] = []
         self.observer_multipliers: dict[str, list[float]] = {k: [] for k in OBSERVERS}
 
