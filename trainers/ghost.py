@@ -24,15 +24,8 @@ import torch
 
 from privbench.models.adapter import Batch, ModelAdapter, Params
 from privbench.trainers.aggregation import clip_factor
-from privbench.trainers.ghost_capture import (
-    Layer,
-    as_sequence,
-    capture_rows,
-    is_image,
-    layers,
-    rows_vectorised,
-    unsupported,
-)
+from privbench.trainers.ghost_capture import capture_rows, rows_vectorised
+from privbench.trainers.ghost_layers import Layer, as_sequence, is_image, layers, unsupported
 
 if TYPE_CHECKING:
     from privbench.trainers.per_example import BeforeClip
