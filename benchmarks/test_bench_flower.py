@@ -52,7 +52,7 @@ EPSILON, DELTA, CLIP, SEED, WARM = 8.0, 1e-5, 1.0, 0, 5
 
 
 def _noise_multiplier(private: bool) -> float:
-    from privbench.privacy.accounting import calibrate_noise_multiplier
+    from privbench.privacy.calibration import calibrate_noise_multiplier
 
     return calibrate_noise_multiplier(EPSILON, DELTA, COHORT / CLIENTS, ROUNDS) if private else 0.0
 

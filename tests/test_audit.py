@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from privbench.audit.canaries import CanaryUpdateHook, plant_canaries
-from privbench.audit.estimators import EpsilonBound, fl_one_shot_bound, one_run_bound
+from privbench.audit.estimators import EpsilonBound
+from privbench.audit.one_run_bound import fl_one_shot_bound, one_run_bound
 from privbench.audit.verdict import audit_rows, verdict
 from privbench.data.partition import partition
 from privbench.data.splits import load_split

@@ -17,16 +17,14 @@ import pytest
 from scipy import stats
 
 from privbench.audit.estimators import (
-    fl_one_shot_epsilon_box,
     gdp_route_epsilon,
-    one_run_bound,
-    one_run_epsilon,
     planned_threshold,
     two_world_bound,
     two_world_epsilon,
 )
 from privbench.audit.gaussians import gdp_epsilon
 from privbench.audit.gradient_canaries import DiracMechanism
+from privbench.audit.one_run_bound import fl_one_shot_epsilon_box, one_run_bound, one_run_epsilon
 from privbench.privacy.accounting import pld_epsilon
 
 DELTA = 1e-5

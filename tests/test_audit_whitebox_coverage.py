@@ -17,7 +17,8 @@ from privbench.audit.family import MechanismFamily
 from privbench.audit.fdp import design_guesses, fdp_one_run_bound
 from privbench.audit.gauss_sum import WhiteBoxModel, gauss_sum_bound
 from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio
-from privbench.privacy.accounting import pld_epsilon, poisson_gaussian_event
+from privbench.privacy.accounting import pld_epsilon
+from privbench.privacy.dp_events import poisson_gaussian_event
 
 DELTA = 1e-5
 ALPHA = 0.05

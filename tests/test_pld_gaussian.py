@@ -10,7 +10,7 @@ import pytest
 from dp_accounting import pld
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
-from privbench.privacy import accounting
+from privbench.privacy import accounting, calibration
 from privbench.privacy.pld_compose import NEIGHBOURING
 from privbench.privacy.pld_gaussian import gaussian_pld
 
@@ -52,7 +52,7 @@ def test_calibration_finds_the_noise_dp_accountings_accountant_finds():
         grid = accounting.CALIBRATION_DISCRETIZATION
         return pld.PLDAccountant(value_discretization_interval=grid)
 
-    want = accounting._calibrate(make_accountant,
-                                 lambda z: accounting.poisson_gaussian_event(z, q, steps),
-                                 target, delta)
+    want = calibration._calibrate(make_accountant,
+                                  lambda z: accounting.poisson_gaussian_event(z, q, steps),
+                                  target, delta)
     assert got == want

@@ -27,7 +27,8 @@ from scipy import special
 
 from privbench.audit.gaussians import gdp_epsilon
 from privbench.privacy import accounting_cache
-from privbench.privacy.accounting import NEIGHBOURING, event_to_dict
+from privbench.privacy.accounting import NEIGHBOURING
+from privbench.privacy.dp_events import event_to_dict
 
 # PLD grid of the family's curves: coarser than a claim's (1e-4) for speed; pessimistic either way.
 FAMILY_PLD_GRID = 1e-3

@@ -24,8 +24,9 @@ import math
 
 import numpy as np
 
-from privbench.audit.estimators import EpsilonBound, _correct_guesses
+from privbench.audit.estimators import EpsilonBound
 from privbench.audit.family import MechanismFamily
+from privbench.audit.one_run_bound import correct_guesses
 from privbench.privacy import accounting_cache
 
 # Noise scales searched: s = 2^(k / 32) for k in this range (0.01 to 8), a grid, so the family's
@@ -125,7 +126,7 @@ def fdp_one_run_bound(scores: np.ndarray, bits: np.ndarray, family: MechanismFam
     m = len(scores)
     rng = rng if rng is not None else np.random.default_rng(0)
     pairs = np.array([[k_plus, k_minus]])
-    correct = int(_correct_guesses(scores, bits, pairs, rng.random(m))[0])
+    correct = int(correct_guesses(scores, bits, pairs, rng.random(m))[0])
     guesses = k_plus + k_minus
     s_star = fdp_noise_scale(m, guesses, correct, alpha, family)
     eps = 0.0 if math.isinf(s_star) else family.epsilon(s_star)
@@ -162,7 +163,7 @@ def design_guesses(m: int, simulate, family: MechanismFamily, alpha: float,
     for g in grid:
         kp, km = int(g // 2), int(g - g // 2)
         pairs = np.array([[kp, km]])
-        counts = [int(_correct_guesses(scores, bits, pairs, rng.random(m))[0])
+        counts = [int(correct_guesses(scores, bits, pairs, rng.random(m))[0])
                   for scores, bits in sims]
         # -log s of the smallest s ruled out (-inf when none is) is non-decreasing in the count
         # of correct guesses, so the median over trials needs the middle counts' scales only.

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from privbench.audit.canaries import audited_cohort
-from privbench.audit.estimators import one_run_bound
+from privbench.audit.one_run_bound import one_run_bound
 from privbench.audit.verdict import audit_rows
 from privbench.data.text_clients import TextData
 from privbench.data.text_corpus import canary_text

@@ -11,12 +11,7 @@ from privbench.audit.canaries import (
     final_delta_cosines,
     round_likelihood_scores,
 )
-from privbench.audit.estimators import (
-    EpsilonBound,
-    _correct_guesses,
-    fl_one_shot_bound,
-    one_run_bound,
-)
+from privbench.audit.estimators import EpsilonBound
 from privbench.audit.family import MechanismFamily
 from privbench.audit.fdp import design_guesses, fdp_one_run_bound, fdp_rejects
 from privbench.audit.forensics import forensic_rows
@@ -27,6 +22,7 @@ from privbench.audit.gradient_canaries import (
     dirac_log_likelihood_ratio,
 )
 from privbench.audit.multi_run import multi_run_bound
+from privbench.audit.one_run_bound import correct_guesses, fl_one_shot_bound, one_run_bound
 from privbench.audit.power import design_power
 from privbench.audit.verdict import audit_rows
 from privbench.audit.whitebox import (
@@ -181,7 +177,7 @@ def fdp_refutes(model: WhiteBoxModel, family: MechanismFamily, k_plus: int, k_mi
     def refutes(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
         c_star = smallest_refuting(bits.shape[-1])
         scores = model_scores(model, x)  # every simulated audit at once, (n, m)
-        return np.array([int(_correct_guesses(si, bi, pairs, np.zeros(len(bi)))[0]) >= c_star
+        return np.array([int(correct_guesses(si, bi, pairs, np.zeros(len(bi)))[0]) >= c_star
                          for si, bi in zip(scores, bits, strict=True)])
 
     return refutes

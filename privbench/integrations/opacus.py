@@ -40,8 +40,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from privbench.audit.estimators import one_run_bound
 from privbench.audit.gradient_canaries import quiet_coordinates
+from privbench.audit.one_run_bound import one_run_bound
 from privbench.audit.verdict import audit_rows
 from privbench.integrations.opacus_accounting import dirac_scores, reaccount
 from privbench.integrations.opacus_errors import OpacusAuditError

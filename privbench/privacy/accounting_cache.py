@@ -32,7 +32,8 @@ from privbench.run.results import json_restore as _decode
 from privbench.run.results import json_safe as _encode
 
 # The sources whose code computes the cached values: a change to any invalidates the cache.
-SOURCES = ("privacy/accounting.py", "privacy/accounting_cache.py", "privacy/pld_compose.py",
+SOURCES = ("privacy/accounting.py", "privacy/calibration.py", "privacy/dp_events.py",
+           "privacy/accounting_cache.py", "privacy/pld_compose.py",
            "privacy/pld_gaussian.py", "privacy/budget_monitor.py", "audit/family.py",
            "audit/fdp.py", "audit/scorer.py")  # in the privbench package
 FOLDER = "accounting"

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from privbench.audit.canaries import round_likelihood_scores
-from privbench.audit.estimators import one_run_bound
+from privbench.audit.one_run_bound import one_run_bound
 from privbench.audit.verdict import audit_rows
 from privbench.errors import PrivbenchError
 from privbench.integrations.flower.canary_clients import CanaryClients
