@@ -22,15 +22,11 @@ import numpy as np
 import pytest
 
 from privbench.trainers.secagg import crypto
+from privbench.trainers.secagg.client import SecAggClient
 from privbench.trainers.secagg.encoding import FixedPoint
+from privbench.trainers.secagg.messages import ID_BYTES
 from privbench.trainers.secagg.packing import pack
-from privbench.trainers.secagg.protocol import (
-    ID_BYTES,
-    SecAggClient,
-    SecAggConfig,
-    neighbour_graph,
-    secagg_plus_degree,
-)
+from privbench.trainers.secagg.setup import SecAggConfig, neighbour_graph, secagg_plus_degree
 
 LENGTH = 1 << 20
 CLIENTS = 1024

@@ -10,17 +10,11 @@ from scipy import stats
 
 from privbench.errors import PrivbenchError
 from privbench.trainers.secagg import crypto, shamir
+from privbench.trainers.secagg.client import SecAggClient
 from privbench.trainers.secagg.encoding import FixedPoint
 from privbench.trainers.secagg.packing import pack, unpack
-from privbench.trainers.secagg.protocol import (
-    Dropouts,
-    SecAggAbort,
-    SecAggClient,
-    SecAggConfig,
-    SecAggServer,
-    neighbour_graph,
-    run_secure_sum,
-)
+from privbench.trainers.secagg.protocol import Dropouts, SecAggServer, run_secure_sum
+from privbench.trainers.secagg.setup import SecAggAbort, SecAggConfig, neighbour_graph
 
 LENGTH = 64
 

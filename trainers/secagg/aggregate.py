@@ -20,7 +20,8 @@ from privbench.rng import STREAM_STRIDE, derived_seed
 from privbench.trainers.secagg import compression, ddp_accounting
 from privbench.trainers.secagg.discrete_gaussian import sample_discrete_gaussian
 from privbench.trainers.secagg.encoding import FixedPoint
-from privbench.trainers.secagg.protocol import Dropouts, SecAggConfig, SecureSum, run_secure_sum
+from privbench.trainers.secagg.protocol import Dropouts, SecureSum, run_secure_sum
+from privbench.trainers.secagg.setup import SecAggConfig
 
 ROUNDING_BETA = math.exp(-0.5)  # Kairouz et al.'s default failure rate for the norm bound
 

@@ -21,7 +21,8 @@ from privbench.rng import derived_seed
 from privbench.trainers.secagg import ddp_accounting
 from privbench.trainers.secagg.aggregate import SecureAggregator
 from privbench.trainers.secagg.discrete_gaussian import sample_discrete_gaussian
-from privbench.trainers.secagg.protocol import Dropouts, SecAggConfig, run_secure_sum
+from privbench.trainers.secagg.protocol import Dropouts, run_secure_sum
+from privbench.trainers.secagg.setup import SecAggConfig
 
 OBSERVERS = {
     "intermediate_aggregator": "each intermediate aggregator (sees its group's sum)",

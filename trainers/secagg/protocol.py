@@ -1,5 +1,7 @@
 """Secure aggregation (Bonawitz et al. 2017) and SecAgg+ (Bell et al. 2020) as client and server
-objects that exchange explicit messages, so every byte a party holds or sends can be inspected.
+objects that exchange explicit messages (secagg/messages.py), so every byte a party holds or sends
+can be inspected. Here: the server, dropouts, and `run_secure_sum`, which runs one round between
+the server and its clients (secagg/client.py) on the agreed setup (secagg/setup.py).
 
 Threat model: an honest-but-curious server and honest-but-curious clients (no signatures or
 consistency round, so an actively lying server is out of scope). The server learns the sum of
@@ -20,219 +22,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privbench.errors import PrivbenchError
 from privbench.trainers.secagg import crypto, shamir
-from privbench.trainers.secagg.packing import pack, unpack
-
-ID_BYTES = 4
-
-
-class SecAggAbort(PrivbenchError):
-    """The round could not complete securely (too many dropouts); no sum and no input revealed."""
-
-
-@dataclass(frozen=True)
-class SecAggConfig:
-    """Public parameters of one secure-aggregation round."""
-
-    length: int  # entries of each input vector
-    threshold_fraction: float = 0.6  # t = ceil(fraction * neighbourhood size), at least 2
-    neighbours: int = 0  # 0: complete graph (SecAgg); k > 0: k-regular graph (SecAgg+)
-    modulus_bits: int = 32  # inputs and sum live in Z / 2^m
-    round_tag: bytes = b"round-0"  # binds keys and ciphertexts to this round
-    graph_seed: int = 0  # public randomness for the SecAgg+ neighbour graph
-
-    @property
-    def modulus_mask(self) -> np.uint32:
-        return np.uint32((1 << self.modulus_bits) - 1)
-
-
-def neighbour_graph(ids: list[int], k: int, seed: int) -> dict[int, list[int]]:
-    """Each client's neighbours: everyone (k = 0 or k >= n - 1) or a random k-regular Harary graph.
-
-    SecAgg+ (Bell et al. 2020): clients sit on a ring in a public random order and pair with the
-    k/2 nearest on each side, so the graph is k-regular and every client's cost is O(k).
-    """
-    n = len(ids)
-    if k <= 0 or k >= n - 1:
-        return {u: [v for v in ids if v != u] for u in ids}
-    if k % 2:
-        k += 1
-    order = [ids[i] for i in np.random.default_rng(seed).permutation(n)]
-    pos = {u: i for i, u in enumerate(order)}
-    return {u: sorted({order[(pos[u] + s) % n] for s in range(-k // 2, k // 2 + 1) if s})
-            for u in ids}
-
-
-def secagg_plus_degree(n: int) -> int:
-    """A SecAgg+ neighbourhood size growing as log n: the smallest even k >= 3 log2 n (< n).
-
-    Bell et al. (2020) show k = O(log n) suffices; the constant 3 is this package's choice, not
-    their security parameterisation, so pick k from their bounds for a real deployment.
-    """
-    k = math.ceil(3 * math.log2(max(n, 2)))
-    return min(n - 1, k + (k % 2))
-
-
-def threshold_for(config: SecAggConfig, degree: int) -> int:
-    """Shares needed to reconstruct one client's secrets, given its neighbourhood size."""
-    return min(degree, max(2, math.ceil(config.threshold_fraction * degree)))
-
+from privbench.trainers.secagg.client import SecAggClient, pairwise_mask
+from privbench.trainers.secagg.messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    SharedKeys,
+    UnmaskShares,
+)
+from privbench.trainers.secagg.packing import unpack
+from privbench.trainers.secagg.setup import (
+    SecAggAbort,
+    SecAggConfig,
+    neighbour_graph,
+    threshold_for,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Messages (what goes over the wire; `wire_bytes` is the serialised size)
 
 
-@dataclass(frozen=True)
-class AdvertiseKeys:
-    sender: int
-    cipher_public: bytes
-    mask_public: bytes
-
-    @property
-    def wire_bytes(self) -> int:
-        return ID_BYTES + len(self.cipher_public) + len(self.mask_public)
-
-
-@dataclass(frozen=True)
-class SharedKeys:
-    sender: int
-    sealed: dict[int, bytes]  # recipient -> AEAD(ids || share of mask key || share of seed)
-
-    @property
-    def wire_bytes(self) -> int:
-        return ID_BYTES + sum(ID_BYTES + len(c) for c in self.sealed.values())
-
-
-@dataclass(frozen=True)
-class MaskedInput:
-    sender: int
-    payload: bytes  # the masked vector, packed at modulus_bits per entry
-
-    @property
-    def wire_bytes(self) -> int:
-        return ID_BYTES + len(self.payload)
-
-
-@dataclass(frozen=True)
-class UnmaskShares:
-    sender: int
-    seed_shares: dict[int, bytes]  # owner (survivor) -> share of its self-mask seed
-    key_shares: dict[int, bytes]  # owner (dropped) -> share of its mask private key
-
-    @property
-    def wire_bytes(self) -> int:
-        n = len(self.seed_shares) + len(self.key_shares)
-        return ID_BYTES + n * (ID_BYTES + shamir.SHARE_BYTES)
-
-
 # ---------------------------------------------------------------------------------------------
 # Client
-
-
-class SecAggClient:
-    """One client: holds its encoded input (uint32, already reduced mod 2^m) and its secrets."""
-
-    def __init__(self, cid: int, config: SecAggConfig, encoded: np.ndarray):
-        if encoded.dtype != np.uint32 or encoded.shape != (config.length,):
-            raise ValueError(f"client {cid}: input must be uint32 of shape ({config.length},)")
-        self.cid = cid
-        self.config = config
-        self._input = encoded
-        self._cipher_key = crypto.new_private_key()
-        self._mask_key = crypto.new_private_key()
-        self._seed = crypto.random_seed()
-        self._neighbours: dict[int, tuple[bytes, bytes]] = {}
-        self._held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (key share, seed share)
-        self._masked_with: set[int] = set()
-        self._channels: dict[int, bytes] = {}
-        self.uploaded = 0
-        self.downloaded = 0
-
-    def advertise(self) -> AdvertiseKeys:
-        msg = AdvertiseKeys(self.cid, crypto.public_bytes(self._cipher_key),
-                            crypto.public_bytes(self._mask_key))
-        self.uploaded += msg.wire_bytes
-        return msg
-
-    def share_keys(self, roster: dict[int, tuple[bytes, bytes]]) -> SharedKeys:
-        """Shamir-share the mask key and self-mask seed among the live neighbours in `roster`."""
-        self.downloaded += sum(ID_BYTES + len(a) + len(b) for a, b in roster.values())
-        self._neighbours = dict(roster)
-        holders = sorted(roster)
-        t = threshold_for(self.config, len(holders))
-        key_shares = shamir.split(crypto.private_bytes(self._mask_key), holders, t)
-        seed_shares = shamir.split(self._seed, holders, t)
-        sealed = {}
-        for v in holders:
-            plaintext = (self.cid.to_bytes(ID_BYTES, "big") + v.to_bytes(ID_BYTES, "big")
-                         + key_shares[v] + seed_shares[v])
-            sealed[v] = crypto.seal(self._channel_key(v), plaintext, self.config.round_tag)
-        msg = SharedKeys(self.cid, sealed)
-        self.uploaded += msg.wire_bytes
-        return msg
-
-    def masked_input(self, inbox: dict[int, bytes]) -> MaskedInput:
-        """Decrypt the shares addressed here, then upload the input under all masks.
-
-        Pairwise masks are added for exactly the neighbours whose shares arrived (the server's
-        U1), so the server can remove the masks of any of them that drop later.
-        """
-        self.downloaded += sum(ID_BYTES + len(c) for c in inbox.values())
-        needed = threshold_for(self.config, len(self._neighbours))
-        if len(inbox) < needed:
-            raise SecAggAbort(
-                f"secure aggregation aborted by client {self.cid}: only {len(inbox)} of its "
-                f"neighbours shared keys but {needed} are needed to mask its input safely; "
-                "nothing was sent")
-        n_share = shamir.SHARE_BYTES
-        for owner, sealed in inbox.items():
-            if owner not in self._neighbours:
-                raise ValueError(f"client {self.cid}: a share from non-neighbour {owner}")
-            plain = crypto.open_sealed(self._channel_key(owner), sealed, self.config.round_tag)
-            sender, receiver = (int.from_bytes(plain[i:i + ID_BYTES], "big") for i in (0, 4))
-            if (sender, receiver) != (owner, self.cid):
-                raise ValueError(f"client {self.cid}: a share with the wrong addressing")
-            body = plain[2 * ID_BYTES:]
-            self._held[owner] = (body[:n_share], body[n_share:2 * n_share])
-        self._masked_with = set(inbox)
-        y = self._input + crypto.prg_uint32(self._seed, self.config.length)
-        for v in sorted(self._masked_with):
-            mask = pairwise_mask(self._mask_key, self._neighbours[v][1], self.config)
-            if self.cid < v:
-                y += mask
-            else:
-                y -= mask
-        y &= self.config.modulus_mask
-        msg = MaskedInput(self.cid, pack(y, self.config.modulus_bits))
-        self.uploaded += msg.wire_bytes
-        return msg
-
-    def unmask(self, survivors: set[int], dropped: set[int]) -> UnmaskShares:
-        """Reveal seed shares of survivors and mask-key shares of dropped neighbours, never both."""
-        if survivors & dropped:
-            raise ValueError(f"client {self.cid}: refusing to unmask {sorted(survivors & dropped)}"
-                             " as both survivor and dropped")
-        if self.cid not in survivors:
-            raise ValueError(f"client {self.cid}: its own input is not counted; not unmasking")
-        self.downloaded += ID_BYTES * (len(survivors) + len(dropped))
-        seeds = {v: self._held[v][1] for v in survivors if v in self._held}
-        keys = {v: self._held[v][0] for v in dropped if v in self._held}
-        msg = UnmaskShares(self.cid, seeds, keys)
-        self.uploaded += msg.wire_bytes
-        return msg
-
-    def _channel_key(self, peer: int) -> bytes:
-        if peer not in self._channels:
-            self._channels[peer] = crypto.agree(self._cipher_key, self._neighbours[peer][0],
-                                                b"shares", self.config.round_tag)
-        return self._channels[peer]
-
-
-def pairwise_mask(own_mask_key, peer_mask_public: bytes, config: SecAggConfig) -> np.ndarray:
-    """PRG(s_uv): the same vector for both ends of a pair, from their X25519 agreement."""
-    seed = crypto.agree(own_mask_key, peer_mask_public, b"mask", config.round_tag)
-    return crypto.prg_uint32(seed, config.length)
 
 
 # ---------------------------------------------------------------------------------------------

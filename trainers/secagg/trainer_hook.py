@@ -19,7 +19,8 @@ from privbench.spec.schema import PrivacySpec, SecAggSpec, TrainSpec
 from privbench.trainers.secagg import ddp_accounting
 from privbench.trainers.secagg.aggregate import SecureAggregation, SecureAggregator
 from privbench.trainers.secagg.hierarchy import OBSERVERS, run_hierarchical
-from privbench.trainers.secagg.protocol import Dropouts, SecAggAbort
+from privbench.trainers.secagg.protocol import Dropouts
+from privbench.trainers.secagg.setup import SecAggAbort
 
 
 class SecureRounds:
