@@ -1,7 +1,7 @@
 """One-run audit overhead: client-level DP-FedAvg on digits (40 clients, cohort 10, 10 rounds,
 MLP 64-64-10, epsilon 2) trained without an audit (the baseline) against the same run audited as
 privbench/run/cell.py audits it: 200 update-space canaries planted as extra clients
-(audit.plant_canaries, "random-unit" on the "iterates" surface) with the trainer's
+(audit.plant_audit_canaries, "random-unit" on the "iterates" surface) with the trainer's
 client_update_hook, then scored (audit.scorer.canary_scores) and bounded (audit_bound, the
 one-run estimator). Rows for training with the canaries alone and for the scoring alone show
 where the audit's time goes.
@@ -63,7 +63,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from privbench.audit.canaries import plant_canaries
+from privbench.audit.canaries import plant_audit_canaries
 from privbench.audit.forensics import forensic_rows
 from privbench.audit.scorer import audit_bound, canary_scores
 from privbench.data.partition import partition
@@ -117,7 +117,7 @@ def _audited_training(cell, data, shards):
     privbench/run/cell.py does."""
     spec = cell.spec
     model = _model(cell, data)
-    planted = plant_canaries(spec, data, shards, model)
+    planted = plant_audit_canaries(spec, data, shards, model)
     trained = train_fedavg(*tabular_inputs(model, planted.data, planted.shards), planted.train,
                            spec.privacy,
                            spec.seed, client_update_hook=planted.client_update_hook,

@@ -70,7 +70,7 @@ def run_privbench(private: bool, client_times: list[float] | None = None) -> lis
     from privbench.data.partition import partition
     from privbench.data.splits import load_split
     from privbench.models import build_model
-    from privbench.privacy.budget_monitor import RoundMonitor
+    from privbench.privacy.budget_monitor import BudgetMonitor
     from privbench.spec.schema import CellSpec
     from privbench.trainers import tabular_inputs, train_fedavg
 
@@ -93,7 +93,7 @@ def run_privbench(private: bool, client_times: list[float] | None = None) -> lis
             train_fedavg(*tabular_inputs(model, data, shards), spec.train, spec.privacy, SEED,
                          on_round=lambda done, total: stamps.append(time.perf_counter()),
                          work_dir=folder / "work",
-                         on_record=RoundMonitor(folder / "rounds.jsonl", spec))
+                         on_record=BudgetMonitor(folder / "rounds.jsonl", spec))
     assert len(stamps) == ROUNDS
     return stamps
 

@@ -50,7 +50,7 @@ def one_run(clients: int, cohort: int, source: str = "generated") -> dict:
 
     from privbench.data.federation_gen import N_CLASSES, N_FEATURES, GeneratedClients
     from privbench.models import build_model
-    from privbench.privacy.budget_monitor import RoundMonitor
+    from privbench.privacy.budget_monitor import BudgetMonitor
     from privbench.spec.schema import CellSpec
     from privbench.trainers import train_fedavg
     from privbench.trainers.fedavg import classifier_adapter
@@ -73,7 +73,7 @@ def one_run(clients: int, cohort: int, source: str = "generated") -> dict:
         train_fedavg(classifier_adapter(model), population, public, spec.train, spec.privacy,
                      spec.seed, on_round=lambda done, total: stamps.append(time.perf_counter()),
                      work_dir=Path(tmp) / "work",
-                     on_record=RoundMonitor(Path(tmp) / "rounds.jsonl", spec))
+                     on_record=BudgetMonitor(Path(tmp) / "rounds.jsonl", spec))
     return {"clients": clients, "cohort": cohort, "source": source, "n_max": population.n_max,
             "round_ms": float(statistics.median(np.diff(stamps)[WARM:])) * 1e3,
             "end_to_end_s": time.perf_counter() - start,

@@ -24,7 +24,7 @@ import torch
 from privbench.data.partition import partition
 from privbench.data.splits import SplitData, load_split
 from privbench.models import build_model
-from privbench.privacy.budget_monitor import RoundMonitor
+from privbench.privacy.budget_monitor import BudgetMonitor
 from privbench.spec.schema import CellSpec
 from privbench.trainers import tabular_inputs, train_fedavg
 
@@ -46,7 +46,7 @@ class SteppedCell:
             spec.data.clients)
         shards = partition(spec.data, data.y_train, spec.seed)
         model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
-        monitor = RoundMonitor(folder / "rounds.jsonl", spec)
+        monitor = BudgetMonitor(folder / "rounds.jsonl", spec)
 
         def target() -> None:
             try:

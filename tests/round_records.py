@@ -31,7 +31,7 @@ import torch
 from privbench.data.partition import partition
 from privbench.data.splits import load_split
 from privbench.models import build_model
-from privbench.privacy.budget_monitor import RoundMonitor
+from privbench.privacy.budget_monitor import BudgetMonitor
 from privbench.run.results import json_safe
 from privbench.spec.schema import CellSpec
 from privbench.trainers import tabular_inputs, train_fedavg
@@ -75,7 +75,7 @@ def run(spec: CellSpec, folder: Path, on_round: Callable[[int, int], None] | Non
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
     rounds_path = folder / "rounds.jsonl"
-    monitor = RoundMonitor(rounds_path, spec)
+    monitor = BudgetMonitor(rounds_path, spec)
     trained = train_fedavg(*tabular_inputs(model, data, shards), spec.train, spec.privacy,
                            spec.seed, on_round=on_round, work_dir=folder / "work",
                            on_record=monitor)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from privbench.audit.canaries import CanaryUpdateHook, plant_canaries
+from privbench.audit.canaries import CanaryUpdateHook, plant_audit_canaries
 from privbench.audit.estimators import EpsilonBound
 from privbench.audit.one_run_bound import fl_one_shot_bound, one_run_bound
 from privbench.audit.verdict import audit_rows, verdict
@@ -126,7 +126,7 @@ def test_input_canaries_are_their_own_clients():
     data = load_split(DataSpec(), 0)
     shards = partition(DataSpec(), data.y_train, 0)
     cell = CellSpec(audit=AuditSpec(enabled=True, n_canaries=40))
-    run = plant_canaries(cell, data, shards, torch.nn.Linear(4, 2))
+    run = plant_audit_canaries(cell, data, shards, torch.nn.Linear(4, 2))
     c = run.canaries
     included = np.flatnonzero(c.bits)
     assert len(run.shards) == len(shards) + len(included)
@@ -149,7 +149,7 @@ def test_update_hook_replaces_only_sampled_canary_clients():
     audit = AuditSpec(enabled=True, canary="random-unit", surface="final_weights", n_canaries=10,
                       canary_norm=3.0)
     cell = CellSpec(audit=audit, privacy={"clip": 0.5})
-    run = plant_canaries(cell, data, shards, torch.nn.Linear(2, 2))  # 6 parameters
+    run = plant_audit_canaries(cell, data, shards, torch.nn.Linear(2, 2))  # 6 parameters
     hook = run.client_update_hook
     assert isinstance(hook, CanaryUpdateHook)
     j = int(np.flatnonzero(run.canaries.bits)[0])

@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_SUITE, write_suite
 
 from privbench.privacy import accounting
-from privbench.privacy.budget_monitor import BudgetPlan, RoundMonitor, read_rounds
+from privbench.privacy.budget_monitor import BudgetMonitor, BudgetPlan, read_rounds
 from privbench.report.render import write_report
 from privbench.run.results import CellResult, MetricRow
 from privbench.spec.schema import CellSpec
@@ -96,7 +96,7 @@ def test_budget_plan_reaches_the_target_and_an_overspend_raises_an_alarm(tmp_pat
     eps = [plan.epsilon_after(r) for r in range(1, 9)]
     assert all(a < b for a, b in itertools.pairwise(eps))
     assert eps[-1] == pytest.approx(2.0, rel=0.01)  # the calibrated plan meets the target
-    monitor = RoundMonitor(tmp_path / "rounds.jsonl", spec)
+    monitor = BudgetMonitor(tmp_path / "rounds.jsonl", spec)
     for r in range(1, 4):  # rounds that execute the planned mechanism
         monitor({"round": r, "client_loss": 1.0}, plan._round_event)
     z = plan._round_event.event.event.noise_multiplier
@@ -106,7 +106,7 @@ def test_budget_plan_reaches_the_target_and_an_overspend_raises_an_alarm(tmp_pat
     assert [r["round"] for r in rows] == [1, 2, 3, 4]
     assert "alarm" not in rows[2] and rows[2]["epsilon_spent"] == pytest.approx(eps[2], rel=1e-6)
     assert "runs ahead of the plan" in rows[3]["alarm"] and len(monitor.alarms) == 1
-    no_dp = RoundMonitor(tmp_path / "nodp.jsonl", spec.model_copy(
+    no_dp = BudgetMonitor(tmp_path / "nodp.jsonl", spec.model_copy(
         update={"privacy": spec.privacy.model_copy(update={"epsilon": math.inf})}))
     no_dp({"round": 1}, None)
     assert read_rounds(tmp_path / "nodp.jsonl") == [{"round": 1}]

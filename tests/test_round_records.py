@@ -9,7 +9,7 @@ import json
 import pytest
 from round_records import BASE, GOLDEN, SCENARIOS, run, spec_of
 
-from privbench.privacy.budget_monitor import RoundMonitor
+from privbench.privacy.budget_monitor import BudgetMonitor
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ class Crash(RuntimeError):
     pass
 
 
-class CrashingMonitor(RoundMonitor):
+class CrashingMonitor(BudgetMonitor):
     """A monitor whose process dies right after it wrote round `at`: the ledger and rounds.jsonl
     hold that round, the checkpoint does not."""
 
@@ -136,10 +136,10 @@ def test_a_resumed_run_leaves_the_records_of_an_uninterrupted_run(name, where, g
     else:  # killed between writing round 3's records and its checkpoint
         import round_records
 
-        monkeypatch.setattr(round_records, "RoundMonitor", CrashingMonitor)
+        monkeypatch.setattr(round_records, "BudgetMonitor", CrashingMonitor)
         with pytest.raises(Crash):
             run(spec, tmp_path)
-        monkeypatch.setattr(round_records, "RoundMonitor", RoundMonitor)
+        monkeypatch.setattr(round_records, "BudgetMonitor", BudgetMonitor)
     resumed = run(spec, tmp_path)
     straight = run(spec, tmp_path / "straight")
     assert resumed["rounds_jsonl"] == straight["rounds_jsonl"]  # byte for byte

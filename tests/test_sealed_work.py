@@ -112,13 +112,13 @@ def test_an_encrypted_runs_shadow_cache_is_sealed_and_opens_with_the_key(tmp_pat
 def test_the_live_rounds_file_of_an_encrypted_run_is_sealed_line_by_line(tmp_path):
     import json
 
-    from privbench.privacy.budget_monitor import RoundMonitor
+    from privbench.privacy.budget_monitor import BudgetMonitor
     from privbench.run.sealed import plaintext_lines
 
     run = _encrypted_run(tmp_path)
     live = run / "cells" / ".abc.rounds.jsonl"
     with use_key(load_run_key(tmp_path / "k")):
-        monitor = RoundMonitor(live, SPEC)
+        monitor = BudgetMonitor(live, SPEC)
         for r in (1, 2):
             monitor({"round": r, "cohort": 3})
         rows = [json.loads(t) for t in plaintext_lines(live).decode().splitlines()]

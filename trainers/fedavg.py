@@ -41,7 +41,7 @@ from privbench.trainers.cohorts import sample_cohort
 from privbench.trainers.dpsgd import GradientCanaries, resolve_engine
 from privbench.trainers.linear_stack import classifier_adapter
 from privbench.trainers.mechanisms.base import ClientUpdateHook as ClientUpdateHook
-from privbench.trainers.monitor import RoundMonitor
+from privbench.trainers.monitor import RollbackMonitor
 from privbench.trainers.optim import RowOptimizer
 from privbench.trainers.privacy_plan import PUBLIC as CENTRAL_DP_OBSERVERS
 from privbench.trainers.privacy_plan import make_plan
@@ -144,7 +144,7 @@ def train_fedavg(adapter: ModelAdapter, data: ClientData, public: Batch | None,
         adapter, params, data.rows(torch.nonzero(data.counts > 0).flatten()[:1]).batch)
     if not vectorised:  # checked before the first round, as the engine is
         log.info("local training: vmap cannot trace this model; clients train row by row")
-    monitor = RoundMonitor(adapter, public, train.max_accuracy_drop)
+    monitor = RollbackMonitor(adapter, public, train.max_accuracy_drop)
     server = RowOptimizer(server_optimizer, params, train.server_lr)
     # [secagg] hook: route the cohort's clipped updates through secure aggregation.
     secure = (SecureRounds(secagg, privacy, train, plan.update_noise_multiplier(0), params, seed)

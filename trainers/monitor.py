@@ -27,7 +27,7 @@ def public_accuracy(adapter: ModelAdapter, params: Params, batch: Batch) -> floa
 
 
 @dataclass
-class RoundMonitor:
+class RollbackMonitor:
     """Keeps the last good parameters; `check` returns the parameters to continue from."""
 
     adapter: ModelAdapter

@@ -108,7 +108,7 @@ def audited_cohort(cohort: float, n_clients: int, m: int) -> float:
     return cohort * (n_clients + m / 2) / n_clients
 
 
-def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
+def plant_audit_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
                    model: nn.Module) -> PlantedRun:
     """Draw canaries and inclusion bits; add one client per included canary, with the expected
     cohort scaled to keep the real clients' sampling rate (Dirac canaries are records of the one
@@ -140,7 +140,7 @@ def plant_canaries(cell: CellSpec, data: SplitData, shards: list[ClientShard],
 def plant_canary_clients(cell: CellSpec, n_clients: int, dim: int
                          ) -> tuple[CanarySet, TrainSpec, CanaryUpdateHook]:
     """Random-unit canary clients for any model (a language model's adapter among them): the
-    same draws, client ids, cohort and hook as `plant_canaries` gives a classifier.
+    same draws, client ids, cohort and hook as `plant_audit_canaries` gives a classifier.
 
     Args:
         cell: the cell's spec (audit.canary = "random-unit"; audit.design "manual").
@@ -166,7 +166,7 @@ def plants_dirac(spec: CellSpec) -> bool:
 def plant_adapter_dirac_canaries(cell: CellSpec, adapter: Any, public: dict[str, torch.Tensor]
                                  ) -> tuple[CanarySet, GradientCanaries]:
     """Dirac canaries for any model adapter (a language model's LoRA or full parameters): the
-    same bits and norm as `plant_canaries` draws, on the quietest trainable coordinates of the
+    same bits and norm as `plant_audit_canaries` draws, on the quietest trainable coordinates of the
     public batch (`quiet_adapter_coordinates`); every canary a record of the one client.
 
     Args:

@@ -114,7 +114,7 @@ class RecordHook(Protocol):
         records each round before the hook is called."""
 
 
-class RoundMonitor:
+class BudgetMonitor:
     """Called with each round's record and executed DP event; adds the budget figures to the
     record itself (so they stay in the cell's history) and appends it to `path` at once.
 
@@ -248,7 +248,7 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def read_rounds(path: Path) -> list[dict[str, Any]]:
-    """The per-round rows written by a RoundMonitor (an empty list when there is no file)."""
+    """The per-round rows written by a BudgetMonitor (an empty list when there is no file)."""
     from privbench.run.sealed import read_text  # opened with the run key in an encrypted run
 
     path = Path(path)

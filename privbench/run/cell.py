@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save
 
 from privbench.governance.hooks import governance_hooks
-from privbench.privacy.budget_monitor import ROUNDS_FILE, RoundMonitor
+from privbench.privacy.budget_monitor import ROUNDS_FILE, BudgetMonitor
 from privbench.privacy.card import CARD_FILE, privacy_card
 from privbench.privacy.ledger import ledger_plaintext
 from privbench.run.cell_paths import (
@@ -84,7 +84,7 @@ def run_cell(cell: Cell, run_dir: Path,
         torch.manual_seed(spec.seed)
         task = build_task(cell, run_dir)  # spec.task picks the adapter, data set and scorers
         governance = governance_hooks(spec, task)  # [governance] registry, personal layers
-        monitor = RoundMonitor(live_rounds_path(run_dir, cell.key), spec)
+        monitor = BudgetMonitor(live_rounds_path(run_dir, cell.key), spec)
         trained = train_fedavg(task.adapter, task.clients, task.public, task.train,
                                spec.privacy, spec.seed, on_round=on_round,
                                work_dir=work_dir(run_dir, cell.key), secagg=spec.secagg,

@@ -24,7 +24,7 @@ from privbench.spec.suite import Cell
 def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
     """A classifier from the zoo on a tabular or image data set (built in, or the user's files),
     with the audit's canaries."""
-    from privbench.audit.canaries import plant_canaries, plants_canaries
+    from privbench.audit.canaries import plant_audit_canaries, plants_canaries
     from privbench.data.partition import partition
     from privbench.data.splits import load_split
     from privbench.models import build_model
@@ -41,7 +41,7 @@ def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
     model = build_model(spec.model, data.n_features, data.n_classes, spec.seed)
     inversion = spec.attacks.inversion  # the server keeps these rounds' client updates
     hooks: dict[str, Any] = {"record_rounds": set(inversion.rounds)} if inversion.enabled else {}
-    planted = plant_canaries(spec, data, shards, model) if plants_canaries(spec) else None
+    planted = plant_audit_canaries(spec, data, shards, model) if plants_canaries(spec) else None
     if planted is not None:  # audit canaries: extra clients and an update hook, or gradient
         # canaries inside DP-SGD (privbench.audit)
         hooks.update({name: getattr(planted, name) for name in ("client_update_hook",
