@@ -24,10 +24,11 @@ import binascii
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -92,12 +93,8 @@ def load_run_key(key_file: Path | None = None) -> RunKey | None:
     Raises:
         PrivbenchError: the file cannot be read, or it or the variable holds no valid key.
     """
-    if key_file is not None:
-        text = _read_key_file(key_file, "--key-file",
-                              "the file `privbench keygen --encryption` wrote")
-        return parse_run_key(text, f"--key-file {key_file}")
-    env = os.environ.get(KEY_ENV)
-    return parse_run_key(env, f"${KEY_ENV}") if env else None
+    return _key_from(key_file, "--key-file", "the file `privbench keygen --encryption` wrote",
+                     KEY_ENV, parse_run_key)
 
 
 _ACTIVE: list[RunKey | None] = [None]
@@ -242,12 +239,8 @@ def load_signing_key(path: Path | None = None) -> Ed25519PrivateKey | None:
     Raises:
         PrivbenchError: the file cannot be read or does not hold an Ed25519 private key.
     """
-    if path is not None:
-        text = _read_key_file(path, "--signing-key",
-                              "the PREFIX.key file `privbench keygen` wrote")
-        return _parse_private(text, f"--signing-key {path}")
-    env = os.environ.get(SIGNING_KEY_ENV)
-    return _parse_private(env, f"${SIGNING_KEY_ENV}") if env else None
+    return _key_from(path, "--signing-key", "the PREFIX.key file `privbench keygen` wrote",
+                     SIGNING_KEY_ENV, _parse_private)
 
 
 def load_public_key(path: Path) -> str:
@@ -284,6 +277,16 @@ def signature_ok(public_text: str, message: bytes, signature: str) -> bool:
     except (InvalidSignature, ValueError, TypeError, binascii.Error):
         return False
     return True
+
+
+def _key_from(path: str | Path | None, flag: str, hint: str, env: str,
+              parse: Callable[[str, str], Any]) -> Any:
+    """A key parsed from the file `path` (given by `flag`), else from the variable `env`, else
+    None; `parse(text, where)` names the file or variable in its error."""
+    if path is not None:
+        return parse(_read_key_file(path, flag, hint), f"{flag} {path}")
+    value = os.environ.get(env)
+    return parse(value, f"${env}") if value else None
 
 
 def _read_key_file(path: str | Path, flag: str, hint: str) -> str:
