@@ -73,3 +73,22 @@ def quick_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def quick_results(quick_run) -> dict:
     out, _ = quick_run
     return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A small causal LM and its tokenizer written with save_pretrained, as a user would."""
+    import torch
+    from saved_lm import TINY_LM
+    from transformers import GPT2LMHeadModel
+
+    from privbench.data.text_corpus import public_corpus
+    from privbench.models.pretrained_lm import tiny_gpt2_config, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("user_model")
+    tokenizer = train_tokenizer(public_corpus(1000, 5), 600)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_gpt2_config(TINY_LM, tokenizer))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

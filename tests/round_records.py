@@ -2,7 +2,7 @@
 rounds.jsonl, ledger), for the tests that pin what a run produces across speed-ups and resumes.
 
 `python tests/round_records.py [NAME ...]` writes (those scenarios of)
-`tests/data/round_records.json`, the figures that the
+`tests/recorded/round_records.json`, the figures that the
 identity test compares against. They were recorded from the code before the round-cost work
 (issue 22), so a later run must reproduce them exactly (epsilon figures to the accountant's
 stated precision), except the weights and iterates.
@@ -36,7 +36,7 @@ from privbench.run.results import json_safe
 from privbench.spec.schema import CellSpec
 from privbench.trainers import tabular_inputs, train_fedavg
 
-GOLDEN = Path(__file__).parent / "data" / "round_records.json"
+GOLDEN = Path(__file__).parent / "recorded" / "round_records.json"
 BASE: dict[str, Any] = {"seed": 5, "data": {"clients": 20}, "model": {"hidden": [8]},
                         "train": {"rounds": 6, "cohort": 5, "batch_size": 8}}
 # name -> overrides of BASE: each private setting, the budget stop, adaptive clipping with a

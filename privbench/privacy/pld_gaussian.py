@@ -8,7 +8,7 @@ REMOVE adjacencies that inverse is a few elementwise operations: the same numpy 
 (`np.log`, `np.exp`, `np.log1p`) and the same IEEE additions and products, in the same order, as
 dp_accounting applies to each point (`common.log_a_times_exp_b_plus_c`, `_log_sub`, the
 Gaussian's linear inverse), applied here to the whole array at once; so the PMF is the same to
-the last bit (tests/test_pld_gaussian.py compares it with dp_accounting's). Points where the
+the last bit (tests/privacy/test_pld_gaussian.py compares it with dp_accounting's). Points where the
 library would raise, and the REPLACE adjacency, take the library's own loop.
 """
 

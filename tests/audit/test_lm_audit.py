@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_lm_suite import SUITE, saved_model  # noqa: F401
+from saved_lm import SUITE
 
 from privbench.attacks.exposure_lm import secret_log_likelihoods
 from privbench.audit.lm_canaries import (
@@ -26,19 +26,19 @@ from privbench.spec.suite import load_suite
 AUDIT = '\n[audit]\nenabled = true\ncanary = "secret"\nsurface = "final_model"\nn_canaries = 40\n'
 
 
-def _cell_spec(saved_model, overrides=()):  # noqa: F811
+def _cell_spec(saved_model, overrides=()):
     suite = load_suite_text(saved_model, overrides)
     return suite.cells[0].spec
 
 
 def load_suite_text(folder, overrides=()):
-    """The LM test suite of tests/test_lm_suite.py with the secret-canary audit on."""
+    """The LM test suite of tests/run/test_lm_suite.py with the secret-canary audit on."""
     path = Path(tempfile.mkdtemp()) / "suite.toml"
     path.write_text(SUITE.format(path=folder) + AUDIT)
     return load_suite(str(path), list(overrides))
 
 
-def test_every_lm_cell_gets_eps_lb_ceiling_and_verdict(saved_model, tmp_path):  # noqa: F811
+def test_every_lm_cell_gets_eps_lb_ceiling_and_verdict(saved_model, tmp_path):
     suite = load_suite_text(saved_model)
     run = run_suite(suite, tmp_path / "run", workers=1)
     for cell in run.cells:
@@ -59,7 +59,7 @@ def test_every_lm_cell_gets_eps_lb_ceiling_and_verdict(saved_model, tmp_path):  
         assert cell.metric("loss", "auc") is not None
 
 
-def test_canaries_are_units_of_privacy(saved_model):  # noqa: F811
+def test_canaries_are_units_of_privacy(saved_model):
     """Example level: one record in a real client; client level: a client of its own, with the
     expected cohort scaled so that real clients keep their sampling rate."""
     for unit in ("example", "client"):
@@ -81,7 +81,7 @@ def test_canaries_are_units_of_privacy(saved_model):  # noqa: F811
         assert (canaries.clients[~canaries.bits] == -1).all()
 
 
-def test_bound_covers_a_model_that_never_saw_the_canaries(saved_model):  # noqa: F811
+def test_bound_covers_a_model_that_never_saw_the_canaries(saved_model):
     """Coverage on a mechanism of known epsilon 0: a model independent of the bits. In 60 seeded
     draws of secrets and bits, eps_LB is 0 (at most the true epsilon) in at least 95%."""
     spec = _cell_spec(saved_model, ["privacy.epsilon=2.0", "audit.selection=union"])
@@ -97,7 +97,7 @@ def test_bound_covers_a_model_that_never_saw_the_canaries(saved_model):  # noqa:
     assert covered >= 57
 
 
-def test_a_perfect_separation_certifies_the_ceiling(saved_model):  # noqa: F811
+def test_a_perfect_separation_certifies_the_ceiling(saved_model):
     """Scores that reveal the bits (a model that memorised every included secret) certify more
     than the claim, up to the design's ceiling: the scoring path can refute a claim below it."""
     spec = _cell_spec(saved_model, ["privacy.epsilon=1.0", "audit.n_canaries=50"])
@@ -115,7 +115,7 @@ def test_a_perfect_separation_certifies_the_ceiling(saved_model):  # noqa: F811
     (["audit.canary=dirac"], "audit.canary = 'dirac': gradient canaries enter example-level"),
     (["audit.n_canaries=60"], "audit.n_canaries = 60: at most half"),
 ])
-def test_lm_audit_errors_name_the_field(saved_model, override, message):  # noqa: F811
+def test_lm_audit_errors_name_the_field(saved_model, override, message):
     with pytest.raises(SpecError) as err:
         load_suite_text(saved_model, override)
     assert any(message in line for line in err.value.lines()), err.value.lines()
@@ -125,7 +125,7 @@ WHITE_BOX = ('\n[audit]\nenabled = true\ncanary = "auto"\nsurface = "iterates"\n
              'n_canaries = 200\ncanary_norm = 10.0\n')
 
 
-def test_canary_clients_audit_an_lm_on_its_iterates_and_tell_dp_from_no_dp(saved_model,  # noqa: F811
+def test_canary_clients_audit_an_lm_on_its_iterates_and_tell_dp_from_no_dp(saved_model,
                                                                           tmp_path):
     """Client level: canary clients (random unit updates in the trainable parameters) on the
     round models, the tabular white-box design on the one trainer; "auto" gives example-level

@@ -14,7 +14,6 @@ import math
 
 import pytest
 import torch
-from test_lm_suite import saved_model  # noqa: F401
 
 from privbench.run.tasks import build_task
 from privbench.spec.load import validate_suite
@@ -49,7 +48,7 @@ def _train(spec: dict, tmp_path):
 
 
 @pytest.mark.parametrize("adapter", ["mlp", "cnn", "gpt2-lora"])
-def test_the_noise_has_the_claimed_spread_on_every_adapter(adapter, saved_model,  # noqa: F811
+def test_the_noise_has_the_claimed_spread_on_every_adapter(adapter, saved_model,
                                                            tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cell, trained = _train(_spec(adapter, saved_model), tmp_path)
@@ -66,7 +65,7 @@ def test_the_noise_has_the_claimed_spread_on_every_adapter(adapter, saved_model,
 
 
 @pytest.mark.parametrize("adapter", ["mlp", "cnn", "gpt2-lora"])
-def test_max_epsilon_stops_every_adapter_within_budget(adapter, saved_model,  # noqa: F811
+def test_max_epsilon_stops_every_adapter_within_budget(adapter, saved_model,
                                                        tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = _spec(adapter, saved_model)

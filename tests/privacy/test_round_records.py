@@ -1,5 +1,5 @@
 """What a run records is pinned: the same weights, iterates, history, Claim, rounds.jsonl and
-ledger as the code before the round-cost work recorded (tests/data/round_records.json), and a
+ledger as the code before the round-cost work recorded (tests/recorded/round_records.json), and a
 run killed mid-way and resumed leaves the records of an uninterrupted run, byte for byte."""
 
 from __future__ import annotations

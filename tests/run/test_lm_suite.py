@@ -10,19 +10,16 @@ import math
 import pytest
 import torch
 from rich.console import Console
-from transformers import GPT2LMHeadModel
+from saved_lm import SUITE, TINY_LM
 
 from privbench.attacks.exposure_lm import exposure, secret_log_likelihoods
 from privbench.cli.suite import print_summary
 from privbench.data.text_clients import load_text_data
-from privbench.data.text_corpus import public_corpus
 from privbench.errors import PrivbenchError, SpecError
 from privbench.models.pretrained_lm import (
     default_model_folder,
     load_model,
     load_tokenizer,
-    tiny_gpt2_config,
-    train_tokenizer,
 )
 from privbench.privacy.budget_monitor import read_rounds
 from privbench.report.context import rounds_context
@@ -31,50 +28,6 @@ from privbench.run.runner import run_suite
 from privbench.spec.lm_schema import LMSpec
 from privbench.spec.schema import DataSpec
 from privbench.spec.suite import load_suite
-
-TINY_LM = LMSpec(layers=1, width=16, heads=2, vocab_size=600, pretrain_docs=1000,
-                 pretrain_steps=5, pretrain_batch=8, max_length=32, messages_per_client=4)
-
-SUITE = """
-name = "lm-path"
-seed = 1
-task = "causal_lm"
-[data]
-name = "support_messages"
-clients = 6
-[model]
-path = "{path}"
-[lm]
-max_length = 32
-messages_per_client = 4
-microbatch = 8
-[lm.canaries]
-count = 4
-digits = 2
-repetitions = [2]
-[train]
-rounds = 3
-cohort = 3
-batch_size = 4
-lr = 0.05
-[privacy]
-clip = 1.0
-[sweep]
-"privacy.unit" = ["client", "example"]
-"privacy.epsilon" = [2.0, inf]
-"""
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    """A small causal LM and its tokenizer written with save_pretrained, as a user would."""
-    folder = tmp_path_factory.mktemp("user_model")
-    tokenizer = train_tokenizer(public_corpus(1000, 5), 600)
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(tiny_gpt2_config(TINY_LM, tokenizer))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_suite_fine_tunes_and_scores_a_saved_model_folder(saved_model, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ a changed random stream or a changed formula moves these figures by far more tha
 Volatile fields (wall time, peak memory, the time written, the version) are left out.
 
 A change that means to move the quick suite's results records them again:
-    python tests/test_results_unchanged.py RUN_DIR   (RUN_DIR from `privbench suite quick`)
+    python tests/run/test_results_unchanged.py RUN_DIR   (RUN_DIR from `privbench suite quick`)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECORDED = Path(__file__).parent / "data" / "quick_results_recorded.json"
+RECORDED = Path(__file__).resolve().parents[1] / "recorded" / "quick_results_recorded.json"
 VOLATILE = {"seconds", "peak_rss_mb", "written", "privbench_version", "source"}
 REL = 1e-6
 

@@ -20,7 +20,7 @@ from privbench.spec.load import validate_suite
 from privbench.spec.schema import ModelSpec
 from privbench.spec.suite import expand
 
-TESTS = str(Path(__file__).parent)
+TESTS = str(Path(__file__).resolve().parents[1])  # tests/, where the user models live
 MODELS = {"cnn": {"name": "cnn", "channels": [4, 8]},
           "factory": {"factory": "user_models:tanh_mlp", "kwargs": {"width": 12}}}
 CANARIES = {"mislabelled": {"canary": "mislabelled", "surface": "final_model"},

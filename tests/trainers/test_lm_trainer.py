@@ -8,7 +8,6 @@ import math
 
 import pytest
 from safetensors.torch import load_file
-from test_lm_suite import saved_model  # noqa: F401  (the fixture: a user's saved model folder)
 
 from privbench.run.cell import run_cell
 from privbench.run.cell_paths import cell_dir
@@ -36,7 +35,7 @@ def _run(model_folder, tmp_path, *overrides: str):
     return result
 
 
-def test_llm_suite_runs_under_secure_aggregation(saved_model, tmp_path):  # noqa: F811
+def test_llm_suite_runs_under_secure_aggregation(saved_model, tmp_path):
     result = _run(saved_model, tmp_path, "secagg.enabled=true", "secagg.bits=20")
     rounds = [h for h in result.history if "secagg_upload_bytes" in h]
     assert rounds and all(h["secagg_contributors"] == h["cohort"] for h in rounds)
@@ -44,21 +43,21 @@ def test_llm_suite_runs_under_secure_aggregation(saved_model, tmp_path):  # noqa
     assert "aggregates" in exposed and "client_updates" not in exposed
 
 
-def test_llm_suite_runs_with_local_dp(saved_model, tmp_path):  # noqa: F811
+def test_llm_suite_runs_with_local_dp(saved_model, tmp_path):
     result = _run(saved_model, tmp_path, "privacy.setting=local",
                   "privacy.neighbouring=replace_one")
     assert result.claim["setting"] == "local"
     assert any("server" in g for g in result.claim["guarantee_against"])
 
 
-def test_llm_suite_runs_with_adaptive_clipping(saved_model, tmp_path):  # noqa: F811
+def test_llm_suite_runs_with_adaptive_clipping(saved_model, tmp_path):
     result = _run(saved_model, tmp_path, "privacy.adaptive_clip=true")
     clips = [h["clip"] for h in result.history if "clip" in h]
     assert len(clips) == 3 and clips[0] == 1.0 and len(set(clips)) > 1  # the clip adapts
     assert result.claim["count_noise_multiplier"] == 10.0
 
 
-def test_llm_suite_runs_with_a_noise_schedule(saved_model, tmp_path):  # noqa: F811
+def test_llm_suite_runs_with_a_noise_schedule(saved_model, tmp_path):
     result = _run(saved_model, tmp_path, "privacy.noise_schedule=[2.0, 1.0]")
     assert any("noise schedule" in note for note in result.claim["notes"])
     constant = _run(saved_model, tmp_path / "constant")
@@ -70,7 +69,7 @@ class Crash(RuntimeError):
 
 
 @pytest.mark.parametrize("unit", ["client", "example"])
-def test_an_lm_cell_killed_mid_run_resumes_to_identical_weights(saved_model, tmp_path,  # noqa: F811
+def test_an_lm_cell_killed_mid_run_resumes_to_identical_weights(saved_model, tmp_path,
                                                                 unit):
     cell = _llm_cell(saved_model, f"privacy.unit={unit}", "train.rounds=4")
     straight = run_cell(cell, tmp_path / "straight")
@@ -92,7 +91,7 @@ def test_an_lm_cell_killed_mid_run_resumes_to_identical_weights(saved_model, tmp
     assert [m.value for m in resumed.metrics] == [m.value for m in straight.metrics]
 
 
-def test_lora_targets_the_model_lacks_fail_before_training_in_one_line(saved_model,  # noqa: F811
+def test_lora_targets_the_model_lacks_fail_before_training_in_one_line(saved_model,
                                                                       tmp_path):
     cell = _llm_cell(saved_model, "lm.finetune=lora", 'lm.lora_targets=["no_such_layer"]')
     result = run_cell(cell, tmp_path)
@@ -102,7 +101,7 @@ def test_lora_targets_the_model_lacks_fail_before_training_in_one_line(saved_mod
     assert not (tmp_path / "work" / cell.key).exists()  # nothing trained, nothing checkpointed
 
 
-def test_a_scorer_failing_after_training_keeps_the_model_and_other_metrics(saved_model,  # noqa: F811
+def test_a_scorer_failing_after_training_keeps_the_model_and_other_metrics(saved_model,
                                                                           tmp_path, monkeypatch):
     import privbench.models.lm_task as lm_task
 

@@ -8,9 +8,9 @@ by a white-box audit, and the correct trainer PASS at the same settings:
   text. The same design measures the one-run tightness of DP LoRA (eps_LB / claim).
 
 The LM cells go through the one trainer, so the mutants patch the same functions as the tabular
-mutation suite (tests/test_audit_mutation_suite.py): the central mechanism's noise and clipping,
-and the Claim. The design: 400 canary clients of norm 10 x clip, every client in every round
-(sampling rate 1, so the Gaussian-sum bound reads the mechanism's own output), 6 rounds.
+mutation suite (tests/audit/test_audit_mutation_suite.py): the central mechanism's noise and
+clipping, and the Claim. The design: 400 canary clients of norm 10 x clip, every client in every
+round (sampling rate 1, so the Gaussian-sum bound reads the mechanism's own output), 6 rounds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from test_audit_mutation_suite import (
     half_noise,
     under_reported_rate,
 )
-from test_lm_suite import saved_model  # noqa: F401
 
 import privbench.trainers.ghost as ghost
 import privbench.trainers.mechanisms.central as central
@@ -101,7 +100,7 @@ LM_MUTANTS = {
 
 
 @pytest.mark.parametrize("mutant", list(LM_MUTANTS))
-def test_every_lm_mutant_gets_fail(mutant, saved_model, monkeypatch, tmp_path):  # noqa: F811
+def test_every_lm_mutant_gets_fail(mutant, saved_model, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for owner, name, replacement in LM_MUTANTS[mutant]:
         monkeypatch.setattr(owner, name, replacement)
@@ -112,7 +111,7 @@ def test_every_lm_mutant_gets_fail(mutant, saved_model, monkeypatch, tmp_path): 
 
 
 @pytest.mark.parametrize("design", ["client", "example"])
-def test_the_correct_lm_trainer_passes_in_at_least_19_of_20_seeds(saved_model, monkeypatch,  # noqa: F811
+def test_the_correct_lm_trainer_passes_in_at_least_19_of_20_seeds(saved_model, monkeypatch,
                                                                   tmp_path, design):
     """Coverage of the LM designs: on the correct trainer (true epsilon at most the claim),
     eps_LB stays within the claim and every forensic test passes in at least 19 of 20 runs."""
@@ -126,7 +125,7 @@ def test_the_correct_lm_trainer_passes_in_at_least_19_of_20_seeds(saved_model, m
 
 
 @pytest.mark.parametrize("epsilon", [4.0])
-def test_the_correct_dp_lora_trainer_passes_a_tight_dirac_audit(saved_model, monkeypatch,  # noqa: F811
+def test_the_correct_dp_lora_trainer_passes_a_tight_dirac_audit(saved_model, monkeypatch,
                                                                 tmp_path, epsilon):
     """One run of DP LoRA at example level: PASS, and eps_LB at least half the claim (measured
     0.69 / 0.77 / 0.81 of it at claimed 2 / 4 / 8)."""

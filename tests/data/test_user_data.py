@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 from PIL import Image
+from user_tables import write_table
 
 from privbench.cli.main import main
 from privbench.data.partition import partition
@@ -22,24 +23,6 @@ from privbench.data.user_data import _cached_records, read_records
 from privbench.errors import SpecError
 from privbench.spec.schema import DataSpec
 from privbench.spec.suite import load_suite
-
-SITES = [f"site-{c}" for c in "abcdef"]
-
-
-def write_table(path: Path, per_client: int = 30, seed: int = 0) -> Path:
-    """Three Gaussian classes in 5 features, 30 records at each of 6 sites (seeded)."""
-    rng = np.random.default_rng(seed)
-    n = per_client * len(SITES)
-    y = rng.integers(0, 3, n)
-    x = rng.normal(size=(n, 5)) + 2.0 * np.eye(3, 5)[y]
-    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)])
-    frame.insert(0, "site", np.repeat(SITES, per_client))
-    frame["outcome"] = np.array(["low", "mid", "high"])[y]
-    if path.suffix == ".parquet":
-        frame.to_parquet(path)
-    else:
-        frame.to_csv(path, index=False)
-    return path
 
 
 def write_images(root: Path, clients: int = 4, per_class: int = 12, seed: int = 0) -> Path:

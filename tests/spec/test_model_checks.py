@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_user_data import write_table
+from user_tables import write_table
 
 from privbench.errors import SpecError
 from privbench.spec.load import validate_suite
 
-TESTS = str(Path(__file__).parent)
+TESTS = str(Path(__file__).resolve().parents[1])  # tests/, where the user models live
 
 
 @pytest.fixture(autouse=True)

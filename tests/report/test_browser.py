@@ -13,7 +13,7 @@ from report_helpers import FAIL_POLICY, PASS_POLICY, copy_run, write_policy
 CHROMIUM = os.environ.get("PRIVBENCH_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "reports" / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "reports" / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
