@@ -18,9 +18,9 @@ Hugging Face language model with LoRA get every capability above alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -52,7 +52,13 @@ if TYPE_CHECKING:  # [governance] hook types only (they import the trainers pack
     from privbench.governance.personal import PersonalHook
     from privbench.governance.population import PopulationHook
 
-RoundCallback = Callable[[int, int], None]  # (round finished, rounds planned)
+
+class RoundCallback(Protocol):
+    """Progress: called with (round finished, rounds planned) after every round."""
+
+    def __call__(self, done: int, planned: int) -> None: ...
+
+
 LEDGER_FILE = "ledger.jsonl"
 log = logging.getLogger("privbench.trainers")
 # Checkpoint entries of the server optimizer's state (beside the parameters, never released).

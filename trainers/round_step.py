@@ -5,8 +5,7 @@ received updates, aggregated sum)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -24,8 +23,12 @@ from privbench.trainers.secagg.trainer_hook import SecureRounds
 if TYPE_CHECKING:  # [governance] hook type only (it imports the trainers package)
     from privbench.governance.personal import PersonalHook
 
-# (round, client ids, the updates they honestly send (K, ...)) -> {row: update sent instead}
-TamperHook = Callable[[int, list[int], dict[str, torch.Tensor]], dict[int, Any]]
+class TamperHook(Protocol):
+    """A test's malicious clients: called with (round number, the cohort's client ids, the updates
+    they honestly send (K, ...)), it returns {row: the update that row sends instead}."""
+
+    def __call__(self, round_no: int, clients: list[int],
+                 honest: dict[str, torch.Tensor]) -> dict[int, Any]: ...
 
 
 def run_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: ClientData,

@@ -22,7 +22,6 @@ Contract (in the manner of dp_accounting's dp_event.py, which says what each eve
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -38,12 +37,19 @@ if TYPE_CHECKING:
     from privbench.governance.personal import PersonalHook
     from privbench.trainers.dpsgd import GradientCanaries
 
-# Optional audit hook (privbench.audit.canaries): (round index, sampled client ids, updates) ->
-# updates. It may replace canary clients' updates before clipping and noise; None changes nothing.
-# A hook may also have a method `canary_mask(sampled) -> (K,) bool tensor` marking the sampled
-# clients whose updates it replaces: those clients are then not trained, and their rows reach the
-# hook as zeros. A hook without it gets every sampled client's trained update.
-ClientUpdateHook = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+class ClientUpdateHook(Protocol):
+    """The audit's optional hook on the clients' updates (privbench.audit.canaries).
+
+    Called with (round index, sampled client ids, their updates (K, ...)) before clipping and
+    noise, it returns the updates, where it may have replaced canary clients' updates; None
+    changes nothing. A hook may also have a method `canary_mask(sampled) -> (K,) bool tensor`
+    marking the sampled clients whose updates it replaces: those clients are then not trained,
+    and their rows reach the hook as zeros. A hook without it gets every sampled client's
+    trained update.
+    """
+
+    def __call__(self, r: int, sampled: torch.Tensor,
+                 updates: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
