@@ -12,6 +12,19 @@ from privbench.errors import PrivbenchError
 
 
 def attack_command(args: argparse.Namespace, console: Console) -> int:
+    """Run `privbench attack`: membership attacks on a user's own model or losses.
+
+    Printed as a table. It exists so that a model trained outside privbench is scored with the
+    same attacks and metrics (AUC, TPR at fixed FPR, PPV at a 1e-2 prior) as a suite's cells.
+
+    Args:
+        args: the parsed command line (--members, --nonmembers, --model, --reference, --min-k,
+            --out); console: where the table goes.
+    Returns:
+        The exit code, 0; the rows are also written as JSON to --out when given.
+    Raises:
+        PrivbenchError: --min-k outside (0, 1], or --reference without --model.
+    """
     from privbench.integrations import external as ea
     from privbench.run.results import json_safe, write_json
 

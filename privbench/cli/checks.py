@@ -15,6 +15,7 @@ from privbench.errors import PrivbenchError, os_error_line
 
 
 def add_check_commands(sub: Any) -> None:
+    """Add the `gate`, `verify` and `compare` subcommands to `sub`, the checks on a finished run."""
     from privbench.cli.options import add_key_option, add_signing_option
 
     gate = sub.add_parser("gate", help="check a finished run against a policy; exit 0 (PASS or "
@@ -46,6 +47,17 @@ def add_check_commands(sub: Any) -> None:
 
 
 def run_check_command(args: argparse.Namespace, console: Console) -> int:
+    """Run the `gate`, `verify` or `compare` command named by `args.command`.
+
+    Args:
+        args: the parsed command line; console: where tables and verdicts go.
+    Returns:
+        The exit code: 1 on a FAIL verdict (or WARN with --strict), a failed verification or a
+        regression; else 0.
+    Raises:
+        PrivbenchError: a missing run folder, a negative --tolerance, or a verdict that cannot be
+            recorded.
+    """
     if args.command == "gate":
         return _gate(args, console)
     if args.command == "verify":
@@ -62,7 +74,12 @@ def _fmt(value: float | None) -> str:
 
 
 def print_gates(console: Console, report: Any) -> None:
-    """The gate table: each gate, cell, threshold, measured value, margin and status."""
+    """The gate table: each gate, cell, threshold, measured value, margin and status.
+
+    Args:
+        console: where to print (off a terminal widened to at least 160 columns);
+        report: the GateReport to show.
+    """
     table = Table(title=f"gates: {report.policy}")
     for col in ("gate", "cell", "threshold", "measured", "margin", "status", "note"):
         table.add_column(col, justify="right" if col in ("measured", "margin") else "left",

@@ -68,7 +68,16 @@ def add_clients_command(sub: argparse._SubParsersAction) -> None:
 
 
 def run_clients_command(args: argparse.Namespace, console: Console) -> int:
-    """Run one `privbench clients` action; returns the exit code."""
+    """Run one `privbench clients` action; returns the exit code.
+
+    Args:
+        args: the parsed command line (action, registry path, ids, scope, ...); console: where
+            the `list` and `needs` tables go.
+    Returns:
+        The exit code, 0; `add`, `withdraw` and `device` save the registry first.
+    Raises:
+        RegistryError: `add` with neither client ids nor --count.
+    """
     if args.action == "needs":
         return _needs(args, console)
     path = args.registry

@@ -6,6 +6,9 @@ import argparse
 
 
 def keygen_command(args: argparse.Namespace) -> int:
+    """Run `privbench keygen`: write a run key (--encryption) or an Ed25519 signing key pair to
+    `args.path` and print where each went; returns the exit code, 0.
+    """
     from privbench.governance.crypto import write_key_pair, write_run_key
 
     if args.encryption:

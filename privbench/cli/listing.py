@@ -8,6 +8,9 @@ from rich.table import Table
 
 
 def list_command(console: Console) -> int:
+    """Run `privbench list`: print every built-in suite, data set, task, model, mechanism,
+    scorer and attack with its description, so a user can see what a spec may name; returns 0.
+    """
     from rich.markup import escape
 
     from privbench.attacks import ATTACKS

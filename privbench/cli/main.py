@@ -32,10 +32,15 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, with a usage error printed as one line (exit code 2) instead of a usage block."""
 
     def error(self, message: str) -> NoReturn:
+        """Exit with code 2 and one line (the message and a pointer to --help).
+
+        Replaces argparse's usage block, which buries the message.
+        """
         self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `privbench` command line: every subcommand and its options, in one parser."""
     parser = OneLineParser(
         prog="privbench",
         description="Train with differential privacy, attack, and score leakage against the claim.",
@@ -108,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `privbench` entry point: parse `argv`, run the command under the run key, return the exit
+    code.
+
+    A PrivbenchError is printed as its lines (no traceback) and exits with its own code; an OSError
+    exits 2 with one line; Ctrl-C exits 130 (finished cells are kept for a resume).
+    """
     args = build_parser().parse_args(argv)
     console = Console(stderr=False)
     try:

@@ -29,6 +29,17 @@ def writable_out(run_dir: Path) -> None:
 
 
 def suite_command(args: argparse.Namespace, console: Console) -> int:
+    """Run `privbench suite`: validate the options, run the suite's cells with progress, print the
+    summary (and the gates when --policy is given) and the report's path.
+
+    Args:
+        args: the parsed command line; console: where progress and tables go.
+    Returns:
+        The exit code: 1 when a cell failed or the policy's verdict is FAIL, else 0.
+    Raises:
+        PrivbenchError: --workers below 1, --encrypt without a run key, --max-memory-gb not above 0,
+            --address without --backend ray, or a spec that breaks the policy.
+    """
     from privbench.governance.crypto import active_run_key, load_signing_key
     from privbench.spec.suite import load_suite
 
@@ -105,7 +116,10 @@ def suite_command(args: argparse.Namespace, console: Console) -> int:
 def print_summary(console: Console, result) -> None:
     """The run's table: claim, utility, the strongest membership attack, the audit's eps_LB and
     verdict, and each cell's status. Off a terminal (a pipe, a CI log) it is printed at its full
-    width, never cut to `…`."""
+    width, never cut to `…`.
+    Args:
+        console: where to print; result: the finished RunResult.
+    """
     from privbench.attacks.membership.metrics import fpr_metric_name
     from privbench.report.context import strongest, utility_row
 
