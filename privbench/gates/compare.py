@@ -35,6 +35,7 @@ class Change:
 
     @property
     def delta(self) -> float | None:
+        """B's value minus A's (None when either run lacks the metric)."""
         if self.a is None or self.b is None:
             return None
         return self.b - self.a
@@ -58,7 +59,15 @@ def _worse(a: MetricRow, b: MetricRow, tolerance: float) -> bool:
 
 def compare_cells(cells_a: list[CellResult], cells_b: list[CellResult],
                   tolerance: float = 0.0) -> list[Change]:
-    """Every metric of every matched cell, with regressions flagged."""
+    """Every metric of every matched cell, with regressions flagged.
+
+    Args:
+        cells_a, cells_b: the two runs' cells, matched by label, then by content hash.
+        tolerance: the relative change allowed before a worse value is a regression.
+    Returns:
+        One Change per metric of each matched cell, plus "only in A"/"only in B" rows for
+        unmatched cells and metrics.
+    """
     by_a = {c.label: c for c in cells_a} | {c.key: c for c in cells_a}
     changes = []
     for cb in cells_b:
@@ -84,4 +93,11 @@ def compare_cells(cells_a: list[CellResult], cells_b: list[CellResult],
 
 
 def compare_runs(run_a: Path, run_b: Path, tolerance: float = 0.0) -> list[Change]:
+    """The Changes from run folder `run_a` to `run_b`: `compare_cells` on their loaded results.
+
+    Args:
+        run_a, run_b: run folders written by `privbench suite`; tolerance: as in `compare_cells`.
+    Returns:
+        The Changes, regressions flagged.
+    """
     return compare_cells(load_cells(run_a), load_cells(run_b), tolerance)

@@ -30,6 +30,8 @@ class GateResult:
     note: str = ""
 
     def line(self) -> str:
+        """The result in one line (gate, cell, status, measured, threshold, margin, note), for CI.
+"""
         margin = "—" if self.margin is None else format_number(self.margin)
         measured = "—" if self.measured is None else format_number(self.measured)
         text = (f"{self.gate} [{self.cell}]: {self.status.upper()} measured {measured}, "
@@ -46,6 +48,7 @@ class GateReport:
 
     @property
     def verdict(self) -> Literal["PASS", "WARN", "FAIL"]:
+        """FAIL if any gate failed, WARN if any warned or had no data, else PASS."""
         statuses = {r.status for r in self.results}
         if "fail" in statuses:
             return "FAIL"
@@ -55,9 +58,11 @@ class GateReport:
 
     @property
     def failures(self) -> list[GateResult]:
+        """The results whose status is "fail", in order."""
         return [r for r in self.results if r.status == "fail"]
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as gates.json stores it: policy, verdict and every result's fields."""
         return {"policy": self.policy, "verdict": self.verdict,
                 "results": [r.__dict__ for r in self.results]}
 
@@ -71,7 +76,16 @@ class GateReport:
 
 
 def evaluate(cells: list[CellResult], policy: Policy) -> GateReport:
-    """Check every cell of a finished run against every gate the policy sets."""
+    """Check every cell of a finished run against every gate the policy sets.
+
+    A cell that did not finish fails the "cell finished" gate; a no-DP cell is exempt when the
+    policy allows a no-DP baseline.
+
+    Args:
+        cells: the run's cells; policy: the loaded policy (its baseline run is read if set).
+    Returns:
+        The GateReport, one result per (gate, cell).
+    """
     baseline = _load_baseline(policy.utility.baseline) if policy.utility.baseline else None
     results: list[GateResult] = []
     for cell in cells:
@@ -213,7 +227,13 @@ def load_cells(run_dir: Path) -> list[CellResult]:
 
 
 def write_gate_report(run_dir: Path, report: GateReport) -> Path:
-    """Store the gate results beside the run's results, for the report and for CI artifacts."""
+    """Store the gate results beside the run's results, for the report and for CI artifacts.
+
+    Args:
+        run_dir: the run folder; report: the results to store.
+    Returns:
+        The path written, `run_dir / "gates.json"`.
+    """
     from privbench.run.results import write_json
 
     path = Path(run_dir) / "gates.json"

@@ -54,6 +54,7 @@ class PolicyError(PrivbenchError):
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:
+        """One line per broken gate, each prefixed with the policy's source."""
         return [f"policy {self.source}: {p}" for p in self.problems]
 
 

@@ -30,7 +30,14 @@ def privacy_units(spec: CellSpec) -> int:
 
 
 def check_spec(cells: list[Any], policy: Policy) -> list[str]:
-    """Problems of a suite's cells against the policy, found before anything trains."""
+    """Problems of a suite's cells against the policy, found before anything trains.
+
+    Args:
+        cells: the suite's cells (each with a `spec` and a `label`); policy: the loaded policy.
+    Returns:
+        One line per problem (epsilon above max_epsilon, delta above 1/n, a missing baseline run);
+        empty when the suite may run.
+    """
     problems = []
     for cell in cells:
         spec: CellSpec = cell.spec
@@ -61,7 +68,13 @@ def check_spec(cells: list[Any], policy: Policy) -> list[str]:
 
 
 def refuse_if_broken(cells: list[Any], policy: Policy) -> None:
-    """Raise PolicyError naming each broken gate, so nothing trains against the policy."""
+    """Raise PolicyError naming each broken gate, so nothing trains against the policy.
+
+    Args:
+        cells: the suite's cells; policy: the loaded policy.
+    Raises:
+        PolicyError: one line per problem `check_spec` found.
+    """
     problems = check_spec(cells, policy)
     if problems:
         raise PolicyError(policy.source, problems)

@@ -30,6 +30,7 @@ DEFAULT_CACHE = ".privbench-cache"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register --privbench-suite and --privbench-cache and their ini defaults (suite "quick")."""
     group = parser.getgroup("privbench")
     group.addoption("--privbench-suite", default=None,
                     help="suite for the privbench_run fixture (built-in name or TOML path)")
@@ -40,6 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the `privbench`, `privbench_gate` and `privbench_audit` markers.
+"""
     config.addinivalue_line(
         "markers", "privbench(suite=None, overrides=(), seed=None): the suite the privbench_run "
                    "fixture runs or loads for this test")
@@ -51,7 +54,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def run_cache_dir(suite: Any, root: Path) -> Path:
-    """The cached run folder of a suite: named by the content hashes of all its cells."""
+    """The cached run folder of a suite: named by the content hashes of all its cells.
+
+    Args:
+        suite: the loaded suite; root: the cache folder.
+    Returns:
+        `root / "<suite name>-<16 hex digits>"`: the same cells give the same folder, so a rerun
+        loads rather than trains.
+    """
     from privbench.run.paths import safe_folder_name
 
     digest = hashlib.sha256("\n".join(c.key for c in suite.cells).encode()).hexdigest()[:16]
@@ -67,10 +77,12 @@ class PrivbenchRun:
 
     @property
     def run_dir(self) -> Path:
+        """The run folder the fixture ran or loaded."""
         return self.result.run_dir
 
     @property
     def cells(self) -> list[Any]:
+        """The run's CellResults."""
         return self.result.cells
 
     def gate(self, policy_path: str | Path) -> Any:
@@ -92,7 +104,12 @@ class PrivbenchRun:
 
     def assert_gates(self, policy_path: str | Path, *, allow_warn: bool = True) -> Any:
         """Fail the test when a gate fails (or warns, with allow_warn=False), naming each gate,
-        its threshold, the measured value and the margin."""
+        its threshold, the measured value and the margin.
+        Args:
+            policy_path: the policy TOML; allow_warn: False to fail on WARN and "no data" too.
+        Returns:
+            The GateReport when no gate failed.
+        """
         report = self.gate(policy_path)
         bad = report.failures if allow_warn else [
             r for r in report.results if r.status in ("fail", "warn", "no data")]
@@ -109,7 +126,13 @@ _SESSION_RUNS: dict[Path, Any] = {}
 @pytest.fixture
 def privbench_run(request: pytest.FixtureRequest, record_property: Any) -> PrivbenchRun:
     """Run (or load from the cache) the suite named by the `privbench` marker, the
-    --privbench-suite option or the `privbench_suite` ini value."""
+    --privbench-suite option or the `privbench_suite` ini value.
+    Args:
+        request: the test's request (its `privbench` marker: suite, overrides, seed, workers);
+        record_property: records the run folder and how many cells were loaded from the cache.
+    Returns:
+        A PrivbenchRun; the test fails in one line when the suite cannot run or a cell failed.
+    """
     from privbench.run.runner import run_suite
     from privbench.spec.suite import load_suite
 
@@ -155,6 +178,9 @@ def privbench_audit(request: pytest.FixtureRequest, record_property: Any) -> Any
     claim as `privbench gate` does and fails the test with the gate's line when the audit refutes
     the claim. Returns the AuditResult (verdict, eps_lb, claim, rows) otherwise; a TOO_SMALL
     audit (it could not test the claim) passes with a warning recorded.
+    Args:
+        request: the test's request (its `privbench_audit` marker's defaults);
+        record_property: records the audit line and the gate.
     """
     from privbench.errors import PrivbenchError
     from privbench.integrations.pytest_audit import audit_train_fn, gate
