@@ -51,6 +51,8 @@ def default_log_path(run_dir: Path) -> Path:
 
 
 def canonical(data: dict[str, Any]) -> str:
+    """The one JSON text of `data` that is hashed and signed (sorted keys, ASCII, no NaN)."""
+
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False)
 
@@ -67,7 +69,12 @@ def signed_message(entry_hash_hex: str) -> bytes:
 
 
 def signature_problem(entry: dict[str, Any], public_key: str | None) -> str:
-    """'' when the entry's signature holds (by `public_key` when given), else why not."""
+    """'' when the entry's signature holds (by `public_key` when given), else why not.
+
+    Args:
+        entry: one parsed trail entry; public_key: the key it must be signed by (None: any
+            valid signature, or none).
+    """
     from privbench.governance.crypto import fingerprint, signature_ok
 
     if "signature" not in entry:
@@ -170,6 +177,7 @@ class Verification:
 
     @property
     def ok(self) -> bool:
+        """Whether every entry checked out (no bad line)."""
         return self.bad_line is None
 
 
@@ -240,7 +248,13 @@ def verify(log: Path, head: str | None = None, public_key: str | None = None) ->
 
 
 def entry_folder(entry: dict[str, Any], log: Path) -> Path | None:
-    """The run folder an entry names, where it still is: as logged, or beside the log."""
+    """The run folder an entry names, where it still is: as logged, or beside the log.
+
+    Args:
+        entry: one trail entry (its "run_dir"); log: the trail's path.
+    Returns:
+        The folder holding results.json, or None when the entry names none or it is gone.
+    """
     if not isinstance(entry.get("run_dir"), str) or not entry["run_dir"]:
         return None
     logged = Path(entry["run_dir"])
@@ -251,7 +265,13 @@ def entry_folder(entry: dict[str, Any], log: Path) -> Path | None:
 
 
 def entry_mismatch(entry: dict[str, Any], folder: Path) -> str:
-    """'' when the run folder still is what the entry logged, else one line naming the file."""
+    """'' when the run folder still is what the entry logged, else one line naming the file.
+
+    Args:
+        entry: the trail entry; folder: its run folder (from `entry_folder`).
+    Returns:
+        '' or the line naming results.json, manifest.json or the first file that differs.
+    """
     results = folder / "results.json"
     if file_hash(results) != entry["results_hash"]:
         return (f"{results} differs from the results hash this entry logged: the results were "

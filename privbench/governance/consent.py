@@ -70,6 +70,7 @@ def now() -> str:
 
 
 def empty_registry() -> dict[str, Any]:
+    """A consent registry with no clients, for `privbench clients add` on a new file."""
     return {"format": FORMAT, "clients": {}}
 
 
@@ -105,7 +106,11 @@ def load_registry(path: Path, field: str = "clients.registry") -> dict[str, Any]
 
 
 def save_registry(path: Path, registry: dict[str, Any]) -> None:
-    """Write the registry atomically (aside, then renamed), clients in index order."""
+    """Write the registry atomically (aside, then renamed), clients in index order.
+
+    Args:
+        path: the registry file; registry: its content (format and clients).
+    """
     path = Path(path)
     ordered = {"format": FORMAT, "clients": dict(sorted(registry["clients"].items(),
                                                          key=lambda kv: int(kv[0])))}
@@ -120,7 +125,13 @@ def registry_sha256(path: Path) -> str:
 
 
 def consent_status(entry: dict[str, Any], scope: str = DEFAULT_SCOPE) -> ConsentStatus:
-    """The consent a client's records give for `scope` (the first grant, the first withdrawal)."""
+    """The consent a client's records give for `scope` (the first grant, the first withdrawal).
+
+    Args:
+        entry: a client's registry entry; scope: the consent scope.
+    Returns:
+        A ConsentStatus; not granted when the client has no grant for `scope`.
+    """
     grant = next((c for c in entry.get("consents", []) if c.get("action") == "grant"
                   and c.get("scope") == scope), None)
     withdraw = next((c for c in entry.get("consents", []) if c.get("action") == "withdraw"
@@ -138,6 +149,9 @@ def grant(registry: dict[str, Any], client: int, *, text_version: str,
 
     Raises:
         RegistryError: the client withdrew from that scope (it cannot grant again).
+    Args:
+        registry: the loaded registry (changed in place); client: the client's index.
+        text_version, scope, time: the consent text's version, its scope, the time (None: now).
     """
     entry = registry["clients"].setdefault(str(client), {"consents": []})
     status = consent_status(entry, scope)
@@ -158,6 +172,9 @@ def withdraw(registry: dict[str, Any], client: int, *, round_no: int,
 
     Raises:
         RegistryError: the client is unknown, never granted, or already withdrew.
+    Args:
+        registry: the loaded registry (changed in place); client: the client's index.
+        round_no, scope, time: the round it withdrew in, the scope, the time (None: now).
     """
     if round_no < 0:
         raise RegistryError(f"--round = {round_no}: must be 0 (before the run) or a round")
@@ -178,6 +195,9 @@ def set_device(registry: dict[str, Any], client: int, profile: dict[str, Any]) -
 
     Raises:
         RegistryError: the client is not registered.
+    Args:
+        registry: the loaded registry (changed in place); client: the client's index;
+        profile: memory_mb, flops_per_second, libraries and model_hash.
     """
     entry = registry["clients"].get(str(client))
     if entry is None:

@@ -127,6 +127,7 @@ def _ad(name: str) -> bytes:
 
 
 def is_sealed(data: bytes) -> bool:
+    """Whether `data` begins with the sealed-file MAGIC (then it needs the run key)."""
     return data.startswith(MAGIC)
 
 
@@ -138,6 +139,7 @@ def seal(key: RunKey, data: bytes, name: str) -> bytes:
 
 
 def sealed_key_id(blob: bytes) -> str:
+    """The id of the run key that sealed `blob`, read from its header."""
     return blob[len(MAGIC):len(MAGIC) + _ID_BYTES].hex()
 
 

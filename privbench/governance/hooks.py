@@ -72,7 +72,11 @@ def _under(name: str, prefix: str) -> bool:
 
 
 def personal_names(names: list[str], prefixes: list[str]) -> list[str]:
-    """The parameter names under any of the personal-layer prefixes, in model order."""
+    """The parameter names under any of the personal-layer prefixes, in model order.
+
+    Args:
+        names: the model's parameter names; prefixes: the spec's personal.layers.
+    """
     return [n for n in names if any(_under(n, p) for p in prefixes)]
 
 
@@ -138,7 +142,13 @@ def governance_hooks(spec: CellSpec, task: Any) -> Governance:
 
 
 def population_of(spec: CellSpec, task: Any) -> Any:
-    """The cell's population: its registry's consenting clients that pass onboarding."""
+    """The cell's population: its registry's consenting clients that pass onboarding.
+
+    Args:
+        spec: the cell's spec (clients.registry, scope, onboarding); task: its TaskRun.
+    Returns:
+        The Population, its sampling set to the task's; without onboarding no device is checked.
+    """
     from privbench.governance.onboarding import ModelNeeds, model_hash
     from privbench.governance.population import build_population
 
@@ -152,7 +162,11 @@ def population_of(spec: CellSpec, task: Any) -> Any:
 
 
 def needs_of(spec: CellSpec, task: Any) -> Any:
-    """The ModelNeeds (privbench.governance.onboarding) of a cell's model and local plan."""
+    """The ModelNeeds (privbench.governance.onboarding) of a cell's model and local plan.
+
+    Args:
+        spec: the cell's spec (privacy unit, clients.max_round_seconds); task: its TaskRun.
+    """
     from privbench.governance.onboarding import model_needs
 
     return model_needs(task.adapter.init_params(),
@@ -169,7 +183,10 @@ GOVERNANCE_SECTIONS = ("population", "personal_layers")
 
 def report_card(run_dir: Path, cell: Any) -> dict[str, Any]:
     """A cell's privacy card for the report: the card of its Claim and spec, with the
-    governance sections its stored card.json holds (population, personal layers)."""
+    governance sections its stored card.json holds (population, personal layers).
+    Args:
+        run_dir: the run folder; cell: the cell's stored result (claim, spec, key).
+    """
     from privbench.privacy.card import CARD_FILE, privacy_card
     from privbench.run.cell_paths import cell_dir, read_cell_file
 

@@ -44,11 +44,19 @@ class PersonalHook(Protocol):
         ...
 
     def start(self, params: Params, rows: torch.Tensor) -> Params:
-        """Clients `rows`' starting parameters, stacked (K, ...)."""
+        """Clients `rows`' starting parameters, stacked (K, ...).
+
+        Args:
+            params: the global parameters; rows: the sampled clients' indices (K,).
+        """
         ...
 
     def keep(self, rows: torch.Tensor, updates: Params) -> Params:
-        """Keep the personal part of clients `rows`' updates; return the shared part."""
+        """Keep the personal part of clients `rows`' updates; return the shared part.
+
+        Args:
+            rows: the clients' indices (K,); updates: their updates, stacked (K, ...).
+        """
         ...
 
 
@@ -76,7 +84,10 @@ class PersonalLayers:
 
     def start(self, params: Params, rows: torch.Tensor) -> Params:
         """The starting point of clients `rows` (K,): the global shared layers and each
-        client's own personal layers, stacked (K, ...) in the model's parameter order."""
+        client's own personal layers, stacked (K, ...) in the model's parameter order.
+        Args:
+            params: the global parameters; rows: the clients' indices.
+        """
         k = rows.numel()
         return {n: (self.store[n][rows].clone() if n in self.store
                     else p.detach().unsqueeze(0).expand(k, *p.shape).clone())
@@ -84,7 +95,10 @@ class PersonalLayers:
 
     def keep(self, rows: torch.Tensor, updates: Params) -> Params:
         """Apply the personal part of clients `rows`' updates to their store; return the shared
-        part, the only one sent."""
+        part, the only one sent.
+        Args:
+            rows: the clients' indices (K,); updates: their updates, stacked (K, ...).
+        """
         for n in self.names:
             self.store[n][rows] += updates[n]
         self.rounds_kept[rows] += 1
@@ -92,7 +106,10 @@ class PersonalLayers:
 
     def models(self, global_params: Params, rows: torch.Tensor) -> Params:
         """Clients `rows`' personalised models: the global shared layers with their own
-        personal layers, stacked (K, ...)."""
+        personal layers, stacked (K, ...).
+        Args:
+            global_params: the global model; rows: the clients' indices (K,).
+        """
         return self.start(global_params, rows)
 
     def finetune(self, adapter: ModelAdapter, global_params: Params, data: ClientData, *,
@@ -101,6 +118,9 @@ class PersonalLayers:
         epochs (the shared layers frozen at the global model's), one vmapped call.
 
         In "finetune" mode each client's copy starts from the global model's personal layers.
+        Args:
+            adapter: the model; global_params: the global model (its shared layers stay frozen);
+            data: every client's records; epochs, batch_size, lr, seed: the local plan and its seed.
         """
         from privbench.trainers.client_update import local_sgd
 

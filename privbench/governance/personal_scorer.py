@@ -31,7 +31,15 @@ SCORER = "personal"
 
 
 def personal_scorer(layers: PersonalLayers, task: Any) -> Callable[[CellContext], list[MetricRow]]:
-    """The scorer of a cell trained with personal layers `layers` (task: its TaskRun)."""
+    """The scorer of a cell trained with personal layers `layers` (task: its TaskRun).
+
+    Args:
+        layers: the trained personal layers (fine-tuned in place when the spec asks);
+        task: the cell's TaskRun.
+    Returns:
+        A scorer giving accuracy_personalised, accuracy_global and accuracy_gain (means over
+        clients, label-mix-weighted test accuracy) plus membership rows on the personal models.
+    """
 
     def personal(ctx: CellContext) -> list[MetricRow]:
         spec = ctx.cell.spec

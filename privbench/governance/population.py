@@ -64,7 +64,11 @@ class PopulationHook(Protocol):
     def filter(self, round_no: int, sampled: torch.Tensor, record: dict[str, Any],
                ledger: LedgerLike) -> torch.Tensor:
         """Round `round_no`'s drawn cohort without the clients outside the population; may
-        add keys to the round's record and lines to the ledger."""
+        add keys to the round's record and lines to the ledger.
+        Args:
+            round_no: the round (1-based); sampled: the drawn client indices;
+            record: the round's record; ledger: the privacy ledger.
+        """
         ...
 
 
@@ -89,7 +93,12 @@ class Population:
     sampling: str = "poisson"  # train.sampling: what the card says about the accounting
 
     def allowed(self, client: int, round_no: int) -> bool:
-        """Whether `client` may be sampled in round `round_no` (1-based)."""
+        """Whether `client` may be sampled in round `round_no` (1-based).
+
+        Args:
+            client: the client's index (at or above n_registered: an audit canary, always allowed);
+            round_no: the round.
+        """
         if client >= self.n_registered:  # the audit's synthetic canary clients
             return True
         s = self.status.get(client)
@@ -110,6 +119,12 @@ class Population:
 
         Before round 1 the ledger gets the population (members, refusals with reasons); at the
         start of round W + 1 it gets one "withdrawal" line per client that withdrew in round W.
+        Args:
+            round_no: the round (1-based); sampled: the drawn client indices;
+            record: the round's record ("outside_population" added when some are dropped);
+            ledger: the privacy ledger.
+        Returns:
+            The kept client indices (`sampled` itself when none is dropped).
         """
         if round_no == 1:
             ledger.record_entry("population", registry=self.registry,
@@ -131,6 +146,7 @@ class Population:
         return sampled
 
     def not_consenting(self) -> list[int]:
+        """The registered clients with no grant for the scope, in index order."""
         return [c for c in range(self.n_registered) if c not in self.status]
 
     def card(self, rounds_run: int) -> dict[str, Any]:

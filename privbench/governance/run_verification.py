@@ -28,6 +28,7 @@ class RunVerification:
 
     @property
     def ok(self) -> bool:
+        """Whether every file matched (no reason given)."""
         return not self.reason
 
 

@@ -59,7 +59,10 @@ def sign_run(run_dir: Path, key: Any) -> None:
 
 def resign_gates(run_dir: Path, key: Any) -> None:
     """After `privbench gate` rewrote gates.json: sign it with `key`, or, without a key, drop
-    the gates signature (it would be stale) and keep the run's."""
+    the gates signature (it would be stale) and keep the run's.
+    Args:
+        run_dir: the run folder; key: the Ed25519 signing key, or None.
+    """
     path = Path(run_dir) / SIGNATURES_FILE
     if key is not None:
         sign_run(run_dir, key)
