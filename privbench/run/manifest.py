@@ -67,6 +67,7 @@ class ManifestCheck:
 
     @property
     def ok(self) -> bool:
+        """Whether every file matched (no differing path)."""
         return self.path is None
 
 
@@ -222,7 +223,13 @@ def run_digest(manifest: dict[str, Any]) -> str:
 
 def check_cell_entry(run_dir: Path, key: str, recorded: str | None) -> ManifestCheck:
     """Check one cell: its files against its manifest, and that manifest against the hash the
-    run manifest recorded for it (when it recorded one)."""
+    run manifest recorded for it (when it recorded one).
+    Args:
+        run_dir: the run folder; key: the cell's content hash (kept inside `run_dir/cells`);
+        recorded: the hash the run manifest holds for the cell's manifest (None: not checked).
+    Returns:
+        The ManifestCheck of the cell's folder.
+    """
     folder = inside(Path(run_dir) / "cells", key)
     check = check_cell(folder)
     if check.ok and recorded is not None and file_hash(folder / MANIFEST_FILE) != recorded:

@@ -35,6 +35,7 @@ class Observations:
     cohorts: dict[int, list[int]] = field(default_factory=dict)
 
     def exposes(self, surface: str) -> bool:
+        """Whether the run exposes `surface` (a key of `exposed`) to anyone."""
         return surface in self.exposed
 
 

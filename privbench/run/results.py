@@ -44,6 +44,12 @@ class CellResult:
     peak_rss_mb: float | None = None
 
     def metric(self, scorer: str, metric: str) -> MetricRow | None:
+        """The first row of `scorer`'s `metric`, or None when the cell has none (a skipped scorer).
+
+
+        Args:
+            scorer, metric: the row's scorer and metric names.
+        """
         for row in self.metrics:
             if row.scorer == scorer and row.metric == metric:
                 return row
@@ -61,10 +67,12 @@ class CellResult:
         return "ok"
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-safe data (non-finite numbers as strings), for results.json."""
         return json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellResult:
+        """The CellResult `to_dict` wrote, its numbers and metric rows restored."""
         data = json_restore(data)
         data["metrics"] = [MetricRow(**m) for m in data.get("metrics", [])]
         return cls(**data)
@@ -95,6 +103,9 @@ def json_restore(value: Any) -> Any:
 def write_json(path: Path, data: Any, **where: Any) -> None:
     """Write `data` as standard JSON; inside an encrypted run folder the file is sealed
     (privbench.run.sealed: `where` may name the run folder and final path for a file written aside).
+    Args:
+        path: the file; data: anything json_safe accepts; where: run_dir and name, as in
+            privbench.run.sealed.
     """
     from privbench.run.sealed import write_text
 
@@ -104,7 +115,10 @@ def write_json(path: Path, data: Any, **where: Any) -> None:
 
 def read_json(path: Path, **where: Any) -> Any:
     """The JSON a `write_json` wrote (opened with the run key when sealed), non-finite numbers
-    restored."""
+    restored.
+    Args:
+        path: the file; where: run_dir and name, as in privbench.run.sealed.
+    """
     from privbench.run.sealed import read_json as read_sealed
 
     return json_restore(read_sealed(Path(path), **where))
@@ -128,6 +142,8 @@ def write_sqlite(path: Path, cells: list[CellResult]) -> None:
 
     The database is built in memory and written as one file through privbench.run.sealed, so in an
     encrypted run no plaintext copy ever reaches the disk.
+    Args:
+        path: the database file; cells: the run's results.
     """
     from privbench.run.sealed import write_bytes
 

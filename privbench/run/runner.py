@@ -58,11 +58,18 @@ class RunResult:
 
     @property
     def failed(self) -> list[CellResult]:
+        """The cells whose status is not "ok", in order."""
         return [c for c in self.cells if c.status != "ok"]
 
 
 def default_run_dir(suite: Suite, root: Path = Path("reports")) -> Path:
-    """`root/<suite name>-<UTC time>`, the name made a safe folder name (it stays in `root`)."""
+    """`root/<suite name>-<UTC time>`, the name made a safe folder name (it stays in `root`).
+
+    Args:
+        suite: the loaded suite; root: the reports folder.
+    Returns:
+        `root/<suite name>-<YYYYmmdd-HHMMSS>`.
+    """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return root / f"{safe_folder_name(suite.spec.name)}-{stamp}"
 
@@ -243,6 +250,10 @@ def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[Cel
     Raises:
         PrivbenchError: the folder is not a run folder, or does not verify (a file differs from
             its hash, or the run manifest from the audit-trail entry of the run).
+    Args:
+        run_dir: the run folder; what: the command, named in the refusal.
+    Returns:
+        (the suite re-expanded from suite.json, the cells' results).
     """
     from privbench.gates.evaluate import load_cells
     from privbench.governance.run_verification import require_verified
@@ -262,7 +273,13 @@ def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[Cel
 
 
 def results_document(suite: Suite, cells: list[CellResult]) -> dict[str, Any]:
-    """The machine-readable results of a run."""
+    """The machine-readable results of a run.
+
+    Args:
+        suite: the run's suite; cells: its cells' results.
+    Returns:
+        results.json's content: suite name, source, privbench version, UTC time written, cells.
+    """
     return {
         "suite": suite.spec.name,
         "source": suite.source,

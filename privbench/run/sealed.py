@@ -62,6 +62,9 @@ def run_key_for(run_dir: Path, enc: dict[str, Any], what: str = "") -> RunKey:
 
     Raises:
         SealError: no key, or a key with another id.
+    Args:
+        run_dir: the run folder; enc: its encryption record (key_id); what: the command, named
+            in the refusal.
     """
     key = active_run_key()
     who = f"{what}: " if what else ""
@@ -107,6 +110,9 @@ def read_bytes(path: Path, *, run_dir: Path | None = None, name: str | None = No
         SealError: the file is sealed and there is no key, another key, or it fails
             authentication; or it is plaintext where the encrypted run expects a sealed file.
         OSError: the file cannot be read.
+    Args:
+        path: the file; run_dir, name: the run folder and the file's path inside it, the sealed
+            data's associated data (None: found from `path`).
     """
     run_dir, name = _target(path, run_dir, name)
     data = Path(path).read_bytes()
@@ -121,11 +127,16 @@ def read_bytes(path: Path, *, run_dir: Path | None = None, name: str | None = No
 
 
 def read_text(path: Path, **where: Any) -> str:
+    """`read_bytes` decoded as UTF-8 (`where`: run_dir and name)."""
     return read_bytes(path, **where).decode("utf-8")
 
 
 def write_text(path: Path, text: str, **where: Any) -> None:
-    """`write_bytes` of UTF-8 text (a plaintext file is written as text, as before)."""
+    """`write_bytes` of UTF-8 text (a plaintext file is written as text, as before).
+
+    Args:
+        path: the file; text: its content; where: run_dir and name, as in `write_bytes`.
+    """
     run_dir, name = _target(path, where.get("run_dir"), where.get("name"))
     key = _sealing_key(run_dir, name)
     if key is None:
@@ -135,7 +146,11 @@ def write_text(path: Path, text: str, **where: Any) -> None:
 
 
 def read_json(path: Path, **where: Any) -> Any:
-    """A run file's JSON (non-finite numbers are left as the strings json_safe wrote)."""
+    """A run file's JSON (non-finite numbers are left as the strings json_safe wrote).
+
+    Args:
+        path: the file; where: run_dir and name, as in `read_bytes`.
+    """
     return json.loads(read_text(path, **where))
 
 
@@ -144,6 +159,9 @@ def authenticate(run_dir: Path, names: list[str]) -> tuple[int, str]:
 
     Returns:
         (files opened, "" or the one-line reason the first bad one fails).
+    Args:
+        run_dir: the run folder; names: "/"-separated paths inside it (plaintext files and
+            missing ones are skipped).
     """
     run_dir = Path(run_dir)
     n = 0
@@ -188,7 +206,11 @@ class LineSealer:
         self.run_dir, self.name, self.key = Path(run_dir), name, key
 
     def seal_line(self, text: str, index: int) -> str:
-        """The stored form of line `index` (no newline)."""
+        """The stored form of line `index` (no newline).
+
+        Args:
+            text: the line's plaintext; index: its 0-based line index (bound into the seal).
+        """
         return base64.b64encode(seal(self.key, text.encode(), f"{self.name}#{index}")).decode()
 
     def open_line(self, line: str, index: int) -> str:
@@ -196,6 +218,8 @@ class LineSealer:
 
         Raises:
             SealError: the line is not sealed or fails authentication (named, one line).
+        Args:
+            line: the stored base64 line; index: its 0-based line index.
         """
         where = f"{self.run_dir}/{self.name} line {index + 1}"
         try:

@@ -23,7 +23,12 @@ from privbench.spec.suite import Cell
 
 def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
     """A classifier from the zoo on a tabular or image data set (built in, or the user's files),
-    with the audit's canaries."""
+    with the audit's canaries.
+    Args:
+        cell: the cell (data.name "stream" goes to stream_task); run_dir: the run folder.
+    Returns:
+        The TaskRun: adapter, client data, public data, train plan, scorers and hooks.
+    """
     from privbench.audit.canaries import plant_audit_canaries, plants_canaries
     from privbench.data.partition import partition
     from privbench.data.splits import load_split
@@ -85,7 +90,13 @@ for _task in (
 
 
 def build_task(cell: Cell, run_dir: Path) -> TaskRun:
-    """The cell's task inputs (`spec.task` picks the builder)."""
+    """The cell's task inputs (`spec.task` picks the builder).
+
+    Args:
+        cell: the cell; run_dir: the run folder.
+    Returns:
+        The TaskRun the registered task's builder gives.
+    """
     return TASKS.get(cell.spec.task).build(cell, run_dir)
 
 
@@ -96,6 +107,8 @@ def score(key: str, ctx: Any, scorers: list[Callable[[Any], list[MetricRow]]]
     Returns:
         The metric rows (a failed scorer adds one row, metric "error", value nan, with the
         message) and, for the history, each failure's scorer and traceback.
+    Args:
+        key: the cell's content hash; ctx: the scorers' context; scorers: the task's scorers.
     """
     rows: list[MetricRow] = []
     failures: list[dict[str, str]] = []
