@@ -71,7 +71,14 @@ PLD_DISCRETIZATION = 1e-4
 
 def pld_epsilon(event: dp_accounting.DpEvent, delta: float,
                 neighbouring: str = "add_or_remove_one") -> float:
-    """Epsilon at `delta` from the privacy-loss-distribution accountant (tight)."""
+    """Epsilon at `delta` from the privacy-loss-distribution accountant (tight).
+
+    Args:
+        event: the executed DpEvent; delta: the target delta;
+        neighbouring: "add_or_remove_one" or "replace_one".
+    Returns:
+        Epsilon (inf for a non-private event), memoised in the accounting cache.
+    """
     if _is_nonprivate(event):
         return math.inf
     return accounting_cache.memo(  # a pure function of its arguments: computed once
@@ -85,6 +92,12 @@ def rdp_epsilon(event: dp_accounting.DpEvent, delta: float,
     """Epsilon at `delta` from the Renyi-DP accountant (an upper bound, looser than PLD).
 
     `orders` narrows the Renyi orders searched (faster, a looser but still valid bound).
+    Args:
+        event: the executed DpEvent; delta: the target delta;
+        neighbouring: "add_or_remove_one" or "replace_one";
+        orders: the Renyi orders (None: dp_accounting's).
+    Returns:
+        Epsilon (inf for a non-private event).
     """
     if _is_nonprivate(event):
         return math.inf
@@ -120,6 +133,15 @@ def epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float,
     Never a crash for a supported event: every fallback is an upper bound on the exact
     epsilon and is named in the notes. Without `grid`, `pld_grid_for` the RDP estimate is used
     (`rdp_estimate` when the caller has it already).
+    Args:
+        event: the executed DpEvent; delta: the target delta;
+        neighbouring: "add_or_remove_one" or "replace_one";
+        grid: the PLD discretisation (None: chosen from the RDP estimate);
+        rdp_estimate: the RDP epsilon when already computed.
+    Returns:
+        (epsilon, "pld" or "rdp", the PLD grid used or None, notes on each fallback).
+    Raises:
+        AccountingRefused: neither PLD nor RDP can bound the event.
     """
     if _is_nonprivate(event):
         return math.inf, "pld", None, []
@@ -176,7 +198,13 @@ def _coarse_pld_estimate(event: dp_accounting.DpEvent, delta: float, neighbourin
 def rdp_epsilon_or_inf(event: dp_accounting.DpEvent, delta: float,
                        neighbouring: str = "add_or_remove_one",
                        orders: tuple[float, ...] | None = None) -> float:
-    """The RDP epsilon, or inf where the RDP accountant does not support the event."""
+    """The RDP epsilon, or inf where the RDP accountant does not support the event.
+
+    Args:
+        event: the executed DpEvent; delta: the target delta;
+        neighbouring: "add_or_remove_one" or "replace_one";
+        orders: the Renyi orders (None: dp_accounting's).
+    """
     try:
         return rdp_epsilon(event, delta, neighbouring, orders)
     except (ValueError, OverflowError, privacy_accountant.UnsupportedEventError):

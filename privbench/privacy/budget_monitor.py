@@ -111,7 +111,10 @@ class RecordHook(Protocol):
                 ledger: Any = None) -> None:
         """Before the first round the loop runs: the records and events of the rounds already
         done (a resumed checkpoint's; empty for a fresh run), and the run's `Ledger`, which
-        records each round before the hook is called."""
+        records each round before the hook is called.
+        Args:
+            rows: the done rounds' records; events: their DpEvents; ledger: the run's Ledger.
+        """
 
 
 class BudgetMonitor:

@@ -29,7 +29,14 @@ SAMPLING = {
 
 def privacy_card(claim: Claim | dict[str, Any], spec: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
-    """The card of one trained model, as a JSON-ready dict."""
+    """The card of one trained model, as a JSON-ready dict.
+
+    Args:
+        claim: the Claim (or its stored dict); spec: the cell's spec, kept as "configuration".
+    Returns:
+        The card: setting, protected unit, adjacency, accountant, statement, epsilon/delta and
+        mechanism; a short "no differential privacy" card when epsilon is inf.
+    """
     c = claim if isinstance(claim, Claim) else Claim.model_validate(claim)
     if not c.is_private:
         return {"dp": False, "statement": "no differential privacy: trained without noise; "
@@ -91,7 +98,13 @@ def _assumptions(c: Claim) -> list[str]:
 
 
 def format_card(card: dict[str, Any], title: str = "") -> str:
-    """The card as indented text for the terminal."""
+    """The card as indented text for the terminal.
+
+    Args:
+        card: a `privacy_card`; title: the heading's name (e.g. the cell's label).
+    Returns:
+        The card's lines; dp_event and configuration are only pointed at ("in card.json").
+    """
     lines = [f"== privacy card: {title} ==" if title else "== privacy card =="]
 
     def walk(value: Any, indent: str) -> None:

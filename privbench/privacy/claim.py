@@ -44,6 +44,7 @@ class Claim(BaseModel):
 
     @property
     def is_private(self) -> bool:
+        """Whether the claim is a finite epsilon (False for a run without DP)."""
         return math.isfinite(self.epsilon)
 
     def event(self) -> Any:
@@ -72,6 +73,14 @@ def claim_from_event(event: Any, *, delta: float, target_epsilon: float,
 
     `pld_grid` fixes the PLD discretisation (default: `accounting.pld_grid_for` the epsilon);
     `rdp_orders` the Renyi orders of the RDP figure (default: dp_accounting's).
+    Args:
+        event: the executed DpEvent; delta, target_epsilon: the spec's delta and epsilon.
+        unit, neighbouring, sampling: the unit of privacy, the adjacency and the sampling scheme.
+        noise_multiplier, sampling_rate, steps, clip: the mechanism as executed.
+        guarantee_against: who the guarantee holds against; pld_grid, rdp_orders: as above;
+        extra: further Claim fields (notes are merged).
+    Returns:
+        The Claim; a non-private one (epsilon inf) has no sampling, clip, trust or guarantee.
     """
     eps_rdp = accounting.rdp_epsilon_or_inf(event, delta, neighbouring, rdp_orders)
     eps, accountant, grid, notes = accounting.epsilon_with_fallback(
@@ -102,7 +111,13 @@ def claim_for_poisson_gaussian(*, noise_multiplier: float, sampling_rate: float,
                                guarantee_against: list[str],
                                pld_grid: float | None = None,
                                rdp_orders: tuple[float, ...] | None = None) -> Claim:
-    """The Claim of `steps` Poisson-subsampled Gaussian rounds, accounted with PLD (and RDP)."""
+    """The Claim of `steps` Poisson-subsampled Gaussian rounds, accounted with PLD (and RDP).
+
+    Args:
+        noise_multiplier, sampling_rate, steps: the mechanism (rate 1: no sampling).
+        delta, target_epsilon, clip, unit, neighbouring, guarantee_against, pld_grid,
+            rdp_orders: as in `claim_from_event`.
+    """
     event = accounting.poisson_gaussian_event(noise_multiplier, sampling_rate, steps)
     return claim_from_event(
         event, delta=delta, target_epsilon=target_epsilon, unit=unit, neighbouring=neighbouring,

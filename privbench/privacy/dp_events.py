@@ -19,7 +19,12 @@ import dp_accounting
 
 def poisson_gaussian_event(noise_multiplier: float, sampling_rate: float,
                            steps: int) -> dp_accounting.DpEvent:
-    """`steps` compositions of a Poisson-subsampled Gaussian mechanism (DP-SGD, DP-FedAvg)."""
+    """`steps` compositions of a Poisson-subsampled Gaussian mechanism (DP-SGD, DP-FedAvg).
+
+    Args:
+        noise_multiplier: z (0 or below: non-private); sampling_rate: q (1: no sampling);
+        steps: the rounds or steps (0: a NoOp event).
+    """
     if steps == 0:
         return dp_accounting.NoOpDpEvent()
     if noise_multiplier <= 0:
@@ -37,6 +42,8 @@ def rdp_convention(event: dp_accounting.DpEvent, neighbouring: str) -> dp_accoun
     accountant reads them under both relations (for replace-one it shifts the means by +-C
     itself). The RDP accountant instead takes noise relative to the l2 sensitivity of the
     relation, 2C under replace-one: there every Gaussian's multiplier is halved.
+    Args:
+        event: the event, noise relative to C; neighbouring: "add_or_remove_one" or "replace_one".
     """
     if neighbouring != "replace_one":
         return event
@@ -89,11 +96,16 @@ class Plan:
                 for t in range(self.steps)]
 
     def step_event(self, z: float, sample_size: int | None = None) -> dp_accounting.DpEvent:
-        """One step's event; `sample_size` is the realised fixed cohort when it differs."""
+        """One step's event; `sample_size` is the realised fixed cohort when it differs.
+
+        Args:
+            z: the step's noise multiplier; sample_size: the realised cohort (None: the plan's).
+        """
         return sampled_gaussian_event(z, self.sampling, self.sampling_rate, self.population,
                                       self.sample_size if sample_size is None else sample_size)
 
     def event(self, z: float) -> dp_accounting.DpEvent:
+        """The composition of every step's event for base multiplier `z` (its schedule applied)."""
         return compose_steps([self.step_event(m) for m in self.multipliers(z)])
 
 
@@ -102,6 +114,11 @@ def sampled_gaussian_event(noise_multiplier: float, sampling: str, sampling_rate
     """One Gaussian release on a sampled cohort: Poisson, fixed size without replacement, or all.
 
     Shuffled batches are refused: reporting their Poisson epsilon would overstate privacy.
+    Args:
+        noise_multiplier: z (0 or below: non-private); sampling: "poisson", "fixed_cohort" or
+            "none"; sampling_rate: q; population, sample_size: the fixed cohort's n and m.
+    Raises:
+        AccountingRefused: a sampling scheme with no honest accountant (shuffled batches).
     """
     if noise_multiplier <= 0:
         return dp_accounting.NonPrivateDpEvent()

@@ -141,7 +141,14 @@ class PrivacyLedger:
     def record_round(self, round_no: int, run_event: dp_accounting.DpEvent,
                      participants: list[int], client_event: dp_accounting.DpEvent | None,
                      **info: Any) -> None:
-        """Append one executed round: the run's event and each participant's event."""
+        """Append one executed round: the run's event and each participant's event.
+
+        Args:
+            round_no: the round; run_event: its DpEvent for the run; participants: its clients;
+            client_event: each participant's own event (None: none kept for the clients);
+            info: more keys to keep (e.g. clip).
+
+        """
         self._append({
             "kind": "round", "round": round_no,
             "event": accounting.event_to_dict(run_event),
@@ -154,7 +161,10 @@ class PrivacyLedger:
     def record_entry(self, kind: str, **info: Any) -> None:
         """Append a line of another kind (the population, a client's withdrawal): it is kept
         in the file, truncated with the rounds after a checkpoint, and never enters the
-        accounting."""
+        accounting.
+        Args:
+            kind: the line's kind; info: its keys.
+        """
         self._append({"kind": kind, **info})
 
     def run_event(self, extra: dp_accounting.DpEvent | None = None) -> dp_accounting.DpEvent:
@@ -199,6 +209,8 @@ class PrivacyLedger:
 
         The answer is that of `epsilon(next_event)`, the Claim's accounting; a running coarse
         upper bound answers "no" first, in one composition, while it stays clear of the budget.
+        Args:
+            next_event: the round about to run; max_epsilon: the budget (inf: never exceeded).
         """
         if math.isinf(max_epsilon):
             return False

@@ -54,7 +54,11 @@ class PLDComposer:
 
     @staticmethod
     def supports(event: dp_accounting.DpEvent, neighbouring: str) -> bool:
-        """Whether the PLD accountant can compose `event` under `neighbouring`."""
+        """Whether the PLD accountant can compose `event` under `neighbouring`.
+
+        Args:
+            event: a DpEvent; neighbouring: "add_or_remove_one" or "replace_one".
+        """
         return _pld_supports(event, neighbouring)
 
     def copy(self) -> PLDComposer:
@@ -68,6 +72,9 @@ class PLDComposer:
 
         Raises:
             privacy_accountant.UnsupportedEventError: an event the PLD accountant refuses.
+        Args:
+            event: a DpEvent (Gaussian, Poisson-sampled Gaussian, or compositions of these);
+            count: how many times.
         """
         if isinstance(event, dp_accounting.NoOpDpEvent):
             return self
