@@ -98,10 +98,12 @@ class CohortClients:
 
     @property
     def n_clients(self) -> int:
+        """The number of clients in the population."""
         return int(self.counts.numel())
 
     @property
     def n_max(self) -> int:
+        """The largest client's record count (0 without clients), the padded width."""
         return self._n_max
 
 

@@ -19,7 +19,13 @@ class ClientShard:
 
 def partition_iid(n_records: int, n_clients: int,
                   rng: np.random.Generator) -> list[ClientShard]:
-    """Shuffle and deal records into clients of (near) equal size."""
+    """Shuffle and deal records into clients of (near) equal size.
+
+    Args:
+        n_records: the training records; n_clients: data.clients; rng: the partition's stream.
+    Returns:
+        One ClientShard per client, its record indices sorted.
+    """
     if n_clients > n_records:
         raise ValueError(f"data.clients = {n_clients}: more clients than training records "
                          f"({n_records}); lower data.clients")
@@ -34,6 +40,11 @@ def partition_dirichlet(labels: np.ndarray, n_clients: int, alpha: float,
 
     Small alpha gives each client few classes. Every client gets at least one record: empty
     clients take a record from the largest client, so the client count is what the spec says.
+    Args:
+        labels: the training labels (N,); n_clients: data.clients; alpha: the concentration;
+        rng: the partition's stream.
+    Returns:
+        One ClientShard per client, its record indices sorted.
     """
     n = len(labels)
     if n_clients > n:

@@ -45,6 +45,7 @@ class SplitData:
 
     @property
     def n_features(self) -> int:
+        """The number of input features (columns of x_train)."""
         return int(self.x_train.shape[1])
 
     def fingerprint(self) -> str:

@@ -61,6 +61,7 @@ class ClientIndex:
 
     @property
     def n_clients(self) -> int:
+        """The number of clients in the file."""
         return len(self.client_names)
 
 
@@ -69,6 +70,8 @@ def stream_format(path: Path, fmt: str) -> str:
 
     Raises:
         PrivbenchError: one line naming data.format when the suffix is not .parquet, .pq, .jsonl.
+    Args:
+        path: the data file; fmt: data.format ("auto" or "parquet"; JSONL only by suffix).
     """
     if fmt == "parquet":
         return fmt

@@ -48,6 +48,7 @@ class StreamedClients(CohortClients):
 
     @property
     def n_features(self) -> int:
+        """The number of feature columns in the file."""
         return len(self.index.features)
 
     def rows(self, idx: torch.Tensor) -> ClientData:

@@ -26,6 +26,8 @@ def table_format(path: Path, fmt: str) -> str:
 
     Raises:
         PrivbenchError: one line naming data.format when the suffix is not .csv, .parquet, .pq.
+    Args:
+        path: the data file; fmt: data.format ("auto", "csv" or "parquet").
     """
     if fmt != "auto":
         return fmt

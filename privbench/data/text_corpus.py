@@ -104,7 +104,11 @@ CANARY_PREFIXES = ["my PIN is", "the door code is", "my secret number is",
 
 
 def public_corpus(n_docs: int, seed: int) -> list[str]:
-    """`n_docs` sentences of everyday public prose, deterministic in `seed`."""
+    """`n_docs` sentences of everyday public prose, deterministic in `seed`.
+
+    Args:
+        n_docs: how many sentences; seed: the spec's seed.
+    """
     rng = np.random.default_rng([seed, 0xB0B])
     docs = []
     for _ in range(n_docs):
@@ -122,7 +126,13 @@ def public_corpus(n_docs: int, seed: int) -> list[str]:
 
 
 def client_profile(rng: np.random.Generator, client: int) -> dict[str, str]:
-    """One client's identity and style: a person or an organisation with its own facts."""
+    """One client's identity and style: a person or an organisation with its own facts.
+
+    Args:
+        rng: the corpus stream; client: the client's index (part of its account number).
+    Returns:
+        name, phone, account, address, greeting, signoff and two comma-separated topics.
+    """
     person = rng.random() < 0.7
     name = f"{_pick(rng, _FIRST)} {_pick(rng, _LAST)}" if person else _pick(rng, _ORGS)
     digits = rng.integers(0, 10, size=7)
@@ -140,7 +150,13 @@ def client_profile(rng: np.random.Generator, client: int) -> dict[str, str]:
 
 def private_messages(profile: dict[str, str], n: int,
                      rng: np.random.Generator) -> list[tuple[str, int]]:
-    """`n` support messages written by one client, each with its topic label."""
+    """`n` support messages written by one client, each with its topic label.
+
+    Args:
+        profile: a `client_profile`; n: how many messages; rng: the corpus stream.
+    Returns:
+        (text, index into TOPICS) pairs; 70% are on the client's first topic.
+    """
     topics = profile["topics"].split(",")
     out = []
     for _ in range(n):
@@ -153,13 +169,20 @@ def private_messages(profile: dict[str, str], n: int,
 
 
 def canary_text(prefix: str, secret: str) -> str:
-    """A canary sentence: the template's prefix and the secret's digits, space-separated."""
+    """A canary sentence: the template's prefix and the secret's digits, space-separated.
+
+    Args:
+        prefix: the template's prefix; secret: the secret, a string of digits.
+    """
     return f"{secret_text(prefix, secret)}."
 
 
 def secret_text(prefix: str, secret: str) -> str:
     """The template's prefix and the secret's digits, space-separated: the part of a canary
-    sentence that exposure scores."""
+    sentence that exposure scores.
+    Args:
+        prefix: the template's prefix; secret: the secret, a string of digits.
+    """
     return f"{prefix} {' '.join(secret)}"
 
 

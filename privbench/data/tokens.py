@@ -18,7 +18,13 @@ PAD = "<pad>"
 
 def sequence_tensors(tokenizer: PreTrainedTokenizerBase, texts: list[str],
                      max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (N, T) and target weights (N, T-1): weight 1 where token t+1 is real, else 0."""
+    """ids (N, T) and target weights (N, T-1): weight 1 where token t+1 is real, else 0.
+
+    Each text starts with BOS and is cut to `max_length` tokens; rows are padded with the pad id.
+
+    Args:
+        tokenizer: the model's tokenizer; texts: the texts; max_length: tokens per row.
+    """
     bos = tokenizer.bos_token_id
     rows = [[bos, *tokenizer.encode(t, add_special_tokens=False)][:max_length] for t in texts]
     width = max(2, max(len(r) for r in rows))
@@ -56,12 +62,18 @@ class Examples:
         return {"ids": self.ids, "weights": self.weights, "labels": self.labels}
 
     def subset(self, idx: torch.Tensor) -> Examples:
+        """The examples at `idx`: ids, weights, labels and clients indexed alike."""
         return Examples(self.ids[idx], self.weights[idx], self.labels[idx], self.clients[idx])
 
 
 def examples(tokenizer: PreTrainedTokenizerBase, texts: list[str], labels, clients,
              max_length: int) -> Examples:
-    """Tokenise `texts` (with their labels and client ids) into Examples."""
+    """Tokenise `texts` (with their labels and client ids) into Examples.
+
+    Args:
+        tokenizer: the model's tokenizer; texts: the texts; labels, clients: one per text (N,);
+        max_length: tokens per row.
+    """
     ids, weights = sequence_tensors(tokenizer, texts, max_length)
     return Examples(ids, weights, torch.as_tensor(labels, dtype=torch.long),
                     torch.as_tensor(clients, dtype=torch.long))
