@@ -49,11 +49,19 @@ class ModelAdapter(Protocol):
         ...
 
     def per_example_loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """The loss of each example of `batch` under `params`, shape (B,)."""
+        """The loss of each example of `batch` under `params`, shape (B,).
+
+        Args:
+            params: the trainable parameters (name -> tensor); batch: the batch dict.
+        """
         ...
 
     def outputs(self, params: Params, batch: Batch) -> torch.Tensor:
-        """The model's logits on `batch` under `params`."""
+        """The model's logits on `batch` under `params`.
+
+        Args:
+            params: the trainable parameters (name -> tensor); batch: the batch dict.
+        """
         ...
 
     def release(self, params: Params) -> nn.Module:
@@ -73,16 +81,29 @@ class ClassifierAdapter:
         self.module = module.eval()
 
     def init_params(self) -> Params:
+        """Detached copies of the module's trainable parameters: the model training starts from."""
         return {n: p.detach().clone() for n, p in self.module.named_parameters()
                 if p.requires_grad}
 
     def outputs(self, params: Params, batch: Batch) -> torch.Tensor:
+        """The module's logits (B, C) on `batch["x"]`, run with `params` in place of its own.
+
+        Args:
+            params: the trainable parameters (name -> tensor); batch: "x", (B, ...).
+        """
         return functional_call(self.module, params, (batch["x"],), strict=False)
 
     def per_example_loss(self, params: Params, batch: Batch) -> torch.Tensor:
+        """The cross-entropy of each example against `batch["y"]`, shape (B,).
+
+        Args:
+            params: the trainable parameters (name -> tensor); batch: "x" and "y" (B,).
+        """
         return F.cross_entropy(self.outputs(params, batch), batch["y"], reduction="none")
 
     def release(self, params: Params) -> nn.Module:
+        """The adapter's own module with `params` copied into it (in place), for release."""
+
         with torch.no_grad():
             for name, p in self.module.named_parameters():
                 if name in params:

@@ -74,7 +74,14 @@ def inversion_problems(spec: CellSpec, model: nn.Module, n_features: int,
 
 
 def dirac_problems(spec: CellSpec, model: nn.Module, n_features: int) -> list[str]:
-    """What Dirac gradient canaries need: a parameter coordinate each, chosen by vmap(grad)."""
+    """What Dirac gradient canaries need: a parameter coordinate each, chosen by vmap(grad).
+
+    Args:
+        spec: the cell's spec (audit.n_canaries, audit.design); model: the built model;
+        n_features: its input width.
+    Returns:
+        One line per problem; empty when the canaries can be placed.
+    """
     from privbench.audit.gradient_canaries import quiet_coordinates
 
     m = spec.audit.n_canaries
@@ -94,7 +101,13 @@ def dirac_problems(spec: CellSpec, model: nn.Module, n_features: int) -> list[st
 
 
 def engine_problems(spec: CellSpec, model: nn.Module, n_features: int) -> list[str]:
-    """Example-level DP-SGD: the per-example gradient engine (`model.engine`) must run."""
+    """Example-level DP-SGD: the per-example gradient engine (`model.engine`) must run.
+
+    Args:
+        spec: the cell's spec (model.engine); model: the built model; n_features: its input width.
+    Returns:
+        One line naming privacy.unit when the engine refuses the model; empty otherwise.
+    """
     from privbench.trainers.dpsgd import resolve_engine
     from privbench.trainers.linear_stack import classifier_adapter
 

@@ -91,14 +91,23 @@ class HFAdapter:
     release = ClassifierAdapter.release
 
     def outputs(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Next-token logits (B, T, V) of a causal LM, class logits (B, C) of a classifier."""
+        """Next-token logits (B, T, V) of a causal LM, class logits (B, C) of a classifier.
+
+        Args:
+            params: the trainable parameters; batch: "ids" (B, T) and "weights" (B, T-1).
+        """
         out = functional_call(self.module, params, (batch["ids"],),
                               {"attention_mask": attention_mask(batch["weights"])},
                               strict=False)
         return out.logits
 
     def per_example_loss(self, params: Params, batch: Batch) -> torch.Tensor:
-        """Mean next-token NLL over each example's real targets, or cross-entropy: (B,)."""
+        """Mean next-token NLL over each example's real targets, or cross-entropy: (B,).
+
+        Args:
+            params: the trainable parameters; batch: "ids" and "weights", and "labels" for a
+                classifier.
+        """
         logits = self.outputs(params, batch)
         if self.task == "causal_lm":
             ids, weights = batch["ids"], batch["weights"]
@@ -108,7 +117,12 @@ class HFAdapter:
 
     def accuracy(self, params: Params, batch: Batch) -> float:
         """Next-token accuracy over the real targets (causal LM) or class accuracy; the round
-        monitor watches it on public text (trainers/monitor.py)."""
+        monitor watches it on public text (trainers/monitor.py).
+        Args:
+            params: the trainable parameters; batch: as in `per_example_loss`.
+        Returns:
+            The fraction right, in [0, 1].
+        """
         logits = self.outputs(params, batch)
         if self.task == "causal_lm":
             w = batch["weights"]

@@ -43,7 +43,13 @@ PRETRAIN_VERSION = "1"
 
 
 def pretrain_recipe(lm: LMSpec, seed: int) -> dict:
-    """Everything the pretrained model depends on; its hash names the cache folder."""
+    """Everything the pretrained model depends on; its hash names the cache folder.
+
+    Args:
+        lm: the spec's LM section (size, vocabulary, pretraining plan); seed: the spec's seed.
+    Returns:
+        The recipe dict, with the public corpus's sha256 and the torch/transformers versions.
+    """
     corpus = json.dumps(public_corpus(lm.pretrain_docs, seed)).encode()
     return {
         "corpus_version": CORPUS_VERSION, "pretrain_version": PRETRAIN_VERSION,
@@ -56,7 +62,15 @@ def pretrain_recipe(lm: LMSpec, seed: int) -> dict:
 
 
 def default_model_folder(lm: LMSpec, seed: int) -> Path:
-    """The cached tiny GPT-2 for this recipe, pretraining it first if it is not cached yet."""
+    """The cached tiny GPT-2 for this recipe, pretraining it first if it is not cached yet.
+
+    Pretraining is locked across processes and written aside, then renamed once finished.
+
+    Args:
+        lm: the spec's LM section; seed: the spec's seed.
+    Returns:
+        `<cache>/lm/tiny_gpt2-<16 hex digits of the recipe's hash>`.
+    """
     recipe = pretrain_recipe(lm, seed)
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_root() / "lm" / f"tiny_gpt2-{key}"
@@ -76,7 +90,11 @@ def default_model_folder(lm: LMSpec, seed: int) -> Path:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on `texts`, wrapped as a transformers fast tokenizer."""
+    """A byte-level BPE trained on `texts`, wrapped as a transformers fast tokenizer.
+
+    Args:
+        texts: the public corpus; vocab_size: the BPE's target vocabulary.
+    """
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
                             special_tokens=[BOS, PAD], show_progress=False)
@@ -85,6 +103,13 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 
 
 def tiny_gpt2_config(lm: LMSpec, tokenizer: PreTrainedTokenizerFast) -> GPT2Config:
+    """The tiny LM's GPT-2 config: the spec's size, the tokenizer's ids, no dropout, tied weights.
+
+
+
+    Args:
+        lm: the spec's LM section (layers, width, heads, max_length); tokenizer: the trained BPE.
+    """
     return GPT2Config(
         vocab_size=len(tokenizer), n_positions=max(lm.max_length, 64), n_embd=lm.width,
         n_layer=lm.layers, n_head=lm.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -131,7 +156,14 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
 
 
 def load_model(folder: Path, task: str, n_labels: int) -> PreTrainedModel:
-    """A causal LM or a sequence classifier from a local folder, in eval mode, no download."""
+    """A causal LM or a sequence classifier from a local folder, in eval mode, no download.
+
+    Args:
+        folder: a save_pretrained folder; task: "causal_lm" or a sequence classifier;
+        n_labels: the classifier's label count (a head of another size is replaced).
+    Raises:
+        PrivbenchError: the folder cannot be loaded (model.path named).
+    """
     try:
         if task == "causal_lm":
             model = AutoModelForCausalLM.from_pretrained(

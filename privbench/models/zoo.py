@@ -27,7 +27,11 @@ from privbench.spec.schema import DataSpec, ModelSpec
 
 
 def mlp(n_features: int, n_classes: int, hidden: list[int]) -> nn.Module:
-    """A ReLU multilayer perceptron; no hidden layers gives multinomial logistic regression."""
+    """A ReLU multilayer perceptron; no hidden layers gives multinomial logistic regression.
+
+    Args:
+        n_features: the input width; n_classes: the logits; hidden: the hidden widths.
+    """
     layers: list[nn.Module] = []
     width = n_features
     for h in hidden:
@@ -45,6 +49,7 @@ class FlatImage(nn.Module):
         self.side = side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Flat inputs (B, side * side) as one-channel images (B, 1, side, side)."""
         return x.reshape(x.shape[0], 1, self.side, self.side)
 
 
@@ -137,6 +142,8 @@ def model_problems(spec: ModelSpec, n_features: int, n_classes: int) -> list[str
     Builds the model once and runs a forward pass on two zero inputs, so an import error, a
     factory that fails, a wrong output shape or a non-square CNN input are found before the
     first round.
+    Args:
+        spec: the model spec; n_features, n_classes: the data's input width and class count.
     """
     if spec.name == "cnn" and math.isqrt(n_features) ** 2 != n_features:
         return [f"model.name = 'cnn': takes square one-channel images given flat, but the data "
@@ -188,7 +195,10 @@ def build_model(spec: ModelSpec, n_features: int, n_classes: int, seed: int) -> 
 
 def spec_problems(spec: ModelSpec, data: DataSpec) -> list[str]:
     """`model_problems` for the data set's feature and class counts (spec checks; a user's files
-    are read once per file state, privbench/data/user_data.py)."""
+    are read once per file state, privbench/data/user_data.py).
+    Args:
+        spec: the model spec; data: the data spec whose shape is read.
+    """
     from privbench.data.splits import data_shape
 
     shape = data_shape(data)
