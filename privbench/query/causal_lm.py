@@ -18,7 +18,15 @@ from privbench.errors import PrivbenchError
 
 
 def load_causal_lm(path: Path, option: str = "--model") -> tuple[Any, Any]:
-    """A causal LM and its tokenizer from a local folder, in eval mode."""
+    """A causal LM and its tokenizer from a local folder, in eval mode.
+
+    Args:
+        path: a save_pretrained folder (read offline); option: the option named in errors.
+    Returns:
+        (model, tokenizer).
+    Raises:
+        PrivbenchError: no config.json, or the folder cannot be loaded offline.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (Path(path) / "config.json").exists():
@@ -36,7 +44,10 @@ def load_causal_lm(path: Path, option: str = "--model") -> tuple[Any, Any]:
 
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of `text`, with the BOS token in front when the tokenizer has one, so that the
-    first real token is predicted too."""
+    first real token is predicted too.
+    Args:
+        tokenizer: the model's tokenizer; text: the text.
+    """
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     return ([bos] if bos is not None else []) + list(ids)
@@ -45,7 +56,13 @@ def encode(tokenizer: Any, text: str) -> list[int]:
 @torch.no_grad()
 def sequence_logprobs(model: Any, sequences: Sequence[Sequence[int]], *,
                       batch_size: int = 32) -> list[np.ndarray]:
-    """Log-probability of every token after the first, for each token-id sequence."""
+    """Log-probability of every token after the first, for each token-id sequence.
+
+    Args:
+        model: the causal LM; sequences: token-id sequences; batch_size: sequences per forward.
+    Returns:
+        One float64 array of len(sequence) - 1 log-probabilities per sequence.
+    """
     out: list[np.ndarray] = []
     for start in range(0, len(sequences), batch_size):
         batch = [list(s) for s in sequences[start:start + batch_size]]
@@ -64,5 +81,12 @@ def sequence_logprobs(model: Any, sequences: Sequence[Sequence[int]], *,
 
 def text_logprobs(model: Any, tokenizer: Any, texts: Sequence[str], *,
                   batch_size: int = 32) -> list[np.ndarray]:
-    """Per-token log-probabilities of each text under the model."""
+    """Per-token log-probabilities of each text under the model.
+
+    Args:
+        model, tokenizer: the causal LM and its tokenizer; texts: the texts (BOS prepended);
+        batch_size: texts per forward.
+    Returns:
+        As `sequence_logprobs`.
+    """
     return sequence_logprobs(model, [encode(tokenizer, t) for t in texts], batch_size=batch_size)

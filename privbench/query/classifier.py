@@ -10,6 +10,7 @@ from torch import nn
 
 @torch.no_grad()
 def logits(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> torch.Tensor:
+    """The model's logits (N, C) on `x` (N, F), in eval mode, `batch_size` rows per forward."""
     model.eval()
     xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
     return torch.cat([model(xt[i:i + batch_size]) for i in range(0, len(xt), batch_size)])
@@ -17,6 +18,10 @@ def logits(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> torch.Ten
 
 @torch.no_grad()
 def per_example_losses(model: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cross-entropy of each record under the model, as float64."""
+    """Cross-entropy of each record under the model, as float64.
+
+    Args:
+        model: the classifier; x, y: the records (N, F) and labels (N,).
+    """
     out = logits(model, x)
     return F.cross_entropy(out, torch.from_numpy(np.asarray(y)), reduction="none").double().numpy()

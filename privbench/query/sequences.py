@@ -12,7 +12,14 @@ from privbench.data.tokens import attention_mask
 @torch.no_grad()
 def sequence_stats(model: nn.Module, ids: torch.Tensor, weights: torch.Tensor,
                    batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per sequence: summed next-token NLL, number of predicted tokens, number predicted right."""
+    """Per sequence: summed next-token NLL, number of predicted tokens, number predicted right.
+
+    Args:
+        model: the causal LM; ids, weights: the sequences (N, T) and target weights (N, T-1);
+        batch_size: sequences per forward.
+    Returns:
+        (nll, count, correct), each (N,) float64.
+    """
     model.eval()
     nll, count, correct = [], [], []
     for i in range(0, len(ids), batch_size):
@@ -28,7 +35,12 @@ def sequence_stats(model: nn.Module, ids: torch.Tensor, weights: torch.Tensor,
 @torch.no_grad()
 def classifier_logits(model: nn.Module, ids: torch.Tensor, weights: torch.Tensor,
                       batch_size: int = 128) -> torch.Tensor:
-    """Class logits (B, C) of a sequence classifier."""
+    """Class logits (B, C) of a sequence classifier.
+
+    Args:
+        model: the classifier; ids, weights: the sequences (N, T) and target weights (N, T-1);
+        batch_size: sequences per forward.
+    """
     model.eval()
     return torch.cat([model(ids[i:i + batch_size],
                             attention_mask=attention_mask(weights[i:i + batch_size])).logits
