@@ -30,7 +30,11 @@ class Backend(Protocol):
     """
 
     def submit(self, cells: Sequence[Cell], run_dir: Path) -> None:
-        """Start running `cells`; their folders go to `run_dir/cells/<key>/`."""
+        """Start running `cells`; their folders go to `run_dir/cells/<key>/`.
+
+        Args:
+            cells: the cells to run; run_dir: the run folder.
+        """
         ...
 
     def events(self) -> Iterator[Event]:

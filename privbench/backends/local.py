@@ -30,7 +30,13 @@ _DONE = object()  # the inline runner's end-of-cells marker
 
 
 def worker_failed(cell: Cell, error: BaseException) -> CellResult:
-    """The result of a cell whose worker died or whose task could not run."""
+    """The result of a cell whose worker died or whose task could not run.
+
+    Args:
+        cell: the cell; error: what killed its worker.
+    Returns:
+        An "error" CellResult naming the exception (not stored, so a resume tries it again).
+    """
     return CellResult(key=cell.key, label=cell.label, axes=cell.axes, status="error",
                       spec=cell.spec.model_dump(),
                       error=f"worker failed: {type(error).__name__}: {error}")
@@ -45,7 +51,11 @@ class LocalBackend:
         self._run_dir = Path(".")
 
     def submit(self, cells: Sequence[Cell], run_dir: Path) -> None:
-        """Queue `cells`; they start when `events` is iterated."""
+        """Queue `cells`; they start when `events` is iterated.
+
+        Args:
+            cells: the cells to run; run_dir: the run folder.
+        """
         self._cells.extend(cells)
         self._run_dir = Path(run_dir)
 

@@ -92,7 +92,12 @@ def cell_task(cell: Cell, events: Any, key: RunKey | None = None,
 
 
 def store_cell_files(run_dir: Path, key: str, files: dict[str, bytes]) -> None:
-    """Write a cell folder returned by a task into `run_dir`: aside, then renamed into place."""
+    """Write a cell folder returned by a task into `run_dir`: aside, then renamed into place.
+
+    Args:
+        run_dir: the run folder; key: the cell's content hash; files: path inside the cell
+            folder -> bytes (already sealed in an encrypted run).
+    """
     final = cell_dir(Path(run_dir), key)
     tmp = final.with_name(f".{key}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -153,7 +158,14 @@ class RayBackend:
                     raise RuntimeError(f"a local Ray did not start: {e}") from None
 
     def submit(self, cells: Sequence[Cell], run_dir: Path) -> None:
-        """Start one Ray task per cell."""
+        """Start one Ray task per cell.
+
+        Starts Ray (or joins the cluster) on first use; the run key travels with each task when the
+        run is encrypted.
+
+        Args:
+            cells: the cells to run; run_dir: the run folder.
+        """
         if not cells:
             return
         self._start()
