@@ -28,7 +28,13 @@ SURFACE = "final_model"
 
 
 def read_texts(path: Path, option: str) -> list[str]:
-    """Records of a text file: one per line, or the "text" field of each JSON line."""
+    """Records of a text file: one per line, or the "text" field of each JSON line.
+
+    Args:
+        path: a .txt or .jsonl file; option: the command-line option, named in errors.
+    Raises:
+        PrivbenchError: a missing file, not UTF-8, a bad JSON line, or fewer than 2 records.
+    """
     if not path.exists():
         raise PrivbenchError(f"{option} = {path}: file not found")
     try:
@@ -53,7 +59,15 @@ def read_texts(path: Path, option: str) -> list[str]:
 
 
 def read_losses(path: Path, option: str) -> np.ndarray:
-    """Per-example losses from a .npy array (no pickle) or a text/CSV file, one per line."""
+    """Per-example losses from a .npy array (no pickle) or a text/CSV file, one per line.
+
+    Args:
+        path: a .npy, .csv or text file; option: the command-line option, named in errors.
+    Returns:
+        The losses as float64 (N,).
+    Raises:
+        PrivbenchError: a missing file, not numbers, or fewer than 2 finite losses.
+    """
     if not path.exists():
         raise PrivbenchError(f"{option} = {path}: file not found")
     try:
@@ -74,7 +88,14 @@ def audit_language_model(model_dir: Path, members: list[str], nonmembers: list[s
                          reference_dir: Path | None = None, k: float = 0.2,
                          experiment: str = "external") -> list[MetricRow]:
     """LOSS, Min-K%, zlib ratio (and reference ratio) on a local causal LM, plus the blind
-    baseline; rows in the shared membership schema."""
+    baseline; rows in the shared membership schema.
+    Args:
+        model_dir: the LM's save_pretrained folder; members, nonmembers: the texts.
+        reference_dir: a reference LM for the ratio attack (None: no ref_ratio rows);
+        k: Min-K%'s fraction of tokens; experiment: the rows' key.
+    Returns:
+        The membership rows of every attack (AUC rows name the model, Min-K% rows their k).
+    """
     from privbench.query.causal_lm import load_causal_lm, text_logprobs
 
     model, tokenizer = load_causal_lm(model_dir)
@@ -105,5 +126,11 @@ def audit_language_model(model_dir: Path, members: list[str], nonmembers: list[s
 
 def audit_losses(members: np.ndarray, nonmembers: np.ndarray,
                  experiment: str = "external") -> list[MetricRow]:
-    """The LOSS attack on per-example losses a user computed with their own model."""
+    """The LOSS attack on per-example losses a user computed with their own model.
+
+    Args:
+        members, nonmembers: the per-example losses (N,); experiment: the rows' key.
+    Returns:
+        The membership rows of "loss" (score: minus the loss).
+    """
     return membership_rows(experiment, "loss", SURFACE, -members, -nonmembers)

@@ -32,6 +32,8 @@ class AccountingCheck:
     note: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The check as row details store it: both epsilons, the interval, agreement, note."""
+
         return {"opacus_accountant": self.mechanism, "opacus_epsilon": self.opacus_epsilon,
                 "pld_epsilon": self.pld_epsilon,
                 "opacus_interval": list(self.opacus_interval) if self.opacus_interval else None,

@@ -22,7 +22,13 @@ SAMPLE_RECORDS = 512
 
 
 def user_records(dataset: Dataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to `limit` (input, label) records of the user's data set, as two stacked tensors."""
+    """Up to `limit` (input, label) records of the user's data set, as two stacked tensors.
+
+    Args:
+        dataset: the DataLoader's data set; limit: the most records read.
+    Raises:
+        OpacusAuditError: an empty data set, or an item that is not an (input, label) pair.
+    """
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
         x, y = dataset.tensors
         return x[:limit], y[:limit]

@@ -21,7 +21,13 @@ INTEGRATIONS = ("opacus", "flower")
 
 
 def make_audit(integration: str, options: dict[str, Any]) -> Any:
-    """The audit object of an integration, built from the marker's and call's options."""
+    """The audit object of an integration, built from the marker's and call's options.
+
+    Args:
+        integration: "opacus" or "flower"; options: the audit's keyword options.
+    Raises:
+        PrivbenchError: another integration name.
+    """
     if integration == "opacus":
         from privbench.integrations.opacus import OpacusAudit
 
@@ -65,7 +71,11 @@ def audit_train_fn(train_fn: Callable[[Any], Any], *, integration: str = "opacus
 
 
 def gate(result: AuditResult, name: str, confidence: float = 0.95) -> Any:
-    """The eps_lb_not_above_claim gate of privbench.gates.policy on this result (one GateResult)."""
+    """The eps_lb_not_above_claim gate of privbench.gates.policy on this result (one GateResult).
+
+    Args:
+        result: the audit's result; name: the test's name (the gate's cell); confidence: of eps_LB.
+    """
     from privbench.gates.evaluate import evaluate
     from privbench.gates.policy import AuditPolicy, Policy
     from privbench.run.results import CellResult

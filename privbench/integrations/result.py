@@ -31,10 +31,12 @@ class AuditResult:
 
     @property
     def eps_lb(self) -> float:
+        """The audit's lower bound on epsilon."""
         return self.bound.eps_lb
 
     @property
     def verdict(self) -> Verdict:
+        """The verdict of eps_LB and the audit's ceiling against the claimed epsilon."""
         return verdict(self.bound.eps_lb, self.bound.ceiling, self.claimed_epsilon)
 
     def line(self) -> str:

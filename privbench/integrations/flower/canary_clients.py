@@ -71,6 +71,17 @@ class CanaryClients(WrapperStrategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
+        """Note the round's global model and sampled fraction, then delegate.
+
+        The canary directions are drawn in round 1, once the model's size is known.
+
+
+        Args:
+            server_round: Flower's round number; parameters: the global model;
+            client_manager: Flower's.
+        Returns:
+            The wrapped strategy's fit instructions.
+        """
         self.current = parameters_to_ndarrays(parameters)
         if self.vectors is None:
             d = sum(a.size for a in self.current)
@@ -83,6 +94,15 @@ class CanaryClients(WrapperStrategy):
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Add the included canaries that take part this round (each with probability the round's
+        sampled fraction) to `results`, then let the wrapped strategy aggregate them all.
+
+        Args:
+            server_round: Flower's round number; results: the real clients' fit results;
+            failures: the failed clients.
+        Returns:
+            The wrapped strategy's aggregate and metrics.
+        """
         rate = self._sampled / max(self._available, 1)
         self.rates.append(rate)
         included = np.flatnonzero(self.bits)

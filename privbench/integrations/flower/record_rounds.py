@@ -35,12 +35,23 @@ class RecordRounds(WrapperStrategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
+        """Record the initial global model (first call only), then delegate.
+
+        Args:
+            server_round: Flower's round number; parameters: the global model;
+            client_manager: Flower's.
+        """
         if self.initial is None:
             self.initial = [a.copy() for a in parameters_to_ndarrays(parameters)]
         return self.strategy.configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(self, server_round: int, results: list[Any],
                       failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Delegate, then record the new global model (when one was aggregated) in `iterates`.
+
+        Args:
+            server_round: Flower's round number; results, failures: the round's fit outcomes.
+        """
         aggregated, metrics = self.strategy.aggregate_fit(server_round, results, failures)
         if aggregated is not None:
             self.iterates.append([a.copy() for a in parameters_to_ndarrays(aggregated)])
