@@ -9,6 +9,7 @@ class PrivbenchError(Exception):
     exit_code = 2
 
     def lines(self) -> list[str]:
+        """The lines the CLI prints for this error: here its one message."""
         return [str(self)]
 
 
@@ -21,6 +22,7 @@ class SpecError(PrivbenchError):
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:
+        """One line per problem, each prefixed with the spec's source."""
         return [f"{self.source}: {p}" for p in self.problems]
 
 

@@ -37,7 +37,13 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T) -> T:
-        """Add `entry` under `name` (a name registers once) and return it."""
+        """Add `entry` under `name` (a name registers once) and return it.
+
+        Args:
+            name: the name a spec uses; entry: what it names.
+        Raises:
+            ValueError: `name` is already registered (a programming error, not a user's).
+        """
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = entry
@@ -57,9 +63,11 @@ class Registry(Generic[T]):
                              f"{', '.join(self._entries)}")
 
     def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order."""
         return tuple(self._entries)
 
     def items(self) -> Iterator[tuple[str, T]]:
+        """(name, entry) pairs, in registration order."""
         return iter(self._entries.items())
 
     def __contains__(self, name: object) -> bool:

@@ -32,7 +32,11 @@ def derived_seed(seed: int, salt: int, stride: int = SALT_STRIDE) -> int:
 
 
 def generator(seed: int, salt: int, stride: int = SALT_STRIDE) -> torch.Generator:
-    """A torch generator seeded with `derived_seed(seed, salt, stride)`."""
+    """A torch generator seeded with `derived_seed(seed, salt, stride)`.
+
+    Args:
+        seed, salt, stride: as in `derived_seed`.
+    """
     return torch.Generator().manual_seed(derived_seed(seed, salt, stride))
 
 

@@ -9,7 +9,13 @@ from scipy import stats
 
 
 def clopper_pearson(successes: int, trials: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact two-sided (1 - alpha) interval for a binomial proportion."""
+    """Exact two-sided (1 - alpha) interval for a binomial proportion.
+
+    Args:
+        successes, trials: the counts (no trials: (0, 1)); alpha: one minus the confidence.
+    Returns:
+        (low, high) in [0, 1].
+    """
     if trials <= 0:
         return (0.0, 1.0)
     lo = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes,
@@ -20,7 +26,13 @@ def clopper_pearson(successes: int, trials: int, alpha: float = 0.05) -> tuple[f
 
 
 def mean_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
-    """Mean and its two-sided (1 - alpha) Student-t interval."""
+    """Mean and its two-sided (1 - alpha) Student-t interval.
+
+    Args:
+        values: the samples (N,); alpha: one minus the confidence.
+    Returns:
+        (mean, low, high); with fewer than 2 values all three are the mean.
+    """
     values = np.asarray(values, dtype=np.float64)
     m = float(values.mean())
     if len(values) < 2:
@@ -31,7 +43,14 @@ def mean_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float
 
 
 def auc_interval(auc: float, n_pos: int, n_neg: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Hanley-McNeil (1982) normal interval for an ROC AUC, clipped to [0, 1]."""
+    """Hanley-McNeil (1982) normal interval for an ROC AUC, clipped to [0, 1].
+
+    Args:
+        auc: the measured AUC; n_pos, n_neg: members and non-members scored;
+        alpha: one minus the confidence.
+    Returns:
+        (low, high).
+    """
     q1 = auc / (2 - auc)
     q2 = 2 * auc * auc / (1 + auc)
     var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc)
