@@ -78,7 +78,14 @@ class SecureAggregator:
 
     def encode(self, updates: np.ndarray, round_index: int,
                rng: np.random.Generator) -> EncodedCohort:
-        """Clip, compress, quantise and noise each client's update (rows) on its own device."""
+        """Clip, compress, quantise and noise each client's update (rows) on its own device.
+
+        Args:
+            updates: the cohort's flat updates (clients, length); round_index: seeds the round's
+                top-k subset, rotation and neighbour graph; rng: the rounding and noise stream.
+        Returns:
+            The EncodedCohort (also kept as `last_encoded`).
+        """
         spec = self.spec
         x = _clip_rows(np.asarray(updates, dtype=np.float64), spec.clip)
         round_seed = derived_seed(spec.seed, round_index, STREAM_STRIDE)
@@ -114,7 +121,13 @@ class SecureAggregator:
         return self.last_encoded
 
     def decode(self, signed_total: np.ndarray, enc: EncodedCohort) -> np.ndarray:
-        """The server's side: integers -> floats, undo the rotation, scatter top-k back."""
+        """The server's side: integers -> floats, undo the rotation, scatter top-k back.
+
+        Args:
+            signed_total: the ring sum as signed integers; enc: the round's EncodedCohort.
+        Returns:
+            The float sum (length,); it becomes `reference`, the next round's top-k source.
+        """
         summed = signed_total.astype(np.float64)[None, :] / enc.fixed_point.scale
         if enc.signs is not None:
             summed = compression.unrotate(summed, enc.signs, enc.sent_length)
@@ -128,7 +141,16 @@ class SecureAggregator:
 
     def run_round(self, updates: np.ndarray, round_index: int, rng: np.random.Generator,
                   dropouts: Dropouts | None = None) -> RoundOutcome:
-        """Securely sum the rows of `updates` (clients x length); return the decoded sum."""
+        """Securely sum the rows of `updates` (clients x length); return the decoded sum.
+
+        Args:
+            updates: the cohort's flat updates (clients, length); round_index: the round;
+            rng: the rounding and noise stream; dropouts: who goes silent at each stage.
+        Returns:
+            The RoundOutcome: sum, contributors, realised z, bytes sent and time.
+        Raises:
+            PrivbenchError: the fixed-point sum could wrap (secagg.bits too high for the cohort).
+        """
         start = time.perf_counter()
         enc = self.encode(updates, round_index, rng)
         n = enc.noised.shape[0]

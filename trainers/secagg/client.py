@@ -44,6 +44,9 @@ class SecAggClient:
         self.downloaded = 0
 
     def advertise(self) -> AdvertiseKeys:
+        """The protocol's first message: this client's X25519 public keys (cipher and mask), counted
+        as uploaded."""
+
         msg = AdvertiseKeys(self.cid, crypto.public_bytes(self._cipher_key),
                             crypto.public_bytes(self._mask_key))
         self.uploaded += msg.wire_bytes
@@ -103,7 +106,15 @@ class SecAggClient:
         return msg
 
     def unmask(self, survivors: set[int], dropped: set[int]) -> UnmaskShares:
-        """Reveal seed shares of survivors and mask-key shares of dropped neighbours, never both."""
+        """Reveal seed shares of survivors and mask-key shares of dropped neighbours, never both.
+
+        Args:
+            survivors: the clients whose masked input the server holds; dropped: those it lacks.
+        Returns:
+            The shares, counted as uploaded.
+        Raises:
+            ValueError: a client named in both sets, or this client not among the survivors.
+        """
         if survivors & dropped:
             raise ValueError(f"client {self.cid}: refusing to unmask {sorted(survivors & dropped)}"
                              " as both survivor and dropped")
@@ -124,6 +135,13 @@ class SecAggClient:
 
 
 def pairwise_mask(own_mask_key, peer_mask_public: bytes, config: SecAggConfig) -> np.ndarray:
-    """PRG(s_uv): the same vector for both ends of a pair, from their X25519 agreement."""
+    """PRG(s_uv): the same vector for both ends of a pair, from their X25519 agreement.
+
+    Args:
+        own_mask_key: this client's X25519 mask key; peer_mask_public: the peer's public key;
+        config: the round (its tag binds the seed, its length the vector's).
+    Returns:
+        (length,) uint32.
+    """
     seed = crypto.agree(own_mask_key, peer_mask_public, b"mask", config.round_tag)
     return crypto.prg_uint32(seed, config.length)

@@ -16,6 +16,9 @@ def topk_indices(reference: np.ndarray | None, k: int, length: int, seed: int) -
     They must be the same for all clients, or the masked sum would not line up and the positions
     would leak; so they come from public data: the k largest entries of the last released
     aggregate, or a public random subset in the first round.
+    Args:
+        reference: the last released aggregate (None or all zeros: first round); k: how many;
+        length: the update's length; seed: the round's public seed.
     """
     if reference is None or not np.any(reference):
         return np.sort(np.random.default_rng(seed).choice(length, size=k, replace=False))
@@ -23,6 +26,7 @@ def topk_indices(reference: np.ndarray | None, k: int, length: int, seed: int) -
 
 
 def padded_length(length: int) -> int:
+    """The smallest power of two at or above `length` (1 for 0): the Hadamard transform's size."""
     return 1 << max(0, math.ceil(math.log2(max(length, 1))))
 
 
@@ -40,19 +44,31 @@ def _fwht(x: np.ndarray) -> np.ndarray:
 
 
 def rotation_signs(length: int, seed: int) -> np.ndarray:
-    """The random diagonal D of the rotation H D: public, drawn fresh each round."""
+    """The random diagonal D of the rotation H D: public, drawn fresh each round.
+
+    Args:
+        length: the update's length (padded to a power of two); seed: the round's public seed.
+    """
     return np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=padded_length(length))
 
 
 def rotate(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
-    """Rows of x (zero-padded to a power of two) -> H D x; preserves each row's L2 norm."""
+    """Rows of x (zero-padded to a power of two) -> H D x; preserves each row's L2 norm.
+
+    Args:
+        x: the rows (clients, length); signs: from `rotation_signs`.
+    """
     padded = np.zeros((x.shape[0], signs.size))
     padded[:, : x.shape[1]] = x
     return _fwht(padded * signs)
 
 
 def unrotate(y: np.ndarray, signs: np.ndarray, length: int) -> np.ndarray:
-    """Invert `rotate`: D H y (H is symmetric and orthonormal), cut back to `length`."""
+    """Invert `rotate`: D H y (H is symmetric and orthonormal), cut back to `length`.
+
+    Args:
+        y: rotated rows; signs: the rotation's; length: the original length.
+    """
     return (_fwht(y) * signs)[:, :length]
 
 
@@ -62,6 +78,8 @@ def rotated_coord_bound(clip: float, length: int, beta: float) -> float:
     Each entry is sub-Gaussian with variance proxy clip^2 / n; a union bound over the n entries
     gives clip * sqrt(2 ln(2n / beta) / n). Entries beyond it are clamped, which only lowers
     the norm.
+    Args:
+        clip: the L2 bound of x; length: its length (padded); beta: the failure probability.
     """
     n = padded_length(length)
     return min(clip, clip * math.sqrt(2 * math.log(2 * n / beta) / n))

@@ -28,6 +28,7 @@ def private_bytes(key: X25519PrivateKey) -> bytes:
 
 
 def private_from_bytes(data: bytes) -> X25519PrivateKey:
+    """The X25519 private key of 32 raw bytes (as `private_bytes` wrote them)."""
     return X25519PrivateKey.from_private_bytes(data)
 
 
@@ -37,7 +38,12 @@ def public_bytes(key: X25519PrivateKey) -> bytes:
 
 
 def agree(own: X25519PrivateKey, peer_public: bytes, purpose: bytes, context: bytes) -> bytes:
-    """A 32-byte key from X25519 agreement, stretched by HKDF-SHA256 bound to purpose and round."""
+    """A 32-byte key from X25519 agreement, stretched by HKDF-SHA256 bound to purpose and round.
+
+    Args:
+        own: this party's key; peer_public: the peer's raw public key;
+        purpose: what the key is for (b"mask", ...); context: the round tag (HKDF salt).
+    """
     shared = own.exchange(X25519PublicKey.from_public_bytes(peer_public))
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=context,
                 info=b"privbench-secagg/" + purpose).derive(shared)
@@ -53,6 +59,8 @@ def prg_uint32(seed: bytes, length: int) -> np.ndarray:
 
     Each seed is used for one mask only (seeds are bound to the round by HKDF), so a fixed IV
     is safe; AES-CTR is a PRF-based PRG, so the words are indistinguishable from uniform.
+    Args:
+        seed: a 32-byte key; length: how many words.
     """
     encryptor = Cipher(algorithms.AES(seed), modes.CTR(b"\x00" * 16)).encryptor()
     stream = encryptor.update(_zeros(4 * length))  # CTR mode: finalize() adds nothing
@@ -65,11 +73,19 @@ def _zeros(n: int) -> bytes:
 
 
 def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
-    """ChaCha20-Poly1305 encryption: nonce || ciphertext || tag, bound to `associated` data."""
+    """ChaCha20-Poly1305 encryption: nonce || ciphertext || tag, bound to `associated` data.
+
+    Args:
+        key: a 32-byte key; plaintext: the message; associated: the data it is bound to.
+    """
     nonce = os.urandom(NONCE_BYTES)
     return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, associated)
 
 
 def open_sealed(key: bytes, sealed: bytes, associated: bytes) -> bytes:
-    """Decrypt and authenticate what `seal` produced; raises InvalidTag on tampering."""
+    """Decrypt and authenticate what `seal` produced; raises InvalidTag on tampering.
+
+    Args:
+        key: the 32-byte key; sealed: what `seal` returned; associated: the same bound data.
+    """
     return ChaCha20Poly1305(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)

@@ -33,7 +33,12 @@ from privbench.privacy.claim import Claim
 
 
 def discreteness_tau(sigma: float, n: int) -> float:
-    """KLS21's tau: how far a sum of n discrete Gaussians is from one discrete Gaussian."""
+    """KLS21's tau: how far a sum of n discrete Gaussians is from one discrete Gaussian.
+
+    Args:
+        sigma: each term's discrete Gaussian scale; n: the terms summed (tau is 0 for n <= 1).
+
+    """
     if n <= 1 or sigma <= 0:
         return 0.0
     return 10 * sum(math.exp(-2 * math.pi**2 * sigma**2 * k / (k + 1)) for k in range(1, n))
@@ -41,7 +46,14 @@ def discreteness_tau(sigma: float, n: int) -> float:
 
 def realised_noise_multiplier(sigma: float, noise_terms: int, sensitivity: float,
                               length: int) -> float:
-    """z_eff of a sum carrying `noise_terms` i.i.d. N_Z(0, sigma^2) per entry, sensitivity Delta."""
+    """z_eff of a sum carrying `noise_terms` i.i.d. N_Z(0, sigma^2) per entry, sensitivity Delta.
+
+    Args:
+        sigma: each term's scale; noise_terms: the terms (contributors minus one, for the worst
+            case of one noise share missing); sensitivity: Delta; length: the vector's length.
+    Returns:
+        z_eff (0 without noise).
+    """
     if noise_terms <= 0 or sigma <= 0:
         return 0.0
     eps_sq = (sensitivity**2 / (noise_terms * sigma**2)
@@ -54,6 +66,8 @@ def mixed_noise_multiplier(variances: list[float], sensitivity: float, length: i
 
     The zCDP term uses the total variance; tau is evaluated at the smallest sigma over all terms,
     which over-states it (tau falls as sigma grows), so the bound stays conservative.
+    Args:
+        variances: every noise term's sigma^2; sensitivity: Delta; length: the vector's length.
     """
     live = [v for v in variances if v > 0]
     if not live:
@@ -68,6 +82,8 @@ def rounds_event(noise_multipliers: list[float], sampling_rate: float) -> dp_acc
 
     z values are rounded DOWN to 4 significant digits so that repeated values compose as one
     self-composed event (rounding down only raises the epsilon).
+    Args:
+        noise_multipliers: each round's realised z; sampling_rate: the cohort's q.
     """
     if not noise_multipliers:
         return dp_accounting.NoOpDpEvent()
@@ -87,7 +103,12 @@ def claim_for_rounds(*, noise_multipliers: list[float], sampling_rate: float, de
                      target_epsilon: float, clip: float,
                      neighbouring: Literal["add_or_remove_one", "replace_one"],
                      guarantee_against: list[str]) -> Claim:
-    """The Claim of the rounds that ran, each with the noise its decoded sum actually carried."""
+    """The Claim of the rounds that ran, each with the noise its decoded sum actually carried.
+
+    Args:
+        noise_multipliers, sampling_rate: as in `rounds_event`.
+        delta, target_epsilon, clip, neighbouring, guarantee_against: as in the Claim.
+    """
     event = rounds_event(noise_multipliers, sampling_rate)
     private = bool(noise_multipliers) and min(noise_multipliers) > 0
     return Claim(
@@ -111,7 +132,11 @@ def claim_for_rounds(*, noise_multipliers: list[float], sampling_rate: float, de
 
 def upper_epsilon(noise_multipliers: list[float], sampling_rate: float, delta: float,
                   neighbouring: str) -> float:
-    """A quick PLD epsilon on a 10x coarser pessimistic grid: an upper bound, for side claims."""
+    """A quick PLD epsilon on a 10x coarser pessimistic grid: an upper bound, for side claims.
+
+    Args:
+        noise_multipliers, sampling_rate: as in `rounds_event`; delta, neighbouring: the claim's.
+    """
     event = rounds_event(noise_multipliers, sampling_rate)
     if isinstance(event, dp_accounting.NonPrivateDpEvent):
         return math.inf

@@ -16,7 +16,11 @@ import numpy as np
 
 
 def sample_discrete_gaussian(sigma: float, size: int, rng: np.random.Generator) -> np.ndarray:
-    """`size` i.i.d. draws of N_Z(0, sigma^2) as int64 (all zeros when sigma = 0)."""
+    """`size` i.i.d. draws of N_Z(0, sigma^2) as int64 (all zeros when sigma = 0).
+
+    Args:
+        sigma: the scale; size: how many draws; rng: the noise stream.
+    """
     out = np.zeros(size, dtype=np.int64)
     if sigma <= 0 or size == 0:
         return out
@@ -34,7 +38,11 @@ def sample_discrete_gaussian(sigma: float, size: int, rng: np.random.Generator) 
 
 
 def discrete_gaussian_variance(sigma: float, terms: int = 60) -> float:
-    """The exact variance of N_Z(0, sigma^2) (slightly below sigma^2 for small sigma)."""
+    """The exact variance of N_Z(0, sigma^2) (slightly below sigma^2 for small sigma).
+
+    Args:
+        sigma: the scale; terms: the sum's half-width in sigmas.
+    """
     if sigma <= 0:
         return 0.0
     span = math.ceil(terms * sigma) + 1

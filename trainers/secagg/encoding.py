@@ -25,10 +25,12 @@ class FixedPoint:
 
     @property
     def levels(self) -> int:
+        """The largest integer a clamped coordinate maps to: 2^(bits - 1) - 1."""
         return (1 << (self.bits - 1)) - 1
 
     @property
     def scale(self) -> float:
+        """Integer steps per unit: `levels / coord_bound`."""
         return self.levels / self.coord_bound
 
     def quantise(self, x: np.ndarray, rng: np.random.Generator,
@@ -38,6 +40,11 @@ class FixedPoint:
         Entries are first clamped to +-coord_bound (which never raises a row's L2 norm). With
         `norm_bound`, a row whose rounded L2 norm exceeds it is re-rounded (conditional
         randomised rounding, Kairouz et al. 2021), so the bound holds with certainty.
+        Args:
+            x: the rows (clients, length); rng: the rounding stream;
+            norm_bound: the integer-domain L2 bound to enforce (None: none).
+        Returns:
+            int64, x's shape.
         """
         v = np.clip(x, -self.coord_bound, self.coord_bound) * self.scale
         low = np.floor(v)
@@ -56,7 +63,10 @@ class FixedPoint:
 
     def rounded_norm_bound(self, clip: float, length: int, beta: float) -> float:
         """The integer-domain L2 bound that rounding meets with probability >= 1 - beta
-        (Kairouz et al. 2021, Thm. 4), enforced exactly by re-rounding."""
+        (Kairouz et al. 2021, Thm. 4), enforced exactly by re-rounding.
+        Args:
+            clip: the float L2 bound; length: the vector's length; beta: the failure probability.
+        """
         c = clip * self.scale
         return math.sqrt(c**2 + length / 4
                          + math.sqrt(2 * math.log(1 / beta)) * (c + math.sqrt(length) / 2))
@@ -72,7 +82,13 @@ class FixedPoint:
         return np.where(t >= half, t - (1 << self.modulus_bits), t)
 
     def check_overflow(self, contributors: int, noise_std: float) -> None:
-        """Fail unless `contributors` inputs plus noise of std `noise_std` cannot wrap."""
+        """Fail unless `contributors` inputs plus noise of std `noise_std` cannot wrap.
+
+        Args:
+            contributors: the inputs summed; noise_std: the summed noise's standard deviation.
+        Raises:
+            PrivbenchError: the sum could wrap (names secagg.bits and secagg.modulus_bits).
+        """
         worst = contributors * (self.levels + 1) + TAIL_SIGMAS * noise_std
         if worst >= 1 << (self.modulus_bits - 1):
             raise PrivbenchError(

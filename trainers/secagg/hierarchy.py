@@ -49,7 +49,19 @@ def run_hierarchical(aggregator: SecureAggregator, updates: np.ndarray, groups: 
                      aggregator_noise_multiplier: float = 0.0,
                      client_dropouts: dict[int, Dropouts] | None = None,
                      group_dropouts: Dropouts | None = None) -> HierarchyOutcome:
-    """One round of three-level aggregation of `updates` rows, grouped by `groups` (row ids)."""
+    """One round of three-level aggregation of `updates` rows, grouped by `groups` (row ids).
+
+    Clients are summed securely within each group, each group's sum noised by its aggregator,
+    then the group sums are summed securely at the top.
+
+    Args:
+        aggregator: encodes and decodes; updates: the flat updates (clients, length);
+        groups: each group's row ids; round_index: the round; rng: the rounding and noise stream.
+        aggregator_noise_multiplier: each group aggregator's own noise, times Delta.
+        client_dropouts, group_dropouts: who goes silent in each group and at the top.
+    Returns:
+        The HierarchyOutcome: sum, contributors, and each observer's realised z.
+    """
     enc = aggregator.encode(updates, round_index, rng)
     fp = enc.fixed_point
     sigma_c = enc.client_sigma

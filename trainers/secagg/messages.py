@@ -20,6 +20,7 @@ class AdvertiseKeys:
 
     @property
     def wire_bytes(self) -> int:
+        """Bytes on the wire: the id and both public keys."""
         return ID_BYTES + len(self.cipher_public) + len(self.mask_public)
 
 
@@ -30,6 +31,7 @@ class SharedKeys:
 
     @property
     def wire_bytes(self) -> int:
+        """Bytes on the wire: the sender's id and each (recipient id, sealed share) pair."""
         return ID_BYTES + sum(ID_BYTES + len(c) for c in self.sealed.values())
 
 
@@ -40,6 +42,7 @@ class MaskedInput:
 
     @property
     def wire_bytes(self) -> int:
+        """Bytes on the wire: the id and the packed masked input."""
         return ID_BYTES + len(self.payload)
 
 
@@ -51,5 +54,6 @@ class UnmaskShares:
 
     @property
     def wire_bytes(self) -> int:
+        """Bytes on the wire: the id and each (client id, share) pair revealed."""
         n = len(self.seed_shares) + len(self.key_shares)
         return ID_BYTES + n * (ID_BYTES + shamir.SHARE_BYTES)

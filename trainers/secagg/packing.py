@@ -6,7 +6,11 @@ import numpy as np
 
 
 def pack(values: np.ndarray, bits: int) -> bytes:
-    """The low `bits` bits of each uint32 entry, concatenated; ceil(n * bits / 8) bytes."""
+    """The low `bits` bits of each uint32 entry, concatenated; ceil(n * bits / 8) bytes.
+
+    Args:
+        values: uint32 entries below 2^bits; bits: the ring's modulus bits.
+    """
     if bits in (8, 16, 32):
         return values.astype(f"<u{bits // 8}").tobytes()
     as_bits = np.unpackbits(values.astype("<u4").view(np.uint8), bitorder="little")
@@ -14,7 +18,11 @@ def pack(values: np.ndarray, bits: int) -> bytes:
 
 
 def unpack(payload: bytes, bits: int, length: int) -> np.ndarray:
-    """Invert `pack`: `length` uint32 entries."""
+    """Invert `pack`: `length` uint32 entries.
+
+    Args:
+        payload: what `pack` returned; bits: as packed; length: the entries.
+    """
     if bits in (8, 16, 32):
         return np.frombuffer(payload, dtype=f"<u{bits // 8}", count=length).astype(np.uint32)
     raw = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")

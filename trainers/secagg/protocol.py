@@ -185,7 +185,14 @@ class SecureSum:
 
 def run_secure_sum(inputs: dict[int, np.ndarray], config: SecAggConfig,
                    dropouts: Dropouts | None = None) -> SecureSum:
-    """Run every step of the protocol among `inputs`' clients; raise SecAggAbort on failure."""
+    """Run every step of the protocol among `inputs`' clients; raise SecAggAbort on failure.
+
+    Args:
+        inputs: client id -> its ring-encoded input (length,) uint32; config: the round;
+        dropouts: who goes silent at each stage (None: nobody).
+    Returns:
+        The SecureSum: total, contributors, bytes each client sent and received.
+    """
     drop = dropouts or Dropouts()
     clients = {u: SecAggClient(u, config, x) for u, x in inputs.items()}
     server = SecAggServer(config, sorted(clients))

@@ -30,6 +30,7 @@ class SecAggConfig:
 
     @property
     def modulus_mask(self) -> np.uint32:
+        """2^modulus_bits - 1 as uint32: reduces a sum modulo the ring."""
         return np.uint32((1 << self.modulus_bits) - 1)
 
 
@@ -38,6 +39,8 @@ def neighbour_graph(ids: list[int], k: int, seed: int) -> dict[int, list[int]]:
 
     SecAgg+ (Bell et al. 2020): clients sit on a ring in a public random order and pair with the
     k/2 nearest on each side, so the graph is k-regular and every client's cost is O(k).
+    Args:
+        ids: the clients; k: the neighbours each (odd k is raised by one); seed: the public order.
     """
     n = len(ids)
     if k <= 0 or k >= n - 1:
@@ -61,5 +64,9 @@ def secagg_plus_degree(n: int) -> int:
 
 
 def threshold_for(config: SecAggConfig, degree: int) -> int:
-    """Shares needed to reconstruct one client's secrets, given its neighbourhood size."""
+    """Shares needed to reconstruct one client's secrets, given its neighbourhood size.
+
+    Args:
+        config: the round (its threshold_fraction); degree: the client's neighbourhood size.
+    """
     return min(degree, max(2, math.ceil(config.threshold_fraction * degree)))

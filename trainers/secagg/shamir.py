@@ -11,7 +11,13 @@ SHARE_BYTES = 66  # ceil(521 / 8)
 
 
 def split(secret: bytes, holders: Sequence[int], threshold: int) -> dict[int, bytes]:
-    """Shares of `secret` for each holder id (x-coordinate = id + 1); any `threshold` recover it."""
+    """Shares of `secret` for each holder id (x-coordinate = id + 1); any `threshold` recover it.
+
+    Args:
+        secret: the bytes to share; holders: the holders' ids; threshold: shares needed.
+    Raises:
+        ValueError: a threshold outside [1, len(holders)].
+    """
     if not 1 <= threshold <= len(holders):
         raise ValueError(f"threshold {threshold} must lie in [1, {len(holders)}]")
     value = int.from_bytes(secret, "big")
@@ -26,7 +32,13 @@ def split(secret: bytes, holders: Sequence[int], threshold: int) -> dict[int, by
 
 
 def combine(shares: dict[int, bytes], threshold: int, length: int = 32) -> bytes:
-    """Recover the secret from at least `threshold` shares by Lagrange interpolation at zero."""
+    """Recover the secret from at least `threshold` shares by Lagrange interpolation at zero.
+
+    Args:
+        shares: holder id -> share; threshold: shares used; length: the secret's bytes.
+    Raises:
+        ValueError: fewer than `threshold` shares.
+    """
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares cannot recover a {threshold}-of-n secret")
     points = sorted(shares.items())[:threshold]

@@ -51,6 +51,9 @@ class SecureRounds:
 
         With distributed DP the clients' noise is already in the sum (server adds none);
         without it the server adds the central noise to the secure sum as before.
+        Args:
+            clipped: the cohort's clipped updates, stacked (K, ...) (None: an empty cohort);
+            r: the round index; record: the round's record (secagg keys are added).
         """
         central_z = 0.0 if self.spec.distributed_dp else self.planned_z
         if clipped is None:
@@ -62,7 +65,12 @@ class SecureRounds:
         return self._as_params(total), central_z
 
     def mean_round(self, updates: Params, r: int, record: dict[str, Any]) -> Params:
-        """Non-private FedAvg through the secure sum: the contributors' mean (zeros on abort)."""
+        """Non-private FedAvg through the secure sum: the contributors' mean (zeros on abort).
+
+        Args:
+            updates: the cohort's updates, stacked (K, ...); r: the round index;
+            record: the round's record (secagg keys are added).
+        """
         total = self._secure_total(updates, r, record)
         if total is None:
             return {n: torch.zeros(s) for n, s in self.shapes.items()}
