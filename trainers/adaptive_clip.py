@@ -17,7 +17,13 @@ from privbench.errors import PrivbenchError
 
 
 def update_noise_multiplier(z: float, count_noise_multiplier: float) -> float:
-    """z_delta such that the sum and the count together cost a Gaussian with multiplier z."""
+    """z_delta such that the sum and the count together cost a Gaussian with multiplier z.
+
+    Args:
+        z: the accounted multiplier (0 or below: 0); count_noise_multiplier: sigma_b of the count.
+    Raises:
+        PrivbenchError: sigma_b at or below z / 2, which leaves nothing for the sum.
+    """
     if z <= 0:
         return 0.0
     rest = z ** -2 - (2 * count_noise_multiplier) ** -2
@@ -31,7 +37,13 @@ def update_noise_multiplier(z: float, count_noise_multiplier: float) -> float:
 def next_clip(clip: float, norms: torch.Tensor, *, target_quantile: float, lr: float,
               count_noise_multiplier: float, expected_cohort: float,
               generator: torch.Generator) -> tuple[float, float]:
-    """One geometric step: C <- C exp(-lr (b~ - gamma)). Returns (new clip, noised fraction b~)."""
+    """One geometric step: C <- C exp(-lr (b~ - gamma)). Returns (new clip, noised fraction b~).
+
+    Args:
+        clip: C; norms: the cohort's update norms (K,); target_quantile: gamma; lr: the step.
+        count_noise_multiplier: sigma_b; expected_cohort: the divisor of the count;
+        generator: the count's noise stream.
+    """
     below = (norms <= clip).to(torch.float64) - 0.5
     noise = float(torch.randn((), generator=generator, dtype=torch.float64))
     fraction = (float(below.sum()) + count_noise_multiplier * noise) / expected_cohort + 0.5

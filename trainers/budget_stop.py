@@ -16,7 +16,12 @@ from privbench.trainers.privacy_plan import PrivacyPlan
 
 def budget_stop_message(plan: PrivacyPlan, ledger: PrivacyLedger, r: int, sampled: torch.Tensor,
                   max_epsilon: float) -> str | None:
-    """A message when round r would take the ledger past `max_epsilon`, else None."""
+    """A message when round r would take the ledger past `max_epsilon`, else None.
+
+    Args:
+        plan: the run's PrivacyPlan; ledger: the rounds recorded; r: the round about to run
+            (0-based); sampled: its cohort; max_epsilon: privacy.max_epsilon.
+    """
     if not plan.private or math.isinf(max_epsilon):
         return None
     if plan.mode == "central":
@@ -32,7 +37,11 @@ def budget_stop_message(plan: PrivacyPlan, ledger: PrivacyLedger, r: int, sample
 
 
 def distinct_histories(ledger: PrivacyLedger, sampled: torch.Tensor) -> list[int]:
-    """One client per distinct participation history among `sampled` (they account alike)."""
+    """One client per distinct participation history among `sampled` (they account alike).
+
+    Args:
+        ledger: the rounds recorded; sampled: the round's cohort.
+    """
     seen, out = set(), []
     for c in sampled.tolist():
         key = repr(ledger.client_events(c))
@@ -44,6 +53,12 @@ def distinct_histories(ledger: PrivacyLedger, sampled: torch.Tensor) -> list[int
 
 def client_would_exceed(ledger: PrivacyLedger, plan: PrivacyPlan, client: int, r: int,
                          max_epsilon: float) -> bool:
+    """Whether round r's event on top of `client`'s recorded events takes it past `max_epsilon`.
+
+    Args:
+        ledger: the rounds recorded; plan: the run's PrivacyPlan; client: the client's index;
+        r: the round about to run (0-based); max_epsilon: privacy.max_epsilon.
+    """
     event = accounting.compose_steps([*ledger.client_events(client), plan.client_event(r)])
     return accounting.epsilon_with_fallback(event, ledger.delta, ledger.neighbouring)[0] \
         > max_epsilon

@@ -178,7 +178,14 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 
 def recorded_round(recorded: dict[str, dict], round_no: int) -> tuple[Params, dict[str, str]]:
-    """One recorded round as safetensors tensors and metadata (the cohort as JSON)."""
+    """One recorded round as safetensors tensors and metadata (the cohort as JSON).
+
+    Args:
+        recorded: the trainer's recorded rounds; round_no: the round to store.
+    Returns:
+        ({"round_params|name", "client_updates|client|name", "aggregates|name": tensor},
+        {"cohort": JSON}).
+    """
     tensors = {f"round_params|{n}": t.contiguous()
                for n, t in recorded["round_params"][round_no].items()}
     for c, update in recorded.get("client_updates", {}).get(round_no, {}).items():
@@ -191,7 +198,12 @@ def recorded_round(recorded: dict[str, dict], round_no: int) -> tuple[Params, di
 
 def restore_recorded_round(recorded: dict[str, dict], round_no: int, tensors: Params,
                            meta: dict[str, str]) -> None:
-    """Put one round read back by `recorded_round` into `recorded` (the trainer's layout)."""
+    """Put one round read back by `recorded_round` into `recorded` (the trainer's layout).
+
+    Args:
+        recorded: the trainer's recorded rounds (changed in place); round_no: the round;
+        tensors, meta: what `recorded_round` stored.
+    """
     for key, t in tensors.items():
         kind, _, rest = key.partition("|")
         if kind == "client_updates":

@@ -26,10 +26,12 @@ class ClientData:
 
     @property
     def n_clients(self) -> int:
+        """The number of clients K."""
         return int(self.counts.numel())
 
     @property
     def n_max(self) -> int:
+        """The padded records per client: the batch's second dimension."""
         return int(next(iter(self.batch.values())).shape[1])
 
     def rows(self, idx: torch.Tensor) -> ClientData:
@@ -42,7 +44,11 @@ class ClientData:
 
 
 def gather(batch: Batch, idx: torch.Tensor) -> Batch:
-    """Each row's records `idx` (K, b) of a client batch (K, n_max, ...): (K, b, ...)."""
+    """Each row's records `idx` (K, b) of a client batch (K, n_max, ...): (K, b, ...).
+
+    Args:
+        batch: the clients' records (K, n_max, ...); idx: each row's record indices (K, b).
+    """
     rows = torch.arange(idx.shape[0]).unsqueeze(1)
     return {n: t[rows, idx] for n, t in batch.items()}
 

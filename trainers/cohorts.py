@@ -12,7 +12,14 @@ from privbench.spec.schema import TrainSpec
 
 def sample_cohort(train: TrainSpec, n_clients: int, r: int, seed: int,
                   gen: torch.Generator) -> torch.Tensor:
-    """Round r's cohort: Poisson, a fixed-size uniform draw, or the next slice of a shuffle."""
+    """Round r's cohort: Poisson, a fixed-size uniform draw, or the next slice of a shuffle.
+
+    Args:
+        train: sampling and cohort; n_clients: the population; r: the round (0-based);
+        seed: the shuffle's seed (one permutation per epoch); gen: the sampling stream.
+    Returns:
+        The sampled client indices, sorted.
+    """
     if train.sampling == "poisson":  # the draw of one run of `cohort_masks`
         return torch.nonzero(cohort_masks(train, n_clients, 1, r, seed, gen)[0]).flatten()
     m = int(train.cohort)
@@ -31,6 +38,9 @@ def cohort_masks(train: TrainSpec, n_clients: int, runs: int, r: int, seed: int,
     Poisson draws every run's clients in one call on the shared sampling stream (one run draws
     exactly what `sample_cohort` draws, so a single run replays `train_fedavg`'s cohorts); the
     other samplers draw run by run, in run order.
+    Args:
+        train: sampling and cohort; n_clients: clients per run; runs: K; r: the round (0-based);
+        seed: the shuffle's seed; gen: the shared sampling stream.
     """
     if train.sampling == "poisson":
         return torch.rand(runs, n_clients, generator=gen) < train.cohort / n_clients

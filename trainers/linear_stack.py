@@ -86,7 +86,13 @@ class LinearStackAdapter(ClassifierAdapter):
 
     def clipped_sum(self, params: Params, batch: Batch, weights: torch.Tensor, clip: float,
                     before_clip: BeforeClip | None = None) -> tuple[Params, torch.Tensor]:
-        """Rows' clipped per-example sums (K, ...) and norms (K, b); see the module doc."""
+        """Rows' clipped per-example sums (K, ...) and norms (K, b); see the module doc.
+
+        Args:
+            params: stacked (K, ...); batch: "x" and "y" (K, b, ...); weights: (K, b);
+
+            clip: C; before_clip: called with the per-example gradients before they are clipped.
+        """
         return linear_stack_clipped_sum(self.module, params, batch["x"], batch["y"], weights,
                                         clip, before_clip)
 

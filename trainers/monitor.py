@@ -18,7 +18,11 @@ from privbench.models.adapter import Batch, ModelAdapter, Params
 
 
 def public_accuracy(adapter: ModelAdapter, params: Params, batch: Batch) -> float:
-    """The accuracy of `params` on `batch`: the adapter's own measure, or a classifier's."""
+    """The accuracy of `params` on `batch`: the adapter's own measure, or a classifier's.
+
+    Args:
+        adapter: the model; params: the parameters; batch: the public records.
+    """
     own = getattr(adapter, "accuracy", None)
     if own is not None:
         return float(own(params, batch))
@@ -47,7 +51,11 @@ class RollbackMonitor:
         return loss, accuracy
 
     def check(self, round_no: int, params: Params) -> tuple[Params, dict | None]:
-        """(parameters to keep, a rollback event or None)."""
+        """(parameters to keep, a rollback event or None).
+
+        Args:
+            round_no: the round just done; params: the model after it.
+        """
         loss, accuracy = self.evaluate(params)
         bad_params = not all(bool(torch.isfinite(p).all()) for p in params.values())
         why = None

@@ -66,10 +66,12 @@ class PrivacyPlan:
 
     @property
     def private(self) -> bool:
+        """Whether the run has DP (any mode but "none")."""
         return self.mode != "none"
 
     @property
     def per_client(self) -> bool:
+        """Whether each client accounts its own rounds (local or example level)."""
         return self.mode in ("local", "example")
 
     @property
@@ -110,7 +112,10 @@ class PrivacyPlan:
 
     def run_event(self, r: int, realised_cohort: int) -> dp_accounting.DpEvent:
         """Round r's run-level event: the sampled Gaussian for central DP; for the per-client
-        settings, one participation (an upper bound for any single client)."""
+        settings, one participation (an upper bound for any single client).
+        Args:
+            r: the round (0-based); realised_cohort: the fixed cohort's realised size (0: planned).
+        """
         if self.mode == "central":
             return self._central_plan().step_event(self.round_z(r), sample_size=realised_cohort)
         event = self.client_event(r)
@@ -127,7 +132,11 @@ class PrivacyPlan:
 
     # -- the claim ----------------------------------------------------------------------------
     def claim(self, ledger: Any, rounds_run: int, clip: float | None) -> Claim:
-        """The Claim of what the ledger recorded: run event (central) or the worst client."""
+        """The Claim of what the ledger recorded: run event (central) or the worst client.
+
+        Args:
+            ledger: the run's PrivacyLedger; rounds_run: rounds done; clip: the final C (or None).
+        """
         p = self.privacy
         base: dict[str, Any] = dict(delta=p.delta, target_epsilon=p.epsilon,
                                     neighbouring=p.neighbouring, clip=clip)
@@ -175,6 +184,7 @@ class PrivacyPlan:
                                 trusted=trusted, notes=notes, **extra, **base)
 
     def delta_key(self) -> tuple[float, str]:
+        """(delta, neighbouring): what the ledger's per-client accounting is keyed by."""
         return self.privacy.delta, self.privacy.neighbouring
 
 
@@ -182,6 +192,8 @@ def worst_client_event(ledger: Any, key: tuple[float, str]) -> tuple[dp_accounti
     """The composed event of the client with the largest epsilon (and its participations).
 
     Clients with the same sequence of events share one accounting computation.
+    Args:
+        ledger: the run's PrivacyLedger; key: (delta, neighbouring).
     """
     delta, neighbouring = key
     histories: dict[str, tuple[dp_accounting.DpEvent, int]] = {}
@@ -196,7 +208,11 @@ def worst_client_event(ledger: Any, key: tuple[float, str]) -> tuple[dp_accounti
 
 
 def participation_cap(rounds: int, rate: float) -> int:
-    """Rounds a client may join: all of them at rate 1, else the 99.9% Binomial quantile."""
+    """Rounds a client may join: all of them at rate 1, else the 99.9% Binomial quantile.
+
+    Args:
+        rounds: the run's rounds; rate: a client's chance to join each.
+    """
     if rate >= 1.0:
         return rounds
     return int(min(rounds, max(1, stats.binom.ppf(0.999, rounds, rate))))
@@ -265,7 +281,11 @@ def make_plan(train: TrainSpec, privacy: PrivacySpec, n_clients: int,
 
 
 def round_factors(schedule: list[float], rounds: int) -> list[float]:
-    """Each round's noise factor: the schedule's equal spans over the rounds (1 when empty)."""
+    """Each round's noise factor: the schedule's equal spans over the rounds (1 when empty).
+
+    Args:
+        schedule: privacy.noise_schedule's factors; rounds: the run's rounds.
+    """
     if not schedule:
         return [1.0] * rounds
     return [float(schedule[min(len(schedule) - 1, r * len(schedule) // rounds)])

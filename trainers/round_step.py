@@ -46,6 +46,13 @@ def run_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: Cl
     The plan's mechanism (trainers/mechanisms/) does the clients' side (training and any
     client-side clipping and noise) and the server's (clipping, noise, mean); the loop only
     carries the updates between them and screens what arrives.
+    Args:
+        adapter, plan, params, data: the model, the privacy plan, the global model, the clients.
+        sampled, clients: the cohort's rows of `data` and their client ids.
+        train, clip, gens, r, record: the train spec, this round's C, the streams, the round
+            (0-based) and its record (rejections are added).
+        tamper, secure, client_update_hook, view, gradient_canaries: the optional hooks.
+        optimizer, engine, vectorised, microbatch, personal: how clients train locally.
     """
     mechanism = plan.mechanism
     z = mechanism.noise_multiplier(r)

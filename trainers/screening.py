@@ -16,7 +16,12 @@ log = logging.getLogger("privbench.trainers")
 
 
 def problem_with(update: Any, template: Params, max_norm: float) -> str | None:
-    """Why one client's update must be rejected, or None when it is acceptable."""
+    """Why one client's update must be rejected, or None when it is acceptable.
+
+    Args:
+        update: one client's unbatched update; template: the expected names, shapes and dtypes;
+        max_norm: the sanity bound on its L2 norm.
+    """
     if not isinstance(update, dict) or set(update) != set(template):
         return "wrong parameter names"
     for name, t in template.items():
@@ -42,6 +47,10 @@ def batch_problems(updates: Params, template: Params, max_norm: float) -> list[s
     A row holding NaN or Inf has a non-finite sum of squares, so the sums find every such row;
     a finite row whose sum overflows the dtype is told apart by an exact check of that row, and
     its norm is taken in float64, so every reason is what a float64 check gives.
+    Args:
+        updates: stacked (K, ...); template: unbatched; max_norm: the sanity bound.
+    Returns:
+        One reason (or None) per row.
     """
     k = next(iter(updates.values())).shape[0] if updates else 0
     if set(updates) != set(template):
@@ -79,7 +88,12 @@ def screen_updates(updates: Params, clients: list[int], template: Params, *, max
                    ) -> tuple[Params | None, list[int], list[dict[str, Any]]]:
     """Keep the acceptable rows of a batched update (K, ...); `replaced` maps a row position to
     an update received instead of the honest one. Returns (kept batch or None, kept positions,
-    rejections with client id, round and reason)."""
+    rejections with client id, round and reason).
+    Args:
+        updates: stacked (K, ...); clients: each row's client id; template: unbatched;
+        max_norm: train.max_update_norm; round_no: the round (1-based), for the log;
+        replaced: row -> the update received instead (a test's tamper hook).
+    """
     replaced = replaced or {}
     reasons = batch_problems(updates, template, max_norm) if clients else []
     for pos, row in replaced.items():
