@@ -26,6 +26,10 @@ def first_layer_recovery(weight_grad: torch.Tensor, bias_grad: torch.Tensor, k: 
     the mix of the records that activate neuron i; this returns the `k` distinct row quotients
     with the largest |db_i| (rows closer than `distinct` in RMS to a chosen one are skipped).
     weight_grad: (H, D), bias_grad: (H,). Returns (k, D); fewer live rows repeat the last one.
+    Args:
+        weight_grad, bias_grad: the first layer's gradients (H, D) and (H,); k: records wanted;
+        rel_tol: rows with |db_i| below this fraction of the largest are dead;
+        distinct: the RMS distance below which two quotients count as one.
     """
     strength = bias_grad.abs()
     live = torch.nonzero(strength > rel_tol * strength.max().clamp(min=1e-30)).flatten()
@@ -50,6 +54,10 @@ def idlg_labels(last_bias_grad: torch.Tensor, k: int = 1) -> list[int]:
     k = 1 (iDLG, Zhao et al. 2020): the one negative entry, softmax(z) - onehot(y), is the label.
     k > 1: every class with a negative entry is present; the remaining labels are the classes
     with the most negative entries, each counted by its share of the negative mass (as LLG does).
+    Args:
+        last_bias_grad: the last layer's bias gradient (C,); k: the batch's records.
+    Returns:
+        k labels, sorted.
     """
     g = last_bias_grad.detach().double()
     if k == 1:
@@ -76,18 +84,30 @@ def _flat(params: Params) -> torch.Tensor:
 
 
 def cosine_distance(a: Params, b: Params) -> torch.Tensor:
-    """1 - cosine similarity of two gradients, all parameters together (Geiping et al.)."""
+    """1 - cosine similarity of two gradients, all parameters together (Geiping et al.).
+
+    Args:
+        a, b: the two gradients (same names and shapes).
+    """
     fa, fb = _flat(a), _flat(b)
     return 1 - (fa * fb).sum() / (fa.norm() * fb.norm()).clamp(min=1e-12)
 
 
 def l2_distance(a: Params, b: Params) -> torch.Tensor:
-    """Squared Euclidean distance of two gradients (DLG, Zhu et al. 2019)."""
+    """Squared Euclidean distance of two gradients (DLG, Zhu et al. 2019).
+
+    Args:
+        a, b: the two gradients (same names and shapes).
+    """
     return (_flat(a) - _flat(b)).pow(2).sum()
 
 
 def total_variation(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Mean absolute difference of neighbouring pixels over a batch of flat images."""
+    """Mean absolute difference of neighbouring pixels over a batch of flat images.
+
+    Args:
+        x: flat images (..., H * W); shape: (H, W).
+    """
     img = x.reshape(-1, *shape)
     return ((img[:, 1:, :] - img[:, :-1, :]).abs().mean()
             + (img[:, :, 1:] - img[:, :, :-1]).abs().mean())
@@ -103,6 +123,12 @@ def gradient_matching(model: nn.Module, params: Params, target: Params, n_record
     target: pseudo-gradients with a leading batch axis G. labels: (G, B) known labels, or None to
     learn soft labels jointly (DLG). distance: "cosine" (Inverting Gradients) or "l2" (DLG).
     Returns the reconstructions (G, B, D) and the labels used or learned (G, B).
+    Args:
+        model: the attacked architecture; params: the round's global parameters.
+        target, labels, distance: as above; n_records, n_features: B and D.
+        tv_weight, image_shape: the total-variation prior (off when no shape).
+        iterations, lr, signed, seed, bounds: Adam's plan (signed: Adam on the gradient's sign),
+            the start's seed and the box the records are clamped to.
     """
     n_batches = next(iter(target.values())).shape[0]
     n_classes = params[list(params)[-1]].shape[0]
@@ -152,7 +178,15 @@ def gradient_matching(model: nn.Module, params: Params, target: Params, n_record
 def inverting_gradients(model: nn.Module, params: Params, target: Params, labels: torch.Tensor,
                         image_shape: tuple[int, int], *, iterations: int = 600, lr: float = 0.1,
                         tv_weight: float = 1e-3, seed: int = 0) -> torch.Tensor:
-    """Inverting Gradients: cosine distance + total variation, signed Adam, box [0, 1]."""
+    """Inverting Gradients: cosine distance + total variation, signed Adam, box [0, 1].
+
+    Args:
+        model: the attacked architecture; params: the round's global parameters.
+        target: pseudo-gradients (G, ...); labels: known labels (G, B); image_shape: (H, W).
+        iterations, lr, tv_weight, seed: as in `gradient_matching`.
+    Returns:
+        The reconstructions (G, B, H * W).
+    """
     x, _ = gradient_matching(model, params, target, labels.shape[1],
                              image_shape[0] * image_shape[1], labels=labels, distance="cosine",
                              tv_weight=tv_weight, image_shape=image_shape, iterations=iterations,
@@ -163,7 +197,15 @@ def inverting_gradients(model: nn.Module, params: Params, target: Params, labels
 def dlg(model: nn.Module, params: Params, target: Params, n_records: int, n_features: int, *,
         iterations: int = 600, lr: float = 0.1, seed: int = 0
         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deep Leakage from Gradients: L2 gradient distance, records and soft labels learned."""
+    """Deep Leakage from Gradients: L2 gradient distance, records and soft labels learned.
+
+    Args:
+        model: the attacked architecture; params: the round's global parameters.
+        target: pseudo-gradients (G, ...); n_records, n_features: B and D.
+        iterations, lr, seed: as in `gradient_matching`.
+    Returns:
+        (reconstructions (G, B, D), learned labels (G, B)).
+    """
     return gradient_matching(model, params, target, n_records, n_features, labels=None,
                              distance="l2", tv_weight=0.0, image_shape=None,
                              iterations=iterations, lr=lr, signed=False, seed=seed)

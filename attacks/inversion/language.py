@@ -48,7 +48,13 @@ def vocabulary() -> list[str]:
 
 
 def encode(lines: list[str], vocab: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of each line plus <eos>, right-padded; labels are -100 on padding."""
+    """Token ids of each line plus <eos>, right-padded; labels are -100 on padding.
+
+    Args:
+        lines: space-separated words; vocab: the word list (with <eos> and the pad token).
+    Returns:
+        (ids, labels), each (N, longest + 1).
+    """
     index = {w: i for i, w in enumerate(vocab)}
     seqs = [[index[w] for w in line.split()] + [index[EOS]] for line in lines]
     width = max(len(s) for s in seqs)
@@ -62,7 +68,14 @@ def encode(lines: list[str], vocab: list[str]) -> tuple[torch.Tensor, torch.Tens
 
 def tiny_gpt2(vocab_size: int, seed: int, width: int = 128, layers: int = 2,
               context: int = 32) -> nn.Module:
-    """A 2-block GPT-2 (transformers GPT2LMHeadModel) with untied embeddings and no dropout."""
+    """A 2-block GPT-2 (transformers GPT2LMHeadModel) with untied embeddings and no dropout.
+
+    Args:
+        vocab_size: the vocabulary; seed: the initialisation's seed (the global RNG is forked);
+        width, layers, context: the embedding width, blocks and positions.
+    Returns:
+        The model, in eval mode.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging
 
@@ -82,7 +95,13 @@ def tiny_gpt2(vocab_size: int, seed: int, width: int = 128, layers: int = 2,
 
 def lm_gradient(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
-    """One client's gradient of the mean next-token loss on a batch (one local step)."""
+    """One client's gradient of the mean next-token loss on a batch (one local step).
+
+    Args:
+        model: the LM (its .grad fields are cleared before and after); ids, labels: the batch.
+    Returns:
+        name -> the gradient, for every parameter that got one.
+    """
     model.zero_grad(set_to_none=True)
     model(input_ids=ids, labels=labels).loss.backward()
     out = {name: p.grad.detach().clone() for name, p in model.named_parameters()

@@ -49,6 +49,8 @@ class UpdateAttacker:
                         if t is not None}
 
     def model(self, r: int) -> torch.nn.Module:
+        """The global model the server sent in round `r` (built once, from its recorded params)."""
+
         if r not in self.models:
             self.models[r] = model_at(self.ctx.trained.model,
                                       self.ctx.trained.observations.round_params[r])
@@ -76,14 +78,23 @@ class UpdateAttacker:
 
     def view(self, update: Params, copies: int = 1) -> Params:
         """The pseudo-gradient the server inverts: minus the update, with the noise added (a
-        sum of `copies` updates carries the noise of each: std sqrt(copies) times)."""
+        sum of `copies` updates carries the noise of each: std sqrt(copies) times).
+        Args:
+            update: a client's update (or a sum of them) as recorded; copies: how many it sums.
+        """
         noised = with_client_noise(update, self.added * math.sqrt(copies), self.gen)
         return {n: -u for n, u in noised.items()}
 
     def attack(self, r: int, grads: Params, width: int, copies: int = 1
                ) -> tuple[set[int] | None, list[list[int]] | None]:
         """(bag of words or None, DAGER's sequences or None) on one pseudo-gradient (a sum of
-        `copies` client updates)."""
+        `copies` client updates).
+        Either is None when the signals say it cannot run on this cell.
+
+        Args:
+            r: the round; grads: the pseudo-gradient (`view`); width: DAGER's longest sequence;
+            copies: the updates summed in it.
+        """
         s = self.signals
         bow = dag = None
         if s.bow_reason is None:

@@ -66,7 +66,11 @@ def _otsu(values: np.ndarray) -> float:
 def next_token_prior(model: torch.nn.Module, tokenizer, texts: list[str],
                      max_length: int) -> torch.Tensor:
     """The model's next-token distribution averaged over every predicted position of public
-    `texts` (V,): what a token's output-layer gradient row collects when it is no target."""
+    `texts` (V,): what a token's output-layer gradient row collects when it is no target.
+    Args:
+        model, tokenizer: the round's LM and its tokenizer; texts: public text;
+        max_length: tokens per text.
+    """
     ids, weights = sequence_tensors(tokenizer, texts, max_length)
     probs = model(ids, attention_mask=attention_mask(weights)).logits[:, :-1].softmax(-1)
     return (probs * weights[..., None]).sum(dim=(0, 1)) / weights.sum()
@@ -87,7 +91,11 @@ def rounding_std(start: torch.Tensor) -> float:
 
 
 def client_sequences(ex: Examples, idx) -> list[list[int]]:
-    """The real token ids (begin token first, no padding) of examples `idx` of `ex`."""
+    """The real token ids (begin token first, no padding) of examples `idx` of `ex`.
+
+    Args:
+        ex: the tokenised examples; idx: the examples' indices.
+    """
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     lengths = (ex.weights[idx].sum(dim=1) + 1).long().tolist()
     return [ex.ids[int(i), :n].tolist() for i, n in zip(idx, lengths, strict=True)]
@@ -96,7 +104,10 @@ def client_sequences(ex: Examples, idx) -> list[list[int]]:
 def per_sequence_scores(recovered: list[list[int]], originals: list[list[int]]
                         ) -> list[dict[str, float]]:
     """Exact match, ROUGE-1 and ROUGE-2 of each original sequence against the recovery matched
-    to it (Hungarian on ROUGE-1 + ROUGE-2); an unmatched original scores 0."""
+    to it (Hungarian on ROUGE-1 + ROUGE-2); an unmatched original scores 0.
+    Args:
+        recovered: the attack's token sequences; originals: the client's true ones.
+    """
     out = [{"exact_match": 0.0, "rouge1": 0.0, "rouge2": 0.0} for _ in originals]
     if not recovered or not originals:
         return out
@@ -110,7 +121,11 @@ def per_sequence_scores(recovered: list[list[int]], originals: list[list[int]]
 
 def decoded_pairs(tokenizer, recovered: list[list[int]], originals: list[list[int]]
                   ) -> list[dict[str, list[str]]]:
-    """Each original beside its best recovery, as decoded tokens (the report's text pairs)."""
+    """Each original beside its best recovery, as decoded tokens (the report's text pairs).
+
+    Args:
+        tokenizer: the LM's tokenizer; recovered, originals: token sequences.
+    """
     ids = {t for s in [*recovered, *originals] for t in s}
     vocab = {t: tokenizer.decode([t]) for t in ids}
     return text_example(recovered, originals, vocab)

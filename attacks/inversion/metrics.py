@@ -20,7 +20,11 @@ from privbench.stats import clopper_pearson, mean_interval
 
 
 def psnr(reconstruction: np.ndarray, original: np.ndarray, data_range: float = 1.0) -> np.ndarray:
-    """Peak signal-to-noise ratio in dB, per image (leading axis); exact copies give +inf."""
+    """Peak signal-to-noise ratio in dB, per image (leading axis); exact copies give +inf.
+
+    Args:
+        reconstruction, original: images (N, ...); data_range: the pixels' range.
+    """
     err = ((np.asarray(reconstruction, np.float64) - np.asarray(original, np.float64)) ** 2)
     mse = err.reshape(err.shape[0], -1).mean(axis=1)
     with np.errstate(divide="ignore"):
@@ -37,7 +41,11 @@ def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
 def ssim(reconstruction: np.ndarray, original: np.ndarray, data_range: float = 1.0,
          window: int = 7, sigma: float = 1.5) -> np.ndarray:
     """Structural similarity (Wang et al. 2004) per image of shape (N, H, W); Gaussian window,
-    valid positions only (an 8x8 digit gives a 2x2 map), K1 = 0.01, K2 = 0.03."""
+    valid positions only (an 8x8 digit gives a 2x2 map), K1 = 0.01, K2 = 0.03.
+    Args:
+        reconstruction, original: (N, H, W); data_range: the pixels' range;
+        window, sigma: the Gaussian window's size (cut to the image) and width.
+    """
     x = torch.as_tensor(np.asarray(reconstruction, np.float64))[:, None]
     y = torch.as_tensor(np.asarray(original, np.float64))[:, None]
     size = min(window, x.shape[-1], x.shape[-2])
@@ -53,7 +61,12 @@ def ssim(reconstruction: np.ndarray, original: np.ndarray, data_range: float = 1
 
 def hungarian_match(reconstructions: np.ndarray, originals: np.ndarray) -> np.ndarray:
     """For each original, the index of its reconstruction under the assignment that minimises
-    total squared error (Hungarian algorithm); more reconstructions than originals is allowed."""
+    total squared error (Hungarian algorithm); more reconstructions than originals is allowed.
+    Args:
+        reconstructions: (R, ...); originals: (N, ...), N <= R.
+    Returns:
+        (N,) indices into `reconstructions`.
+    """
     r = np.asarray(reconstructions, np.float64).reshape(len(reconstructions), -1)
     o = np.asarray(originals, np.float64).reshape(len(originals), -1)
     cost = ((o[:, None, :] - r[None, :, :]) ** 2).mean(axis=2)
@@ -65,7 +78,11 @@ def hungarian_match(reconstructions: np.ndarray, originals: np.ndarray) -> np.nd
 
 def image_scores(reconstructions: np.ndarray, originals: np.ndarray,
                  shape: tuple[int, int]) -> dict[str, float]:
-    """Mean PSNR (capped at 100 dB for exact copies) and SSIM of one batch after matching."""
+    """Mean PSNR (capped at 100 dB for exact copies) and SSIM of one batch after matching.
+
+    Args:
+        reconstructions, originals: flat images; shape: (H, W) (pixels clipped to [0, 1]).
+    """
     match = hungarian_match(reconstructions, originals)
     rec = np.clip(np.asarray(reconstructions)[match], 0.0, 1.0).reshape(-1, *shape)
     ori = np.asarray(originals).reshape(-1, *shape)
@@ -74,13 +91,21 @@ def image_scores(reconstructions: np.ndarray, originals: np.ndarray,
 
 
 def label_accuracy(predicted: Sequence[int], true: Sequence[int]) -> float:
-    """Fraction of the batch's labels recovered, as multisets (order carries no information)."""
+    """Fraction of the batch's labels recovered, as multisets (order carries no information).
+
+    Args:
+        predicted, true: the labels recovered and the batch's.
+    """
     overlap = sum((Counter(predicted) & Counter(true)).values())
     return overlap / max(len(true), 1)
 
 
 def token_precision_recall(recovered: set[int], true: set[int]) -> tuple[float, float]:
-    """Precision and recall of a recovered set of distinct tokens."""
+    """Precision and recall of a recovered set of distinct tokens.
+
+    Args:
+        recovered, true: sets of token ids.
+    """
     hit = len(recovered & true)
     return hit / max(len(recovered), 1), hit / max(len(true), 1)
 
@@ -90,7 +115,11 @@ def _ngrams(tokens: Sequence[int], n: int) -> Counter:
 
 
 def rouge_n(candidate: Sequence[int], reference: Sequence[int], n: int) -> float:
-    """ROUGE-N F1 between two token sequences (clipped n-gram overlap)."""
+    """ROUGE-N F1 between two token sequences (clipped n-gram overlap).
+
+    Args:
+        candidate, reference: token sequences; n: the n-gram size.
+    """
     c, r = _ngrams(candidate, n), _ngrams(reference, n)
     overlap = sum((c & r).values())
     if overlap == 0:
@@ -104,6 +133,8 @@ def text_scores(recovered: list[list[int]], originals: list[list[int]]) -> dict[
 
     exact_match is 1 when every original sequence is recovered exactly, else 0; unmatched
     originals (fewer recoveries than sequences) score 0 ROUGE.
+    Args:
+        recovered, originals: token sequences.
     """
     if not recovered:
         return {"exact_match": 0.0, "rouge1": 0.0, "rouge2": 0.0}
@@ -145,7 +176,12 @@ def text_example(rec: list[list[int]], true: list[list[int]], vocab: Any
 def summarise(per_batch: list[dict[str, float]], alpha: float = 0.05
               ) -> dict[str, tuple[float, float, float]]:
     """Mean and (1 - alpha) interval of each metric over the attacked batches: Clopper-Pearson
-    when every value is 0 or 1 (a success rate), else Student-t."""
+    when every value is 0 or 1 (a success rate), else Student-t.
+    Args:
+        per_batch: each batch's metrics; alpha: one minus the confidence.
+    Returns:
+        metric -> (mean, low, high).
+    """
     out = {}
     for m in per_batch[0] if per_batch else []:
         values = np.array([b[m] for b in per_batch], dtype=np.float64)

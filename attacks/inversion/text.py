@@ -23,7 +23,11 @@ def embedding_rows(embedding_grad: torch.Tensor, noise_std: float = 0.0,
     """The bag of words: rows of the input-embedding gradient that are not zero.
 
     With untied embeddings only the batch's tokens get a gradient. Under Gaussian noise of std
-    `noise_std`, a row counts when its norm exceeds what noise alone reaches (sqrt(d) + 5 std)."""
+    `noise_std`, a row counts when its norm exceeds what noise alone reaches (sqrt(d) + 5 std).
+    Args:
+        embedding_grad: the input-embedding gradient (V, d); noise_std: the noise on it;
+        rel_tol: rows below this fraction of the largest norm are zero.
+    """
     norms = embedding_grad.double().norm(dim=1)
     d = embedding_grad.shape[1]
     floor = max(rel_tol * float(norms.max()), noise_std * (math.sqrt(d) + 5.0))
@@ -35,7 +39,10 @@ def span_basis(weight_grad: torch.Tensor, noise_std: float = 0.0,
     """Orthonormal basis (d, r) of the input span of a Conv1D/Linear weight gradient (d_in first).
 
     Singular values above `rel_tol` of the largest (and above the top singular value that
-    Gaussian noise of std `noise_std` reaches) are kept."""
+    Gaussian noise of std `noise_std` reaches) are kept.
+    Args:
+        weight_grad: (d_in, d_out); noise_std: the noise on it; rel_tol: as above.
+    """
     g = weight_grad.double()
     eigenvalues, vectors = torch.linalg.eigh(g @ g.T)  # singular values squared, ascending
     s = eigenvalues.clamp(min=0).sqrt()
@@ -45,7 +52,11 @@ def span_basis(weight_grad: torch.Tensor, noise_std: float = 0.0,
 
 
 def span_residual(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Relative distance of each row of `vectors` (n, d) to the span of `basis` (d, r)."""
+    """Relative distance of each row of `vectors` (n, d) to the span of `basis` (d, r).
+
+    Args:
+        vectors: (n, d); basis: orthonormal (d, r).
+    """
     v = vectors.double()
     proj = (v @ basis) @ basis.T
     return (v - proj).norm(dim=-1) / v.norm(dim=-1).clamp(min=1e-30)
@@ -53,7 +64,12 @@ def span_residual(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
 def layer_input(model: nn.Module, ids: torch.Tensor, layer: int) -> torch.Tensor:
     """The input to block `layer`'s attention projection (after its ln_1), for every position:
-    embeddings, then blocks 0..layer-1 (causal attention), then that block's ln_1."""
+    embeddings, then blocks 0..layer-1 (causal attention), then that block's ln_1.
+    Args:
+        model: a GPT-2 LM; ids: token ids (N, T); layer: the block.
+    Returns:
+        (N, T, d).
+    """
     t = model.transformer
     with torch.no_grad():
         h = t.wte(ids) + t.wpe(torch.arange(ids.shape[1]))
@@ -73,6 +89,10 @@ def dager(model: nn.Module, grads: Params, *, max_len: int, noise_std: float = 0
     initialisation LayerNorm is scale-invariant, so mixed (token, position) pairs of the batch
     also pass the first check and only the second removes them). Needs the model without
     dropout (the attack replays the forward pass) and at least two blocks.
+    Args:
+        model: the GPT-2 the gradient was taken on; grads: as above; max_len: positions tried.
+        noise_std: the noise on the gradients; tol: the span residual that passes;
+        max_branches: the most partial sequences kept per position.
     """
     t = model.transformer
     basis0 = span_basis(grads["transformer.h.0.attn.c_attn.weight"], noise_std)
