@@ -36,7 +36,10 @@ def digit_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
 
 def exposure_problem(tokenizer: PreTrainedTokenizerBase, digits: int) -> str | None:
     """Why exposure cannot rank `digits`-digit secrets with this tokenizer, in one line (checked
-    before training), or None."""
+    before training), or None.
+    Args:
+        tokenizer: the LM's tokenizer; digits: lm.canaries.digits.
+    """
     if digit_token_ids(tokenizer) is None and 10 ** digits > MAX_WHOLE_CANDIDATES:
         return (f"lm.canaries.digits = {digits}: this tokenizer has no single token per digit, "
                 f"so each of the 10^{digits} secrets is scored whole (at most "
@@ -112,7 +115,12 @@ def _common(a: list[int], b: list[int]) -> int:
 
 
 def exposure(log_likelihoods: torch.Tensor, secret: str) -> tuple[float, int]:
-    """(exposure in bits, rank) of `secret`; ties are broken in the secret's favour."""
+    """(exposure in bits, rank) of `secret`; ties are broken in the secret's favour.
+
+    Args:
+        log_likelihoods: the log-likelihood of every candidate secret, indexed by its value
+            (10^digits,); secret: the canary's digits.
+    """
     nll = (-log_likelihoods).numpy()
     target = float(nll[int(secret)])
     return exposure_by_rank(target, nll), canary_rank(target, nll)

@@ -40,7 +40,14 @@ class Extraction:
 def sample_continuations(model: Any, tokenizer: Any, prefixes: Sequence[str], *,
                          samples: int = 16, max_new_tokens: int = 24, top_k: int = 40,
                          seed: int = 0) -> list[list[int]]:
-    """Token ids of prefix + continuation: the greedy one and `samples` top-k samples each."""
+    """Token ids of prefix + continuation: the greedy one and `samples` top-k samples each.
+
+    Args:
+        model, tokenizer: the causal LM; prefixes: the prompts.
+        samples, max_new_tokens, top_k, seed: the sampling plan (the global torch RNG is forked).
+    Returns:
+        (1 + samples) sequences per prefix, padding stripped.
+    """
     out: list[list[int]] = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.random.fork_rng(devices=[]):
@@ -66,7 +73,15 @@ def _strip_padding(ids: list[int], pad: int | None, keep: int) -> list[int]:
 
 def extract_canaries(model: Any, tokenizer: Any, prefixes: Sequence[str],
                      canaries: Sequence[str], **sampling: Any) -> Extraction:
-    """Generate from `prefixes`, rank the generations, and locate each canary's text in them."""
+    """Generate from `prefixes`, rank the generations, and locate each canary's text in them.
+
+    Args:
+        model, tokenizer: the causal LM; prefixes: the prompts; canaries: the texts to find;
+        sampling: `sample_continuations`' options.
+    Returns:
+        The Extraction: the generations and each canary's best rank by perplexity and by
+        zlib ratio (None when it was never generated).
+    """
     sequences = sample_continuations(model, tokenizer, prefixes, **sampling)
     skip = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     texts = [tokenizer.decode([t for t in s if t not in skip]) for s in sequences]
