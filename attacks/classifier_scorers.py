@@ -16,7 +16,6 @@ from privbench.suites.utility import classification_utility
 
 def utility_scorer(ctx: CellContext) -> list[MetricRow]:
     """The "utility" scorer: the released classifier's test accuracy, loss and collapse rows."""
-
     return classification_utility(ctx.key, ctx.trained.model, ctx.data.x_test, ctx.data.y_test)
 
 

@@ -27,6 +27,7 @@ def canary_rank(canary_nll: float, candidate_nll: np.ndarray) -> int:
 def exposure_by_rank(canary_nll: float, candidate_nll: np.ndarray) -> float:
     """Exposure over the whole candidate space; `candidate_nll` holds every candidate of R
     (the canary's own secret included).
+
     Args:
         canary_nll: the canary's NLL; candidate_nll: every candidate's NLL (R,).
     Returns:

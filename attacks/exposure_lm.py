@@ -37,6 +37,7 @@ def digit_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
 def exposure_problem(tokenizer: PreTrainedTokenizerBase, digits: int) -> str | None:
     """Why exposure cannot rank `digits`-digit secrets with this tokenizer, in one line (checked
     before training), or None.
+
     Args:
         tokenizer: the LM's tokenizer; digits: lm.canaries.digits.
     """

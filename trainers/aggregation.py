@@ -18,6 +18,7 @@ def clip_factor(norms: torch.Tensor, clip: float) -> torch.Tensor:
 
     The one place clipping is decided: client updates, per-example gradients (both DP-SGD paths)
     and the audit's gradient canaries all scale by it.
+
     Args:
         norms: the L2 norms, any shape; clip: C.
     Returns:
@@ -62,6 +63,7 @@ def dp_fedavg(clipped: Params | None, template: Params, *, clip: float, noise_mu
     Dividing by the expected (not realised) cohort keeps the sensitivity of the average at
     C / expected_cohort whatever the round's Poisson draw. Noise is added even to an empty cohort.
     Returns (the averaged update the model applies, the noised sum the server sees).
+
     Args:
         clipped: the clipped updates (K, ...) (None: an empty cohort); template: unbatched shapes.
         clip, noise_multiplier, expected_cohort, generator: C, z, the divisor and the noise stream.

@@ -38,6 +38,7 @@ def cohort_masks(train: TrainSpec, n_clients: int, runs: int, r: int, seed: int,
     Poisson draws every run's clients in one call on the shared sampling stream (one run draws
     exactly what `sample_cohort` draws, so a single run replays `train_fedavg`'s cohorts); the
     other samplers draw run by run, in run order.
+
     Args:
         train: sampling and cohort; n_clients: clients per run; runs: K; r: the round (0-based);
         seed: the shuffle's seed; gen: the shared sampling stream.

@@ -113,6 +113,7 @@ class PrivacyPlan:
     def run_event(self, r: int, realised_cohort: int) -> dp_accounting.DpEvent:
         """Round r's run-level event: the sampled Gaussian for central DP; for the per-client
         settings, one participation (an upper bound for any single client).
+
         Args:
             r: the round (0-based); realised_cohort: the fixed cohort's realised size (0: planned).
         """
@@ -192,6 +193,7 @@ def worst_client_event(ledger: Any, key: tuple[float, str]) -> tuple[dp_accounti
     """The composed event of the client with the largest epsilon (and its participations).
 
     Clients with the same sequence of events share one accounting computation.
+
     Args:
         ledger: the run's PrivacyLedger; key: (delta, neighbouring).
     """

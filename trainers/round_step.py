@@ -46,6 +46,7 @@ def run_round(adapter: ModelAdapter, plan: PrivacyPlan, params: Params, data: Cl
     The plan's mechanism (trainers/mechanisms/) does the clients' side (training and any
     client-side clipping and noise) and the server's (clipping, noise, mean); the loop only
     carries the updates between them and screens what arrives.
+
     Args:
         adapter, plan, params, data: the model, the privacy plan, the global model, the clients.
         sampled, clients: the cohort's rows of `data` and their client ids.
@@ -82,7 +83,14 @@ def record_round(recorded: dict[str, dict], round_no: int, params: dict[str, tor
                   view: dict[str, Any], per_client: bool) -> None:
     """Keep one round's starting model, the per-client updates as the server received them
     (client id -> update; only without secure aggregation), the sum it aggregated (before any
-    noise the server itself adds) and which clients that sum holds."""
+    noise the server itself adds) and which clients that sum holds.
+
+    Args:
+        recorded: the trainer's recorded rounds (changed in place); round_no: the round (1-based);
+        params: the global model the round started from; view: what the server saw ("seen",
+            "clients", "total"); per_client: whether it sees each client's update (no secure
+            aggregation).
+    """
     recorded["round_params"][round_no] = {name: p.clone() for name, p in params.items()}
     seen = view.get("seen")
     if per_client and seen is not None:

@@ -47,6 +47,7 @@ def batch_problems(updates: Params, template: Params, max_norm: float) -> list[s
     A row holding NaN or Inf has a non-finite sum of squares, so the sums find every such row;
     a finite row whose sum overflows the dtype is told apart by an exact check of that row, and
     its norm is taken in float64, so every reason is what a float64 check gives.
+
     Args:
         updates: stacked (K, ...); template: unbatched; max_norm: the sanity bound.
     Returns:
@@ -89,6 +90,7 @@ def screen_updates(updates: Params, clients: list[int], template: Params, *, max
     """Keep the acceptable rows of a batched update (K, ...); `replaced` maps a row position to
     an update received instead of the honest one. Returns (kept batch or None, kept positions,
     rejections with client id, round and reason).
+
     Args:
         updates: stacked (K, ...); clients: each row's client id; template: unbatched;
         max_norm: train.max_update_norm; round_no: the round (1-based), for the log;

@@ -26,6 +26,7 @@ def first_layer_recovery(weight_grad: torch.Tensor, bias_grad: torch.Tensor, k: 
     the mix of the records that activate neuron i; this returns the `k` distinct row quotients
     with the largest |db_i| (rows closer than `distinct` in RMS to a chosen one are skipped).
     weight_grad: (H, D), bias_grad: (H,). Returns (k, D); fewer live rows repeat the last one.
+
     Args:
         weight_grad, bias_grad: the first layer's gradients (H, D) and (H,); k: records wanted;
         rel_tol: rows with |db_i| below this fraction of the largest are dead;
@@ -54,6 +55,7 @@ def idlg_labels(last_bias_grad: torch.Tensor, k: int = 1) -> list[int]:
     k = 1 (iDLG, Zhao et al. 2020): the one negative entry, softmax(z) - onehot(y), is the label.
     k > 1: every class with a negative entry is present; the remaining labels are the classes
     with the most negative entries, each counted by its share of the negative mass (as LLG does).
+
     Args:
         last_bias_grad: the last layer's bias gradient (C,); k: the batch's records.
     Returns:
@@ -123,6 +125,7 @@ def gradient_matching(model: nn.Module, params: Params, target: Params, n_record
     target: pseudo-gradients with a leading batch axis G. labels: (G, B) known labels, or None to
     learn soft labels jointly (DLG). distance: "cosine" (Inverting Gradients) or "l2" (DLG).
     Returns the reconstructions (G, B, D) and the labels used or learned (G, B).
+
     Args:
         model: the attacked architecture; params: the round's global parameters.
         target, labels, distance: as above; n_records, n_features: B and D.

@@ -50,7 +50,6 @@ class UpdateAttacker:
 
     def model(self, r: int) -> torch.nn.Module:
         """The global model the server sent in round `r` (built once, from its recorded params)."""
-
         if r not in self.models:
             self.models[r] = model_at(self.ctx.trained.model,
                                       self.ctx.trained.observations.round_params[r])
@@ -79,6 +78,7 @@ class UpdateAttacker:
     def view(self, update: Params, copies: int = 1) -> Params:
         """The pseudo-gradient the server inverts: minus the update, with the noise added (a
         sum of `copies` updates carries the noise of each: std sqrt(copies) times).
+
         Args:
             update: a client's update (or a sum of them) as recorded; copies: how many it sums.
         """

@@ -67,6 +67,7 @@ def next_token_prior(model: torch.nn.Module, tokenizer, texts: list[str],
                      max_length: int) -> torch.Tensor:
     """The model's next-token distribution averaged over every predicted position of public
     `texts` (V,): what a token's output-layer gradient row collects when it is no target.
+
     Args:
         model, tokenizer: the round's LM and its tokenizer; texts: public text;
         max_length: tokens per text.
@@ -105,6 +106,7 @@ def per_sequence_scores(recovered: list[list[int]], originals: list[list[int]]
                         ) -> list[dict[str, float]]:
     """Exact match, ROUGE-1 and ROUGE-2 of each original sequence against the recovery matched
     to it (Hungarian on ROUGE-1 + ROUGE-2); an unmatched original scores 0.
+
     Args:
         recovered: the attack's token sequences; originals: the client's true ones.
     """

@@ -42,6 +42,7 @@ def ssim(reconstruction: np.ndarray, original: np.ndarray, data_range: float = 1
          window: int = 7, sigma: float = 1.5) -> np.ndarray:
     """Structural similarity (Wang et al. 2004) per image of shape (N, H, W); Gaussian window,
     valid positions only (an 8x8 digit gives a 2x2 map), K1 = 0.01, K2 = 0.03.
+
     Args:
         reconstruction, original: (N, H, W); data_range: the pixels' range;
         window, sigma: the Gaussian window's size (cut to the image) and width.
@@ -62,6 +63,7 @@ def ssim(reconstruction: np.ndarray, original: np.ndarray, data_range: float = 1
 def hungarian_match(reconstructions: np.ndarray, originals: np.ndarray) -> np.ndarray:
     """For each original, the index of its reconstruction under the assignment that minimises
     total squared error (Hungarian algorithm); more reconstructions than originals is allowed.
+
     Args:
         reconstructions: (R, ...); originals: (N, ...), N <= R.
     Returns:
@@ -133,6 +135,7 @@ def text_scores(recovered: list[list[int]], originals: list[list[int]]) -> dict[
 
     exact_match is 1 when every original sequence is recovered exactly, else 0; unmatched
     originals (fewer recoveries than sequences) score 0 ROUGE.
+
     Args:
         recovered, originals: token sequences.
     """
@@ -177,6 +180,7 @@ def summarise(per_batch: list[dict[str, float]], alpha: float = 0.05
               ) -> dict[str, tuple[float, float, float]]:
     """Mean and (1 - alpha) interval of each metric over the attacked batches: Clopper-Pearson
     when every value is 0 or 1 (a success rate), else Student-t.
+
     Args:
         per_batch: each batch's metrics; alpha: one minus the confidence.
     Returns:

@@ -24,6 +24,7 @@ def embedding_rows(embedding_grad: torch.Tensor, noise_std: float = 0.0,
 
     With untied embeddings only the batch's tokens get a gradient. Under Gaussian noise of std
     `noise_std`, a row counts when its norm exceeds what noise alone reaches (sqrt(d) + 5 std).
+
     Args:
         embedding_grad: the input-embedding gradient (V, d); noise_std: the noise on it;
         rel_tol: rows below this fraction of the largest norm are zero.
@@ -40,6 +41,7 @@ def span_basis(weight_grad: torch.Tensor, noise_std: float = 0.0,
 
     Singular values above `rel_tol` of the largest (and above the top singular value that
     Gaussian noise of std `noise_std` reaches) are kept.
+
     Args:
         weight_grad: (d_in, d_out); noise_std: the noise on it; rel_tol: as above.
     """
@@ -65,6 +67,7 @@ def span_residual(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 def layer_input(model: nn.Module, ids: torch.Tensor, layer: int) -> torch.Tensor:
     """The input to block `layer`'s attention projection (after its ln_1), for every position:
     embeddings, then blocks 0..layer-1 (causal attention), then that block's ln_1.
+
     Args:
         model: a GPT-2 LM; ids: token ids (N, T); layer: the block.
     Returns:
@@ -89,6 +92,7 @@ def dager(model: nn.Module, grads: Params, *, max_len: int, noise_std: float = 0
     initialisation LayerNorm is scale-invariant, so mixed (token, position) pairs of the batch
     also pass the first check and only the second removes them). Needs the model without
     dropout (the attack replays the forward pass) and at least two blocks.
+
     Args:
         model: the GPT-2 the gradient was taken on; grads: as above; max_len: positions tried.
         noise_std: the noise on the gradients; tol: the span residual that passes;

@@ -117,6 +117,7 @@ def print_summary(console: Console, result) -> None:
     """The run's table: claim, utility, the strongest membership attack, the audit's eps_LB and
     verdict, and each cell's status. Off a terminal (a pipe, a CI log) it is printed at its full
     width, never cut to `…`.
+
     Args:
         console: where to print; result: the finished RunResult.
     """

@@ -40,6 +40,7 @@ def partition_dirichlet(labels: np.ndarray, n_clients: int, alpha: float,
 
     Small alpha gives each client few classes. Every client gets at least one record: empty
     clients take a record from the largest client, so the client count is what the spec says.
+
     Args:
         labels: the training labels (N,); n_clients: data.clients; alpha: the concentration;
         rng: the partition's stream.

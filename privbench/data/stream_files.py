@@ -41,6 +41,7 @@ class FederationWriter:
     def write(self, x: np.ndarray, y: np.ndarray, clients: np.ndarray) -> None:
         """Append records: x (N, F) features, y (N,) labels, clients (N,) ids, each client's
         records together and after the clients of earlier parts.
+
         Args:
             x, y, clients: the part's features (N, F), labels (N,) and client ids (N,).
         """

@@ -68,10 +68,10 @@ class ClientIndex:
 def stream_format(path: Path, fmt: str) -> str:
     """"parquet" or "jsonl": data.format when set, else the file's suffix says.
 
-    Raises:
-        PrivbenchError: one line naming data.format when the suffix is not .parquet, .pq, .jsonl.
     Args:
         path: the data file; fmt: data.format ("auto" or "parquet"; JSONL only by suffix).
+    Raises:
+        PrivbenchError: one line naming data.format when the suffix is not .parquet, .pq, .jsonl.
     """
     if fmt == "parquet":
         return fmt

@@ -58,6 +58,7 @@ def stream_problems(spec: CellSpec) -> list[str]:
 def stream_task(cell: Cell, run_dir: Path) -> TaskRun:
     """The cell's trainer inputs on a streamed file: the training clients streamed, the test set,
     the population (the monitor's public records) and the scored members held in memory.
+
     Args:
         cell: the cell (data.name "stream"); run_dir: the run folder.
     Returns:

@@ -24,10 +24,10 @@ SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 def table_format(path: Path, fmt: str) -> str:
     """"csv" or "parquet": `fmt` unless it is "auto", else the file's suffix says.
 
-    Raises:
-        PrivbenchError: one line naming data.format when the suffix is not .csv, .parquet, .pq.
     Args:
         path: the data file; fmt: data.format ("auto", "csv" or "parquet").
+    Raises:
+        PrivbenchError: one line naming data.format when the suffix is not .csv, .parquet, .pq.
     """
     if fmt != "auto":
         return fmt

@@ -180,6 +180,7 @@ def canary_text(prefix: str, secret: str) -> str:
 def secret_text(prefix: str, secret: str) -> str:
     """The template's prefix and the secret's digits, space-separated: the part of a canary
     sentence that exposure scores.
+
     Args:
         prefix: the template's prefix; secret: the secret, a string of digits.
     """

@@ -30,8 +30,7 @@ class GateResult:
     note: str = ""
 
     def line(self) -> str:
-        """The result in one line (gate, cell, status, measured, threshold, margin, note), for CI.
-"""
+        """The result in one line (gate, cell, status, measured, threshold, margin, note)."""
         margin = "—" if self.margin is None else format_number(self.margin)
         measured = "—" if self.measured is None else format_number(self.measured)
         text = (f"{self.gate} [{self.cell}]: {self.status.upper()} measured {measured}, "

@@ -41,8 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the `privbench`, `privbench_gate` and `privbench_audit` markers.
-"""
+    """Register the `privbench`, `privbench_gate` and `privbench_audit` markers."""
     config.addinivalue_line(
         "markers", "privbench(suite=None, overrides=(), seed=None): the suite the privbench_run "
                    "fixture runs or loads for this test")
@@ -105,6 +104,7 @@ class PrivbenchRun:
     def assert_gates(self, policy_path: str | Path, *, allow_warn: bool = True) -> Any:
         """Fail the test when a gate fails (or warns, with allow_warn=False), naming each gate,
         its threshold, the measured value and the margin.
+
         Args:
             policy_path: the policy TOML; allow_warn: False to fail on WARN and "no data" too.
         Returns:
@@ -127,6 +127,7 @@ _SESSION_RUNS: dict[Path, Any] = {}
 def privbench_run(request: pytest.FixtureRequest, record_property: Any) -> PrivbenchRun:
     """Run (or load from the cache) the suite named by the `privbench` marker, the
     --privbench-suite option or the `privbench_suite` ini value.
+
     Args:
         request: the test's request (its `privbench` marker: suite, overrides, seed, workers);
         record_property: records the run folder and how many cells were loaded from the cache.
@@ -178,6 +179,7 @@ def privbench_audit(request: pytest.FixtureRequest, record_property: Any) -> Any
     claim as `privbench gate` does and fails the test with the gate's line when the audit refutes
     the claim. Returns the AuditResult (verdict, eps_lb, claim, rows) otherwise; a TOO_SMALL
     audit (it could not test the claim) passes with a warning recorded.
+
     Args:
         request: the test's request (its `privbench_audit` marker's defaults);
         record_property: records the audit line and the gate.

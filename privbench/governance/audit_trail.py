@@ -52,7 +52,6 @@ def default_log_path(run_dir: Path) -> Path:
 
 def canonical(data: dict[str, Any]) -> str:
     """The one JSON text of `data` that is hashed and signed (sorted keys, ASCII, no NaN)."""
-
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False)
 

@@ -147,11 +147,11 @@ def grant(registry: dict[str, Any], client: int, *, text_version: str,
           scope: str = DEFAULT_SCOPE, time: str | None = None) -> None:
     """Record client `client`'s consent for `scope` under consent text `text_version`.
 
-    Raises:
-        RegistryError: the client withdrew from that scope (it cannot grant again).
     Args:
         registry: the loaded registry (changed in place); client: the client's index.
         text_version, scope, time: the consent text's version, its scope, the time (None: now).
+    Raises:
+        RegistryError: the client withdrew from that scope (it cannot grant again).
     """
     entry = registry["clients"].setdefault(str(client), {"consents": []})
     status = consent_status(entry, scope)
@@ -170,11 +170,11 @@ def withdraw(registry: dict[str, Any], client: int, *, round_no: int,
     """Record that client `client` withdrew from `scope` while round `round_no` ran (0: before
     the run); it is never sampled from round `round_no + 1` on.
 
-    Raises:
-        RegistryError: the client is unknown, never granted, or already withdrew.
     Args:
         registry: the loaded registry (changed in place); client: the client's index.
         round_no, scope, time: the round it withdrew in, the scope, the time (None: now).
+    Raises:
+        RegistryError: the client is unknown, never granted, or already withdrew.
     """
     if round_no < 0:
         raise RegistryError(f"--round = {round_no}: must be 0 (before the run) or a round")
@@ -193,11 +193,11 @@ def set_device(registry: dict[str, Any], client: int, profile: dict[str, Any]) -
     """Declare (or replace) client `client`'s device profile (privbench.governance.onboarding
     checks it).
 
-    Raises:
-        RegistryError: the client is not registered.
     Args:
         registry: the loaded registry (changed in place); client: the client's index;
         profile: memory_mb, flops_per_second, libraries and model_hash.
+    Raises:
+        RegistryError: the client is not registered.
     """
     entry = registry["clients"].get(str(client))
     if entry is None:

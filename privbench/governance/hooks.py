@@ -184,6 +184,7 @@ GOVERNANCE_SECTIONS = ("population", "personal_layers")
 def report_card(run_dir: Path, cell: Any) -> dict[str, Any]:
     """A cell's privacy card for the report: the card of its Claim and spec, with the
     governance sections its stored card.json holds (population, personal layers).
+
     Args:
         run_dir: the run folder; cell: the cell's stored result (claim, spec, key).
     """

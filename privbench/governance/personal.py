@@ -85,6 +85,7 @@ class PersonalLayers:
     def start(self, params: Params, rows: torch.Tensor) -> Params:
         """The starting point of clients `rows` (K,): the global shared layers and each
         client's own personal layers, stacked (K, ...) in the model's parameter order.
+
         Args:
             params: the global parameters; rows: the clients' indices.
         """
@@ -96,6 +97,7 @@ class PersonalLayers:
     def keep(self, rows: torch.Tensor, updates: Params) -> Params:
         """Apply the personal part of clients `rows`' updates to their store; return the shared
         part, the only one sent.
+
         Args:
             rows: the clients' indices (K,); updates: their updates, stacked (K, ...).
         """
@@ -107,6 +109,7 @@ class PersonalLayers:
     def models(self, global_params: Params, rows: torch.Tensor) -> Params:
         """Clients `rows`' personalised models: the global shared layers with their own
         personal layers, stacked (K, ...).
+
         Args:
             global_params: the global model; rows: the clients' indices (K,).
         """
@@ -118,6 +121,7 @@ class PersonalLayers:
         epochs (the shared layers frozen at the global model's), one vmapped call.
 
         In "finetune" mode each client's copy starts from the global model's personal layers.
+
         Args:
             adapter: the model; global_params: the global model (its shared layers stay frozen);
             data: every client's records; epochs, batch_size, lr, seed: the local plan and its seed.

@@ -65,6 +65,7 @@ class PopulationHook(Protocol):
                ledger: LedgerLike) -> torch.Tensor:
         """Round `round_no`'s drawn cohort without the clients outside the population; may
         add keys to the round's record and lines to the ledger.
+
         Args:
             round_no: the round (1-based); sampled: the drawn client indices;
             record: the round's record; ledger: the privacy ledger.
@@ -119,6 +120,7 @@ class Population:
 
         Before round 1 the ledger gets the population (members, refusals with reasons); at the
         start of round W + 1 it gets one "withdrawal" line per client that withdrew in round W.
+
         Args:
             round_no: the round (1-based); sampled: the drawn client indices;
             record: the round's record ("outside_population" added when some are dropped);

@@ -60,6 +60,7 @@ def sign_run(run_dir: Path, key: Any) -> None:
 def resign_gates(run_dir: Path, key: Any) -> None:
     """After `privbench gate` rewrote gates.json: sign it with `key`, or, without a key, drop
     the gates signature (it would be stale) and keep the run's.
+
     Args:
         run_dir: the run folder; key: the Ed25519 signing key, or None.
     """

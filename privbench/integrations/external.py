@@ -89,6 +89,7 @@ def audit_language_model(model_dir: Path, members: list[str], nonmembers: list[s
                          experiment: str = "external") -> list[MetricRow]:
     """LOSS, Min-K%, zlib ratio (and reference ratio) on a local causal LM, plus the blind
     baseline; rows in the shared membership schema.
+
     Args:
         model_dir: the LM's save_pretrained folder; members, nonmembers: the texts.
         reference_dir: a reference LM for the ratio attack (None: no ref_ratio rows);

@@ -120,6 +120,7 @@ class OpacusAudit:
         Gradient canaries: a forward pre-hook marks the batch rows that are canary records;
         before Opacus clips, their per-sample gradients become the canary's Dirac vector; after
         Opacus adds its noise, the noised sum is read on every canary's coordinate.
+
         Args:
             module: the GradSampleModule; optimizer: the DPOptimizer (flat clipping only).
         Raises:

@@ -33,7 +33,6 @@ class AccountingCheck:
 
     def to_dict(self) -> dict[str, Any]:
         """The check as row details store it: both epsilons, the interval, agreement, note."""
-
         return {"opacus_accountant": self.mechanism, "opacus_epsilon": self.opacus_epsilon,
                 "pld_epsilon": self.pld_epsilon,
                 "opacus_interval": list(self.opacus_interval) if self.opacus_interval else None,

@@ -103,7 +103,6 @@ class ClassifierAdapter:
 
     def release(self, params: Params) -> nn.Module:
         """The adapter's own module with `params` copied into it (in place), for release."""
-
         with torch.no_grad():
             for name, p in self.module.named_parameters():
                 if name in params:

@@ -118,6 +118,7 @@ class HFAdapter:
     def accuracy(self, params: Params, batch: Batch) -> float:
         """Next-token accuracy over the real targets (causal LM) or class accuracy; the round
         monitor watches it on public text (trainers/monitor.py).
+
         Args:
             params: the trainable parameters; batch: as in `per_example_loss`.
         Returns:

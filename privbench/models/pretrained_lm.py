@@ -105,8 +105,6 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 def tiny_gpt2_config(lm: LMSpec, tokenizer: PreTrainedTokenizerFast) -> GPT2Config:
     """The tiny LM's GPT-2 config: the spec's size, the tokenizer's ids, no dropout, tied weights.
 
-
-
     Args:
         lm: the spec's LM section (layers, width, heads, max_length); tokenizer: the trained BPE.
     """

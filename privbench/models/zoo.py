@@ -142,6 +142,7 @@ def model_problems(spec: ModelSpec, n_features: int, n_classes: int) -> list[str
     Builds the model once and runs a forward pass on two zero inputs, so an import error, a
     factory that fails, a wrong output shape or a non-square CNN input are found before the
     first round.
+
     Args:
         spec: the model spec; n_features, n_classes: the data's input width and class count.
     """
@@ -196,6 +197,7 @@ def build_model(spec: ModelSpec, n_features: int, n_classes: int, seed: int) -> 
 def spec_problems(spec: ModelSpec, data: DataSpec) -> list[str]:
     """`model_problems` for the data set's feature and class counts (spec checks; a user's files
     are read once per file state, privbench/data/user_data.py).
+
     Args:
         spec: the model spec; data: the data spec whose shape is read.
     """

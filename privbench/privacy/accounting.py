@@ -92,6 +92,7 @@ def rdp_epsilon(event: dp_accounting.DpEvent, delta: float,
     """Epsilon at `delta` from the Renyi-DP accountant (an upper bound, looser than PLD).
 
     `orders` narrows the Renyi orders searched (faster, a looser but still valid bound).
+
     Args:
         event: the executed DpEvent; delta: the target delta;
         neighbouring: "add_or_remove_one" or "replace_one";
@@ -133,6 +134,7 @@ def epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float,
     Never a crash for a supported event: every fallback is an upper bound on the exact
     epsilon and is named in the notes. Without `grid`, `pld_grid_for` the RDP estimate is used
     (`rdp_estimate` when the caller has it already).
+
     Args:
         event: the executed DpEvent; delta: the target delta;
         neighbouring: "add_or_remove_one" or "replace_one";

@@ -112,6 +112,7 @@ class RecordHook(Protocol):
         """Before the first round the loop runs: the records and events of the rounds already
         done (a resumed checkpoint's; empty for a fresh run), and the run's `Ledger`, which
         records each round before the hook is called.
+
         Args:
             rows: the done rounds' records; events: their DpEvents; ledger: the run's Ledger.
         """

@@ -73,6 +73,7 @@ def claim_from_event(event: Any, *, delta: float, target_epsilon: float,
 
     `pld_grid` fixes the PLD discretisation (default: `accounting.pld_grid_for` the epsilon);
     `rdp_orders` the Renyi orders of the RDP figure (default: dp_accounting's).
+
     Args:
         event: the executed DpEvent; delta, target_epsilon: the spec's delta and epsilon.
         unit, neighbouring, sampling: the unit of privacy, the adjacency and the sampling scheme.

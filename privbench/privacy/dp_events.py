@@ -42,6 +42,7 @@ def rdp_convention(event: dp_accounting.DpEvent, neighbouring: str) -> dp_accoun
     accountant reads them under both relations (for replace-one it shifts the means by +-C
     itself). The RDP accountant instead takes noise relative to the l2 sensitivity of the
     relation, 2C under replace-one: there every Gaussian's multiplier is halved.
+
     Args:
         event: the event, noise relative to C; neighbouring: "add_or_remove_one" or "replace_one".
     """
@@ -114,6 +115,7 @@ def sampled_gaussian_event(noise_multiplier: float, sampling: str, sampling_rate
     """One Gaussian release on a sampled cohort: Poisson, fixed size without replacement, or all.
 
     Shuffled batches are refused: reporting their Poisson epsilon would overstate privacy.
+
     Args:
         noise_multiplier: z (0 or below: non-private); sampling: "poisson", "fixed_cohort" or
             "none"; sampling_rate: q; population, sample_size: the fixed cohort's n and m.

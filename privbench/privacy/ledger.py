@@ -147,7 +147,6 @@ class PrivacyLedger:
             round_no: the round; run_event: its DpEvent for the run; participants: its clients;
             client_event: each participant's own event (None: none kept for the clients);
             info: more keys to keep (e.g. clip).
-
         """
         self._append({
             "kind": "round", "round": round_no,
@@ -162,6 +161,7 @@ class PrivacyLedger:
         """Append a line of another kind (the population, a client's withdrawal): it is kept
         in the file, truncated with the rounds after a checkpoint, and never enters the
         accounting.
+
         Args:
             kind: the line's kind; info: its keys.
         """
@@ -209,6 +209,7 @@ class PrivacyLedger:
 
         The answer is that of `epsilon(next_event)`, the Claim's accounting; a running coarse
         upper bound answers "no" first, in one composition, while it stays clear of the budget.
+
         Args:
             next_event: the round about to run; max_epsilon: the budget (inf: never exceeded).
         """

@@ -70,11 +70,11 @@ class PLDComposer:
     def compose(self, event: dp_accounting.DpEvent, count: int = 1) -> PLDComposer:
         """Compose `event` (`count` times) onto the composition; returns self.
 
-        Raises:
-            privacy_accountant.UnsupportedEventError: an event the PLD accountant refuses.
         Args:
             event: a DpEvent (Gaussian, Poisson-sampled Gaussian, or compositions of these);
             count: how many times.
+        Raises:
+            privacy_accountant.UnsupportedEventError: an event the PLD accountant refuses.
         """
         if isinstance(event, dp_accounting.NoOpDpEvent):
             return self

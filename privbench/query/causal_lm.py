@@ -45,6 +45,7 @@ def load_causal_lm(path: Path, option: str = "--model") -> tuple[Any, Any]:
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of `text`, with the BOS token in front when the tokenizer has one, so that the
     first real token is predicted too.
+
     Args:
         tokenizer: the model's tokenizer; text: the text.
     """

@@ -10,7 +10,12 @@ from torch import nn
 
 @torch.no_grad()
 def logits(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> torch.Tensor:
-    """The model's logits (N, C) on `x` (N, F), in eval mode, `batch_size` rows per forward."""
+    """The model's logits (N, C) on `x` (N, F), in eval mode, `batch_size` rows per forward.
+
+    Args:
+        model: the classifier (left in eval mode); x: the records (N, F);
+        batch_size: rows per forward.
+    """
     model.eval()
     xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
     return torch.cat([model(xt[i:i + batch_size]) for i in range(0, len(xt), batch_size)])

@@ -76,6 +76,7 @@ def run_cell(cell: Cell, run_dir: Path,
     cell again. A scorer that fails after training adds an "error" row and a history entry; the
     model and every other metric are kept. The result records the cell's wall time and the
     peak resident memory of the process while it ran (privbench.run.resources).
+
     Args:
         cell: the expanded cell (spec, key, label, axes); run_dir: the run folder.
         on_round: called with (rounds done, total rounds) for progress.

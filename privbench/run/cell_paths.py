@@ -12,7 +12,11 @@ RESULT_FILE = "result.json"
 
 
 def cell_dir(run_dir: Path, key: str) -> Path:
-    """A finished cell's folder, `run_dir/cells/<key>` (key: the cell's content hash)."""
+    """A finished cell's folder, `run_dir/cells/<key>`.
+
+    Args:
+        run_dir: the run folder; key: the cell's content hash.
+    """
     return run_dir / "cells" / key
 
 

@@ -224,6 +224,7 @@ def run_digest(manifest: dict[str, Any]) -> str:
 def check_cell_entry(run_dir: Path, key: str, recorded: str | None) -> ManifestCheck:
     """Check one cell: its files against its manifest, and that manifest against the hash the
     run manifest recorded for it (when it recorded one).
+
     Args:
         run_dir: the run folder; key: the cell's content hash (kept inside `run_dir/cells`);
         recorded: the hash the run manifest holds for the cell's manifest (None: not checked).

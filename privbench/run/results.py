@@ -46,7 +46,6 @@ class CellResult:
     def metric(self, scorer: str, metric: str) -> MetricRow | None:
         """The first row of `scorer`'s `metric`, or None when the cell has none (a skipped scorer).
 
-
         Args:
             scorer, metric: the row's scorer and metric names.
         """
@@ -103,6 +102,7 @@ def json_restore(value: Any) -> Any:
 def write_json(path: Path, data: Any, **where: Any) -> None:
     """Write `data` as standard JSON; inside an encrypted run folder the file is sealed
     (privbench.run.sealed: `where` may name the run folder and final path for a file written aside).
+
     Args:
         path: the file; data: anything json_safe accepts; where: run_dir and name, as in
             privbench.run.sealed.
@@ -116,6 +116,7 @@ def write_json(path: Path, data: Any, **where: Any) -> None:
 def read_json(path: Path, **where: Any) -> Any:
     """The JSON a `write_json` wrote (opened with the run key when sealed), non-finite numbers
     restored.
+
     Args:
         path: the file; where: run_dir and name, as in privbench.run.sealed.
     """
@@ -142,6 +143,7 @@ def write_sqlite(path: Path, cells: list[CellResult]) -> None:
 
     The database is built in memory and written as one file through privbench.run.sealed, so in an
     encrypted run no plaintext copy ever reaches the disk.
+
     Args:
         path: the database file; cells: the run's results.
     """

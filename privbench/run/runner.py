@@ -247,13 +247,13 @@ def _write_outputs(suite: Suite, run_dir: Path, cells: list[CellResult],
 def load_run(run_dir: Path, what: str = "this command") -> tuple[Suite, list[CellResult]]:
     """The suite and cell results of a finished run folder, as written by `run_suite`.
 
-    Raises:
-        PrivbenchError: the folder is not a run folder, or does not verify (a file differs from
-            its hash, or the run manifest from the audit-trail entry of the run).
     Args:
         run_dir: the run folder; what: the command, named in the refusal.
     Returns:
         (the suite re-expanded from suite.json, the cells' results).
+    Raises:
+        PrivbenchError: the folder is not a run folder, or does not verify (a file differs from
+            its hash, or the run manifest from the audit-trail entry of the run).
     """
     from privbench.gates.evaluate import load_cells
     from privbench.governance.run_verification import require_verified

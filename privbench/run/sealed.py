@@ -60,11 +60,11 @@ def encryption_record(key: RunKey) -> dict[str, str]:
 def run_key_for(run_dir: Path, enc: dict[str, Any], what: str = "") -> RunKey:
     """This process's run key, checked against the run's; refuse in one line without it.
 
-    Raises:
-        SealError: no key, or a key with another id.
     Args:
         run_dir: the run folder; enc: its encryption record (key_id); what: the command, named
             in the refusal.
+    Raises:
+        SealError: no key, or a key with another id.
     """
     key = active_run_key()
     who = f"{what}: " if what else ""
@@ -106,13 +106,13 @@ def write_bytes(path: Path, data: bytes, *, run_dir: Path | None = None,
 def read_bytes(path: Path, *, run_dir: Path | None = None, name: str | None = None) -> bytes:
     """Read a run file, opening it when sealed.
 
+    Args:
+        path: the file; run_dir, name: the run folder and the file's path inside it, the sealed
+            data's associated data (None: found from `path`).
     Raises:
         SealError: the file is sealed and there is no key, another key, or it fails
             authentication; or it is plaintext where the encrypted run expects a sealed file.
         OSError: the file cannot be read.
-    Args:
-        path: the file; run_dir, name: the run folder and the file's path inside it, the sealed
-            data's associated data (None: found from `path`).
     """
     run_dir, name = _target(path, run_dir, name)
     data = Path(path).read_bytes()
@@ -127,7 +127,11 @@ def read_bytes(path: Path, *, run_dir: Path | None = None, name: str | None = No
 
 
 def read_text(path: Path, **where: Any) -> str:
-    """`read_bytes` decoded as UTF-8 (`where`: run_dir and name)."""
+    """`read_bytes` decoded as UTF-8 (`where`: run_dir and name).
+
+    Args:
+        path: the file; where: run_dir and name, as in `read_bytes`.
+    """
     return read_bytes(path, **where).decode("utf-8")
 
 
@@ -157,11 +161,11 @@ def read_json(path: Path, **where: Any) -> Any:
 def authenticate(run_dir: Path, names: list[str]) -> tuple[int, str]:
     """Open every sealed file among `names` (paths inside the run folder) with the key.
 
-    Returns:
-        (files opened, "" or the one-line reason the first bad one fails).
     Args:
         run_dir: the run folder; names: "/"-separated paths inside it (plaintext files and
             missing ones are skipped).
+    Returns:
+        (files opened, "" or the one-line reason the first bad one fails).
     """
     run_dir = Path(run_dir)
     n = 0
@@ -216,10 +220,10 @@ class LineSealer:
     def open_line(self, line: str, index: int) -> str:
         """The plaintext of stored line `index`.
 
-        Raises:
-            SealError: the line is not sealed or fails authentication (named, one line).
         Args:
             line: the stored base64 line; index: its 0-based line index.
+        Raises:
+            SealError: the line is not sealed or fails authentication (named, one line).
         """
         where = f"{self.run_dir}/{self.name} line {index + 1}"
         try:

@@ -24,6 +24,7 @@ from privbench.spec.suite import Cell
 def tabular_task(cell: Cell, run_dir: Path) -> TaskRun:
     """A classifier from the zoo on a tabular or image data set (built in, or the user's files),
     with the audit's canaries.
+
     Args:
         cell: the cell (data.name "stream" goes to stream_task); run_dir: the run folder.
     Returns:
@@ -104,11 +105,11 @@ def score(key: str, ctx: Any, scorers: list[Callable[[Any], list[MetricRow]]]
           ) -> tuple[list[MetricRow], list[dict[str, str]]]:
     """Run every scorer on `ctx`; one that fails is recorded and the others still run.
 
+    Args:
+        key: the cell's content hash; ctx: the scorers' context; scorers: the task's scorers.
     Returns:
         The metric rows (a failed scorer adds one row, metric "error", value nan, with the
         message) and, for the history, each failure's scorer and traceback.
-    Args:
-        key: the cell's content hash; ctx: the scorers' context; scorers: the task's scorers.
     """
     rows: list[MetricRow] = []
     failures: list[dict[str, str]] = []

@@ -46,7 +46,6 @@ class SecAggClient:
     def advertise(self) -> AdvertiseKeys:
         """The protocol's first message: this client's X25519 public keys (cipher and mask), counted
         as uploaded."""
-
         msg = AdvertiseKeys(self.cid, crypto.public_bytes(self._cipher_key),
                             crypto.public_bytes(self._mask_key))
         self.uploaded += msg.wire_bytes

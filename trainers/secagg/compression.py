@@ -16,6 +16,7 @@ def topk_indices(reference: np.ndarray | None, k: int, length: int, seed: int) -
     They must be the same for all clients, or the masked sum would not line up and the positions
     would leak; so they come from public data: the k largest entries of the last released
     aggregate, or a public random subset in the first round.
+
     Args:
         reference: the last released aggregate (None or all zeros: first round); k: how many;
         length: the update's length; seed: the round's public seed.
@@ -78,6 +79,7 @@ def rotated_coord_bound(clip: float, length: int, beta: float) -> float:
     Each entry is sub-Gaussian with variance proxy clip^2 / n; a union bound over the n entries
     gives clip * sqrt(2 ln(2n / beta) / n). Entries beyond it are clamped, which only lowers
     the norm.
+
     Args:
         clip: the L2 bound of x; length: its length (padded); beta: the failure probability.
     """

@@ -59,6 +59,7 @@ def prg_uint32(seed: bytes, length: int) -> np.ndarray:
 
     Each seed is used for one mask only (seeds are bound to the round by HKDF), so a fixed IV
     is safe; AES-CTR is a PRF-based PRG, so the words are indistinguishable from uniform.
+
     Args:
         seed: a 32-byte key; length: how many words.
     """

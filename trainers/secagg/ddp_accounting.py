@@ -37,7 +37,6 @@ def discreteness_tau(sigma: float, n: int) -> float:
 
     Args:
         sigma: each term's discrete Gaussian scale; n: the terms summed (tau is 0 for n <= 1).
-
     """
     if n <= 1 or sigma <= 0:
         return 0.0
@@ -66,6 +65,7 @@ def mixed_noise_multiplier(variances: list[float], sensitivity: float, length: i
 
     The zCDP term uses the total variance; tau is evaluated at the smallest sigma over all terms,
     which over-states it (tau falls as sigma grows), so the bound stays conservative.
+
     Args:
         variances: every noise term's sigma^2; sensitivity: Delta; length: the vector's length.
     """
@@ -82,6 +82,7 @@ def rounds_event(noise_multipliers: list[float], sampling_rate: float) -> dp_acc
 
     z values are rounded DOWN to 4 significant digits so that repeated values compose as one
     self-composed event (rounding down only raises the epsilon).
+
     Args:
         noise_multipliers: each round's realised z; sampling_rate: the cohort's q.
     """

@@ -40,6 +40,7 @@ class FixedPoint:
         Entries are first clamped to +-coord_bound (which never raises a row's L2 norm). With
         `norm_bound`, a row whose rounded L2 norm exceeds it is re-rounded (conditional
         randomised rounding, Kairouz et al. 2021), so the bound holds with certainty.
+
         Args:
             x: the rows (clients, length); rng: the rounding stream;
             norm_bound: the integer-domain L2 bound to enforce (None: none).
@@ -64,6 +65,7 @@ class FixedPoint:
     def rounded_norm_bound(self, clip: float, length: int, beta: float) -> float:
         """The integer-domain L2 bound that rounding meets with probability >= 1 - beta
         (Kairouz et al. 2021, Thm. 4), enforced exactly by re-rounding.
+
         Args:
             clip: the float L2 bound; length: the vector's length; beta: the failure probability.
         """

@@ -39,6 +39,7 @@ def neighbour_graph(ids: list[int], k: int, seed: int) -> dict[int, list[int]]:
 
     SecAgg+ (Bell et al. 2020): clients sit on a ring in a public random order and pair with the
     k/2 nearest on each side, so the graph is k-regular and every client's cost is O(k).
+
     Args:
         ids: the clients; k: the neighbours each (odd k is raised by one); seed: the public order.
     """

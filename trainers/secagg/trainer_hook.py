@@ -51,6 +51,7 @@ class SecureRounds:
 
         With distributed DP the clients' noise is already in the sum (server adds none);
         without it the server adds the central noise to the secure sum as before.
+
         Args:
             clipped: the cohort's clipped updates, stacked (K, ...) (None: an empty cohort);
             r: the round index; record: the round's record (secagg keys are added).

@@ -75,7 +75,6 @@ class CanaryClients(WrapperStrategy):
 
         The canary directions are drawn in round 1, once the model's size is known.
 
-
         Args:
             server_round: Flower's round number; parameters: the global model;
             client_manager: Flower's.
