@@ -90,7 +90,6 @@ class LinearStackAdapter(ClassifierAdapter):
 
         Args:
             params: stacked (K, ...); batch: "x" and "y" (K, b, ...); weights: (K, b);
-
             clip: C; before_clip: called with the per-example gradients before they are clipped.
         """
         return linear_stack_clipped_sum(self.module, params, batch["x"], batch["y"], weights,
