@@ -155,7 +155,8 @@ def private_messages(profile: dict[str, str], n: int,
     Args:
         profile: a `client_profile`; n: how many messages; rng: the corpus stream.
     Returns:
-        (text, index into TOPICS) pairs; 70% are on the client's first topic.
+        (text, index into TOPICS) pairs; each is on the client's first topic with probability 0.7,
+        else on a topic drawn from all TOPICS.
     """
     topics = profile["topics"].split(",")
     out = []
