@@ -14,8 +14,8 @@ from privbench.trainers.mechanisms.base import ClientUpdateHook as ClientUpdateH
 from privbench.trainers.privacy_plan import PrivacyPlan
 
 
-def budget_stop_message(plan: PrivacyPlan, ledger: PrivacyLedger, r: int, sampled: torch.Tensor,
-                  max_epsilon: float) -> str | None:
+def budget_stop_message(plan: PrivacyPlan, ledger: PrivacyLedger, r: int,
+                        sampled: torch.Tensor, max_epsilon: float) -> str | None:
     """A message when round r would take the ledger past `max_epsilon`, else None.
 
     Args:

@@ -132,8 +132,8 @@ def epsilon_with_fallback(event: dp_accounting.DpEvent, delta: float,
     """(epsilon, accountant, PLD grid, notes): PLD if it can, coarser PLD or RDP otherwise.
 
     Never a crash for a supported event: every fallback is an upper bound on the exact
-    epsilon and is named in the notes. Without `grid`, `pld_grid_for` the RDP estimate is used
-    (`rdp_estimate` when the caller has it already).
+    epsilon and is named in the notes. Without `grid`, the grid is `pld_grid_for` of an RDP
+    estimate of epsilon (`rdp_estimate` when the caller has it already).
 
     Args:
         event: the executed DpEvent; delta: the target delta;
