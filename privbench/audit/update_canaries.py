@@ -53,9 +53,12 @@ class CanaryUpdateHook:
 
     def _rows(self, sampled: torch.Tensor) -> torch.Tensor:
         """The canary row of each position of `sampled` (-1 where it holds a real client)."""
+        if not len(self.row_of) or not len(sampled):
+            return torch.full_like(sampled, -1)
+        if int(sampled.max()) < len(self.row_of):  # canary clients' ids follow the real ones'
+            return self.row_of[sampled]
         inside = sampled < len(self.row_of)
-        return torch.where(inside, self.row_of[torch.where(inside, sampled, 0)], -1) \
-            if len(self.row_of) else torch.full_like(sampled, -1)
+        return torch.where(inside, self.row_of[torch.where(inside, sampled, 0)], -1)
 
     def canary_mask(self, sampled: torch.Tensor) -> torch.Tensor:
         """True at each position of `sampled` that holds a canary client (its update is replaced,
