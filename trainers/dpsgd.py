@@ -82,11 +82,16 @@ class DiracRows:
         canary: (K, b) the canary j each such row holds (ignored elsewhere).
         norm: the canary gradient's norm (before clipping).
         layout: where each canary's coordinate lies (`GradientCanaries.layout`).
+        model_width: the leading batch columns that hold any real record (default: all); the
+            columns after it hold canary rows and padding only, whose gradients need no model
+            evaluation (engines evaluate the model on the first `model_width` columns).
     """
 
     def __init__(self, rows: torch.Tensor, canary: torch.Tensor, norm: float,
-                 layout: CanaryLayout) -> None:
+                 layout: CanaryLayout, model_width: int | None = None) -> None:
         self.rows, self.norm = rows, float(norm)
+        # leading batch columns holding a real record: the model is evaluated on those only
+        self.model_width = int(rows.shape[1]) if model_width is None else int(model_width)
         k, i = rows.nonzero(as_tuple=True)
         j = canary[k, i]
         block, local = layout.block[j], layout.local[j]
@@ -143,15 +148,19 @@ def poisson_batches(valid: torch.Tensor, sampling_rate: float, generator: torch.
     return order, weights
 
 
-def canary_batch(data: ClientData, idx: torch.Tensor, canaries: GradientCanaries,
-                 layout: CanaryLayout) -> tuple[Batch, DiracRows]:
-    """The batch of indices `idx` into the records then the canaries (`poisson_batches`), and
-    its `before_clip` hook. A canary row's input is a placeholder (the client's first record):
-    its gradient is replaced before clipping."""
-    n_max = data.valid().shape[1]
+def canary_batch(data: ClientData, idx: torch.Tensor, weights: torch.Tensor,
+                 canaries: GradientCanaries, layout: CanaryLayout) -> tuple[Batch, DiracRows]:
+    """The batch of indices `idx` (weights `weights`) into the records then the canaries
+    (`poisson_batches`), and its `before_clip` hook. A canary row's input is a placeholder (the
+    client's first record): its gradient is replaced before clipping. Every client's canary rows
+    follow its records, so past the last column holding a real record the batch is canaries and
+    padding: the hook's `model_width` stops the model's evaluation there."""
+    n_max = data.n_max
     rows = idx >= n_max
+    real = ((~rows) & (weights > 0)).any(dim=0).nonzero()
+    width = int(real.max()) + 1 if len(real) else 1
     batch = gather(data.batch, torch.where(rows, 0, idx))
-    return batch, DiracRows(rows, idx - n_max, canaries.norm, layout)
+    return batch, DiracRows(rows, idx - n_max, canaries.norm, layout, width)
 
 
 # The engine name of an adapter's own `clipped_sum` (privbench/models/adapter.py's optional fast
@@ -212,7 +221,7 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
         if canaries is None:
             batch = gather(data.batch, idx)
         else:  # canary rows of the batch: their gradients are set before clipping
-            batch, hook["before_clip"] = canary_batch(data, idx, canaries, layout)
+            batch, hook["before_clip"] = canary_batch(data, idx, weights, canaries, layout)
         if engine == ADAPTER_FAST_PATH:
             sums, _ = adapter.clipped_sum(stacked, batch, weights, clip,  # type: ignore[attr-defined]
                                           **hook)

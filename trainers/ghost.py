@@ -148,21 +148,26 @@ def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weigh
         params: name -> (K, ...); batch: name -> (K, b, ...); weights: (K, b).
         clip: the clipping norm C.
         before_clip: sets chosen rows' gradients before clipping (their recorded output
-            gradients are zeroed; their norms and clipped gradients come from the hook).
+            gradients are zeroed; their norms and clipped gradients come from the hook; the
+            model runs on its `model_width` leading columns only).
 
     Returns:
         (sums name -> (K, ...), norms (K, b) before clipping).
     """
     found = layers(adapter, params)
-    k, b = weights.shape
-    captured = capture_rows(adapter, found, params, batch)
+    k, cols = weights.shape
+    b = cols if before_clip is None else min(cols, before_clip.model_width)  # canaries after
+    captured = capture_rows(adapter, found, params,
+                            batch if b == cols else {n: v[:, :b] for n, v in batch.items()})
     if before_clip is not None:
-        real = (~before_clip.rows).to(weights.dtype)
+        real = (~before_clip.rows[:, :b]).to(weights.dtype)
         captured = [(a, g * real.reshape(-1, *[1] * (g.dim() - 1))) for a, g in captured]
     norms, kept, captured = _norms(found, captured)
+    norms = torch.nn.functional.pad(norms.reshape(k, b), (0, cols - b))  # no model past b
     if before_clip is not None:
-        norms = before_clip.norms(norms.reshape(k, b)).reshape(-1)
-    factor = clip_factor(norms, clip) * weights.reshape(-1)
+        norms = before_clip.norms(norms)
+    all_factors = clip_factor(norms, clip) * weights  # (K, cols): every row, one rule
+    factor = all_factors[:, :b].reshape(-1)
     sums: Params = {}
     for layer, (a, g), per in zip(found, captured, kept, strict=True):
         scaled = None if is_image(layer, a) else g * factor.view(-1, 1, 1)
@@ -184,8 +189,8 @@ def ghost_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weigh
             sums[layer.bias] = scaled.reshape(k, -1, g.shape[-1]).sum(1).reshape(
                 params[layer.bias].shape)
     if before_clip is not None:
-        before_clip.add_clipped(sums, factor.view(k, b))
-    return {n: sums[n] for n in params}, norms.reshape(k, b)
+        before_clip.add_clipped(sums, all_factors)
+    return {n: sums[n] for n in params}, norms
 
 
 def ghost_grads(adapter: ModelAdapter, params: Params, batch: Batch,

@@ -45,11 +45,15 @@ def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tens
         model: the Linear stack; params: name -> (K, ...); x: (K, b, F); y: (K, b);
         weights: (K, b) 0/1 (padding 0); clip: the clipping norm C.
         before_clip: sets chosen rows' gradients before clipping (their loss gets weight 0;
-            their norms and clipped gradients come from the hook, through the same factor).
+            their norms and clipped gradients come from the hook, through the same factor;
+            the model runs on its `model_width` leading columns only).
     Returns:
         The clipped sums (K, ...) and the per-example norms (K, b) (0 on padding).
     """
     inputs, outputs, names = [], [], []
+    cols = weights.shape[1]
+    width = cols if before_clip is None else min(cols, before_clip.model_width)  # canaries after
+    x, y = x[:, :width], y[:, :width]
     h = x
     for name, layer in model.named_children():
         if isinstance(layer, nn.Linear):
@@ -64,16 +68,18 @@ def linear_stack_clipped_sum(model: nn.Sequential, params: Params, x: torch.Tens
             h = layer(h)
     losses = F.cross_entropy(h.flatten(0, 1), y.flatten(), reduction="none")
     backprop = weights if before_clip is None else weights * ~before_clip.rows
-    grads = torch.autograd.grad((losses * backprop.flatten()).sum(), outputs)
-    sq = torch.zeros_like(weights)
+    grads = torch.autograd.grad((losses * backprop[:, :width].flatten()).sum(), outputs)
+    sq = torch.zeros_like(weights[:, :width])
     for a, g in zip(inputs, grads, strict=True):
         g_sq = g.pow(2).sum(-1)
         sq = sq + a.pow(2).sum(-1) * g_sq + g_sq
+    if width < cols:  # columns of canary rows and padding only: no model gradient
+        sq = F.pad(sq, (0, cols - width))
     norms = sq.sqrt() if before_clip is None else before_clip.norms(sq.sqrt())
     factor = aggregation.clip_factor(norms, clip) * weights
     sums: Params = {}
     for name, a, g in zip(names, inputs, grads, strict=True):
-        scaled = g * factor.unsqueeze(-1)
+        scaled = g * factor[:, :width].unsqueeze(-1)
         sums[f"{name}.weight"] = torch.bmm(scaled.transpose(1, 2), a)
         sums[f"{name}.bias"] = scaled.sum(1)
     if before_clip is not None:

@@ -52,6 +52,7 @@ class BeforeClip(Protocol):
     """A hook inside the per-example step: sets chosen rows' gradients before clipping."""
 
     rows: torch.Tensor  # (K, b) True where the hook sets the row's gradient
+    model_width: int  # leading columns holding a real record; past them, hook rows and padding
 
     def set_grads(self, grads: Params, start: int, stop: int) -> Params:
         """Per-example gradients (K, stop - start, ...) of batch rows [start, stop), with the
@@ -115,8 +116,9 @@ def vmap_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weight
     step = _chunk(params, k, b, microbatch)
     sums = {name: torch.zeros_like(p) for name, p in params.items()}
     norms = []
+    width = b if before_clip is None else min(b, before_clip.model_width)
     for s in range(0, b, step):
-        g = fn(params, _slice(batch, s, s + step))
+        g = _model_grads(fn, params, batch, s, min(s + step, b), width)
         if before_clip is not None:
             g = before_clip.set_grads(g, s, s + step)
         n = example_norms(g)
@@ -125,6 +127,19 @@ def vmap_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weight
             sums[name] += torch.einsum("kb,kb...->k...", factor, gi)
         norms.append(n)
     return sums, torch.cat(norms, dim=1)
+
+
+def _model_grads(fn, params: Params, batch: Batch, start: int, stop: int, width: int) -> Params:
+    """Per-example gradients of columns [start, stop) by `fn`, the model evaluated before
+    `width` only (after it: hook rows and padding, zero here; the hook sets its rows)."""
+    if stop <= width:
+        return fn(params, _slice(batch, start, stop))
+    zeros = {name: torch.zeros(_rows(params), stop - max(start, width), *p.shape[1:],
+                               dtype=p.dtype) for name, p in params.items()}
+    if start >= width:
+        return zeros
+    g = fn(params, _slice(batch, start, width))
+    return {name: torch.cat([g[name], zeros[name]], dim=1) for name in params}
 
 
 def _rows(params: Params) -> int:

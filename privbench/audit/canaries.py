@@ -33,6 +33,7 @@ from privbench.audit.gradient_canaries import (
     quiet_adapter_coordinates,
     quiet_coordinates,
 )
+from privbench.audit.update_canaries import CanaryUpdateHook, orthonormal_directions
 from privbench.data.partition import ClientShard
 from privbench.data.splits import SplitData
 from privbench.errors import PrivbenchError
@@ -214,49 +215,6 @@ def _random_unit(audit: AuditSpec, bits: np.ndarray, client_ids: np.ndarray,
     vectors = orthonormal_directions(rng, len(bits), dim)
     return CanarySet(audit.canary, bits, client_ids, vectors=vectors,
                      norm=audit.canary_norm * clip)
-
-
-def orthonormal_directions(rng: np.random.Generator, m: int, d: int) -> np.ndarray:
-    """m random unit vectors in R^d, orthonormal when m <= d (a uniformly random frame: QR of a
-    Gaussian matrix, signs fixed): included canaries then add nothing along an excluded one's
-    direction, so the audit sees each canary's own signal and the noise, not the others."""
-    g = rng.normal(size=(d, m))
-    if m > d:
-        return (g / np.linalg.norm(g, axis=0)).T
-    q, r = np.linalg.qr(g)
-    return (q * np.sign(np.diag(r))).T
-
-
-class CanaryUpdateHook:
-    """Trainer hook: replace sampled canary clients' updates by their canary vectors."""
-
-    def __init__(self, canaries: CanarySet) -> None:
-        assert canaries.vectors is not None
-        included = np.flatnonzero(canaries.bits)
-        self.row_of_client = {int(canaries.client_ids[j]): int(j) for j in included}
-        self.client_ids = torch.as_tensor(canaries.client_ids[included], dtype=torch.long)
-        self.vectors = torch.from_numpy(canaries.vectors * canaries.norm).float()
-
-    def canary_mask(self, sampled: torch.Tensor) -> torch.Tensor:
-        """True at each position of `sampled` that holds a canary client (its update is replaced,
-        so the trainer need not train it)."""
-        return torch.isin(sampled, self.client_ids)
-
-    def __call__(self, round_index: int, sampled: torch.Tensor, updates: Params) -> Params:
-        rows = [(pos, self.row_of_client[int(c)]) for pos, c in enumerate(sampled.tolist())
-                if int(c) in self.row_of_client]
-        if not rows:
-            return updates
-        pos = torch.tensor([p for p, _ in rows])
-        flat = self.vectors[torch.tensor([j for _, j in rows])]
-        out, offset = {}, 0
-        for name, u in updates.items():
-            size = u[0].numel()
-            u = u.clone()
-            u[pos] = flat[:, offset:offset + size].reshape(len(rows), *u.shape[1:])
-            out[name] = u
-            offset += size
-        return out
 
 
 def flatten(params: Params) -> np.ndarray:

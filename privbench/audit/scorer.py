@@ -11,9 +11,10 @@ from privbench.audit.canaries import (
     final_delta_cosines,
     round_likelihood_scores,
 )
+from privbench.audit.design_memo import remembered_guesses, remembered_power
 from privbench.audit.estimators import EpsilonBound
 from privbench.audit.family import MechanismFamily
-from privbench.audit.fdp import design_guesses, fdp_one_run_bound, fdp_rejects
+from privbench.audit.fdp import fdp_one_run_bound, fdp_rejects
 from privbench.audit.forensics import forensic_rows
 from privbench.audit.gauss_sum import WhiteBoxModel, gauss_sum_bound, mu_lower_bound
 from privbench.audit.gradient_canaries import (
@@ -23,7 +24,6 @@ from privbench.audit.gradient_canaries import (
 )
 from privbench.audit.multi_run import multi_run_bound
 from privbench.audit.one_run_bound import correct_guesses, fl_one_shot_bound, one_run_bound
-from privbench.audit.power import design_power
 from privbench.audit.verdict import audit_rows
 from privbench.audit.whitebox import (
     canary_segments,
@@ -102,16 +102,20 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
             bound = gauss_sum_bound(x, canaries.bits, model, family, alpha=a.alpha,
                                     claimed=claim.epsilon)
             refutes = gauss_sum_refutes(model, a.alpha)
+            verdict = ["gauss-sum", a.alpha]
         else:
             def simulate(bits, rng):
                 return model_scores(model, model.simulate(bits, 1.0, rng))
 
-            k_plus, k_minus = design_guesses(canaries.m, simulate, family, a.alpha, rng)
+            k_plus, k_minus = remembered_guesses(canaries.m, model, simulate, family, a.alpha,
+                                                 rng)
             bound = fdp_one_run_bound(model_scores(model, x), canaries.bits, family, k_plus=k_plus,
                                       k_minus=k_minus, alpha=a.alpha, claimed=claim.epsilon,
                                       rng=rng)
             refutes = fdp_refutes(model, family, k_plus, k_minus, a.alpha)
-        extra.update(design_power(model, family, canaries.m, refutes, seed=ctx.cell.spec.seed))
+            verdict = ["fdp", a.alpha, k_plus, k_minus]
+        extra.update(remembered_power(model, family, canaries.m, refutes, verdict,
+                                      seed=ctx.cell.spec.seed))
         return bound, extra
     return one_run_bound(scores, canaries.bits, delta=claim.delta, alpha=a.alpha,
                          selection=a.selection, rng=rng), extra

@@ -35,7 +35,9 @@ from privbench.run.results import json_safe as _encode
 SOURCES = ("privacy/accounting.py", "privacy/calibration.py", "privacy/dp_events.py",
            "privacy/accounting_cache.py", "privacy/pld_compose.py",
            "privacy/pld_gaussian.py", "privacy/budget_monitor.py", "audit/family.py",
-           "audit/fdp.py", "audit/scorer.py")  # in the privbench package
+           "audit/fdp.py", "audit/scorer.py", "audit/design_memo.py", "audit/power.py",
+           "audit/gauss_sum.py", "audit/gaussians.py", "audit/one_run_bound.py",
+           "audit/gradient_canaries.py")  # in the privbench package
 FOLDER = "accounting"
 MEMORY_LIMIT = 8192  # entries kept in memory before it is emptied (values are small)
 

@@ -120,3 +120,41 @@ def test_canaries_are_poisson_rows_of_the_batch():
     assert first_canary == real and bool(rows[0, real:real + joined].all())
     alone, alone_weights = poisson_batches(valid, 0.25, torch.Generator().manual_seed(3))
     assert torch.equal(idx[:, :real], alone[:, :real]) and int(alone_weights.sum()) == real
+
+
+@pytest.mark.parametrize("engine", ["vmap", "ghost", "hooks", "adapter"])
+def test_canary_only_columns_skip_the_model_and_give_the_same_sum(engine):
+    """Past the last batch column holding a real record (canary_batch's `model_width`) the batch
+    is canary rows and padding: every engine evaluates the model on the columns before it only,
+    and the clipped sum and norms are those of evaluating every column."""
+    from privbench.trainers.client_data import ClientData
+    from privbench.trainers.dpsgd import canary_batch
+
+    model = build_model(ModelSpec(hidden=[4]), 3, 2, seed=0)
+    adapter = classifier_adapter(model)
+    params = {n: p.detach().unsqueeze(0).repeat(2, *[1] * p.dim()) for n, p in
+              model.named_parameters()}
+    gen = torch.Generator().manual_seed(1)
+    data = ClientData({"x": torch.randn(2, 4, 3, generator=gen),
+                       "y": torch.randint(0, 2, (2, 4), generator=gen)}, torch.tensor([4, 3]))
+    canaries = GradientCanaries(torch.ones(2, 3, dtype=torch.bool), torch.tensor([2, 17, 5]),
+                                4.0)
+    # client 0: records 1, 3 then canaries 0, 2; client 1: record 0 then canaries 1, 2, padding
+    idx = torch.tensor([[1, 3, 4, 6, 0], [0, 5, 6, 0, 0]])
+    weights = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.float32)
+    batch, hook = canary_batch(data, idx, weights, canaries, canaries.layout(params))
+    assert hook.model_width == 2
+    every = DiracRows(hook.rows, idx - data.n_max, 4.0, canaries.layout(params))
+    assert every.model_width == 5
+    out = {}
+    for name, h in (("skipped", hook), ("every", every)):
+        if engine == "adapter":
+            out[name] = adapter.clipped_sum(params, batch, weights, 0.5, before_clip=h)
+        else:
+            out[name] = per_example.clipped_sum(adapter, params, batch, weights, clip=0.5,
+                                                engine=engine, before_clip=h)
+    (got, got_norms), (want, want_norms) = out["skipped"], out["every"]
+    for n in params:
+        torch.testing.assert_close(got[n], want[n])
+    keep = weights > 0
+    torch.testing.assert_close(got_norms[keep], want_norms[keep])
