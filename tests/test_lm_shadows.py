@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import GPT2LMHeadModel
@@ -14,6 +16,7 @@ from privbench.errors import SpecError
 from privbench.models.pretrained_lm import tiny_gpt2_config, train_tokenizer
 from privbench.run.tasks import build_task
 from privbench.spec.lm_schema import LMSpec
+from privbench.spec.shadow_cells import trains_shadows
 from privbench.spec.suite import load_suite
 from privbench.trainers.client_data import from_examples
 from privbench.trainers.fedavg import train_fedavg
@@ -146,3 +149,14 @@ def test_shadow_problems_are_refused_before_training(suite_file):
         load_suite(str(suite_file), ["attacks.shadows.models=3"])
     with pytest.raises(SpecError, match=r"attacks.lira.enabled = true: .*task = 'causal_lm'"):
         load_suite(str(suite_file), ["task=sequence_classification"])
+
+
+def test_only_the_cells_attacks_shadows_cells_names_train_shadows():
+    """The llm suite trains shadow LMs in its example-level cell without DP only; a cell whose
+    white-box canaries the shadows cannot replay is refused before training, naming the fix."""
+    cells = load_suite("llm").cells
+    chosen = [(c.spec.privacy.unit, c.spec.privacy.epsilon) for c in cells
+              if trains_shadows(c.spec)]
+    assert chosen == [("example", math.inf)]
+    with pytest.raises(SpecError, match=r"white-box canaries .*attacks.shadows.cells"):
+        load_suite("llm", ["attacks.shadows.cells=all"])
