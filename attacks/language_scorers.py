@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from scipy import stats
 from transformers import PreTrainedTokenizerBase
 
 from privbench.attacks import LossAttack
+from privbench.attacks.membership.lm_inputs import TrainerInputs
 from privbench.attacks.membership.metrics import membership_rows
 from privbench.audit.canaries import CanarySet
 from privbench.audit.lm_canaries import SecretCanaries
@@ -46,6 +48,8 @@ class LMContext:
     audit: SecretCanaries | None = None  # the black-box audit's secret canaries, if planted
     shards: list[ClientShard] = field(default_factory=list)  # each real client's examples
     canaries: CanarySet | None = None  # the white-box audit's canary clients, if planted
+    inputs: TrainerInputs | None = None  # what the trainer was given (shadow LMs reuse it)
+    run_dir: Path | None = None  # where cached work (shadow models) may be stored
 
     @property
     def key(self) -> str:

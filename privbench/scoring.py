@@ -113,6 +113,16 @@ for _entry in (  # in the order a cell runs them
     ScorerEntry("shadow_attack", "membership", ("classifier",), ("lira", "rmia"),
                 "LiRA and RMIA with shadow models trained by the trainer",
                 "privbench.attacks.membership.shadow_attacks:shadow_attack_scorer"),
+    ScorerEntry("lm_shadow_attack", "membership", ("language",),
+                ("lira_online", "lira_offline", "rmia", "pooled_loss", "pooled_lira_online",
+                 "pooled_lira_offline", "pooled_rmia"),
+                "LiRA and RMIA on sequences with shadow LMs trained by the trainer (runs=K), "
+                "on the released model and pooled over it and every shadow (leave one out)",
+                "privbench.attacks.membership.lm_shadow_attack:lm_shadow_attack_scorer"),
+    # contexts (): written by lm_shadow_attack; listed so that its blind rows are a baseline
+    ScorerEntry("lm_pooled_blind", "baseline", (), ("pooled_blind",),
+                "the blind text-only baseline on the pooled shadow-attack splits",
+                "privbench.attacks.membership.lm_shadow_attack:lm_shadow_attack_scorer"),
     ScorerEntry("canary_exposure", "exposure", ("language",), ("canary_exposure",),
                 "exposure of planted secret canaries (Carlini et al. 2019)",
                 "privbench.attacks.canary_scorers:canary_exposure_scorer"),

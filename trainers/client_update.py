@@ -101,10 +101,29 @@ def local_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, epochs
             wb = (pos < counts.unsqueeze(1)).to(dtype)
             if not bool(wb.any()):
                 break
-            grads, total = step(stacked, gather(data.batch, idx), wb)
+            active = wb.sum(dim=1) > 0
+            grads, total = _active_rows(step, stacked, gather(data.batch, idx), wb, active)
             with torch.no_grad():
-                opt.step(stacked, grads, active=wb.sum(dim=1) > 0)
+                opt.step(stacked, grads, active=active)
             loss_sum += total.detach()
             seen += wb.sum(dim=1)
     updates = {name: stacked[name] - start[name] for name in stacked}
     return updates, loss_sum / seen.clamp(min=1.0)
+
+
+def _active_rows(step, params: Params, batch: Batch, wb: torch.Tensor, active: torch.Tensor
+                 ) -> tuple[Params, torch.Tensor]:
+    """`step` on the rows that have examples in this minibatch only (a client past its last
+    example takes no step, so its zero-weight gradient is wasted work); the other rows'
+    gradients and losses are zero."""
+    if bool(active.all()):
+        return step(params, batch, wb)
+    rows = torch.nonzero(active).flatten()
+    grads, total = step({n: p[rows] for n, p in params.items()},
+                        {n: t[rows] for n, t in batch.items()}, wb[rows])
+    full = {n: torch.zeros_like(p) for n, p in params.items()}
+    for n, g in grads.items():
+        full[n][rows] = g
+    out = torch.zeros(wb.shape[0], dtype=total.dtype)
+    out[rows] = total
+    return full, out

@@ -14,7 +14,8 @@ from privbench.trainers.client_data import ClientData
 from privbench.trainers.cohorts import cohort_masks
 from privbench.trainers.dpsgd import GradientCanaries
 from privbench.trainers.mechanisms import MECHANISMS
-from privbench.trainers.mechanisms.base import ClientRound, ServerRound
+from privbench.trainers.mechanisms.base import ClientRound, ClientUpdateHook, ServerRound
+from privbench.trainers.optim import RowOptimizer
 
 
 def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: TrainSpec, *,
@@ -22,7 +23,10 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
                gens: dict[str, torch.Generator], seed: int, example_level: bool = False,
                rounds: int | None = None, local_steps: int = 1, record_rate: float = 1.0,
                gradient_canaries: GradientCanaries | None = None,
-               on_round: Callable[[int, Params], None] | None = None) -> Params:
+               on_round: Callable[[int, Params], None] | None = None,
+               optimizer: str = "sgd", server_optimizer: str = "sgd", engine: str = "auto",
+               microbatch: int | None = None,
+               client_update_hook: ClientUpdateHook | None = None) -> Params:
     """Train `runs` independent federated runs side by side; return their parameters, (K, ...).
 
     Shadow models (attacks/membership/shadows.py) and the multi-run audit
@@ -48,6 +52,9 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
         rounds: rounds to run (None: `train.rounds`).
         gradient_canaries: Dirac canaries inside example-level DP-SGD (rows: the data's rows).
         on_round: called with (rounds done, the stacked parameters) after each round.
+        optimizer, server_optimizer, engine, microbatch: the target's local optimizer, server
+            step (one optimizer state per run), per-example engine and vmap microbatch.
+        client_update_hook: the audit's canary clients (called with the round's data rows).
     Returns:
         The K runs' final parameters, each (K, ...).
     """
@@ -58,6 +65,7 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
     # in the round objects (no plan here, so the mechanisms' own accounted z is unused).
     private = MECHANISMS.get("example").load()() if example_level else None
     central, plain = MECHANISMS.get("central").load()(), MECHANISMS.get("none").load()()
+    server = RowOptimizer(server_optimizer, glob, train.server_lr, rows=runs)
     for r in range(train.rounds if rounds is None else rounds):
         rows = rows_of[cohort_masks(train, n_clients, runs, r, seed, gens["sampling"])]
         run_of_row = rows // n_clients
@@ -70,11 +78,16 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
                 adapter, {n: p[run_of_row] for n, p in glob.items()}, data, rows, train, r,
                 clip if clip is not None else 0.0, z, gens, batched=True,
                 local_steps=local_steps, record_rate=record_rate,
-                gradient_canaries=gradient_canaries))
+                gradient_canaries=gradient_canaries, optimizer=optimizer, engine=engine,
+                microbatch=microbatch, hook=client_update_hook))
+        # each run's server step (the mean update; minus it is a gradient), one state per run
+        steps = {n: torch.zeros_like(p) for n, p in glob.items()}
+        active = torch.zeros(runs, dtype=torch.bool)
         if updates is not None and mechanism is not central \
                 and run_of_row.unique().numel() == rows.numel():
             for n in glob:  # one client per run this round: its mean is its update
-                glob[n][run_of_row] += train.server_lr * updates[n]
+                steps[n][run_of_row] = updates[n]
+            active[run_of_row] = True
             updates = None
         for k in range(runs if updates is not None or mechanism is central else 0):
             mine = (run_of_row == k).nonzero().flatten()
@@ -86,7 +99,10 @@ def train_runs(adapter: ModelAdapter, init: Params, data: ClientData, train: Tra
                 part, {n: p[k] for n, p in glob.items()}, [], r,
                 clip if clip is not None else 0.0, z, train.cohort, gens)).step
             for n in glob:
-                glob[n][k] += train.server_lr * step[n]
+                steps[n][k] = step[n]
+            active[k] = True
+        if bool(active.any()):
+            server.step(glob, {n: -s for n, s in steps.items()}, active=active)
         if on_round is not None:
             on_round(r + 1, glob)
     return glob

@@ -37,6 +37,7 @@ from privbench.query.classifier import logits as model_logits
 from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
 from privbench.spec.attack_schema import AttacksSpec
+from privbench.spec.shadow_cells import trains_shadows
 
 SURFACE = "final_model"
 # attack(logits of the attacked model (N, C), shadow logits (K, N, C), inclusion (K, N)) -> scores
@@ -98,8 +99,8 @@ def shadow_attack_scorer(ctx: CellContext) -> list[MetricRow]:
     """LiRA and RMIA (as enabled) on the cell's released model; [] when none is enabled."""
     spec = ctx.cell.spec
     attacks = spec.attacks
-    if not (attacks.lira.enabled or attacks.rmia.enabled):
-        return []
+    if not (attacks.lira.enabled or attacks.rmia.enabled) or not trains_shadows(spec):
+        return []  # attacks.shadows.cells: only the cells it names train shadows
     claim = ctx.trained.claim
     pool = audit_pool(ctx.data, ctx.shards)
     k = attacks.shadows.models

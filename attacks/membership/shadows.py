@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,13 +116,39 @@ def _train_chunk(chunk: int, shards: list[ClientShard], runs: int, *, model: nn.
 
 def cached_shadows(cache_dir: Path | None, model: nn.Module, init: Params, x: np.ndarray,
                    y: np.ndarray, inclusion: np.ndarray, plan: ShadowPlan) -> Params:
-    """Shadows from `cache_dir/<hash>.safetensors` when present, else trained and stored there.
+    """Shadows from `cache_dir/<hash>.safetensors` when present, else trained and stored there
+    (`cached_params`)."""
+    key = plan.fingerprint(init, x, y, inclusion)
+    manifest = {
+        "fingerprint": key, "shadows": int(inclusion.shape[0]),
+        "records": int(inclusion.shape[1]), "data": plan.data.model_dump(),
+        "train": plan.train.model_dump(), "noise_multiplier": plan.noise_multiplier,
+        "clip": plan.clip, "seed": plan.seed, "example_level": plan.example_level,
+        "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest(),
+    }
+    return cached_params(cache_dir, key, manifest,
+                         lambda: train_shadows(model, init, x, y, inclusion, plan))
+
+
+def cached_params(cache_dir: Path | None, key: str, manifest: dict,
+                  train: Callable[[], Params]) -> Params:
+    """Stacked shadow parameters from `cache_dir/<key>.safetensors` when present, else
+    `train()`'s, stored there with `manifest` beside them as `<key>.json`.
 
     A cache inside an encrypted run (`RUN/shadows`, privbench.run.sealed) is sealed with the run
-    key: both files, named `shadows/<hash>.*` inside the run folder.
+    key: both files, named `shadows/<key>.*` inside the run folder.
+
+    Args:
+        cache_dir: the cache folder (None: always train, store nothing).
+        key: the content hash of everything the shadows depend on.
+        manifest: what the JSON file beside the weights records (its "shadows" entry, the
+            number of models, also goes into the weights' metadata).
+        train: trains the shadows when the cache has none.
+    Returns:
+        The shadows' parameters, each (K, ...).
     """
     if cache_dir is None:
-        return train_shadows(model, init, x, y, inclusion, plan)
+        return train()
     from privbench.run import sealed
 
     run = Path(cache_dir).parent
@@ -136,28 +163,21 @@ def cached_shadows(cache_dir: Path | None, model: nn.Module, init: Params, x: np
     def final_name(path: Path) -> str:
         return weights.name if path.name.startswith(".") else path.name
 
-    key = plan.fingerprint(init, x, y, inclusion)
     weights = cache_dir / f"{key}.safetensors"
     if weights.exists():
         if encrypted:
             return load(sealed.read_bytes(weights, run_dir=run, name=f"shadows/{weights.name}"))
         return load_file(str(weights))
-    params = train_shadows(model, init, x, y, inclusion, plan)
+    params = train()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(f".{key}.tmp-{os.getpid()}.safetensors")
     tensors = {n: p.contiguous() for n, p in params.items()}
-    meta = {"shadows": str(inclusion.shape[0]), "fingerprint": key}
+    meta = {"shadows": str(manifest.get("shadows", "")), "fingerprint": key}
     if encrypted:
         put(tmp, save(tensors, metadata=meta))
     else:
         save_file(tensors, str(tmp), metadata=meta)
-    put(cache_dir / f"{key}.json", json.dumps({
-        "fingerprint": key, "shadows": int(inclusion.shape[0]),
-        "records": int(inclusion.shape[1]), "data": plan.data.model_dump(),
-        "train": plan.train.model_dump(), "noise_multiplier": plan.noise_multiplier,
-        "clip": plan.clip, "seed": plan.seed, "example_level": plan.example_level,
-        "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest(),
-    }, indent=2).encode())
+    put(cache_dir / f"{key}.json", json.dumps(manifest, indent=2, default=str).encode())
     os.replace(tmp, weights)  # the weights file appears last and whole
     return params
 

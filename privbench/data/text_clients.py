@@ -54,6 +54,7 @@ class TextData:
     n_clients: int
     label_names: list[str]
     canaries: list[Canary] = field(default_factory=list)
+    test_clients: np.ndarray | None = None  # each held-out message's client (shadow attacks)
 
     def fingerprint(self) -> str:
         """A short hash of every text, label and canary, naming the exact data a cell used."""
@@ -147,11 +148,12 @@ def _cached_problem(folder: str, max_clients: int, _state: tuple) -> str | None:
 def _split_and_plant(name: str, per_client: list[list[tuple[str, int]]], label_names: list[str],
                      test_fraction: float, canaries: CanarySpec, seed: int) -> TextData:
     rng = np.random.default_rng([seed, 0x5911])
-    train, test = [], []
+    train, test, test_clients = [], [], []
     for c, msgs in enumerate(per_client):
         order = rng.permutation(len(msgs))
         n_test = min(len(msgs) - 1, max(1, round(test_fraction * len(msgs))))
         test += [msgs[i] for i in order[:n_test]]
+        test_clients += [c] * n_test
         train += [(msgs[i][0], msgs[i][1], c, False) for i in order[n_test:]]
     planted = plant_canaries(canaries, len(per_client), seed)
     for can in planted:
@@ -168,6 +170,7 @@ def _split_and_plant(name: str, per_client: list[list[tuple[str, int]]], label_n
         n_clients=len(per_client),
         label_names=label_names,
         canaries=planted,
+        test_clients=np.array(test_clients, dtype=np.int64),
     )
 
 

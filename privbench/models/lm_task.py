@@ -15,6 +15,7 @@ import torch
 
 from privbench.attacks.exposure_lm import exposure_problem
 from privbench.attacks.language_scorers import LMContext
+from privbench.attacks.membership.lm_inputs import TrainerInputs
 from privbench.audit.canaries import (
     CanarySet,
     plant_adapter_dirac_canaries,
@@ -94,9 +95,13 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
         canaries, hooks["gradient_canaries"] = plant_adapter_dirac_canaries(
             spec, adapter, public if public is not None else train.batch())
 
+    inputs = TrainerInputs(adapter, trained_on, n_clients, train_plan, hooks, lm.optimizer,
+                           lm.server_optimizer, spec.model.engine, lm.microbatch)
+
     def context(trained: TrainedModel) -> LMContext:
         return LMContext(cell=cell, data=data, tokenizer=tokenizer, train=train, test=test,
-                         trained=trained, audit=audit, shards=shards, canaries=canaries)
+                         trained=trained, audit=audit, shards=shards, canaries=canaries,
+                         inputs=inputs, run_dir=run_dir)
 
     return TaskRun(adapter, from_examples(trained_on.batch(), trained_on.clients, n_clients),
                    public, train_plan, context, scorers_for("language"), data.fingerprint(),

@@ -30,6 +30,8 @@ def lm_report_rows(cells: list[CellResult]) -> list[dict[str, Any]]:
             "zlib_auc": c.metric("zlib", "auc"),
             "ref_ratio_auc": c.metric("ref_ratio", "auc"),
             "blind_auc": c.metric("blind", "auc"),
+            "lira_auc": c.metric("lira_online", "auc"),  # shadow LMs (lm_shadow_attack)
+            "rmia_auc": c.metric("rmia", "auc"),
             "exposure": exposure,
             "max_exposure": c.metric("canary_exposure", "max_exposure"),
             "extracted": c.metric("canary_exposure", "extracted"),

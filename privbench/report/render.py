@@ -24,6 +24,7 @@ from privbench.governance.hooks import report_card
 from privbench.governance.personal_scorer import report_rows as personal_report_rows
 from privbench.privacy.secagg_rows import report_rows as secagg_report_rows
 from privbench.report.language import lm_report_rows
+from privbench.report.lm_shadow_rows import lm_shadow_rows
 from privbench.report.membership import membership_context
 from privbench.run.results import CellResult
 from privbench.spec.suite import Suite
@@ -73,6 +74,7 @@ def render_report(run_dir: Path, suite: Suite, cells: list[CellResult], gates: A
         surfaces=rc.surfaces_context(run_dir, cells),
         seeds=sorted({c.spec.get("seed") for c in cells if c.spec}),
         lm_rows=lm_report_rows(cells),
+        lm_shadow_rows=lm_shadow_rows(cells),
         personal_rows=personal_report_rows(cells),  # [governance]
     )
     return html

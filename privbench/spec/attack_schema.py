@@ -23,6 +23,11 @@ class ShadowSpec(StrictModel):
     each record included in half of them, as one batched model; cached by content hash."""
 
     models: int = Field(16, ge=1, description="number of shadow models trained")
+    cells: Literal["all", "no_dp", "example_no_dp"] = Field(
+        "all", description="the cells that train shadows (each costs K trainings of the "
+        "target): all; no_dp: those without DP (privacy.epsilon = inf), where the attacks have "
+        "the most to find; example_no_dp: those without DP whose privacy.unit is 'example' (a "
+        "record is the unit the attacks test)")
 
 
 class LiraAttackSpec(StrictModel):

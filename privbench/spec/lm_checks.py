@@ -66,11 +66,10 @@ def lm_problems(spec: CellSpec) -> list[str]:
         problems.append(f"audit.n_canaries = {a.n_canaries}: at most half of the "
                         f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
     problems += _inversion_problems(spec)
-    for name, on in (("attacks.lira.enabled", spec.attacks.lira.enabled),
-                     ("attacks.rmia.enabled", spec.attacks.rmia.enabled)):
-        if on:  # their scorers read tabular records; the LM scorers are utility, LOSS, exposure
-            problems.append(f"{name} = true: this scorer reads tabular records and has no "
-                            f"language-model version yet (task = {spec.task!r}); turn it off")
+    if spec.attacks.lira.enabled or spec.attacks.rmia.enabled:
+        from privbench.spec.lm_shadow_checks import lm_shadow_problems
+
+        problems += lm_shadow_problems(spec)
     if spec.privacy.unit == "example" and spec.train.batch_size > _max_examples(spec):
         problems.append(f"train.batch_size = {spec.train.batch_size}: the expected DP-SGD batch "
                         "must be below the number of training examples; lower it")

@@ -1,0 +1,206 @@
+"""Shadow LMs for LiRA and RMIA on a fine-tuned language model, trained by the one trainer.
+
+The candidates are all of the cell's real messages: the target's non-canary training messages
+(members) and its held-out ones (non-members), each with its client. Shadow k's client c trains
+on the target's other records of c (the planted canaries) and on c's candidates that
+`shadow_inclusion` gives it: as many left out as the target held out, so each shadow's data are
+drawn as the target's were.
+
+The shadows train through `train_runs` (trainers/runs.py) with the target's adapter, initial
+weights, plan, local and server optimizers, per-example engine, clip and executed noise
+multiplier: every (shadow, sampled client) pair of a round is one row of a single vmapped call.
+Trained shadows are cached by content hash (`cached_params`) in the run's shadow cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+import privbench
+from privbench.attacks.membership.lm_inputs import TrainerInputs
+from privbench.attacks.membership.shadows import cached_params
+from privbench.data.tokens import Examples
+from privbench.models.adapter import ModelAdapter, Params
+from privbench.rng import derived_seed, rng_streams
+from privbench.trainers.client_data import ClientData, from_examples
+from privbench.trainers.privacy_plan import example_sampling
+from privbench.trainers.runs import train_runs
+
+if TYPE_CHECKING:
+    from privbench.attacks.language_scorers import LMContext
+    from privbench.privacy.claim import Claim
+
+SHADOW_STREAMS = 0x5AD  # the salt of the shadows' own streams (below SALT_STRIDE)
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """The membership candidates: the target's non-canary training messages, then the held-out.
+
+    Attributes:
+        examples: the candidates' tokens (one width); client: each one's client;
+        member: whether the target trained on it (used to evaluate, never to fit an attack);
+        texts: the candidates' text; rows: each member's row in the trainer's examples (-1:
+        held out).
+    """
+
+    examples: Examples
+    client: np.ndarray
+    member: np.ndarray
+    texts: list[str]
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def candidate_pool(ctx: LMContext) -> CandidatePool:
+    """The cell's candidates (see `CandidatePool`), from its text data and examples.
+
+    Args:
+        ctx: the trained cell.
+    Returns:
+        The candidate pool.
+    """
+    data = ctx.data
+    if data.test_clients is None:
+        raise ValueError("the held-out messages carry no client ids; load the text data with "
+                         "privbench.data.text_clients.load_text_data")
+    rows = np.flatnonzero(~data.train_is_canary[: len(ctx.train)])
+    width = max(ctx.train.ids.shape[1], ctx.test.ids.shape[1])
+    pad = int(ctx.tokenizer.pad_token_id)
+    members = padded(ctx.train.subset(torch.from_numpy(rows)), width, pad)
+    held_out = padded(ctx.test, width, pad)
+    examples = Examples(torch.cat([members.ids, held_out.ids]),
+                        torch.cat([members.weights, held_out.weights]),
+                        torch.cat([members.labels, held_out.labels]),
+                        torch.from_numpy(np.r_[data.train_clients[rows], data.test_clients]))
+    return CandidatePool(
+        examples=examples, client=examples.clients.numpy().copy(),
+        member=np.r_[np.ones(len(rows), bool), np.zeros(len(ctx.test), bool)],
+        texts=[data.train_texts[int(i)] for i in rows] + list(data.test_texts),
+        rows=np.r_[rows, np.full(len(ctx.test), -1)])
+
+
+def shadow_data(inputs: TrainerInputs, pool: CandidatePool, inclusion: np.ndarray,
+                pad: int) -> ClientData:
+    """The K shadows' clients, run-major (shadow k owns clients k * n .. k * n + n - 1): the
+    target's non-candidate examples and the candidates `inclusion[k]` selects (`pad`: the
+    tokenizer's padding id, to bring both to one width)."""
+    ex, n = inputs.examples, inputs.n_clients
+    width = max(ex.ids.shape[1], pool.examples.ids.shape[1])
+    base, cand = padded(ex, width, pad), padded(pool.examples, width, pad)
+    keep = torch.from_numpy(np.setdiff1d(np.arange(len(ex)), pool.rows[pool.rows >= 0]))
+    parts: list[Examples] = []
+    for k in range(inclusion.shape[0]):
+        for part in (base.subset(keep), cand.subset(torch.from_numpy(
+                np.flatnonzero(inclusion[k])))):
+            parts.append(Examples(part.ids, part.weights, part.labels, part.clients + k * n))
+    batch = {"ids": torch.cat([p.ids for p in parts]),
+             "weights": torch.cat([p.weights for p in parts]),
+             "labels": torch.cat([p.labels for p in parts])}
+    return from_examples(batch, torch.cat([p.clients for p in parts]), inclusion.shape[0] * n)
+
+
+def lm_shadows(ctx: LMContext, pool: CandidatePool, inclusion: np.ndarray) -> Params:
+    """Train (or load from the run's shadow cache) the K shadows; their parameters, (K, ...).
+
+    Args:
+        ctx: the trained cell (its `inputs` are what the trainer was given).
+        pool: the candidates; inclusion: (K, N) which candidates each shadow holds.
+    Returns:
+        The shadows' trainable parameters stacked, each (K, ...).
+    """
+    inputs, claim = ctx.inputs, ctx.trained.claim
+    if inputs is None:
+        raise ValueError("shadow LMs need the trainer's inputs (LMContext.inputs)")
+    if inputs.hooks.get("gradient_canaries") is not None or inputs.hooks.get(
+            "client_update_hook") is not None:
+        raise ValueError("shadow LMs do not replay white-box canaries; audit with "
+                         "audit.canary = 'secret' or turn attacks.lira and attacks.rmia off")
+    init = ctx.trained.observations.initial_params
+    seed = derived_seed(ctx.cell.spec.seed, SHADOW_STREAMS)
+    data = shadow_data(inputs, pool, inclusion, int(ctx.tokenizer.pad_token_id))
+    plan = {"train": inputs.train.model_dump(), "claim": [claim.is_private,
+            claim.noise_multiplier, claim.clip, claim.unit], "seed": seed,
+            "optimizer": inputs.optimizer, "server_optimizer": inputs.server_optimizer,
+            "engine": inputs.engine, "n_clients": inputs.n_clients,
+            "code": privbench.__version__}
+    key = _fingerprint(plan, init, data)
+    manifest = {"fingerprint": key, "shadows": int(inclusion.shape[0]),
+                "candidates": int(inclusion.shape[1]), "kind": "language model", **plan,
+                "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest()}
+    cache = ctx.run_dir / "shadows" if ctx.run_dir is not None else None
+    return cached_params(cache, key, manifest, lambda: train_lm_runs(
+        inputs, init, data, claim, seed, runs=int(inclusion.shape[0])))
+
+
+def train_lm_runs(inputs: TrainerInputs, init: Params, data: ClientData, claim: Claim,
+                  seed: int, runs: int) -> Params:
+    """`runs` fine-tunings side by side, as the target's ran (`train_runs`).
+
+    Args:
+        inputs: the target's trainer inputs (adapter, plan, optimizers, engine).
+        init: the target's initial trainable parameters.
+        data: the runs' clients, run-major (`shadow_data`).
+        claim: the target's Claim: its executed noise multiplier, clip and unit.
+        seed: the seed of the runs' random streams.
+        runs: K.
+    Returns:
+        The K runs' final trainable parameters, each (K, ...).
+    """
+    private = claim.is_private
+    z = float(claim.noise_multiplier) if private else 0.0
+    record_rate, local_steps = example_sampling(inputs.train, float(data.counts.float().mean()))
+    glob = {n: p.detach().unsqueeze(0).repeat(runs, *([1] * p.dim())) for n, p in init.items()}
+    return train_runs(inputs.adapter, glob, data, inputs.train, runs=runs,
+                      clip=float(claim.clip) if private else None,
+                      noise_multiplier=lambda _r: z, gens=rng_streams(seed), seed=seed,
+                      example_level=private and claim.unit == "example",
+                      local_steps=local_steps, record_rate=record_rate,
+                      optimizer=inputs.optimizer, server_optimizer=inputs.server_optimizer,
+                      engine=inputs.engine, microbatch=inputs.microbatch)
+
+
+@torch.no_grad()
+def token_logprobs(adapter: ModelAdapter, stacked: Params, ex: Examples,
+                   chunk: int = 64) -> np.ndarray:
+    """Log-probability of every predicted token under every stacked model: (M, N, T - 1),
+    0 at padding (`ex.weights` marks the real positions)."""
+    models = next(iter(stacked.values())).shape[0]
+    out = np.zeros((models, len(ex), ex.ids.shape[1] - 1))
+    for m in range(models):
+        params = {n: p[m] for n, p in stacked.items()}
+        for i in range(0, len(ex), chunk):
+            batch = {"ids": ex.ids[i:i + chunk], "weights": ex.weights[i:i + chunk]}
+            logp = torch.log_softmax(adapter.outputs(params, batch)[:, :-1].double(), dim=-1)
+            tok = logp.gather(-1, batch["ids"][:, 1:, None])[..., 0]
+            out[m, i:i + chunk] = (tok * batch["weights"]).numpy()
+    return out
+
+
+def padded(ex: Examples, width: int, pad: int) -> Examples:
+    """`ex` right-padded with `pad` (weight 0) to `width` tokens."""
+    extra = width - ex.ids.shape[1]
+    if extra <= 0:
+        return ex
+    ids = torch.cat([ex.ids, torch.full((len(ex), extra), pad, dtype=ex.ids.dtype)], dim=1)
+    weights = torch.cat([ex.weights, torch.zeros((len(ex), extra), dtype=ex.weights.dtype)], 1)
+    return Examples(ids, weights, ex.labels, ex.clients)
+
+
+def _fingerprint(plan: dict, init: Params, data: ClientData) -> str:
+    h = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode())
+    for name in sorted(init):
+        h.update(name.encode())
+        h.update(init[name].detach().contiguous().numpy().tobytes())
+    for name in sorted(data.batch):
+        h.update(data.batch[name].contiguous().numpy().tobytes())
+    h.update(data.counts.numpy().tobytes())
+    return h.hexdigest()[:24]
