@@ -26,6 +26,23 @@ def stack_params(params: Params, k: int) -> Params:
     return {name: p.detach().unsqueeze(0).expand(k, *p.shape).clone() for name, p in params.items()}
 
 
+def row_states(params: Params, k: int, batched_params: bool, optimizer: str,
+               lr: float) -> tuple[Params, Params, RowOptimizer]:
+    """The K rows' training state, as local SGD and DP-SGD both start a round.
+
+    Args:
+        params: one starting point (each (...)), or with `batched_params` one per row (K, ...).
+        k: the rows; batched_params: whether `params` is already stacked.
+        optimizer, lr: the rows' optimizer ("sgd" or "adam", fresh state) and learning rate.
+    Returns:
+        (the rows' parameters, trained in place; a copy of their start; the rows' optimizer).
+    """
+    stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
+               else stack_params(params, k))
+    start = {name: p.clone() for name, p in stacked.items()}
+    return stacked, start, RowOptimizer(optimizer, stacked, lr, rows=k)
+
+
 def _batch_loss(adapter: ModelAdapter):
     """The weighted mean loss of one row's minibatch (and its weighted sum, as aux)."""
 
@@ -80,11 +97,8 @@ def local_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, epochs
     """
     k, n_max = data.n_clients, data.n_max
     counts = data.counts
-    stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
-               else stack_params(params, k))
-    start = {name: p.clone() for name, p in stacked.items()}
+    stacked, start, opt = row_states(params, k, batched_params, optimizer, lr)
     valid = data.valid()
-    opt = RowOptimizer(optimizer, stacked, lr, rows=k)
 
     row_grad = grad(_batch_loss(adapter), has_aux=True)
     step = vmap(row_grad) if vectorised else _row_by_row(row_grad)

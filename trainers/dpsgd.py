@@ -26,8 +26,7 @@ import torch
 from privbench.models.adapter import Batch, ModelAdapter, Params
 from privbench.trainers.aggregation import gaussian_like
 from privbench.trainers.client_data import ClientData, gather
-from privbench.trainers.client_update import stack_params
-from privbench.trainers.optim import RowOptimizer
+from privbench.trainers.client_update import row_states
 from privbench.trainers.per_example import clipped_sum, select_engine
 
 
@@ -207,11 +206,8 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
         only the noised steps touch them.
     """
     k = data.n_clients
-    stacked = ({name: p.detach().clone() for name, p in params.items()} if batched_params
-               else stack_params(params, k))
-    start = {name: p.clone() for name, p in stacked.items()}
+    stacked, start, opt = row_states(params, k, batched_params, optimizer, lr)
     valid = data.valid()
-    opt = RowOptimizer(optimizer, stacked, lr, rows=k)
     engine = resolve_engine(adapter, stacked, data.batch, engine)
     layout = canaries.layout(stacked) if canaries is not None else None
     for _ in range(steps):
