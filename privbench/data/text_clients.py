@@ -155,7 +155,7 @@ def _split_and_plant(name: str, per_client: list[list[tuple[str, int]]], label_n
         test += [msgs[i] for i in order[:n_test]]
         test_clients += [c] * n_test
         train += [(msgs[i][0], msgs[i][1], c, False) for i in order[n_test:]]
-    planted = plant_canaries(canaries, len(per_client), seed)
+    planted = draw_text_canaries(canaries, len(per_client), seed)
     for can in planted:
         if can.included:
             train += [(can.text, 0, can.client, True)] * can.repetitions
@@ -174,7 +174,7 @@ def _split_and_plant(name: str, per_client: list[list[tuple[str, int]]], label_n
     )
 
 
-def plant_canaries(spec: CanarySpec, n_clients: int, seed: int) -> list[Canary]:
+def draw_text_canaries(spec: CanarySpec, n_clients: int, seed: int) -> list[Canary]:
     """`spec.count` canaries with distinct random secrets; each included with `spec.inclusion`."""
     rng = np.random.default_rng([seed, 0xCA9A])
     secrets: set[str] = set()
