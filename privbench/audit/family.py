@@ -90,6 +90,10 @@ class MechanismFamily:
     mu: float | None = None  # set when the event is mu-GDP (every step an unsampled Gaussian)
     grid: float = FAMILY_PLD_GRID  # PLD grid of the trade-off curves (pessimistic at any grid)
     _deltas: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
+    # per scale: the trade-off curve's line terms (delta, e^-eps, 1 - delta, e^eps), so that
+    # the f-DP recursion's thousands of scalar calls do no exp of their own
+    _lines: dict[float, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False)
+    _s_floor: float | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, event: dp_accounting.DpEvent, delta: float,
@@ -114,9 +118,10 @@ class MechanismFamily:
         """The smallest noise scale the family evaluates: the weakest Gaussian's multiplier
         times s stays at least 0.25 (below that the PLD is huge; eps there is beyond any
         audit). A bound at a larger s than found is still valid (eps falls as s grows)."""
-        if self.mu is not None:
-            return 0.0
-        return MIN_MULTIPLIER / min_noise_multiplier(self.event)
+        if self._s_floor is None:  # asked at every evaluation: walk the event once
+            self._s_floor = 0.0 if self.mu is not None else \
+                MIN_MULTIPLIER / min_noise_multiplier(self.event)
+        return self._s_floor
 
     @property
     def gaussian(self) -> bool:
@@ -175,10 +180,12 @@ class MechanismFamily:
         if self.mu is not None:
             with np.errstate(divide="ignore"):
                 return special.ndtr(special.ndtri(y) - self.mu / s)
-        d = self._delta_table(s)
-        e = EPS_TABLE
-        a = (y[..., None] - d) * np.exp(-e)
-        b = 1.0 - d - np.exp(e) * (1.0 - y[..., None])
+        if s not in self._lines:
+            d = self._delta_table(s)
+            self._lines[s] = (d, np.exp(-EPS_TABLE), 1.0 - d, np.exp(EPS_TABLE))
+        d, exp_minus, one_minus_d, exp_plus = self._lines[s]
+        a = (y[..., None] - d) * exp_minus
+        b = one_minus_d - exp_plus * (1.0 - y[..., None])
         return np.clip(np.maximum(a, b).max(axis=-1), 0.0, 1.0)
 
 
