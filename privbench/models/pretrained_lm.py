@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from privbench.data.text_corpus import CORPUS_VERSION, public_corpus
 from privbench.data.tokens import BOS, PAD, attention_mask, sequence_tensors
@@ -164,22 +165,37 @@ def load_model(folder: Path, task: str, n_labels: int) -> PreTrainedModel:
     """
     try:
         if task == "causal_lm":
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, local_files_only=True, attn_implementation="eager")
+            with quiet_loading():
+                model = AutoModelForCausalLM.from_pretrained(
+                    folder, local_files_only=True, attn_implementation="eager")
         else:  # a head for another label count is replaced by a new one (seeded by the caller)
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             fresh = config.num_labels != n_labels
             if fresh:
                 log.warning("model.path = %r: its classifier head has %d labels, the data %d; "
                             "a new head is initialised", str(folder), config.num_labels, n_labels)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                folder, local_files_only=True, num_labels=n_labels, attn_implementation="eager",
-                ignore_mismatched_sizes=fresh)
+            with quiet_loading():
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    folder, local_files_only=True, num_labels=n_labels,
+                    attn_implementation="eager", ignore_mismatched_sizes=fresh)
     except (OSError, ValueError) as e:
         raise PrivbenchError(f"model.path = {str(folder)!r}: cannot load ({str(e)[:160]}); "
                              "give a folder written by save_pretrained") from None
     model.eval()  # no dropout: training is deterministic and per-example gradients are exact
     return model
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Without transformers' per-load "Loading weights" progress bar (a suite loads the model
+    once per cell; its own progress display says where it is), restoring the caller's setting."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

@@ -29,12 +29,15 @@ def load_causal_lm(path: Path, option: str = "--model") -> tuple[Any, Any]:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from privbench.models.pretrained_lm import quiet_loading
+
     if not (Path(path) / "config.json").exists():
         raise PrivbenchError(f"{option} = {path}: not a Hugging Face model folder (no "
                              "config.json); give a folder written by save_pretrained")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         raise PrivbenchError(f"{option} = {path}: cannot load a causal LM and its tokenizer "
                              f"offline ({str(e).splitlines()[0]})") from None
