@@ -70,3 +70,18 @@ def test_architecture_fine_tunes_privately(arch, task, finetune, unit, tmp_path,
         assert all("lora_" in n or "score" in n or "classifier" in n for n in trained)
     body = [n for n in trained if "classifier" not in n and "score" not in n]  # not the new head
     assert body and any(not bool((trained[n] == before[n]).all()) for n in body)
+
+
+def test_loading_a_model_prints_no_progress_bar_and_keeps_the_callers_setting(saved_model,
+                                                                               capfd):
+    """A suite loads the model once per cell: transformers' "Loading weights" bar is silenced
+    for privbench's load only, and a caller who turned the bars on or off keeps that."""
+    from transformers.utils import logging as hf_logging
+
+    for enabled in (True, False):
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+        capfd.readouterr()
+        load_model(saved_model, "causal_lm", 1)
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled() == enabled
+    hf_logging.enable_progress_bar()
