@@ -27,11 +27,11 @@ Run: .venv/bin/python -m pytest benchmarks/test_bench_lm_audit.py -q -p no:rando
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from test_bench_audit import _fresh  # a cell's view of the accounting cache
 
 from privbench.audit.forensics import forensic_rows
 from privbench.audit.scorer import audit_scorer
@@ -110,12 +110,8 @@ def test_lm_dirac_audit_overhead(benchmark, model_folder, variant, calibration, 
     the same setting (memory emptied, the disk cache kept)."""
     benchmark.group = f"one-run Dirac audit overhead, DP LoRA, calibration {calibration}"
 
-    def fresh():
-        if calibration == "per run":
-            os.environ["PRIVBENCH_CACHE"] = tempfile.mkdtemp(dir=tmp_path)
-        accounting_cache.clear_memory()
-        return (model_folder, VARIANTS[variant], tmp_path / "run"), {}
-
-    rows = _run(model_folder, VARIANTS[variant], tmp_path / "run")
+    args = (model_folder, VARIANTS[variant], tmp_path / "run")
+    rows = _run(*args)
     assert all(r.details.get("verdict") != "FAIL" for r in rows)  # a correct trainer
-    benchmark.pedantic(_run, setup=fresh, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(_run, setup=lambda: _fresh(calibration, args, tmp_path), rounds=5,
+                       warmup_rounds=1)

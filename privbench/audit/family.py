@@ -15,6 +15,7 @@ subsampled Gaussians, whose trade-off curve is not Gaussian (a GDP fit can excee
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ from privbench.privacy.dp_events import event_to_dict
 FAMILY_PLD_GRID = 1e-3
 # Epsilons on which delta(eps) is tabulated for the trade-off curve of a sampled event.
 EPS_TABLE = np.concatenate([np.linspace(0.0, 4.0, 81), np.linspace(4.1, 30.0, 120)])
+# e^-eps and e^eps on the table: the trade-off curve's line slopes, the same at every noise scale
+# (computed once, not in each of the f-DP recursion's thousands of scalar calls)
+EXP_MINUS_EPS, EXP_EPS = np.exp(-EPS_TABLE), np.exp(EPS_TABLE)
 
 
 def scale_noise(event: dp_accounting.DpEvent, s: float) -> dp_accounting.DpEvent:
@@ -90,10 +94,6 @@ class MechanismFamily:
     mu: float | None = None  # set when the event is mu-GDP (every step an unsampled Gaussian)
     grid: float = FAMILY_PLD_GRID  # PLD grid of the trade-off curves (pessimistic at any grid)
     _deltas: dict[float, np.ndarray] = field(default_factory=dict, repr=False)
-    # per scale: the trade-off curve's line terms (delta, e^-eps, 1 - delta, e^eps), so that
-    # the f-DP recursion's thousands of scalar calls do no exp of their own
-    _lines: dict[float, tuple[np.ndarray, ...]] = field(default_factory=dict, repr=False)
-    _s_floor: float | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, event: dp_accounting.DpEvent, delta: float,
@@ -113,15 +113,14 @@ class MechanismFamily:
         return MechanismFamily(self.event, self.delta, self.neighbouring, self.mu,
                                max(grid, self.grid))
 
-    @property
+    @functools.cached_property  # asked at every evaluation: the event is walked once
     def s_floor(self) -> float:
         """The smallest noise scale the family evaluates: the weakest Gaussian's multiplier
         times s stays at least 0.25 (below that the PLD is huge; eps there is beyond any
         audit). A bound at a larger s than found is still valid (eps falls as s grows)."""
-        if self._s_floor is None:  # asked at every evaluation: walk the event once
-            self._s_floor = 0.0 if self.mu is not None else \
-                MIN_MULTIPLIER / min_noise_multiplier(self.event)
-        return self._s_floor
+        if self.mu is not None:
+            return 0.0
+        return MIN_MULTIPLIER / min_noise_multiplier(self.event)
 
     @property
     def gaussian(self) -> bool:
@@ -180,12 +179,9 @@ class MechanismFamily:
         if self.mu is not None:
             with np.errstate(divide="ignore"):
                 return special.ndtr(special.ndtri(y) - self.mu / s)
-        if s not in self._lines:
-            d = self._delta_table(s)
-            self._lines[s] = (d, np.exp(-EPS_TABLE), 1.0 - d, np.exp(EPS_TABLE))
-        d, exp_minus, one_minus_d, exp_plus = self._lines[s]
-        a = (y[..., None] - d) * exp_minus
-        b = one_minus_d - exp_plus * (1.0 - y[..., None])
+        d = self._delta_table(s)
+        a = (y[..., None] - d) * EXP_MINUS_EPS
+        b = 1.0 - d - EXP_EPS * (1.0 - y[..., None])
         return np.clip(np.maximum(a, b).max(axis=-1), 0.0, 1.0)
 
 
