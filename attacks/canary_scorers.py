@@ -12,6 +12,7 @@ from scipy import stats
 
 from privbench.attacks.exposure_lm import exposure, secret_log_likelihoods
 from privbench.attacks.language_scorers import LMContext
+from privbench.audit.designed_secrets import secret_token_scores
 from privbench.audit.lm_canaries import secret_audit_rows, secret_scores
 from privbench.run.results import MetricRow
 from privbench.stats import clopper_pearson
@@ -71,11 +72,17 @@ def lm_audit_scorer(ctx: LMContext) -> list[MetricRow]:
     under the released model (surface final_model)."""
     if ctx.audit is None or not ctx.trained.observations.exposes("final_model"):
         return []
-    digits = len(ctx.audit.secrets[0])
-    lls = secret_log_likelihoods(ctx.trained.model, ctx.tokenizer, ctx.audit.template, digits)
+    if ctx.audit.design == "rare-tokens":  # designed canaries: their tokens only
+        scores = secret_token_scores(ctx.trained.model, ctx.tokenizer, ctx.audit.template,
+                                     ctx.audit.tokens)
+    else:
+        digits = len(ctx.audit.secrets[0])
+        lls = secret_log_likelihoods(ctx.trained.model, ctx.tokenizer, ctx.audit.template,
+                                     digits)
+        scores = secret_scores(lls.numpy(), ctx.audit)
     claim = ctx.trained.claim
-    return secret_audit_rows(ctx.key, ctx.cell.spec, secret_scores(lls.numpy(), ctx.audit),
-                             ctx.audit, claim.epsilon, claim.delta)
+    return secret_audit_rows(ctx.key, ctx.cell.spec, scores, ctx.audit, claim.epsilon,
+                             claim.delta)
 
 
 def mean_interval(values: np.ndarray) -> tuple[float | None, float | None]:

@@ -23,17 +23,21 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from transformers import PreTrainedTokenizerBase
 
 from privbench.audit.canaries import audited_cohort
+from privbench.audit.designed_secrets import rare_secret_text, rare_token_secrets
 from privbench.audit.one_run_bound import one_run_bound
 from privbench.audit.verdict import audit_rows
 from privbench.data.text_clients import TextData
-from privbench.data.text_corpus import canary_text
+from privbench.data.text_corpus import canary_text, public_corpus
 from privbench.run.results import MetricRow
 from privbench.spec.schema import CellSpec, TrainSpec
 
 # The fixed template of every audit canary (none of the exposure canaries' templates).
 AUDIT_TEMPLATE = "the audit code is"
+# Public texts whose token counts rank the words of rare-token secrets.
+PUBLIC_COUNT_TEXTS = 2000
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class SecretCanaries:
     clients: np.ndarray  # (m,) client id of each included canary, -1 if excluded
     copies: int  # copies of an included canary's sentence in its client
     template: str = AUDIT_TEMPLATE
+    design: str = "digits"  # audit.secret: "digits" or "rare-tokens"
+    tokens: tuple[tuple[int, ...], ...] = ()  # rare-tokens: each secret's token ids
 
     @property
     def m(self) -> int:
@@ -56,12 +62,28 @@ def plants_secret_canaries(spec: CellSpec) -> bool:
     return spec.task == "causal_lm" and spec.audit.enabled and spec.audit.canary == "secret"
 
 
-def draw_secret_canaries(spec: CellSpec, n_clients: int) -> SecretCanaries:
-    """Distinct random secrets with Bernoulli(1/2) bits; their clients (real or new)."""
+def draw_secret_canaries(spec: CellSpec, n_clients: int,
+                         tokenizer: PreTrainedTokenizerBase | None = None) -> SecretCanaries:
+    """Distinct random secrets with Bernoulli(1/2) bits; their clients (real or new).
+
+    Args:
+        spec: the cell's spec (audit.n_canaries, audit.secret, the unit, the seed).
+        n_clients: the real clients; tokenizer: the model's, for audit.secret = "rare-tokens"
+            (privbench.audit.designed_secrets).
+    """
     rng = np.random.default_rng([spec.seed, 0xA5EC])
     m, digits = spec.audit.n_canaries, spec.lm.canaries.digits
-    values = rng.choice(10**digits, size=m, replace=False)
-    secrets = [str(int(v)).zfill(digits) for v in values]
+    tokens: tuple[tuple[int, ...], ...] = ()
+    if spec.audit.secret == "rare-tokens":
+        if tokenizer is None:
+            raise ValueError("rare-token secrets are drawn from the model's tokenizer")
+        tokens = tuple(rare_token_secrets(tokenizer, AUDIT_TEMPLATE,
+                                          public_corpus(PUBLIC_COUNT_TEXTS, spec.seed + 1), m,
+                                          spec.audit.secret_tokens, rng))
+        secrets = [rare_secret_text(tokenizer, "", t).strip() for t in tokens]
+    else:
+        values = rng.choice(10**digits, size=m, replace=False)
+        secrets = [str(int(v)).zfill(digits) for v in values]
     bits = rng.random(m) < 0.5
     clients = np.full(m, -1, dtype=np.int64)
     if spec.privacy.unit == "example":  # one record in a random real client
@@ -70,19 +92,24 @@ def draw_secret_canaries(spec: CellSpec, n_clients: int) -> SecretCanaries:
     else:  # a client of its own
         clients[bits] = n_clients + np.arange(int(bits.sum()))
         copies = max(spec.lm.canaries.repetitions)
-    return SecretCanaries(secrets, bits, clients, copies)
+    return SecretCanaries(secrets, bits, clients, copies, design=spec.audit.secret,
+                          tokens=tokens)
 
 
-def plant_secret_canaries(spec: CellSpec, data: TextData
+def plant_secret_canaries(spec: CellSpec, data: TextData,
+                          tokenizer: PreTrainedTokenizerBase | None = None
                           ) -> tuple[TextData, SecretCanaries, TrainSpec]:
     """The cell's text with the included canaries added, the canaries, and the training plan
-    (client level: the expected cohort scaled to keep real clients' sampling rate)."""
-    canaries = draw_secret_canaries(spec, data.n_clients)
+    (client level: the expected cohort scaled to keep real clients' sampling rate).
+
+    Args:
+        spec: the cell's spec; data: its text; tokenizer: the model's (rare-token secrets).
+    """
+    canaries = draw_secret_canaries(spec, data.n_clients, tokenizer)
     texts, clients = [], []
-    for secret, bit, client in zip(canaries.secrets, canaries.bits, canaries.clients,
-                                   strict=True):
+    for i, (bit, client) in enumerate(zip(canaries.bits, canaries.clients, strict=True)):
         if bit:
-            texts += [canary_text(canaries.template, secret)] * canaries.copies
+            texts += [canary_sentence(canaries, i, tokenizer)] * canaries.copies
             clients += [int(client)] * canaries.copies
     n_new = int(canaries.bits.sum()) if spec.privacy.unit == "client" else 0
     planted = dataclasses.replace(
@@ -98,6 +125,15 @@ def plant_secret_canaries(spec: CellSpec, data: TextData
     return planted, canaries, train
 
 
+def canary_sentence(canaries: SecretCanaries, i: int,
+                    tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+    """The training sentence of canary i: its template and secret."""
+    if canaries.design == "rare-tokens":
+        assert tokenizer is not None
+        return rare_secret_text(tokenizer, canaries.template, canaries.tokens[i])
+    return canary_text(canaries.template, canaries.secrets[i])
+
+
 def secret_scores(log_likelihoods: np.ndarray, canaries: SecretCanaries) -> np.ndarray:
     """Each canary's score (higher = 'in'): log p(secret | template) under the released model,
     from the log-likelihoods of every candidate secret indexed by its integer value."""
@@ -111,8 +147,13 @@ def secret_audit_rows(key: str, spec: CellSpec, scores: np.ndarray, canaries: Se
     rng = np.random.default_rng([spec.seed, 0xA0D1])
     bound = one_run_bound(scores, canaries.bits, delta=delta, alpha=a.alpha,
                           selection=a.selection, rng=rng)
-    extra = {"canary": a.canary, "design": f"secret canaries in {canaries.template!r}, "
-             f"{len(canaries.secrets[0])} digits, scored by log-likelihood (black box)",
+    if canaries.design == "rare-tokens":
+        design = (f"secret canaries in {canaries.template!r}, {len(canaries.tokens[0])} rare "
+                  "word tokens each (none shared), scored by log-likelihood (black box)")
+    else:
+        design = (f"secret canaries in {canaries.template!r}, {len(canaries.secrets[0])} "
+                  "digits, scored by log-likelihood (black box)")
+    extra = {"canary": a.canary, "design": design, "secret": canaries.design,
              "n_canaries": canaries.m, "included": int(canaries.bits.sum()),
              "copies": canaries.copies, "unit": spec.privacy.unit}
     return audit_rows(key, bound, claimed, "final_model", a.mode, extra)

@@ -56,16 +56,17 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
         lm = lm.model_copy(update={"canaries": lm.canaries.model_copy(update={"count": 0})})
     data = load_text_data(spec.data, lm, spec.seed)
     audit, train_plan = None, spec.train
-    if plants_secret_canaries(spec):  # the black-box audit's canaries (records or clients)
-        data, audit, train_plan = plant_secret_canaries(spec, data)
     folder = model_folder(spec)
     tokenizer = load_tokenizer(folder)
+    if plants_secret_canaries(spec):  # the black-box audit's canaries (records or clients)
+        data, audit, train_plan = plant_secret_canaries(spec, data, tokenizer)
     torch.manual_seed(spec.seed)
     model = load_model(folder, spec.task, len(data.label_names))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    ranks_secrets = spec.task == "causal_lm" and (audit is not None or (
-        lm.canaries.count and spec.attacks.canary_exposure.enabled))
+    ranks_secrets = spec.task == "causal_lm" and (
+        (audit is not None and audit.design == "digits")
+        or (lm.canaries.count and spec.attacks.canary_exposure.enabled))
     # checked before training: exposure can rank the secret space with this tokenizer
     if ranks_secrets and (problem := exposure_problem(tokenizer, lm.canaries.digits)):
         raise PrivbenchError(problem)

@@ -106,6 +106,11 @@ class AuditSpec(StrictModel):
         "digit secrets in a fixed template (language models, final_model); auto: the "
         "strongest canary each cell takes (`strongest_canary`), so one suite audits both units")
     n_canaries: int = Field(200, ge=4, description="canaries of a one-run or one-shot audit")
+    secret: Literal["digits", "rare-tokens"] = Field(
+        "digits", description="secret canaries (language models): digits = lm.canaries.digits "
+        "random digits; rare-tokens = audit.secret_tokens of the tokenizer's rarest whole words "
+        "on public text, none shared (designed canaries, Panda et al. 2025)")
+    secret_tokens: int = Field(1, ge=1, le=8, description="rare-tokens: word tokens per secret")
     runs: int = Field(500, ge=10, description="multi-run: training runs per world (canary in, "
                       "canary out), trained side by side")
     canary_norm: float = Field(1.0, gt=0, description="update or gradient canary norm, times "

@@ -62,7 +62,8 @@ def lm_problems(spec: CellSpec) -> list[str]:
         problems.append(f"audit.surface = {a.surface!r}: secret canaries are scored on the "
                         "released model; set audit.surface = 'final_model', audit.mode = "
                         "'one-run' (task causal_lm)")
-    if a.enabled and a.canary == "secret" and a.n_canaries * 2 > 10**canaries.digits:
+    if (a.enabled and a.canary == "secret" and a.secret == "digits"
+            and a.n_canaries * 2 > 10**canaries.digits):
         problems.append(f"audit.n_canaries = {a.n_canaries}: at most half of the "
                         f"10^{canaries.digits} secrets; raise lm.canaries.digits or lower it")
     problems += _inversion_problems(spec)
