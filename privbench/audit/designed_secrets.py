@@ -18,7 +18,8 @@ inclusion bit: every canary still certifies (privbench.audit.one_run_bound).
 Scored by `secret_token_scores`: the secret's log-likelihood after the template under the
 released model. (Subtracting the log-likelihood under the model before fine-tuning, a reference
 ratio, lowered the AUC of in against out canaries on the llm suite's example-level cell without DP,
-0.78 -> 0.66: fine-tuning moves every rare token by far more than their prior differences.)
+0.78 -> 0.63 (0.65 -> 0.59 for digit secrets): fine-tuning moves every rare token by far more
+than their prior differences.)
 """
 
 from __future__ import annotations
