@@ -51,9 +51,10 @@ def rare_word_tokens(tokenizer: PreTrainedTokenizerBase, template: str,
         counts.update(tokenizer.encode(text, add_special_tokens=False))
     head = tokenizer.encode(template, add_special_tokens=False)
     special = set(tokenizer.all_special_ids)
+    prefix = tokenizer.decode(head)  # decoded once, not once per token of the vocabulary
     words = []
     for token in range(len(tokenizer)):
-        word = _after(tokenizer, head, [token])
+        word = _after(tokenizer, head, [token], prefix)
         if token in special or len(word) < 3 or word[0] != " " or not word[1:].isalpha():
             continue
         if tokenizer.encode(template + word, add_special_tokens=False) == [*head, token]:
@@ -107,10 +108,12 @@ def rare_secret_text(tokenizer: PreTrainedTokenizerBase, template: str,
     return f"{template}{_after(tokenizer, head, secret)}"
 
 
-def _after(tokenizer: PreTrainedTokenizerBase, head: list[int], tokens: Sequence[int]) -> str:
+def _after(tokenizer: PreTrainedTokenizerBase, head: list[int], tokens: Sequence[int],
+           prefix: str | None = None) -> str:
     """The text `tokens` add after `head` when decoded together (a word's leading space, which
-    a SentencePiece decoder drops at the start of a text, is kept)."""
-    return tokenizer.decode([*head, *tokens])[len(tokenizer.decode(head)):]
+    a SentencePiece decoder drops at the start of a text, is kept); `prefix`: head decoded."""
+    prefix = tokenizer.decode(head) if prefix is None else prefix
+    return tokenizer.decode([*head, *tokens])[len(prefix):]
 
 
 @torch.no_grad()
@@ -126,11 +129,9 @@ def secret_token_scores(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBa
     Returns:
         A float64 array, one score per secret.
     """
-    from privbench.query.causal_lm import sequence_logprobs
+    from privbench.query.causal_lm import encode, sequence_logprobs
 
-    bos = tokenizer.bos_token_id
-    head = ([bos] if bos is not None else []) + tokenizer.encode(template,
-                                                                 add_special_tokens=False)
+    head = encode(tokenizer, template)  # BOS (when the tokenizer has one) and the template
     model.eval()
     logprobs = sequence_logprobs(model, [[*head, *s] for s in secrets])
     return np.array([lp[len(head) - 1:].sum() for lp in logprobs], dtype=np.float64)
