@@ -125,7 +125,8 @@ def lm_loss_attack_scorer(ctx: LMContext) -> list[MetricRow]:
     s_in = attack.score(example_losses(ctx, ctx.train.subset(members)))
     s_out = attack.score(example_losses(ctx, ctx.test.subset(nonmembers)))
     rows = membership_rows(ctx.key, attack.name, attack.surface, s_in, s_out)
-    blind = _blind_auc(*_texts(ctx, members, nonmembers), ctx.cell.spec.seed)
+    blind = _blind_auc(*_texts(ctx, members, nonmembers), ctx.cell.spec.seed,
+                       _clients(ctx, members, nonmembers))
     for row in rows:
         if row.metric == "auc":
             row.details["blind_auc"] = blind
@@ -159,7 +160,8 @@ def lm_text_attacks_scorer(ctx: LMContext) -> list[MetricRow]:
             reference_ratio_score(lp_in, _token_logprobs(reference, ctx.train.subset(members))),
             reference_ratio_score(lp_out, _token_logprobs(reference,
                                                           ctx.test.subset(nonmembers))))
-    blind = _blind_auc(texts_in, texts_out, ctx.cell.spec.seed)
+    blind = _blind_auc(texts_in, texts_out, ctx.cell.spec.seed,
+                       _clients(ctx, members, nonmembers))
     rows = []
     for name, (s_in, s_out) in scores.items():
         rows += membership_rows(ctx.key, name, "final_model", s_in, s_out)
@@ -179,8 +181,10 @@ def lm_blind_baseline_scorer(ctx: LMContext) -> list[MetricRow]:
     between the two sets, not the model's memory."""
     if not ctx.cell.spec.attacks.loss.enabled:
         return []
-    texts_in, texts_out = _texts(ctx, *membership_split(ctx))
-    s_in, s_out = _blind(tuple(texts_in), tuple(texts_out), ctx.cell.spec.seed)
+    split = membership_split(ctx)
+    texts_in, texts_out = _texts(ctx, *split)
+    s_in, s_out = _blind(tuple(texts_in), tuple(texts_out), ctx.cell.spec.seed,
+                         _clients(ctx, *split))
     return membership_rows(ctx.key, "blind", "text only", s_in, s_out)
 
 
@@ -190,21 +194,33 @@ def _texts(ctx: LMContext, members: torch.Tensor, nonmembers: torch.Tensor
             [ctx.data.test_texts[int(i)] for i in nonmembers])
 
 
-def _blind_auc(texts_in: list[str], texts_out: list[str], seed: int) -> float:
+def _clients(ctx: LMContext, members: torch.Tensor, nonmembers: torch.Tensor
+             ) -> tuple[int, ...] | None:
+    """The members' then the non-members' clients (the blind baseline's fold groups), or None
+    when the held-out messages carry no client."""
+    if ctx.data.test_clients is None:
+        return None
+    return tuple(int(c) for c in np.r_[ctx.data.train_clients[members.numpy()],
+                                       ctx.data.test_clients[nonmembers.numpy()]])
+
+
+def _blind_auc(texts_in: list[str], texts_out: list[str], seed: int,
+               clients: tuple[int, ...] | None = None) -> float:
     """The blind baseline's AUC, as `lm_blind_baseline_scorer` scores it (same folds)."""
     from privbench.attacks.membership.roc import auc
 
-    return float(auc(*_blind(tuple(texts_in), tuple(texts_out), seed)))
+    return float(auc(*_blind(tuple(texts_in), tuple(texts_out), seed, clients)))
 
 
 @functools.lru_cache(maxsize=4)
-def _blind(texts_in: tuple[str, ...], texts_out: tuple[str, ...], seed: int
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _blind(texts_in: tuple[str, ...], texts_out: tuple[str, ...], seed: int,
+           clients: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The blind classifier's out-of-fold scores, fitted once per cell's texts (the LOSS rows,
-    the text attacks' rows and the baseline's own rows all read them)."""
+    the text attacks' rows and the baseline's own rows all read them); folds grouped by client
+    when the clients are known (`blind_scores`)."""
     from privbench.attacks.membership.lm import blind_scores
 
-    return blind_scores(texts_in, texts_out, seed=seed)
+    return blind_scores(texts_in, texts_out, seed=seed, groups=clients)
 
 
 def _token_logprobs(model: torch.nn.Module, ex: Examples) -> list[np.ndarray]:

@@ -1,12 +1,14 @@
 """LiRA and RMIA on a fine-tuned language model, with shadow LMs (attacks/membership/lm_shadows.py).
 
-The candidates are all of the cell's messages: the target's non-canary training messages
-(members) and its held-out messages (non-members). Every model (the released one, then each
-shadow) is attacked in turn with the other shadows as its reference models (Carlini et al.
-2022's leave-one-model-out evaluation; each candidate's references balanced so that they never
-depend on the attacked model's bit, `balanced_references`), and the scores are pooled, so a TPR
-at a low FPR is read on (K + 1) x the held-out messages, not on a few dozen. The membership bits
-only evaluate; no attack is fitted on them.
+The candidates are the target's non-canary training messages (members), its held-out messages
+and, for generated clients, fresh messages of the same clients (non-members; as many non-members
+as members, so that each candidate is IN half of the shadows: attacks/membership/lm_shadows.py).
+Every model (the released one, then each shadow) is attacked in turn with the other shadows as
+its reference models (Carlini et al. 2022's leave-one-model-out evaluation; each candidate's
+references balanced so that they never depend on the attacked model's bit,
+`balanced_references`), and the scores are pooled, so a TPR at a low FPR is read on (K + 1) x
+the non-members, not on a few dozen. The membership bits only evaluate; no attack is fitted on
+them.
 
 Rows (scorer names), each with n, Clopper-Pearson intervals, and the smallest FPR the counts
 resolve:
@@ -104,8 +106,10 @@ def lm_shadow_attack_scorer(ctx: LMContext) -> list[MetricRow]:
     design = {"shadow_models": k, "shadow_seconds": round(seconds, 2),
               "signal": "the mean token log-likelihood of each sequence",
               "design": "candidates = the cell's non-canary training messages (members) and "
-                        "held-out messages (non-members); each shadow's client holds its "
-                        "other records and leaves out as many candidates as the target's did; "
+                        "held-out messages and fresh messages of the same clients where the "
+                        "data are generated (non-members, as many as the members); each "
+                        "shadow's client holds its other records and as many candidates as "
+                        "the target trained on (so each candidate is IN half of the shadows); "
                         "pooled: every model attacked with the shadows other than itself, "
                         "each candidate's references balanced (all but one IN, all but one OUT)"}
     fns = sequence_attacks(attacks)
@@ -118,15 +122,16 @@ def lm_shadow_attack_scorer(ctx: LMContext) -> list[MetricRow]:
     for name, attack in fns.items():
         scores = _mean_score(attack, phi[0], phi[1:], inclusion, uses[0])
         rows += _rows(ctx.key, name, scores[member], scores[~member], design)
-    pooled = pooled_scores(fns, phi, inclusion, uses, member, texts, spec.seed)
+    pooled = pooled_scores(fns, phi, inclusion, uses, member, texts, spec.seed,
+                           pool.client)
     for name, (s_in, s_out) in pooled.items():
         rows += _rows(ctx.key, f"pooled_{name}", s_in, s_out, design)
     return rows
 
 
 def pooled_scores(fns: dict[str, Attack], phi: np.ndarray, inclusion: np.ndarray,
-                  uses: list[list[np.ndarray]], member: np.ndarray, texts: np.ndarray, seed: int
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                  uses: list[list[np.ndarray]], member: np.ndarray, texts: np.ndarray, seed: int,
+                  clients: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every model attacked with the shadows other than itself; member and non-member scores
     pooled over the models, for LOSS, each attack in `fns` and the blind baseline.
 
@@ -134,7 +139,8 @@ def pooled_scores(fns: dict[str, Attack], phi: np.ndarray, inclusion: np.ndarray
         fns: the shadow attacks; phi: (K + 1, N) the models' signals, model 0 the target;
         inclusion: (K, N); uses: each model's reference draws (`balanced_references`);
         member: the target's bits (N,); texts: the candidates' texts; seed: the blind
-        baseline's fold seed.
+        baseline's fold seed; clients: the candidates' clients (the blind baseline's folds
+        keep a client's texts together: `blind_scores`), None for plain folds.
     Returns:
         name -> (member scores, non-member scores).
     """
@@ -144,7 +150,9 @@ def pooled_scores(fns: dict[str, Attack], phi: np.ndarray, inclusion: np.ndarray
     for i in range(len(bits)):
         scores = {"loss": phi[i], **{n: _mean_score(f, phi[i], phi[1:], inclusion, uses[i])
                                      for n, f in fns.items()}}
-        b_in, b_out = blind_scores(list(texts[bits[i]]), list(texts[~bits[i]]), seed=seed + i)
+        groups = None if clients is None else np.r_[clients[bits[i]], clients[~bits[i]]]
+        b_in, b_out = blind_scores(list(texts[bits[i]]), list(texts[~bits[i]]), seed=seed + i,
+                                   groups=groups)
         for n, sc in scores.items():
             pooled[n][0].append(sc[bits[i]])
             pooled[n][1].append(sc[~bits[i]])

@@ -1,10 +1,12 @@
 """Shadow LMs for LiRA and RMIA on a fine-tuned language model, trained by the one trainer.
 
-The candidates are all of the cell's real messages: the target's non-canary training messages
-(members) and its held-out ones (non-members), each with its client. Shadow k's client c trains
-on the target's other records of c (the planted canaries) and on c's candidates that
-`shadow_inclusion` gives it: as many left out as the target held out, so each shadow's data are
-drawn as the target's were.
+The candidates are the cell's real messages, the target's non-canary training messages (members)
+and its held-out ones (non-members), and, for generated clients, fresh messages of each client
+(`population_messages`; non-members too) until its non-members are as many as its members. Shadow
+k's client c trains on the target's other records of c (the planted canaries) and on c's
+candidates that `shadow_inclusion` gives it: as many as the target trained on, so each shadow's
+data are drawn as the target's were, and with the population each candidate is IN exactly half
+of the shadows.
 
 The shadows train through `train_runs` (trainers/runs.py) with the target's adapter, initial
 weights, plan, local and server optimizers, per-example engine, clip and executed noise
@@ -25,7 +27,9 @@ import torch
 import privbench
 from privbench.attacks.membership.lm_inputs import TrainerInputs
 from privbench.attacks.membership.shadows import cached_params
-from privbench.data.tokens import Examples
+from privbench.data.shadow_inclusion import population_count
+from privbench.data.text_clients import population_messages
+from privbench.data.tokens import Examples, examples
 from privbench.models.adapter import ModelAdapter, Params
 from privbench.rng import derived_seed, rng_streams
 from privbench.trainers.client_data import ClientData, from_examples
@@ -47,7 +51,7 @@ class CandidatePool:
         examples: the candidates' tokens (one width); client: each one's client;
         member: whether the target trained on it (used to evaluate, never to fit an attack);
         texts: the candidates' text; rows: each member's row in the trainer's examples (-1:
-        held out).
+        held out or population).
     """
 
     examples: Examples
@@ -73,19 +77,30 @@ def candidate_pool(ctx: LMContext) -> CandidatePool:
         raise ValueError("the held-out messages carry no client ids; load the text data with "
                          "privbench.data.text_clients.load_text_data")
     rows = np.flatnonzero(~data.train_is_canary[: len(ctx.train)])
-    width = max(ctx.train.ids.shape[1], ctx.test.ids.shape[1])
+    spec = ctx.cell.spec
+    counts = np.array([population_count(int((data.train_clients[rows] == c).sum()),
+                                        int((data.test_clients == c).sum()))
+                       for c in range(data.n_clients)])
+    fresh = population_messages(spec.data, spec.lm, spec.seed, counts)
+    parts = [ctx.train.subset(torch.from_numpy(rows)), ctx.test]
+    texts = [data.train_texts[int(i)] for i in rows] + list(data.test_texts)
+    clients = [data.train_clients[rows], data.test_clients]
+    if fresh is not None and len(fresh[0]):
+        parts.append(examples(ctx.tokenizer, fresh[0], fresh[2], fresh[1], spec.lm.max_length))
+        texts += fresh[0]
+        clients.append(fresh[1])
+    width = max(p.ids.shape[1] for p in parts)
     pad = int(ctx.tokenizer.pad_token_id)
-    members = padded(ctx.train.subset(torch.from_numpy(rows)), width, pad)
-    held_out = padded(ctx.test, width, pad)
-    examples = Examples(torch.cat([members.ids, held_out.ids]),
-                        torch.cat([members.weights, held_out.weights]),
-                        torch.cat([members.labels, held_out.labels]),
-                        torch.from_numpy(np.r_[data.train_clients[rows], data.test_clients]))
+    parts = [padded(p, width, pad) for p in parts]
+    n_out = sum(len(p) for p in parts[1:])
+    pool_examples = Examples(torch.cat([p.ids for p in parts]),
+                             torch.cat([p.weights for p in parts]),
+                             torch.cat([p.labels for p in parts]),
+                             torch.from_numpy(np.concatenate(clients)))
     return CandidatePool(
-        examples=examples, client=examples.clients.numpy().copy(),
-        member=np.r_[np.ones(len(rows), bool), np.zeros(len(ctx.test), bool)],
-        texts=[data.train_texts[int(i)] for i in rows] + list(data.test_texts),
-        rows=np.r_[rows, np.full(len(ctx.test), -1)])
+        examples=pool_examples, client=pool_examples.clients.numpy().copy(),
+        member=np.r_[np.ones(len(rows), bool), np.zeros(n_out, bool)],
+        texts=texts, rows=np.r_[rows, np.full(n_out, -1)])
 
 
 def shadow_data(inputs: TrainerInputs, pool: CandidatePool, inclusion: np.ndarray,

@@ -79,12 +79,49 @@ def load_text_data(data: DataSpec, lm: LMSpec, seed: int) -> TextData:
 
 def _generated(n_clients: int, n_messages: int, seed: int) -> tuple[list[list[tuple[str, int]]],
                                                                      list[str]]:
+    clients = [msgs for _, msgs in _generated_clients(n_clients, n_messages, seed)]
+    return clients, list(TOPICS)
+
+
+def _generated_clients(n_clients: int, n_messages: int, seed: int
+                       ) -> list[tuple[dict[str, str], list[tuple[str, int]]]]:
+    """Each generated client's profile and messages, from the corpus stream."""
     rng = np.random.default_rng([seed, 0x7E47])
-    clients = []
+    out = []
     for c in range(n_clients):
         profile = client_profile(rng, c)
-        clients.append(private_messages(profile, n_messages, rng))
-    return clients, list(TOPICS)
+        out.append((profile, private_messages(profile, n_messages, rng)))
+    return out
+
+
+POPULATION_STREAM = 0x7E48  # the salt of the population messages' own stream
+
+
+def population_messages(data: DataSpec, lm: LMSpec, seed: int,
+                        counts: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """Fresh messages of the generated clients, never in the cell's data: `counts[c]` more
+    written by client c, from its own profile by the generator that wrote its real ones (a
+    stream of their own, so the cell's data are unchanged). They are the population the shadow
+    attacks draw non-members from (attacks/membership/lm_shadows.py); None for a user's folder,
+    which has no population beyond its held-out messages.
+
+    Args:
+        data, lm: the cell's data and LM specs; seed: the spec's seed;
+        counts: (clients,) how many messages to write for each client.
+    Returns:
+        (texts, their clients, their labels), or None when the data are not generated.
+    """
+    if data.name != "support_messages":
+        return None
+    rng = np.random.default_rng([seed, POPULATION_STREAM])
+    texts, clients, labels = [], [], []
+    for c, (profile, _) in enumerate(_generated_clients(data.clients, lm.messages_per_client,
+                                                        seed)):
+        for text, label in private_messages(profile, int(counts[c]), rng):
+            texts.append(text)
+            clients.append(c)
+            labels.append(label)
+    return texts, np.array(clients, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
 def _jsonl_folder(folder: Path, max_clients: int) -> tuple[list[list[tuple[str, int]]],

@@ -32,7 +32,10 @@ from privbench.attacks.membership.lm import (
     zlib_ratio_score,
 )
 from privbench.attacks.membership.roc import auc
+from privbench.data.text_clients import load_text_data
 from privbench.query.causal_lm import encode, sequence_logprobs
+from privbench.spec.lm_schema import LMSpec
+from privbench.spec.schema import DataSpec
 
 MEMBERS = sentences(64, 1)
 NONMEMBERS = sentences(64, 2)
@@ -86,6 +89,31 @@ def test_blind_baseline_sees_distribution_shift_and_nothing_else():
     shifted = [t + " 2024" for t in same_b]  # e.g. members collected later than non-members
     s_in, s_out = blind_scores(shifted, same_a)
     assert auc(s_in, s_out) > 0.95
+
+
+def test_blind_baseline_grouped_by_client_is_at_chance_on_random_splits_of_each_client():
+    """Each client's messages split at random into members and non-members: a text-only
+    classifier can find nothing, and with folds that keep a client's texts together it does
+    not; plain folds read the client's words against the member/non-member balance its other
+    texts leave in training and score below chance (why the suite's blind rows group)."""
+    plain, grouped = [], []
+    for seed in range(4):
+        data = load_text_data(DataSpec(name="support_messages", clients=20),
+                              LMSpec(messages_per_client=12), seed)
+        keep = np.r_[~data.train_is_canary, np.ones(len(data.test_texts), bool)]
+        texts = np.array(data.train_texts + data.test_texts, dtype=object)[keep]
+        clients = np.r_[data.train_clients, data.test_clients][keep]
+        rng = np.random.default_rng(seed)
+        bits = np.zeros(len(texts), bool)
+        for c in np.unique(clients):
+            idx = np.flatnonzero(clients == c)
+            bits[rng.choice(idx, len(idx) // 2, replace=False)] = True
+        ins, outs = list(texts[bits]), list(texts[~bits])
+        plain.append(auc(*blind_scores(ins, outs, seed=seed)))
+        grouped.append(auc(*blind_scores(ins, outs, seed=seed,
+                                         groups=np.r_[clients[bits], clients[~bits]])))
+    assert all(abs(a - 0.5) < 0.1 for a in grouped), grouped
+    assert np.mean(plain) < 0.45 < np.mean(grouped), (plain, grouped)
 
 
 def test_a_canary_repeated_10_times_is_extracted_verbatim_and_fully_exposed(tiny_lm):

@@ -121,13 +121,15 @@ def test_lira_and_rmia_beat_loss_at_low_fpr_on_a_memorising_lm(suite_file, tmp_p
                                       "train.local_epochs=2"], tmp_path)
     rows = {(r.scorer, r.metric): r for r in lm_shadow_attack_scorer(ctx)}
     assert calls == [(ctx.inputs.adapter, 8, "adam", "adam")]
-    # 9 models (the target and 8 shadows), 6 clients x 6 trained + 2 held-out messages each
-    # 108 pooled non-members resolve FPR 1e-2 (one false positive) and nothing below it
+    # 9 models: the target (6 clients x 6 trained messages, 2 held out and 4 fresh ones of the
+    # same client: 72 candidates) and 8 shadows, each holding 6 of every client's 12, so every
+    # candidate is IN 4 shadows: 324 pooled members and non-members, which resolve FPR 1e-2
+    # (three false positives) and 1 / 324 below it
     fpr = "tpr@1e-02"
     loss = rows[("pooled_loss", fpr)]
-    assert (loss.details["n_members"], loss.details["n_nonmembers"]) == (324, 108)
-    # LiRA offline and RMIA; online LiRA is reported too, but with one or two OUT shadows per
-    # message its IN/OUT fit is too noisy to beat LOSS here
+    assert (loss.details["n_members"], loss.details["n_nonmembers"]) == (324, 324)
+    # LiRA offline and RMIA; online LiRA (on sequences and per token) is reported too, but with
+    # three IN and three OUT references per message its IN/OUT fit is too noisy to beat LOSS here
     for attack in ("lira_offline", "rmia"):
         row = rows[(f"pooled_{attack}", fpr)]
         assert row.details["resolvable"] and row.details["achieved_fpr"] <= 1e-2
