@@ -99,9 +99,10 @@ POPULATION_STREAM = 0x7E48  # the salt of the population messages' own stream
 
 def population_messages(data: DataSpec, lm: LMSpec, seed: int,
                         counts: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    """Fresh messages of the generated clients, never in the cell's data: `counts[c]` more
-    written by client c, from its own profile by the generator that wrote its real ones (a
-    stream of their own, so the cell's data are unchanged). They are the population the shadow
+    """Fresh messages of the generated clients, never trained on: `counts[c]` more written by
+    client c, from its own profile by the generator that wrote its real ones (a stream of their
+    own, so the cell's data are unchanged; like a held-out message, one may repeat a real
+    message's text, the generator's templates being few). They are the population the shadow
     attacks draw non-members from (attacks/membership/lm_shadows.py); None for a user's folder,
     which has no population beyond its held-out messages.
 
