@@ -10,7 +10,8 @@ of the shadows.
 
 The shadows train through `train_runs` (trainers/runs.py) with the target's adapter, initial
 weights, plan, local and server optimizers, per-example engine, clip and executed noise
-multiplier: every (shadow, sampled client) pair of a round is one row of a single vmapped call.
+multiplier, `LM_CHUNK` shadows a call: every (shadow, sampled client) pair of a round of a call is
+one row of a single vmapped call (one shadow a call on CPU, where stacking more is slower).
 Trained shadows are cached by content hash (`cached_params`) in the run's shadow cache.
 """
 
@@ -31,7 +32,7 @@ from privbench.data.shadow_inclusion import population_count
 from privbench.data.text_clients import population_messages
 from privbench.data.tokens import Examples, examples
 from privbench.models.adapter import ModelAdapter, Params
-from privbench.rng import derived_seed, rng_streams
+from privbench.rng import STREAM_STRIDE, derived_seed, rng_streams
 from privbench.trainers.client_data import ClientData, from_examples
 from privbench.trainers.privacy_plan import example_sampling
 from privbench.trainers.runs import train_runs
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
     from privbench.privacy.claim import Claim
 
 SHADOW_STREAMS = 0x5AD  # the salt of the shadows' own streams (below SALT_STRIDE)
+LM_CHUNK = 1  # shadow LMs a `train_runs` call trains side by side. Batching more costs more per
+# shadow on CPU (4 rounds of the llm suite's example-level cell, one call of K runs: 2.4 s a
+# run at K = 1, 3.4 at 2, 4.0 at 4, 4.6 at 8), the stacked activations outgrowing the caches; each
+# chunk has its own streams (`derived_seed(seed, first shadow)`), so the shadows never depend on
+# how many are trained.
 
 
 @dataclass(frozen=True)
@@ -145,15 +151,24 @@ def lm_shadows(ctx: LMContext, pool: CandidatePool, inclusion: np.ndarray) -> Pa
     plan = {"train": inputs.train.model_dump(), "claim": [claim.is_private,
             claim.noise_multiplier, claim.clip, claim.unit], "seed": seed,
             "optimizer": inputs.optimizer, "server_optimizer": inputs.server_optimizer,
-            "engine": inputs.engine, "n_clients": inputs.n_clients,
+            "engine": inputs.engine, "n_clients": inputs.n_clients, "chunk": LM_CHUNK,
             "code": privbench.__version__}
     key = _fingerprint(plan, init, data)
     manifest = {"fingerprint": key, "shadows": int(inclusion.shape[0]),
                 "candidates": int(inclusion.shape[1]), "kind": "language model", **plan,
                 "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest()}
     cache = ctx.run_dir / "shadows" if ctx.run_dir is not None else None
-    return cached_params(cache, key, manifest, lambda: train_lm_runs(
-        inputs, init, data, claim, seed, runs=int(inclusion.shape[0])))
+    pad = int(ctx.tokenizer.pad_token_id)
+
+    def train() -> Params:
+        chunks = [train_lm_runs(inputs, init, shadow_data(inputs, pool, inclusion[a:a + LM_CHUNK],
+                                                          pad), claim,
+                                derived_seed(seed, a, STREAM_STRIDE),
+                                runs=len(inclusion[a:a + LM_CHUNK]))
+                  for a in range(0, inclusion.shape[0], LM_CHUNK)]
+        return {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
+
+    return cached_params(cache, key, manifest, train)
 
 
 def train_lm_runs(inputs: TrainerInputs, init: Params, data: ClientData, claim: Claim,

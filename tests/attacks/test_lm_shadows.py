@@ -107,8 +107,8 @@ def test_a_shadow_given_the_targets_clients_and_seed_replays_the_target(suite_fi
 def test_lira_and_rmia_beat_loss_at_low_fpr_on_a_memorising_lm(suite_file, tmp_path,
                                                                 monkeypatch):
     """Per-message calibration against shadow LMs finds members LOSS cannot at the smallest FPR
-    the pooled counts resolve; the shadows are one `train_runs` call (runs = K) with the target's
-    adapter and optimizers, cached by content."""
+    the pooled counts resolve; the shadows are `train_runs` calls (runs = LM_CHUNK each, K runs
+    in all) with the target's adapter and optimizers, cached by content."""
     calls = []
     real = shadows_mod.train_runs
 
@@ -120,7 +120,8 @@ def test_lira_and_rmia_beat_loss_at_low_fpr_on_a_memorising_lm(suite_file, tmp_p
     _, _, ctx = _trained(suite_file, ["privacy.epsilon=inf", "train.rounds=30",
                                       "train.local_epochs=2"], tmp_path)
     rows = {(r.scorer, r.metric): r for r in lm_shadow_attack_scorer(ctx)}
-    assert calls == [(ctx.inputs.adapter, 8, "adam", "adam")]
+    chunk = shadows_mod.LM_CHUNK
+    assert calls == [(ctx.inputs.adapter, chunk, "adam", "adam")] * (8 // chunk)
     # 9 models: the target (6 clients x 6 trained messages, 2 held out and 4 fresh ones of the
     # same client: 72 candidates) and 8 shadows, each holding 6 of every client's 12, so every
     # candidate is IN 4 shadows: 324 pooled members and non-members, which resolve FPR 1e-2
