@@ -147,7 +147,8 @@ def lm_shadows(ctx: LMContext, pool: CandidatePool, inclusion: np.ndarray) -> Pa
                          "audit.canary = 'secret' or turn attacks.lira and attacks.rmia off")
     init = ctx.trained.observations.initial_params
     seed = derived_seed(ctx.cell.spec.seed, SHADOW_STREAMS)
-    data = shadow_data(inputs, pool, inclusion, int(ctx.tokenizer.pad_token_id))
+    pad = int(ctx.tokenizer.pad_token_id)
+    data = shadow_data(inputs, pool, inclusion, pad)  # all K shadows' clients: the cache key
     plan = {"train": inputs.train.model_dump(), "claim": [claim.is_private,
             claim.noise_multiplier, claim.clip, claim.unit], "seed": seed,
             "optimizer": inputs.optimizer, "server_optimizer": inputs.server_optimizer,
@@ -158,7 +159,6 @@ def lm_shadows(ctx: LMContext, pool: CandidatePool, inclusion: np.ndarray) -> Pa
                 "candidates": int(inclusion.shape[1]), "kind": "language model", **plan,
                 "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest()}
     cache = ctx.run_dir / "shadows" if ctx.run_dir is not None else None
-    pad = int(ctx.tokenizer.pad_token_id)
 
     def train() -> Params:
         chunks = [train_lm_runs(inputs, init, shadow_data(inputs, pool, inclusion[a:a + LM_CHUNK],
