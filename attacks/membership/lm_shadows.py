@@ -84,9 +84,10 @@ def candidate_pool(ctx: LMContext) -> CandidatePool:
                          "privbench.data.text_clients.load_text_data")
     rows = np.flatnonzero(~data.train_is_canary[: len(ctx.train)])
     spec = ctx.cell.spec
-    counts = np.array([population_count(int((data.train_clients[rows] == c).sum()),
-                                        int((data.test_clients == c).sum()))
-                       for c in range(data.n_clients)])
+    members = np.bincount(data.train_clients[rows], minlength=data.n_clients)
+    held = np.bincount(data.test_clients, minlength=data.n_clients)
+    counts = np.array([population_count(int(m), int(h)) for m, h in zip(members, held,
+                                                                          strict=True)])
     fresh = population_messages(spec.data, spec.lm, spec.seed, counts)
     parts = [ctx.train.subset(torch.from_numpy(rows)), ctx.test]
     texts = [data.train_texts[int(i)] for i in rows] + list(data.test_texts)
@@ -148,25 +149,24 @@ def lm_shadows(ctx: LMContext, pool: CandidatePool, inclusion: np.ndarray) -> Pa
     init = ctx.trained.observations.initial_params
     seed = derived_seed(ctx.cell.spec.seed, SHADOW_STREAMS)
     pad = int(ctx.tokenizer.pad_token_id)
-    data = shadow_data(inputs, pool, inclusion, pad)  # all K shadows' clients: the cache key
+    starts = range(0, inclusion.shape[0], LM_CHUNK)
+    chunks = [shadow_data(inputs, pool, inclusion[a:a + LM_CHUNK], pad) for a in starts]
     plan = {"train": inputs.train.model_dump(), "claim": [claim.is_private,
             claim.noise_multiplier, claim.clip, claim.unit], "seed": seed,
             "optimizer": inputs.optimizer, "server_optimizer": inputs.server_optimizer,
             "engine": inputs.engine, "n_clients": inputs.n_clients, "chunk": LM_CHUNK,
             "code": privbench.__version__}
-    key = _fingerprint(plan, init, data)
+    key = _fingerprint(plan, init, chunks)
     manifest = {"fingerprint": key, "shadows": int(inclusion.shape[0]),
                 "candidates": int(inclusion.shape[1]), "kind": "language model", **plan,
                 "inclusion_sha256": hashlib.sha256(np.packbits(inclusion).tobytes()).hexdigest()}
     cache = ctx.run_dir / "shadows" if ctx.run_dir is not None else None
 
     def train() -> Params:
-        chunks = [train_lm_runs(inputs, init, shadow_data(inputs, pool, inclusion[a:a + LM_CHUNK],
-                                                          pad), claim,
-                                derived_seed(seed, a, STREAM_STRIDE),
-                                runs=len(inclusion[a:a + LM_CHUNK]))
-                  for a in range(0, inclusion.shape[0], LM_CHUNK)]
-        return {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
+        runs = [train_lm_runs(inputs, init, data, claim, derived_seed(seed, a, STREAM_STRIDE),
+                              runs=len(inclusion[a:a + LM_CHUNK]))
+                for a, data in zip(starts, chunks, strict=True)]
+        return {n: torch.cat([r[n] for r in runs]) for n in runs[0]}
 
     return cached_params(cache, key, manifest, train)
 
@@ -225,12 +225,14 @@ def padded(ex: Examples, width: int, pad: int) -> Examples:
     return Examples(ids, weights, ex.labels, ex.clients)
 
 
-def _fingerprint(plan: dict, init: Params, data: ClientData) -> str:
+def _fingerprint(plan: dict, init: Params, chunks: list[ClientData]) -> str:
+    """Content hash of the plan, the initial weights and every chunk's clients, in order."""
     h = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode())
     for name in sorted(init):
         h.update(name.encode())
         h.update(init[name].detach().contiguous().numpy().tobytes())
-    for name in sorted(data.batch):
-        h.update(data.batch[name].contiguous().numpy().tobytes())
-    h.update(data.counts.numpy().tobytes())
+    for data in chunks:
+        for name in sorted(data.batch):
+            h.update(data.batch[name].contiguous().numpy().tobytes())
+        h.update(data.counts.numpy().tobytes())
     return h.hexdigest()[:24]
