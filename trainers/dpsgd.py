@@ -70,6 +70,25 @@ class CanaryLayout:
     block: torch.Tensor  # (m,) long
     local: torch.Tensor  # (m,) long
 
+    def linear_loss(self, params: Params, weights: torch.Tensor, norm: float) -> torch.Tensor:
+        """The summed loss of the canary records a minibatch holds, `norm` * theta[coord_j]
+        times each one's weight: a record whose gradient is the Dirac vector `norm` * e_coord,
+        for training that takes the gradient of a batch loss (local SGD without DP) rather
+        than per-example gradients.
+
+        Args:
+            params: one row's parameters (name -> the parameter's shape; vmap adds the rows).
+            weights: (m,) each canary's weight in the minibatch (0: not in it).
+            norm: the canary gradient's norm.
+        Returns:
+            The scalar loss.
+        """
+        total = weights.new_zeros(())
+        for b, name in enumerate(self.names):
+            sel = self.block == b
+            total = total + (params[name].reshape(-1)[self.local[sel]] * weights[sel]).sum()
+        return norm * total
+
 
 class DiracRows:
     """The `before_clip` hook of one batch (trainers/per_example.BeforeClip): rows holding a

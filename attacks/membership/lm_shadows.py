@@ -142,10 +142,12 @@ def lm_shadows(ctx: LMContext, pool: CandidatePool, inclusion: np.ndarray) -> Pa
     inputs, claim = ctx.inputs, ctx.trained.claim
     if inputs is None:
         raise ValueError("shadow LMs need the trainer's inputs (LMContext.inputs)")
-    if inputs.hooks.get("gradient_canaries") is not None or inputs.hooks.get(
-            "client_update_hook") is not None:
-        raise ValueError("shadow LMs do not replay white-box canaries; audit with "
-                         "audit.canary = 'secret' or turn attacks.lira and attacks.rmia off")
+    # The audit's Dirac canaries are not candidates: the shadows train the candidates only, as
+    # the target trained its real records (the canaries' gradients lie on the coordinates real
+    # records move least). Canary clients replace whole updates, which shadows cannot mirror.
+    if inputs.hooks.get("client_update_hook") is not None:
+        raise ValueError("shadow LMs do not replay canary clients; audit with audit.canary = "
+                         "'secret' or 'dirac', or turn attacks.lira and attacks.rmia off")
     init = ctx.trained.observations.initial_params
     seed = derived_seed(ctx.cell.spec.seed, SHADOW_STREAMS)
     pad = int(ctx.tokenizer.pad_token_id)

@@ -1,13 +1,15 @@
-"""Canaries planted in a training run with random inclusion bits, one client per canary.
+"""Canaries planted in a training run with random inclusion bits.
 
-A canary is included with probability 1/2, independently. Each included canary becomes a client of
-its own, so including it is the add/remove-one-client change that a client-level claim bounds (a
-canary hidden inside an existing client would be a replace-one change, which that claim does not
-state). Two kinds:
+A canary is included with probability 1/2, independently. An included input-space or update-space
+canary becomes a client of its own, so including it is the add/remove-one-client change that a
+client-level claim bounds (a canary hidden inside an existing client would be a replace-one change,
+which that claim does not state). Three kinds:
 - input-space records (mislabelled population records, or out-of-distribution noise with a random
   label) for the `final_model` surface, scored by their loss;
-- Dirac gradient canaries for example-level DP-SGD (privbench.audit.gradient_canaries): records of
-  the one client whose per-example gradient is fixed, on coordinates chosen blind to the bits;
+- Dirac gradient canaries for example-level training (privbench.audit.gradient_canaries): records
+  whose gradient is fixed, on coordinates chosen blind to the bits, each held by a random real
+  client (adding one is the add/remove-one-record change an example-level claim bounds), so
+  they enter DP-SGD's (or, without DP, local SGD's) minibatches like that client's records;
 - update-space canaries (a fixed random unit vector times `canary_norm * clip`, the m vectors
   orthonormal): the canary client's
   update is replaced by that vector through the trainer's `client_update_hook`, before clipping and
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +40,7 @@ from privbench.audit.update_canaries import CanaryUpdateHook, orthonormal_direct
 from privbench.data.partition import ClientShard
 from privbench.data.splits import SplitData
 from privbench.errors import PrivbenchError
-from privbench.models.adapter import Params
+from privbench.models.adapter import Batch, Params
 from privbench.spec.attack_schema import AuditSpec
 from privbench.spec.schema import CellSpec, TrainSpec
 from privbench.trainers.dpsgd import GradientCanaries
@@ -75,11 +78,9 @@ class PlantedRun:
 
 def plants_canaries(spec: CellSpec) -> bool:
     """Whether a cell's training run carries the audit's canaries: one-run and one-shot audits
-    do; a multi-run audit trains runs of its own; Dirac canaries need DP-SGD (a finite epsilon)."""
+    do; a multi-run audit trains runs of its own."""
     a = spec.audit
-    if not a.enabled or a.mode == "multi-run":
-        return False
-    return a.canary != "dirac" or math.isfinite(spec.privacy.epsilon)
+    return a.enabled and a.mode != "multi-run"
 
 
 def canary_rng(seed: int) -> np.random.Generator:
@@ -119,7 +120,7 @@ def plant_audit_canaries(cell: CellSpec, data: SplitData, shards: list[ClientSha
     rng, bits = draw_bits(cell.seed, m)
     if spec.canary == "dirac":
         coords = quiet_coordinates(model, data.x_pop, data.y_pop, m, rng)
-        canaries, gradient = _dirac(spec, bits, coords, clip, len(shards))
+        canaries, gradient = _dirac(spec, bits, coords, clip, len(shards), rng)
         return PlantedRun(data, list(shards), canaries, cell.train, gradient_canaries=gradient)
     client_ids, train = _canary_clients(cell.train, bits, len(shards))
     if spec.canary in ("mislabelled", "ood"):
@@ -159,28 +160,30 @@ def plant_canary_clients(cell: CellSpec, n_clients: int, dim: int
 
 
 def plants_dirac(spec: CellSpec) -> bool:
-    """Whether a cell's DP-SGD carries Dirac gradient canaries (a one-run audit of a finite
-    claim)."""
+    """Whether a cell's training carries Dirac gradient canaries (a one-run audit: DP-SGD's
+    records, or local SGD's without DP)."""
     return plants_canaries(spec) and spec.audit.canary == "dirac"
 
 
-def plant_adapter_dirac_canaries(cell: CellSpec, adapter: Any, public: dict[str, torch.Tensor]
-                                 ) -> tuple[CanarySet, GradientCanaries]:
+def plant_adapter_dirac_canaries(cell: CellSpec, adapter: Any, batches: Sequence[Batch],
+                                 n_clients: int) -> tuple[CanarySet, GradientCanaries]:
     """Dirac canaries for any model adapter (a language model's LoRA or full parameters): the
-    same bits and norm as `plant_audit_canaries` draws, on the quietest trainable coordinates of the
-    public batch (`quiet_adapter_coordinates`); every canary a record of the one client.
+    same bits and norm as `plant_audit_canaries` draws, on the quietest trainable coordinates of
+    `batches` (`quiet_adapter_coordinates`); each canary a record of a random client.
 
     Args:
-        cell: the cell's spec (audit.canary = "dirac", one client, example level).
+        cell: the cell's spec (audit.canary = "dirac", example level).
         adapter: the model adapter the trainer trains.
-        public: a public batch (never the training records) the coordinates are chosen on.
+        batches: flat batches the coordinates are chosen on (public text, the training records;
+            never the canaries' bits).
+        n_clients: the real clients (1: centralised DP-SGD).
 
     Returns:
         The canaries and the trainer's view of them.
     """
     rng, bits = draw_bits(cell.seed, cell.audit.n_canaries)
-    coords = quiet_adapter_coordinates(adapter, public, len(bits), rng)
-    return _dirac(cell.audit, bits, coords, cell.privacy.clip, 1)
+    coords = quiet_adapter_coordinates(adapter, batches, len(bits), rng)
+    return _dirac(cell.audit, bits, coords, cell.privacy.clip, n_clients, rng)
 
 
 def draw_bits(seed: int, m: int) -> tuple[np.random.Generator, np.ndarray]:
@@ -191,11 +194,15 @@ def draw_bits(seed: int, m: int) -> tuple[np.random.Generator, np.ndarray]:
 
 
 def _dirac(audit: AuditSpec, bits: np.ndarray, coords: np.ndarray, clip: float,
-           n_clients: int) -> tuple[CanarySet, GradientCanaries]:
-    """Dirac canaries of norm audit.canary_norm * clip on `coords`, records of client 0."""
+           n_clients: int, rng: np.random.Generator) -> tuple[CanarySet, GradientCanaries]:
+    """Dirac canaries of norm audit.canary_norm * clip on `coords`, each a record of a client
+    drawn uniformly (the one client of centralised DP-SGD; no draw then), drawn for every
+    canary so the owners do not depend on the bits."""
     norm = audit.canary_norm * clip
-    canaries = CanarySet("dirac", bits, np.where(bits, 0, -1), coords=coords, norm=norm)
-    return canaries, plant_dirac_canaries(bits, coords, norm, n_clients)
+    owners = (np.zeros(len(bits), np.int64) if n_clients == 1
+              else rng.integers(0, n_clients, size=len(bits)))
+    canaries = CanarySet("dirac", bits, np.where(bits, owners, -1), coords=coords, norm=norm)
+    return canaries, plant_dirac_canaries(bits, coords, norm, owners, n_clients)
 
 
 def _canary_clients(train: TrainSpec, bits: np.ndarray, n_real: int

@@ -15,6 +15,7 @@ Neyman-Pearson test of one canary, hence the strongest white-box score.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from scipy import special, stats
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from privbench.models.adapter import Params
+from privbench.models.adapter import Batch, Params
 from privbench.spec.schema import CellSpec
 from privbench.trainers.dpsgd import GradientCanaries
 from privbench.trainers.privacy_plan import PrivacyPlan
@@ -50,11 +51,24 @@ def quiet_coordinates(model: nn.Module, x: np.ndarray, y: np.ndarray, m: int,
     return np.lexsort((rng.random(n_params), energy))[:m]
 
 
-def quiet_adapter_coordinates(adapter: Any, batch: dict[str, torch.Tensor], m: int,
-                              rng: np.random.Generator) -> np.ndarray:
+def quiet_adapter_coordinates(adapter: Any, batches: Sequence[Batch], m: int,
+                              rng: np.random.Generator, chunk: int = 64) -> np.ndarray:
     """`quiet_coordinates` for any model adapter (a language model's LoRA or full parameters):
-    the m trainable coordinates with the smallest mean squared per-example gradient on the
-    public `batch` at the initial parameters, by the trainer's own per-example engine."""
+    the m trainable coordinates with the smallest mean squared per-example gradient at the
+    initial parameters, by the trainer's own per-example engine, summed over `batches` (public
+    text and the training records: both are blind to the inclusion bits). Coordinates no record
+    moves come first (a learned position embedding's rows past the longest record, embeddings of
+    tokens no record holds in an untied model): there a canary competes with the noise alone,
+    and without DP with nothing at all.
+
+    Args:
+        adapter: the model adapter the trainer trains.
+        batches: flat batches (name -> (N, ...)) the energy is measured on.
+        m: the canaries; rng: the tie-breaking stream.
+        chunk: examples per per-example gradient call.
+    Returns:
+        (m,) flat coordinates in the order of the adapter's trainable parameters.
+    """
     from privbench.trainers.per_example import per_example_grads
 
     params = adapter.init_params()
@@ -62,17 +76,26 @@ def quiet_adapter_coordinates(adapter: Any, batch: dict[str, torch.Tensor], m: i
     if m > n_params:
         raise ValueError(f"audit.n_canaries = {m}: the model has only {n_params} trainable "
                          "parameters, one per Dirac canary; lower it")
-    grads = per_example_grads(adapter, {n: p.unsqueeze(0) for n, p in params.items()},
-                              {n: v.unsqueeze(0) for n, v in batch.items()})
-    energy = torch.cat([g[0].pow(2).mean(dim=0).flatten() for g in grads.values()])
-    return np.lexsort((rng.random(n_params), energy.double().numpy()))[:m]
+    rows = {n: p.unsqueeze(0) for n, p in params.items()}
+    energy = torch.zeros(n_params, dtype=torch.float64)
+    for batch in batches:
+        n = len(next(iter(batch.values())))
+        total = torch.zeros(n_params, dtype=torch.float64)
+        for i in range(0, n, chunk):
+            grads = per_example_grads(adapter, rows, {k: v[i:i + chunk].unsqueeze(0)
+                                                      for k, v in batch.items()})
+            total += torch.cat([g[0].pow(2).sum(dim=0).flatten() for g in grads.values()]).double()
+        energy += total / max(n, 1)
+    return np.lexsort((rng.random(n_params), energy.numpy()))[:m]
 
 
 def plant_dirac_canaries(bits: np.ndarray, coords: np.ndarray, norm: float,
-                         n_clients: int) -> GradientCanaries:
-    """The trainer's view: every included canary is a record of client 0 (centralised DP-SGD)."""
+                         owners: np.ndarray, n_clients: int) -> GradientCanaries:
+    """The trainer's view: each included canary is a record of its owner (client 0 in
+    centralised DP-SGD)."""
     present = torch.zeros((n_clients, len(bits)), dtype=torch.bool)
-    present[0] = torch.from_numpy(np.asarray(bits, dtype=bool))
+    j = np.flatnonzero(np.asarray(bits, dtype=bool))
+    present[torch.from_numpy(np.asarray(owners)[j]), torch.from_numpy(j)] = True
     return GradientCanaries(present, torch.from_numpy(np.asarray(coords, dtype=np.int64)), norm)
 
 

@@ -57,9 +57,11 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
         observed = trained.observations
         snapshots = [initial, *(observed.iterates if spec.audit.surface == "iterates"
                                 else [observed.final_params])]
+        values = coordinate_values(snapshots, canaries.coords)
+        if not trained.claim.is_private:  # no mechanism to model: the descent along the canary
+            return values[:, 0] - values[:, -1]
         plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))
-        return claimed_mechanism(spec, plan).scores(
-            coordinate_values(snapshots, canaries.coords), len(observed.iterates))
+        return claimed_mechanism(spec, plan).scores(values, len(observed.iterates))
     if spec.audit.surface == "final_weights":
         return final_delta_cosines(canaries.vectors, initial, trained.observations.final_params)
     # The sampling rate expected before the bits are drawn (the score must not read the bits),

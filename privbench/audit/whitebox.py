@@ -48,11 +48,13 @@ def mechanism_output(ctx: CellContext) -> str | None:
       clients' updates depend on the previous iterate, but the round's noise is fresh and drawn
       after them. On `final_weights` that holds for one round only: later rounds' training
       post-processes the earlier noise.
-    - Dirac gradient canaries (example-level DP-SGD, plain SGD): on `iterates` with one DP step
-      per round, each round's move is that step's noisy clipped sum (the real gradients are of
-      the previous iterate, the noise fresh); on any surface when every canary coordinate is a
-      first-layer weight of an input feature that is zero in every training record (no real
-      record's gradient ever moves it, whatever the model state).
+    - Dirac gradient canaries (example-level DP-SGD of one client, plain SGD): on `iterates` with
+      one DP step per round, each round's move is that step's noisy clipped sum (the real
+      gradients are of the previous iterate, the noise fresh); on any surface when every canary
+      coordinate is a first-layer weight of an input feature that is zero in every training
+      record (no real record's gradient ever moves it, whatever the model state). Dirac records
+      of several clients never are: a round averages the canary client's noisy step with the
+      cohort's.
     """
     spec, canaries = ctx.cell.spec, ctx.canaries
     if canaries is None or spec.audit.surface not in WHITE_BOX:
@@ -66,6 +68,9 @@ def mechanism_output(ctx: CellContext) -> str | None:
             return "final_weights after several rounds: later training post-processes the noise"
         return None
     if canaries.kind == "dirac":
+        if len(ctx.shards) > 1:
+            return ("Dirac records of several clients: the cohort's sampling and mean mix each "
+                    "canary's step with the other clients' noise")
         if blank_coordinates(ctx, canaries.coords).all():
             return None
         plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))

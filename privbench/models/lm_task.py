@@ -92,9 +92,10 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
         trained_on = _with_canary_clients(train, canaries)
         n_clients += int(canaries.bits.sum())
         hooks["client_update_hook"] = hook
-    elif plants_dirac(spec):  # Dirac gradient canaries: rows of the one client's batches
+    elif plants_dirac(spec):  # Dirac gradient canaries: records of random clients
+        quiet_on = [train.batch()] if public is None else [public, train.batch()]
         canaries, hooks["gradient_canaries"] = plant_adapter_dirac_canaries(
-            spec, adapter, public if public is not None else train.batch())
+            spec, adapter, quiet_on, data.n_clients)
 
     inputs = TrainerInputs(adapter, trained_on, n_clients, train_plan, hooks, lm.optimizer,
                            lm.server_optimizer, spec.model.engine, lm.microbatch)

@@ -28,10 +28,11 @@ def audit_problems(spec: CellSpec) -> list[str]:
         if spec.privacy.unit != "example":
             return ["audit.canary = 'dirac': gradient canaries enter example-level DP-SGD; set "
                     "privacy.unit = 'example' or use 'random-unit' canary clients"]
-        if spec.data.clients != 1 or spec.train.cohort != 1 or spec.train.dropout > 0:
-            return ["audit.canary = 'dirac': Dirac canaries audit centralised DP-SGD, one client "
+        if a.mode == "multi-run" and (spec.data.clients != 1 or spec.train.cohort != 1
+                                      or spec.train.dropout > 0):
+            return ["audit.mode = 'multi-run': its Dirac runs are centralised DP-SGD, one client "
                     "training every round; set data.clients = 1, train.cohort = 1 and "
-                    "train.dropout = 0"]
+                    "train.dropout = 0, or audit.mode = 'one-run'"]
     surfaces = sorted({s for s, _ in AUDIT_DESIGNS})
     if a.surface not in surfaces:
         return [f"audit.surface = {a.surface!r}: no canary audit reads it yet; use one of "

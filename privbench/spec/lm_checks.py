@@ -52,7 +52,7 @@ def lm_problems(spec: CellSpec) -> list[str]:
                         "canaries on the released model (audit.canary = 'secret', task "
                         "causal_lm), with canary clients on the weights (audit.canary = "
                         "'random-unit', client level) or Dirac gradient canaries "
-                        "(audit.canary = 'dirac', centralised DP-SGD)")
+                        "(audit.canary = 'dirac', example level)")
     elif a.enabled and a.canary in ("random-unit", "dirac"):  # the white-box designs' checks
         from privbench.spec.audit_checks import audit_problems
 

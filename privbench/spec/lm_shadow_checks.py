@@ -24,10 +24,11 @@ def lm_shadow_problems(spec: CellSpec) -> list[str]:
                 f"(task = {spec.task!r}); use task = 'causal_lm' or turn it off"]
     if not trains_shadows(spec):
         return []
-    if spec.audit.enabled and spec.audit.canary in ("random-unit", "dirac"):
-        return [f"{name} = true: shadow LMs do not replay white-box canaries "
-                f"(audit.canary = {spec.audit.canary!r}); use audit.canary = 'secret' or set "
-                "attacks.shadows.cells to skip this cell"]
+    if spec.audit.enabled and spec.audit.canary == "random-unit":  # Dirac records are not
+        # candidates: shadows train the candidates only (attacks/membership/lm_shadows.py)
+        return [f"{name} = true: shadow LMs do not replay canary clients "
+                f"(audit.canary = {spec.audit.canary!r}); use audit.canary = 'secret' or "
+                "'dirac', or set attacks.shadows.cells to skip this cell"]
     if spec.data.name != "support_messages":
         return []  # a user's folder is counted when it loads (the scorer checks it then)
     from privbench.data.shadow_inclusion import generated_inclusion_problem

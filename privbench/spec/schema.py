@@ -240,8 +240,11 @@ def strongest_canary(spec: CellSpec) -> tuple[str, str]:
       final_weights), else mislabelled records (classifiers) or secret canaries (language
       models) on the released model;
     - example level: Dirac gradient canaries on a white-box surface for centralised DP-SGD (one
-      client, a finite epsilon), else secret canaries on the released model (language models)
-      or mislabelled records.
+      client, a finite epsilon) and for a fully fine-tuned language model (records of random
+      clients, with or without DP: its position-embedding rows past the longest record, or an
+      untied model's embeddings of unused tokens, are coordinates no record moves, where the
+      canaries stand out as secrets in text do not); else secret canaries on the released
+      model (language models: LoRA has no such coordinates) or mislabelled records.
     """
     a = spec.audit
     white = a.surface in ("iterates", "final_weights")
@@ -249,7 +252,8 @@ def strongest_canary(spec: CellSpec) -> tuple[str, str]:
     if spec.privacy.unit == "client":
         return ("random-unit", a.surface) if white else black_box
     central = spec.data.clients == 1 and spec.train.cohort == 1 and spec.train.dropout == 0
-    if white and central and math.isfinite(spec.privacy.epsilon):
+    full_lm = spec.task != "tabular" and spec.lm.finetune == "full"
+    if white and (full_lm or (central and math.isfinite(spec.privacy.epsilon))):
         return "dirac", a.surface
     return black_box
 

@@ -155,12 +155,13 @@ def test_shadow_problems_are_refused_before_training(suite_file):
 
 
 def test_only_the_cells_attacks_shadows_cells_names_train_shadows():
-    """The llm suite trains shadow LMs in its example-level cell without DP only; a cell whose
-    white-box canaries the shadows cannot replay is refused before training, naming the fix."""
+    """The llm suite trains shadow LMs in its example-level cell without DP only (whose Dirac
+    canary records are not candidates); a cell whose canary clients the shadows cannot replay is
+    refused before training, naming the fix."""
     shadows = ["attacks.lira.enabled=true", "attacks.rmia.enabled=true"]
     cells = load_suite("llm", shadows).cells
     chosen = [(c.spec.privacy.unit, c.spec.privacy.epsilon) for c in cells
               if trains_shadows(c.spec)]
     assert chosen == [("example", math.inf)]
-    with pytest.raises(SpecError, match=r"white-box canaries .*attacks.shadows.cells"):
+    with pytest.raises(SpecError, match=r"canary clients .*attacks.shadows.cells"):
         load_suite("llm", [*shadows, "attacks.shadows.cells=all"])

@@ -60,14 +60,17 @@ def test_bad_audit_table_is_one_line_naming_the_field(audit, field, hint):
     assert hint in line, line
 
 
-def test_dirac_canaries_need_one_client_training_every_round():
-    spec = {**with_audit(canary="dirac", surface="iterates"),
+def test_multi_run_dirac_audit_needs_one_client_training_every_round():
+    spec = {**with_audit(canary="dirac", surface="iterates", mode="multi-run"),
             "privacy": {"epsilon": 2.0, "unit": "example"}}
     with pytest.raises(SpecError) as err:
         validate_suite(spec, "s.toml")
-    assert err.value.lines() == ["s.toml: audit.canary = 'dirac': Dirac canaries audit "
+    assert err.value.lines() == ["s.toml: audit.mode = 'multi-run': its Dirac runs are "
                                  "centralised DP-SGD, one client training every round; set "
-                                 "data.clients = 1, train.cohort = 1 and train.dropout = 0"]
+                                 "data.clients = 1, train.cohort = 1 and train.dropout = 0, or "
+                                 "audit.mode = 'one-run'"]
+    one_run = {**spec, "audit": {**spec["audit"], "mode": "one-run"}}
+    assert validate_suite(one_run, "s.toml").audit.canary == "dirac"  # records of random clients
 
 
 def test_disabled_audit_is_not_checked():

@@ -14,11 +14,13 @@ import pytest
 import torch
 from conftest import audit_row
 
+from privbench.audit.canaries import plant_adapter_dirac_canaries
 from privbench.audit.gradient_canaries import dirac_log_likelihood_ratio
 from privbench.models import build_model
-from privbench.spec.schema import ModelSpec
+from privbench.spec.schema import CellSpec, ModelSpec
 from privbench.trainers import aggregation, dpsgd
 from privbench.trainers.client_data import ClientData
+from privbench.trainers.client_update import local_sgd
 from privbench.trainers.dpsgd import GradientCanaries, dp_sgd
 from privbench.trainers.linear_stack import classifier_adapter
 
@@ -110,6 +112,52 @@ def test_gradient_canary_moves_its_coordinate_by_its_clipped_norm(per_example):
     assert moved[0, coord].item() == pytest.approx(-3 * 0.1 * 0.5 / 5)
     moved[0, coord] = 0
     assert torch.count_nonzero(moved) == 0
+
+
+@pytest.mark.parametrize("vectorised", [True, False])
+def test_without_dp_a_gradient_canary_is_a_record_of_its_client(vectorised):
+    """Local SGD (no DP), one full batch per epoch: a canary record of client 0 is counted in the
+    batch mean like a record whose gradient is norm * e_coord (each of 3 steps adds
+    lr * norm / 6 for 5 records and the canary); client 1 holds none and trains as without."""
+    model = build_model(ModelSpec(hidden=[4]), 3, 2, seed=0)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x, y = torch.zeros(2, 5, 3), torch.zeros(2, 5, dtype=torch.long)
+    coord = 2  # first layer weight (0, 2), fed by input feature 2: blank, so no real gradient
+
+    def run(canaries):
+        return local_sgd(classifier_adapter(model), params,
+                         ClientData({"x": x, "y": y}, torch.tensor([5, 5])), epochs=3,
+                         batch_size=8, lr=0.1, generator=torch.Generator().manual_seed(0),
+                         vectorised=vectorised, canaries=canaries)[0]
+
+    present = torch.tensor([[True], [False]])
+    with_canary = run(GradientCanaries(present, torch.tensor([coord]), norm=4.0))
+    without = run(None)
+    assert with_canary["0.weight"].reshape(2, -1)[0, coord].item() == pytest.approx(
+        -3 * 0.1 * 4.0 / 6)
+    for name in without:
+        torch.testing.assert_close(with_canary[name][1], without[name][1])
+    assert not torch.allclose(with_canary["0.bias"][0], without["0.bias"][0])  # 5/6 of the mean
+
+
+def test_dirac_canaries_are_records_of_random_clients_blind_to_their_bits():
+    """Each included canary is a record of one real client, drawn uniformly for every canary
+    (so the owners do not depend on the bits) on coordinates no record moves; one client holds
+    them all in centralised DP-SGD."""
+    model = build_model(ModelSpec(hidden=[4]), 3, 2, seed=0)
+    batch = {"x": torch.zeros(6, 3), "y": torch.zeros(6, dtype=torch.long)}
+    spec = CellSpec.model_validate({**DPSGD, "audit": {**DPSGD["audit"], "n_canaries": 8}})
+    canaries, gradient = plant_adapter_dirac_canaries(spec, classifier_adapter(model), [batch], 5)
+    assert gradient.present.shape == (5, 8)
+    assert (gradient.present.sum(dim=0).numpy() == canaries.bits).all()  # one owner each
+    owners = canaries.client_ids[canaries.bits]
+    assert len(set(owners)) > 1 and (gradient.present[owners, np.flatnonzero(canaries.bits)]).all()
+    assert (canaries.client_ids[~canaries.bits] == -1).all()
+    loss = torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+    flat = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))])
+    assert len(set(canaries.coords)) == 8 and (flat[canaries.coords] == 0).all()  # none moves
+    central, _ = plant_adapter_dirac_canaries(spec, classifier_adapter(model), [batch], 1)
+    assert (central.bits == canaries.bits).all() and set(central.client_ids) <= {-1, 0}
 
 
 def test_likelihood_ratio_is_the_gaussian_test_at_full_batch():

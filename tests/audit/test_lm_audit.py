@@ -129,7 +129,7 @@ def test_canary_clients_audit_an_lm_on_its_iterates_and_tell_dp_from_no_dp(saved
                                                                           tmp_path):
     """Client level: canary clients (random unit updates in the trainable parameters) on the
     round models, the tabular white-box design on the one trainer; "auto" gives example-level
-    cells of the same suite the secret canaries."""
+    cells of the same suite (LoRA, several clients) the secret canaries."""
     path = tmp_path / "suite.toml"
     text = SUITE.format(path=saved_model).replace("rounds = 3", "rounds = 8").replace(
         "digits = 2", "digits = 3")
@@ -149,3 +149,27 @@ def test_canary_clients_audit_an_lm_on_its_iterates_and_tell_dp_from_no_dp(saved
     assert none.value > 2.5 and none.value > private.value + 2  # no DP: the canaries show
     forensic = [m for c in run.cells for m in c.metrics if m.scorer == "audit_forensics"]
     assert forensic and all(m.details["verdict"] == "PASS" for m in forensic)
+
+
+def test_dirac_records_of_random_clients_audit_an_lm_at_example_level(saved_model, tmp_path):
+    """Example level in a federation (6 clients, cohort 3, Adam at the clients, full
+    fine-tuning): Dirac canaries are records of random real clients on coordinates no record
+    moves (rows of the position embedding past the longest record: 32 tokens of a model with 64
+    positions), trained by DP-SGD or, without DP, by local SGD's minibatches. Without DP the
+    canaries show (eps_LB far above the private cell's); with DP the f-DP bound (valid under
+    the optimizer's post-processing) passes."""
+    path = tmp_path / "suite.toml"
+    text = SUITE.format(path=saved_model).replace("rounds = 3", "rounds = 8").replace(
+        "digits = 2", "digits = 3").replace("[lm]\n", '[lm]\nfinetune = "full"\n')
+    path.write_text(text + WHITE_BOX)
+    suite = load_suite(str(path), ['sweep.privacy.unit=["example"]'])
+    assert {(c.spec.audit.canary, c.spec.audit.surface) for c in suite.cells} == {
+        ("dirac", "iterates")}
+    run = run_suite(suite, tmp_path / "run", workers=1)
+    rows = {cell.axes["privacy.epsilon"]: cell.metric("audit", "eps_lb") for cell in run.cells}
+    private, none = rows[2.0], rows[float("inf")]
+    assert private.details["canary"] == none.details["canary"] == "dirac"
+    assert private.details["estimator"] == "fdp"  # several clients, Adam: post-processed
+    assert private.details["verdict"] == "PASS" and private.value <= 2.0
+    assert none.details["verdict"] == "TOO_SMALL"
+    assert none.value > 1.5 and none.value > private.value + 1.5, (none.value, private.value)

@@ -259,10 +259,12 @@ def train_clients(job: ClientRound) -> tuple[Params, torch.Tensor]:
     replaced = mask_of(sampled) if mask_of is not None else None
 
     def sgd(params: Params, rows: torch.Tensor, batched: bool) -> tuple[Params, torch.Tensor]:
+        canaries = job.gradient_canaries  # Dirac records of an audit without DP
         return local_sgd(job.adapter, params, job.data.rows(rows), epochs=t.local_epochs,
                          batch_size=t.batch_size, lr=t.lr, generator=job.gens["local"],
                          optimizer=job.optimizer, vectorised=job.vectorised,
-                         batched_params=batched)
+                         batched_params=batched,
+                         canaries=None if canaries is None else canaries.rows(rows))
 
     if job.personal is not None:  # [governance] own personal layers in, only shared ones out
         sent, losses = sgd(job.personal.start(job.params, sampled), sampled, True)
