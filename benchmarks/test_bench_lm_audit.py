@@ -5,7 +5,8 @@ of 4 steps (32 DP-SGD steps), epsilon 2. The baseline is that run unaudited: the
 (privbench/models/lm_task.py: model loaded, text tokenised) and trained by the one trainer. The
 audited run is the same run with 1,000 Dirac gradient canaries: planted in the task
 (audit.canaries.plant_adapter_dirac_canaries: the trainable coordinates quietest on public text,
-by the trainer's per-example engine), joined to the Poisson batches as rows whose gradient the
+by the trainer's per-example engine, and on the training records, by one backward pass a chunk of
+64), joined to the Poisson batches as rows whose gradient the
 engine sets before clipping, then scored (the audit scorer: the Gaussian-sum bound, its stated
 power) and tested (the noise forensics).
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,24 +164,26 @@ def plants_dirac(spec: CellSpec) -> bool:
     return plants_canaries(spec) and spec.audit.canary == "dirac"
 
 
-def plant_adapter_dirac_canaries(cell: CellSpec, adapter: Any, batches: Sequence[Batch],
-                                 n_clients: int) -> tuple[CanarySet, GradientCanaries]:
+def plant_adapter_dirac_canaries(cell: CellSpec, adapter: Any, public: Batch | None,
+                                 records: Batch | None, n_clients: int
+                                 ) -> tuple[CanarySet, GradientCanaries]:
     """Dirac canaries for any model adapter (a language model's LoRA or full parameters): the
-    same bits and norm as `plant_audit_canaries` draws, on the quietest trainable coordinates of
-    `batches` (`quiet_adapter_coordinates`); each canary a record of a random client.
+    same bits and norm as `plant_audit_canaries` draws, on the trainable coordinates public text
+    and the training records move least (`quiet_adapter_coordinates`); each canary a record of
+    a random client.
 
     Args:
         cell: the cell's spec (audit.canary = "dirac", example level).
         adapter: the model adapter the trainer trains.
-        batches: flat batches the coordinates are chosen on (public text, the training records;
-            never the canaries' bits).
+        public, records: a public batch and the training records (flat; either may be None)
+            the coordinates are chosen on, never the canaries' bits.
         n_clients: the real clients (1: centralised DP-SGD).
 
     Returns:
         The canaries and the trainer's view of them.
     """
     rng, bits = draw_bits(cell.seed, cell.audit.n_canaries)
-    coords = quiet_adapter_coordinates(adapter, batches, len(bits), rng)
+    coords = quiet_adapter_coordinates(adapter, public, records, len(bits), rng)
     return _dirac(cell.audit, bits, coords, cell.privacy.clip, n_clients, rng)
 
 

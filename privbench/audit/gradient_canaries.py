@@ -15,7 +15,6 @@ Neyman-Pearson test of one canary, hence the strongest white-box score.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,21 +50,23 @@ def quiet_coordinates(model: nn.Module, x: np.ndarray, y: np.ndarray, m: int,
     return np.lexsort((rng.random(n_params), energy))[:m]
 
 
-def quiet_adapter_coordinates(adapter: Any, batches: Sequence[Batch], m: int,
+def quiet_adapter_coordinates(adapter: Any, public: Batch | None, records: Batch | None, m: int,
                               rng: np.random.Generator, chunk: int = 64) -> np.ndarray:
     """`quiet_coordinates` for any model adapter (a language model's LoRA or full parameters):
-    the m trainable coordinates with the smallest mean squared per-example gradient at the
-    initial parameters, by the trainer's own per-example engine, summed over `batches` (public
-    text and the training records: both are blind to the inclusion bits). Coordinates no record
-    moves come first (a learned position embedding's rows past the longest record, embeddings of
+    the m trainable coordinates that the records move least at the initial parameters. The
+    energy is the mean squared per-example gradient on the public batch (the trainer's own
+    per-example engine) plus the squared mean gradient of each chunk of the training records
+    (one backward pass a chunk), both blind to the inclusion bits. Coordinates neither moves
+    come first (a learned position embedding's rows past the longest record, embeddings of
     tokens no record holds in an untied model): there a canary competes with the noise alone,
     and without DP with nothing at all.
 
     Args:
         adapter: the model adapter the trainer trains.
-        batches: flat batches (name -> (N, ...)) the energy is measured on.
+        public: a public batch (name -> (N, ...)), or None.
+        records: the training records as one flat batch, or None.
         m: the canaries; rng: the tie-breaking stream.
-        chunk: examples per per-example gradient call.
+        chunk: records per backward pass.
     Returns:
         (m,) flat coordinates in the order of the adapter's trainable parameters.
     """
@@ -76,16 +77,20 @@ def quiet_adapter_coordinates(adapter: Any, batches: Sequence[Batch], m: int,
     if m > n_params:
         raise ValueError(f"audit.n_canaries = {m}: the model has only {n_params} trainable "
                          "parameters, one per Dirac canary; lower it")
-    rows = {n: p.unsqueeze(0) for n, p in params.items()}
     energy = torch.zeros(n_params, dtype=torch.float64)
-    for batch in batches:
-        n = len(next(iter(batch.values())))
-        total = torch.zeros(n_params, dtype=torch.float64)
+    if public is not None:
+        grads = per_example_grads(adapter, {n: p.unsqueeze(0) for n, p in params.items()},
+                                  {n: v.unsqueeze(0) for n, v in public.items()})
+        energy += torch.cat([g[0].pow(2).mean(dim=0).flatten() for g in grads.values()]).double()
+    if records is not None:
+        n = len(next(iter(records.values())))
         for i in range(0, n, chunk):
-            grads = per_example_grads(adapter, rows, {k: v[i:i + chunk].unsqueeze(0)
-                                                      for k, v in batch.items()})
-            total += torch.cat([g[0].pow(2).sum(dim=0).flatten() for g in grads.values()]).double()
-        energy += total / max(n, 1)
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            loss = adapter.per_example_loss(leaves, {k: v[i:i + chunk]
+                                                     for k, v in records.items()}).mean()
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+            energy += torch.cat([(torch.zeros_like(p) if g is None else g).pow(2).flatten()
+                                 for g, p in zip(grads, leaves.values(), strict=True)]).double()
     return np.lexsort((rng.random(n_params), energy.numpy()))[:m]
 
 

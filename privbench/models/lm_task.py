@@ -93,9 +93,8 @@ def lm_task(cell: Cell, run_dir: Path) -> TaskRun:
         n_clients += int(canaries.bits.sum())
         hooks["client_update_hook"] = hook
     elif plants_dirac(spec):  # Dirac gradient canaries: records of random clients
-        quiet_on = [train.batch()] if public is None else [public, train.batch()]
         canaries, hooks["gradient_canaries"] = plant_adapter_dirac_canaries(
-            spec, adapter, quiet_on, data.n_clients)
+            spec, adapter, public, train.batch(), data.n_clients)
 
     inputs = TrainerInputs(adapter, trained_on, n_clients, train_plan, hooks, lm.optimizer,
                            lm.server_optimizer, spec.model.engine, lm.microbatch)

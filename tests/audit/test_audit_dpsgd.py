@@ -147,7 +147,8 @@ def test_dirac_canaries_are_records_of_random_clients_blind_to_their_bits():
     model = build_model(ModelSpec(hidden=[4]), 3, 2, seed=0)
     batch = {"x": torch.zeros(6, 3), "y": torch.zeros(6, dtype=torch.long)}
     spec = CellSpec.model_validate({**DPSGD, "audit": {**DPSGD["audit"], "n_canaries": 8}})
-    canaries, gradient = plant_adapter_dirac_canaries(spec, classifier_adapter(model), [batch], 5)
+    adapter = classifier_adapter(model)
+    canaries, gradient = plant_adapter_dirac_canaries(spec, adapter, batch, batch, 5)
     assert gradient.present.shape == (5, 8)
     assert (gradient.present.sum(dim=0).numpy() == canaries.bits).all()  # one owner each
     owners = canaries.client_ids[canaries.bits]
@@ -156,7 +157,7 @@ def test_dirac_canaries_are_records_of_random_clients_blind_to_their_bits():
     loss = torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"])
     flat = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))])
     assert len(set(canaries.coords)) == 8 and (flat[canaries.coords] == 0).all()  # none moves
-    central, _ = plant_adapter_dirac_canaries(spec, classifier_adapter(model), [batch], 1)
+    central, _ = plant_adapter_dirac_canaries(spec, adapter, None, batch, 1)
     assert (central.bits == canaries.bits).all() and set(central.client_ids) <= {-1, 0}
 
 
