@@ -29,6 +29,7 @@ test has a stated false-alarm rate `alpha` (family-wise over everything it check
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,12 +40,13 @@ from privbench.audit.canaries import audited_cohort, flatten
 from privbench.audit.whitebox import (
     blank_coordinates,
     canary_segments,
+    example_plan,
     mechanism_output,
     snapshots,
 )
 from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
-from privbench.trainers.privacy_plan import make_plan, round_factors
+from privbench.trainers.privacy_plan import round_factors
 
 
 @dataclass(frozen=True)
@@ -216,20 +218,27 @@ def participation(ctx: CellContext, alpha: float) -> Finding | None:
 
 def composition(ctx: CellContext) -> Finding | None:
     """The claim must compose at least the DP steps the observed rounds show: rounds seen on
-    the surface times DP steps per round (local DP-SGD steps, or one release per round). An exact
-    check: p-value 0 when the claim accounts fewer steps, 1 otherwise."""
+    the surface times DP steps per round (local DP-SGD steps, or one release per round). At
+    example level in a federation a record's steps are its client's participations times the
+    local steps; the iterates do not show who joined, so the check takes the clients' mean
+    participations from the recorded cohorts (the busiest client joined at least that often).
+    An exact check: p-value 0 when the claim accounts fewer steps, 1 otherwise."""
     spec, claim = ctx.cell.spec, ctx.trained.claim
     if spec.privacy.setting != "central" and spec.privacy.unit == "client":
         return None
     rounds = len(ctx.trained.observations.iterates)
-    per_round = 1
+    per_round, shows = 1, "the rounds observed"
     if spec.privacy.unit == "example":
-        per_round = make_plan(spec.train, spec.privacy, 1,
-                              mean_shard=float(ctx.n_train_records)).local_steps
+        per_round = example_plan(ctx).local_steps
+        if len(ctx.shards) > 1:
+            joined = sum(h["cohort"] - h.get("dropped_out", 0) - len(h.get("sat_out_at_cap", ()))
+                         for h in ctx.trained.history if "cohort" in h)
+            rounds = math.ceil(joined / len(ctx.shards))
+            shows = "the clients' mean participations (recorded cohorts)"
     ran = rounds * per_round
     return Finding("composition", 0.0 if claim.steps < ran else 1.0, spec.audit.forensics_alpha,
                    f"claim composes {claim.steps} steps; the run shows {ran}",
-                   "the accounted number of DP steps against the rounds observed")
+                   f"the accounted number of DP steps against {shows}")
 
 
 def forensic_rows(ctx: CellContext) -> list[MetricRow]:

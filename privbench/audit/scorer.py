@@ -27,6 +27,7 @@ from privbench.audit.one_run_bound import correct_guesses, fl_one_shot_bound, on
 from privbench.audit.verdict import audit_rows
 from privbench.audit.whitebox import (
     canary_segments,
+    example_plan,
     initial_params,
     is_white_box,
     mechanism_output,
@@ -35,7 +36,6 @@ from privbench.privacy import accounting_cache
 from privbench.query.classifier import per_example_losses
 from privbench.run.results import MetricRow
 from privbench.scoring import CellContext
-from privbench.trainers.privacy_plan import make_plan
 
 # A surface the audit reads, and the exposed surfaces that reveal it (iterates end in the final
 # weights).
@@ -60,8 +60,7 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
         values = coordinate_values(snapshots, canaries.coords)
         if not trained.claim.is_private:  # no mechanism to model: the descent along the canary
             return values[:, 0] - values[:, -1]
-        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))
-        return claimed_mechanism(spec, plan).scores(values, len(observed.iterates))
+        return claimed_mechanism(spec, example_plan(ctx)).scores(values, len(observed.iterates))
     if spec.audit.surface == "final_weights":
         return final_delta_cosines(canaries.vectors, initial, trained.observations.final_params)
     # The sampling rate expected before the bits are drawn (the score must not read the bits),

@@ -27,7 +27,7 @@ from privbench.audit.gauss_sum import WhiteBoxModel
 from privbench.audit.gradient_canaries import claimed_mechanism, coordinate_values
 from privbench.models import build_model
 from privbench.scoring import CellContext
-from privbench.trainers.privacy_plan import make_plan, round_factors
+from privbench.trainers.privacy_plan import PrivacyPlan, make_plan, round_factors
 
 WHITE_BOX = ("final_weights", "iterates")
 
@@ -73,12 +73,20 @@ def mechanism_output(ctx: CellContext) -> str | None:
                     "canary's step with the other clients' noise")
         if blank_coordinates(ctx, canaries.coords).all():
             return None
-        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))
+        plan = example_plan(ctx)
         if spec.audit.surface == "iterates" and plan.local_steps == 1:
             return None  # each round is one DP step: its noise is drawn after its gradients
         return ("real records' gradients move the canary coordinates between the observed "
                 "models (several DP steps per observed segment)")
     return "canaries without a white-box signal"
+
+
+def example_plan(ctx: CellContext) -> PrivacyPlan:
+    """The example-level privacy plan the trainer made for the cell: its real clients (one in
+    centralised DP-SGD) and their mean shard, so the local DP steps, record rate and
+    participation cap are the run's."""
+    spec, n = ctx.cell.spec, max(1, len(ctx.shards))
+    return make_plan(spec.train, spec.privacy, n, mean_shard=ctx.n_train_records / n)
 
 
 def blank_coordinates(ctx: CellContext, coords: np.ndarray) -> np.ndarray:
@@ -131,8 +139,7 @@ def canary_segments(ctx: CellContext, *, whiten: bool = True
     per_round = spec.audit.surface == "iterates"
     snaps = snapshots(ctx)
     if canaries.kind == "dirac":
-        plan = make_plan(spec.train, spec.privacy, 1, mean_shard=float(ctx.n_train_records))
-        mech = claimed_mechanism(spec, plan)
+        mech = claimed_mechanism(spec, example_plan(ctx))
         values = coordinate_values(snaps, canaries.coords)
         signal = min(canaries.norm, spec.privacy.clip)  # the planted canary, clipped
         x = -np.diff(values, axis=-1) / mech.step_scale / signal

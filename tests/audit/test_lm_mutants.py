@@ -67,6 +67,24 @@ def lm_example_spec(folder: Path, epsilon: float = 2.0, seed: int = 0) -> dict:
     }
 
 
+def lm_federated_example_spec(folder: Path, epsilon: float = 2.0, seed: int = 0) -> dict:
+    """Example-level DP-SGD in a federation, as the llm suite runs it: 6 clients of 6 messages,
+    cohort 3, Adam at the clients and the server, full fine-tuning, 200 Dirac canaries as
+    records of random clients (on the position-embedding rows no record reaches)."""
+    return {
+        "name": "lm-federated-example", "seed": seed, "task": "causal_lm",
+        "data": {"name": "support_messages", "clients": 6},
+        "model": {"path": str(folder)},
+        "lm": {"max_length": 32, "messages_per_client": 8, "finetune": "full",
+               "canaries": {"count": 0}},
+        "train": {"rounds": 6, "cohort": 3, "batch_size": 4, "lr": 0.01},
+        "privacy": {"epsilon": epsilon, "delta": 1e-5, "clip": 1.0, "unit": "example"},
+        "attacks": {"loss": {"enabled": False}, "canary_exposure": {"enabled": False}},
+        "audit": {"enabled": True, "mode": "one-run", "surface": "iterates", "canary": "dirac",
+                  "n_canaries": 200, "canary_norm": 10.0},
+    }
+
+
 def half_noise_dpsgd(template, std, generator):
     """Example level: noise multiplier 2x too small."""
     return REAL_GAUSSIAN_LIKE(template, std / 2, generator)
@@ -110,13 +128,14 @@ def test_every_lm_mutant_gets_fail(mutant, saved_model, monkeypatch, tmp_path):
     assert verdict == "FAIL"
 
 
-@pytest.mark.parametrize("design", ["client", "example"])
+@pytest.mark.parametrize("design", ["client", "example", "example, federated"])
 def test_the_correct_lm_trainer_passes_in_at_least_19_of_20_seeds(saved_model, monkeypatch,
                                                                   tmp_path, design):
     """Coverage of the LM designs: on the correct trainer (true epsilon at most the claim),
     eps_LB stays within the claim and every forensic test passes in at least 19 of 20 runs."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = lm_spec if design == "client" else lm_example_spec
+    spec = {"client": lm_spec, "example": lm_example_spec,
+            "example, federated": lm_federated_example_spec}[design]
     outcomes = [audit_verdict(spec(saved_model, seed=seed), tmp_path / str(seed))
                 for seed in range(20)]
     alarms = [(seed, failed) for seed, (v, failed) in enumerate(outcomes) if v == "FAIL"]
