@@ -147,7 +147,7 @@ def test_the_correct_lm_trainer_passes_in_at_least_19_of_20_seeds(saved_model, m
 def test_the_correct_dp_lora_trainer_passes_a_tight_dirac_audit(saved_model, monkeypatch,
                                                                 tmp_path, epsilon):
     """One run of DP LoRA at example level: PASS, and eps_LB at least half the claim (measured
-    0.69 / 0.77 / 0.81 of it at claimed 2 / 4 / 8)."""
+    0.63 / 0.73 / 0.79 of it at claimed 2 / 4 / 8)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = run_cell(expand(validate_suite(lm_example_spec(saved_model, epsilon), "t"), "t")[0],
                       tmp_path)
