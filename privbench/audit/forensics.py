@@ -231,14 +231,20 @@ def composition(ctx: CellContext) -> Finding | None:
     if spec.privacy.unit == "example":
         per_round = example_plan(ctx).local_steps
         if len(ctx.shards) > 1:
-            joined = sum(h["cohort"] - h.get("dropped_out", 0) - len(h.get("sat_out_at_cap", ()))
-                         for h in ctx.trained.history if "cohort" in h)
+            joined = sum(_joined(h) for h in ctx.trained.history if "cohort" in h)
             rounds = math.ceil(joined / len(ctx.shards))
             shows = "the clients' mean participations (recorded cohorts)"
     ran = rounds * per_round
     return Finding("composition", 0.0 if claim.steps < ran else 1.0, spec.audit.forensics_alpha,
                    f"claim composes {claim.steps} steps; the run shows {ran}",
                    f"the accounted number of DP steps against {shows}")
+
+
+def _joined(record: dict) -> int:
+    """The clients a round's record says trained: its sampled cohort less those that dropped
+    out, sat out at the participation cap or were outside the population (fedavg's filters)."""
+    return (record["cohort"] - record.get("dropped_out", 0)
+            - len(record.get("sat_out_at_cap", ())) - record.get("outside_population", 0))
 
 
 def forensic_rows(ctx: CellContext) -> list[MetricRow]:
