@@ -10,7 +10,7 @@ whenever the extremal sequence
     h_i = max(h_{i+1}, B^-1(r_{i+1})),  r_i = r_{i+1} + i / (c' - i) (h_i - h_{i+1}),
 
 ends with r_0 + h_0 > c' / m, where B^-1(y) is the smallest false-positive rate of a test with
-power y under f (privbench.audit.family.MechanismFamily.inverse_power). Rejection at tau = alpha
+power y under f (privbench.audit.family.MechanismFamily.curve). Rejection at tau = alpha
 rules the member out. The family is the claimed event with its noise scaled by s; eps_LB is the
 epsilon of the least private member ruled out (a grid of s, found by bisection).
 
@@ -21,6 +21,7 @@ white-box model (privbench.audit.gauss_sum.WhiteBoxModel), so every canary certi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,16 +41,18 @@ DESIGN_RESOLUTION = 4
 DESIGN_PLD_GRID = 4e-3  # the design's trade-off curves: a coarser pessimistic PLD (4x cheaper)
 
 
-def fdp_rejects(m: int, guesses: int, correct: int, alpha: float, inverse_power) -> bool:
+def fdp_rejects(m: int, guesses: int, correct: int, alpha: float,
+                inverse_power: Callable[[float], float]) -> bool:
     """True when an f-DP mechanism gets `correct` of `guesses` right with probability < alpha
-    (Mahloujifar et al. 2025, Algorithm "rh with cap", alphabet of 2)."""
+    (Mahloujifar et al. 2025, Algorithm "rh with cap", alphabet of 2); `inverse_power` is the
+    mechanism's B^-1 for one float (`MechanismFamily.curve`)."""
     if correct <= 0 or guesses <= 0:
         return False
     tau = alpha * guesses / m
     r = tau * correct / guesses
     h = tau * (guesses - correct) / guesses
     for i in range(correct - 1, -1, -1):
-        h_next = max(h, float(inverse_power(np.array(r))))
+        h_next = max(h, inverse_power(r))
         r = r + i / (guesses - i) * (h_next - h)
         h = h_next
     return r + h > guesses / m
@@ -77,7 +80,7 @@ def _fdp_noise_scale(m: int, guesses: int, correct: int, alpha: float,
                      family: MechanismFamily, resolution: int) -> float:
     def rejected(u: int) -> bool:
         s = 2.0 ** (u * resolution / S_STEPS)
-        return fdp_rejects(m, guesses, correct, alpha, lambda y: family.inverse_power(y, s))
+        return fdp_rejects(m, guesses, correct, alpha, family.curve(s))
 
     lo, hi = K_RANGE
     if family.s_floor > 0:  # members below the floor are evaluated at it: never search there

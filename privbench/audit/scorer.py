@@ -161,7 +161,7 @@ def fdp_refutes(model: WhiteBoxModel, family: MechanismFamily, k_plus: int, k_mi
 
     def search(m: int) -> int:
         def rejects(c: int) -> bool:
-            return fdp_rejects(m, guesses, c, alpha, lambda y: family.inverse_power(y, 1.0))
+            return fdp_rejects(m, guesses, c, alpha, family.curve(1.0))
 
         lo, hi = 0, guesses + 1  # not rejected at lo (0 correct), rejected at hi
         if rejects(guesses):
