@@ -87,3 +87,17 @@ def test_fdp_one_run_bound_covers_known_mechanisms(q, steps, z, m, floor):
                                      rng=rng).eps_lb)
     print(f"\nf-DP guesses: k+ {k_plus}, k- {k_minus}")
     check(f"f-DP q={q} T={steps} z={z} m={m}", np.array(eps), true_eps, floor)
+
+
+@pytest.mark.parametrize(("q", "steps", "z"), [(1 / 3, 32, 1.2), (0.01, 500, 3.0), (1.0, 5, 0.6)])
+def test_scalar_trade_off_curve_is_the_inverse_power_to_the_last_bit(q, steps, z):
+    """The f-DP recursion's scalar curve (the upper envelope of the delta table's lines) gives
+    exactly the numpy max over every line, so the fast path changes no bound."""
+    family = MechanismFamily.of(poisson_gaussian_event(z, q, steps), 1e-5)
+    rng = np.random.default_rng(0)
+    ys = np.concatenate([rng.random(500), 10.0 ** -rng.uniform(0, 12, 500), [0.0, 1.0]])
+    for s in (0.4, 1.0, 2.0):
+        curve = family.curve(s)
+        got = np.array([curve(float(y)) for y in ys])
+        np.testing.assert_array_equal(got, family.inverse_power(ys, s))
+        assert np.all(np.diff(got[np.argsort(ys)]) >= 0)  # a trade-off inverse: non-decreasing
