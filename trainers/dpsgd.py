@@ -123,11 +123,16 @@ class DiracRows:
 
     def set_grads(self, grads: Params, start: int, stop: int) -> Params:
         """Materialised per-example gradients (K, stop - start, ...) of batch rows
-        [start, stop), with the canary rows' replaced by their Dirac gradients."""
-        rows = self.rows[:, start:stop]
+        [start, stop), with the canary rows' replaced by their Dirac gradients (in place: the
+        engines own the tensors they pass; a full copy a step costs as much as the rows)."""
+        # past model_width the engines pass zeros (no model evaluated there): nothing to clear
+        rows = self.rows[:, start:max(start, min(stop, self.model_width))]
+        clear = bool(rows.any())
         out = {}
         for name, g in grads.items():
-            flat = g.reshape(*g.shape[:2], -1).masked_fill(rows.unsqueeze(-1), 0.0)
+            flat = g.reshape(*g.shape[:2], -1)
+            if clear:
+                flat[:, :rows.shape[1]].masked_fill_(rows.unsqueeze(-1), 0.0)
             if name in self._blocks:
                 k, i, c = self._blocks[name]
                 inside = (i >= start) & (i < stop)
@@ -153,14 +158,25 @@ def poisson_batches(valid: torch.Tensor, sampling_rate: float, generator: torch.
 
     valid: (K, n_max) mask of real records. Padding rows carry weight 0. canaries: (K, m) mask of
     each client's planted canary records, drawn right after the records at the same rate; index
-    n_max + j is canary j (its rows follow the client's chosen records).
+    n_max + j is canary j. Every client's canary rows come after the columns of the largest
+    batch of real records, so the model is evaluated on those columns only: a canary row's
+    gradient is set by the hook, never computed.
     """
     chosen = (torch.rand(valid.shape, generator=generator) < sampling_rate) & valid
+    order, weights = _packed(chosen, minimum=1)
     if canaries is not None:
         joined = (torch.rand(canaries.shape, generator=generator) < sampling_rate) & canaries
-        chosen = torch.cat([chosen, joined], dim=1)
+        canary_order, canary_weights = _packed(joined, minimum=0)
+        order = torch.cat([order, canary_order + valid.shape[1]], dim=1)
+        weights = torch.cat([weights, canary_weights], dim=1)
+    return order, weights
+
+
+def _packed(chosen: torch.Tensor, minimum: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen columns of each row first (in order), padded to the largest count (at least
+    `minimum` columns): (indices, weights 1 on the chosen, 0 on padding)."""
     sizes = chosen.sum(dim=1)
-    width = max(1, int(sizes.max()))
+    width = max(minimum, int(sizes.max()))
     order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :width]
     weights = (torch.arange(width).unsqueeze(0) < sizes.unsqueeze(1)).to(torch.float32)
     return order, weights
@@ -170,9 +186,9 @@ def canary_batch(data: ClientData, idx: torch.Tensor, weights: torch.Tensor,
                  canaries: GradientCanaries, layout: CanaryLayout) -> tuple[Batch, DiracRows]:
     """The batch of indices `idx` (weights `weights`) into the records then the canaries
     (`poisson_batches`), and its `before_clip` hook. A canary row's input is a placeholder (the
-    client's first record): its gradient is replaced before clipping. Every client's canary rows
-    follow its records, so past the last column holding a real record the batch is canaries and
-    padding: the hook's `model_width` stops the model's evaluation there."""
+    client's first record): its gradient is replaced before clipping. The canary rows follow
+    the columns of real records, so past the last column holding a real record the batch is
+    canaries and padding: the hook's `model_width` stops the model's evaluation there."""
     n_max = data.n_max
     rows = idx >= n_max
     real = ((~rows) & (weights > 0)).any(dim=0).nonzero()

@@ -56,7 +56,8 @@ class BeforeClip(Protocol):
 
     def set_grads(self, grads: Params, start: int, stop: int) -> Params:
         """Per-example gradients (K, stop - start, ...) of batch rows [start, stop), with the
-        hook's rows replaced."""
+        hook's rows replaced (in place: the engines pass gradients they own, zero in the
+        columns past `model_width`, where they evaluate no model)."""
 
     def norms(self, norms: torch.Tensor) -> torch.Tensor:
         """Per-example norms (K, b) with the hook's rows set to their gradients' norms."""
@@ -117,12 +118,15 @@ def vmap_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weight
     sums = {name: torch.zeros_like(p) for name, p in params.items()}
     norms = []
     width = b if before_clip is None else min(b, before_clip.model_width)
-    for s in range(0, b, step):
-        g = _model_grads(fn, params, batch, s, min(s + step, b), width)
+    # chunks of the model's columns, then of the hook's columns past them (never straddling)
+    spans = [(s, min(s + step, width)) for s in range(0, width, step)]
+    spans += [(s, min(s + step, b)) for s in range(width, b, step)]
+    for start, stop in spans:
+        g = _model_grads(fn, params, batch, start, stop, width)
         if before_clip is not None:
-            g = before_clip.set_grads(g, s, s + step)
+            g = before_clip.set_grads(g, start, stop)
         n = example_norms(g)
-        factor = clip_factor(n, clip) * weights[:, s:s + step]
+        factor = clip_factor(n, clip) * weights[:, start:stop]
         for name, gi in g.items():
             sums[name] += torch.einsum("kb,kb...->k...", factor, gi)
         norms.append(n)
@@ -130,16 +134,12 @@ def vmap_clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weight
 
 
 def _model_grads(fn, params: Params, batch: Batch, start: int, stop: int, width: int) -> Params:
-    """Per-example gradients of columns [start, stop) by `fn`, the model evaluated before
-    `width` only (after it: hook rows and padding, zero here; the hook sets its rows)."""
+    """Per-example gradients of columns [start, stop), all before `width` (the model's) or all
+    after it (hook rows and padding: zero here, the hook sets its rows)."""
     if stop <= width:
         return fn(params, _slice(batch, start, stop))
-    zeros = {name: torch.zeros(_rows(params), stop - max(start, width), *p.shape[1:],
-                               dtype=p.dtype) for name, p in params.items()}
-    if start >= width:
-        return zeros
-    g = fn(params, _slice(batch, start, width))
-    return {name: torch.cat([g[name], zeros[name]], dim=1) for name in params}
+    return {name: torch.zeros(_rows(params), stop - start, *p.shape[1:], dtype=p.dtype)
+            for name, p in params.items()}
 
 
 def _rows(params: Params) -> int:
@@ -261,9 +261,14 @@ def clipped_sum(adapter: ModelAdapter, params: Params, batch: Batch, weights: to
         return ghost.ghost_clipped_sum(adapter, params, batch, weights, clip=clip,
                                        before_clip=before_clip)
     if engine == "hooks":
-        grads = hooks_engine.hooks_grads(adapter, params, batch)
+        cols = weights.shape[1]
+        width = cols if before_clip is None else min(cols, before_clip.model_width)
+        grads = hooks_engine.hooks_grads(adapter, params, _slice(batch, 0, width))
+        if width < cols:  # hook rows and padding only past it: zeros, set by the hook
+            grads = {n: torch.nn.functional.pad(g, (0, 0) * (g.dim() - 2) + (0, cols - width))
+                     for n, g in grads.items()}
         if before_clip is not None:
-            grads = before_clip.set_grads(grads, 0, weights.shape[1])
+            grads = before_clip.set_grads(grads, 0, cols)
         return _from_grads(grads, weights, clip)
     return vmap_clipped_sum(adapter, params, batch, weights, clip=clip, microbatch=microbatch,
                             before_clip=before_clip)
