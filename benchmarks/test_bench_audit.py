@@ -77,6 +77,13 @@ size, 1,000 Dirac canaries, the f-DP bound: its iterates are post-processed by A
   default digits cell, per run        1109    1347  x1.21   (x1.15)
   DP LoRA, Dirac, cached              2797    3069  x1.10   (x1.01)
   DP LoRA, Dirac, per run             3646    6956  x1.91   (x1.88)
+Rerun at stop 32 (6cb3f3f: the f-DP curves and the Dirac rows' layout changed; these designs'
+client-level hook and linear engine did not), the same machine, min (median):
+  client level, cached x2.39 (x1.59); per run x1.34 (x1.22)
+  Dirac canaries, cached x1.34 (x1.47); per run x2.22 (x2.16)
+  default digits cell, cached x1.19 (x1.12); per run x1.06 (x0.96)
+The default cell's two runs of 0.8-1.7 s differ by 0.1-0.15 s (cached) and -0.06 to 0.08 s
+(per run), within this machine's run-to-run spread (the same rows gave x1.01 and x1.21 above).
 So the goal holds where the audit's design is remembered (a later cell of the setting) at a
 realistic run's size, and not for a setting's first cell: the design's fixed cost (the stated
 power's simulations, ~0.2 s for the Gaussian-sum bound; the f-DP bound's PLD trade-off curves,
