@@ -61,31 +61,27 @@ def lm_suite(folder: Path, audited: bool, design: str = "dp-lora") -> dict:
     "llm-example", the llm suite's example-level cell at epsilon 8 (suites/llm.toml: full
     fine-tuning with Adam at client and server, 20 clients of 12 messages, cohort 10, 40 rounds,
     200 Dirac canaries as records of random clients, scored by the f-DP bound)."""
-    if design == "llm-example":
-        return {
-            "name": "bench-lm-audit-llm", "seed": 0, "task": "causal_lm",
+    suite = {
+        "name": f"bench-lm-audit-{design}", "seed": 0, "task": "causal_lm",
+        "model": {"path": str(folder)},
+        "attacks": {"loss": {"enabled": False}, "canary_exposure": {"enabled": False}},
+        "audit": {"enabled": audited, "mode": "one-run", "surface": "iterates",
+                  "canary": "dirac", "n_canaries": 1000, "canary_norm": 10.0},
+    }
+    if design == "dp-lora":
+        return {**suite,
+                "data": {"name": "support_messages", "clients": 1},
+                "lm": {"max_length": 64, "messages_per_client": 64, "canaries": {"count": 0}},
+                "train": {"rounds": 8, "cohort": 1, "batch_size": 16, "lr": 0.5},
+                "privacy": {"epsilon": 2.0, "delta": 1e-5, "clip": 1.0, "unit": "example"}}
+    return {**suite,
             "data": {"name": "support_messages", "clients": 20, "test_fraction": 0.25},
-            "model": {"path": str(folder)},
             "lm": {"finetune": "full", "optimizer": "adam", "server_optimizer": "adam",
                    "max_length": 64, "messages_per_client": 12, "canaries": {"count": 0}},
             "train": {"rounds": 40, "cohort": 10, "local_epochs": 1, "batch_size": 16,
                       "lr": 0.003, "server_lr": 0.01},
             "privacy": {"epsilon": 8.0, "delta": 1e-5, "clip": 1.0, "unit": "example"},
-            "attacks": {"loss": {"enabled": False}, "canary_exposure": {"enabled": False}},
-            "audit": {"enabled": audited, "mode": "one-run", "surface": "iterates",
-                      "canary": "auto", "n_canaries": 200, "canary_norm": 10.0},
-        }
-    return {
-        "name": "bench-lm-audit", "seed": 0, "task": "causal_lm",
-        "data": {"name": "support_messages", "clients": 1},
-        "model": {"path": str(folder)},
-        "lm": {"max_length": 64, "messages_per_client": 64, "canaries": {"count": 0}},
-        "train": {"rounds": 8, "cohort": 1, "batch_size": 16, "lr": 0.5},
-        "privacy": {"epsilon": 2.0, "delta": 1e-5, "clip": 1.0, "unit": "example"},
-        "attacks": {"loss": {"enabled": False}, "canary_exposure": {"enabled": False}},
-        "audit": {"enabled": audited, "mode": "one-run", "surface": "iterates",
-                  "canary": "dirac", "n_canaries": 1000, "canary_norm": 10.0},
-    }
+            "audit": {**suite["audit"], "canary": "auto", "n_canaries": 200}}
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,20 @@ def row_states(params: Params, k: int, batched_params: bool, optimizer: str,
     return stacked, start, RowOptimizer(optimizer, stacked, lr, rows=k)
 
 
+def minibatch_gradient(adapter: ModelAdapter, params: Params, batch: Batch) -> Params:
+    """The gradient of the mean loss of one minibatch (name -> (N, ...)) at `params`, as local
+    SGD takes it (zero for a parameter the loss does not reach).
+
+    Args:
+        adapter: the model; params: one parameter set (name -> tensor); batch: its records.
+    Returns:
+        name -> the gradient, shaped like `params[name]`.
+    """
+    n = len(next(iter(batch.values())))
+    grads, _ = grad(_batch_loss(adapter), has_aux=True)(params, batch, torch.ones(n))
+    return grads
+
+
 def _batch_loss(adapter: ModelAdapter, dirac: CanaryLayout | None = None, norm: float = 0.0):
     """The weighted mean loss of one row's minibatch (and its records' weighted sum, as aux).
 

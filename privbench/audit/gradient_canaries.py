@@ -70,6 +70,7 @@ def quiet_adapter_coordinates(adapter: Any, public: Batch | None, records: Batch
     Returns:
         (m,) flat coordinates in the order of the adapter's trainable parameters.
     """
+    from privbench.trainers.client_update import minibatch_gradient
     from privbench.trainers.per_example import per_example_grads
 
     params = adapter.init_params()
@@ -84,13 +85,10 @@ def quiet_adapter_coordinates(adapter: Any, public: Batch | None, records: Batch
         energy += torch.cat([g[0].pow(2).mean(dim=0).flatten() for g in grads.values()]).double()
     if records is not None:
         n = len(next(iter(records.values())))
-        for i in range(0, n, chunk):
-            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-            loss = adapter.per_example_loss(leaves, {k: v[i:i + chunk]
-                                                     for k, v in records.items()}).mean()
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-            energy += torch.cat([(torch.zeros_like(p) if g is None else g).pow(2).flatten()
-                                 for g, p in zip(grads, leaves.values(), strict=True)]).double()
+        for i in range(0, n, chunk):  # the mean gradient of a chunk, as local SGD takes it
+            grads = minibatch_gradient(adapter, params, {k: v[i:i + chunk]
+                                                         for k, v in records.items()})
+            energy += torch.cat([grads[k].pow(2).flatten() for k in params]).double()
     return np.lexsort((rng.random(n_params), energy.numpy()))[:m]
 
 
