@@ -32,7 +32,7 @@ from privbench.audit.gaussians import gdp_epsilon
 from privbench.privacy import accounting_cache
 from privbench.privacy.accounting import NEIGHBOURING
 from privbench.privacy.dp_events import event_to_dict
-from privbench.privacy.pld_compose import PLDComposer
+from privbench.privacy.pld_compose import PLDComposer, self_compose_pld
 
 # PLD grid of the family's curves: coarser than a claim's (1e-4) for speed; pessimistic either way.
 FAMILY_PLD_GRID = 1e-3
@@ -318,7 +318,7 @@ def _optimistic_pld(event: dp_accounting.DpEvent, neighbouring: str):
         inner, q = event.event, event.sampling_probability
     elif isinstance(event, dp_accounting.SelfComposedDpEvent):
         base = _optimistic_pld(event.event, neighbouring)
-        return None if base is None else base.self_compose(event.count)
+        return None if base is None else self_compose_pld(base, event.count)
     elif isinstance(event, dp_accounting.ComposedDpEvent):
         parts = [_optimistic_pld(e, neighbouring) for e in event.events]
         if not parts or any(p is None for p in parts):

@@ -2,12 +2,14 @@
 at round 1,000 as at round 1.
 
 `PLDComposer` composes exactly as `pld.PLDAccountant` does (the same PLDs, built by the same
-calls, in the same order, so the same epsilon to the last bit) with three changes of speed only:
+calls, in the same order, so the same epsilon to the last bit) with four changes of speed only:
 each distinct mechanism's PLD is built once per process; composing a cached one-round PLD onto a
-running composition reuses that PMF's FFT; and the truncation of the tails, a Python loop over
-every entry in dp_accounting, runs in numpy with the same sums. Reading epsilon can also run in
-numpy (`vectorised=True`, within 1e-15 of dp_accounting's reading). It reads the PMFs' fields
-as dp_accounting's own code does (dp_accounting is pinned in constraints.txt).
+running composition reuses that PMF's FFT; the truncation of the tails, a Python loop over
+every entry in dp_accounting, runs in numpy with the same sums; and a self-composition's
+Chernoff truncation bounds (40 logsumexp calls in dp_accounting) take a few numpy passes.
+Reading epsilon can also run in numpy (`vectorised=True`, within 1e-15 of dp_accounting's
+reading). It reads the PMFs' fields as dp_accounting's own code does (dp_accounting is pinned
+in constraints.txt).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dp_accounting import pld, privacy_accountant
 from dp_accounting.pld import pld_pmf
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 from scipy import fft as sp_fft
+from scipy import special
 
 from privbench.privacy import accounting_cache
 from privbench.privacy.pld_gaussian import gaussian_pld
@@ -271,13 +274,80 @@ def _subsampled_pld(z: float, q: float, neighbouring: str, grid: float,
     composes them; one round's (count 1, itself costly to truncate) is cached."""
     if count == 1:
         return _one_subsampled_round(z, q, neighbouring, grid)
-    return _mechanism_pld(z, q, neighbouring, grid).self_compose(count)
+    return self_compose_pld(_mechanism_pld(z, q, neighbouring, grid), count)
 
 
 @functools.lru_cache(maxsize=32)
 def _one_subsampled_round(z: float, q: float, neighbouring: str,
                           grid: float) -> pld_lib.PrivacyLossDistribution:
-    return _mechanism_pld(z, q, neighbouring, grid).self_compose(1)
+    return self_compose_pld(_mechanism_pld(z, q, neighbouring, grid), 1)
+
+
+def self_compose_pld(a: pld_lib.PrivacyLossDistribution, count: int,
+                  tail_mass_truncation: float = 1e-15) -> pld_lib.PrivacyLossDistribution:
+    """`a.self_compose(count)` (dp_accounting, same default truncation): the same PLD to the
+    last bit, with the Chernoff truncation bounds of a dense PMF's self-convolution computed at
+    its 40 orders in a few numpy passes instead of 40 calls of scipy's logsumexp (most of the
+    cost of self-composing a PMF of a few thousand entries: 5-15x faster there).
+
+    Args:
+        a: a privacy loss distribution (pessimistic or optimistic).
+        count: how many times to compose it with itself (at least 1).
+        tail_mass_truncation: the tail mass the convolution may drop (dp_accounting's default).
+    Returns:
+        The composed privacy loss distribution.
+    """
+    remove = _self_compose_pmf(a._pmf_remove, count, tail_mass_truncation)
+    if a._symmetric:
+        return pld_lib.PrivacyLossDistribution(remove)
+    add = _self_compose_pmf(a._pmf_add, count, tail_mass_truncation)
+    return pld_lib.PrivacyLossDistribution(remove, add)
+
+
+def _self_compose_pmf(pmf: Any, count: int, tail_mass_truncation: float) -> Any:
+    """`DensePLDPmf.self_compose`: the same bounds, the same transforms, the same PMF."""
+    if isinstance(pmf, pld_pmf.SparsePLDPmf) and count > 1 and (
+            pmf.size ** count > pld_pmf._MAX_PMF_SPARSE_SIZE):
+        pmf = pmf.to_dense_pmf()  # as SparsePLDPmf.self_compose goes dense
+    if not isinstance(pmf, pld_pmf.DensePLDPmf) or count <= 0:
+        return pmf.self_compose(count, tail_mass_truncation)
+    lower, upper = _self_convolve_bounds(pmf._probs, count, tail_mass_truncation)
+    # dp_accounting.pld.common.self_convolve, given its bounds
+    output_len = upper - lower + 1
+    fast_len = sp_fft.next_fast_len(max(output_len, len(pmf._probs)))
+    convolved = np.real(sp_fft.ifft(sp_fft.fft(pmf._probs, fast_len) ** count))
+    probs = np.array(np.roll(convolved, -lower)[:output_len])
+    inf_prob = tail_mass_truncation - math.expm1(count * math.log1p(-pmf._infinity_mass))
+    return pld_pmf.DensePLDPmf(pmf._discretization, pmf._lower_loss * count + lower, probs,
+                               inf_prob, pmf._pessimistic_estimate)
+
+
+_BOUNDS_BLOCK = 1 << 15  # entries of one logsumexp call in _self_convolve_bounds
+
+
+def _self_convolve_bounds(probs: np.ndarray, count: int,
+                          tail_mass_truncation: float) -> tuple[int, int]:
+    """`dp_accounting.pld.common.compute_self_convolve_bounds` at its default orders: the
+    log moment generating functions of all orders as one (orders, len) logsumexp (the same
+    products and row sums as its per-order calls), then the same Chernoff bounds."""
+    n = len(probs)
+    lower, upper = 0, (n - 1) * count
+    if tail_mass_truncation == 0:
+        return lower, upper
+    orders = np.concatenate((np.arange(-20, 0), np.arange(1, 21))) / n
+    rows = max(1, _BOUNDS_BLOCK // n)  # orders a call: a block that stays in cache
+    log_mgfs = np.concatenate([
+        special.logsumexp(np.arange(n)[None, :] * orders[i:i + rows, None], b=probs[None, :],
+                          axis=1) for i in range(0, len(orders), rows)])
+    for order, log_mgf in zip(orders.tolist(), log_mgfs.tolist(), strict=True):
+        bound = (count * log_mgf + math.log(2 / tail_mass_truncation)) / order
+        if not math.isfinite(bound):
+            continue
+        if order > 0:
+            upper = min(upper, math.ceil(bound))
+        else:
+            lower = max(lower, math.floor(bound))
+    return lower, upper
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,6 +1,6 @@
-"""The Gaussian PLD built with numpy (privbench.privacy.pld_gaussian) is dp_accounting's, bit for
-bit, and
-calibration through it finds the noise multiplier dp_accounting's own PLD accountant finds."""
+"""The Gaussian PLD built with numpy (privbench.privacy.pld_gaussian) and its self-composition
+(privbench.privacy.pld_compose.self_compose_pld) are dp_accounting's, bit for bit, and
+calibration through them finds the noise multiplier dp_accounting's own PLD accountant finds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dp_accounting import pld
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from privbench.privacy import accounting, calibration
-from privbench.privacy.pld_compose import NEIGHBOURING
+from privbench.privacy.pld_compose import NEIGHBOURING, self_compose_pld
 from privbench.privacy.pld_gaussian import gaussian_pld
 
 
@@ -38,6 +38,25 @@ def test_the_pld_is_dp_accountings_bit_for_bit(std, q, relation, grid):
                                            value_discretization_interval=grid,
                                            neighboring_relation=NEIGHBOURING[relation], **kwargs)
     got = gaussian_pld(std, q, NEIGHBOURING[relation], grid)
+    _same_pmf(got._pmf_remove, want._pmf_remove)
+    _same_pmf(got._pmf_add, want._pmf_add)
+    assert got.get_epsilon_for_delta(1e-5) == want.get_epsilon_for_delta(1e-5)
+
+
+@pytest.mark.parametrize(("std", "q", "count", "pessimistic", "grid"), [
+    (1.2, 1 / 3, 32, True, 4e-3),  # the f-DP audit family's design tables (dense)
+    (3.0, 0.05, 400, True, 1e-3),  # wide: the bounds in several blocks
+    (10.0, 0.002, 2, True, 1e-3),  # a sparse PMF, self-composed as a sparse one
+    (10.0, 0.002, 40, True, 1e-3),  # a sparse PMF that turns dense
+    (0.8, None, 7, False, 1e-3),  # optimistic, no sampling (the family's epsilon)
+    (1.5, 0.2, 1, False, 1e-3),  # one composition: truncation only
+])
+def test_self_composition_is_dp_accountings_bit_for_bit(std, q, count, pessimistic, grid):
+    kwargs = {} if q is None else {"sampling_prob": q}
+    one = pld_lib.from_gaussian_mechanism(standard_deviation=std, pessimistic_estimate=pessimistic,
+                                          value_discretization_interval=grid,
+                                          use_connect_dots=pessimistic, **kwargs)
+    want, got = one.self_compose(count), self_compose_pld(one, count)
     _same_pmf(got._pmf_remove, want._pmf_remove)
     _same_pmf(got._pmf_add, want._pmf_add)
     assert got.get_epsilon_for_delta(1e-5) == want.get_epsilon_for_delta(1e-5)
