@@ -167,3 +167,29 @@ def test_likelihood_ratio_is_the_gaussian_test_at_full_batch():
     got = dirac_log_likelihood_ratio(sums, np.array([4]), np.array([4 * 2.0**2]), 1.0, 0.5)
     want = (0.5 * 4 * sums[:, 0] - 0.5**2 * 16 / 2) / 16
     np.testing.assert_allclose(got, want)
+
+
+@pytest.mark.parametrize(("steps", "variance", "q", "signal", "spread"), [
+    (4, 4 * 1.2**2, 1 / 3, 1.0, 1.0),  # the DP LoRA design's segments
+    (140, 140 * 0.8**2, 0.05, 1.0, 1.0),  # one long segment (final weights)
+    (4, 4 * 1.2**2, 1 / 3, 1.0, 1e3),  # huge |t|: logsumexp where Horner's terms overflow
+    (5, 1e-3, 0.2, 10.0, 1e3),  # coefficients too wide a span: logsumexp
+    (2000, 2000 * 0.3**2, 0.01, 1.0, 1.0),  # a long segment of a wide span
+])
+def test_likelihood_ratio_is_the_log_sum_exp_of_its_mixture(steps, variance, q, signal, spread):
+    """log sum_k Binomial(k; n, q) exp((c k x - c^2 k^2 / 2) / var), whichever way it is
+    evaluated; a NaN sum stays NaN."""
+    from scipy import special, stats
+
+    rng = np.random.default_rng(7)
+    sums = rng.normal(size=(400, 2)) * np.sqrt(variance) * spread + (
+        rng.random((400, 2)) < 0.5) * signal * steps * q
+    sums[0, 1] = np.nan
+    got = dirac_log_likelihood_ratio(sums, np.array([steps, steps]),
+                                     np.array([variance, variance]), q, signal)
+    k = np.arange(steps + 1)
+    terms = (stats.binom.logpmf(k, steps, q)
+             + (signal * k * sums[..., None] - 0.5 * signal**2 * k**2) / variance)
+    want = special.logsumexp(terms, axis=-1).sum(axis=-1)
+    assert np.isnan(got[0]) and np.isfinite(got[1:]).all()
+    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-12, atol=1e-12)
