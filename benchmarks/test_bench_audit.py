@@ -82,6 +82,11 @@ client-level hook and linear engine did not), the same machine, min (median):
   client level, cached x2.39 (x1.59); per run x1.34 (x1.22)
   Dirac canaries, cached x1.34 (x1.47); per run x2.22 (x2.16)
   default digits cell, cached x1.19 (x1.12); per run x1.06 (x0.96)
+Rerun at stop 33 (384857c: PLD self-composition bounds in numpy, Horner's-rule likelihood
+ratio), min (median):
+  client level, cached x1.63 (x1.45); per run x1.11 (x1.29)
+  Dirac canaries, cached x2.03 (x1.68); per run x1.54 (x1.70)
+  default digits cell, cached x1.04 (x1.05); per run x1.03 (x1.07)
 The default cell's two runs of 0.8-1.7 s differ by 0.1-0.15 s (cached) and -0.06 to 0.08 s
 (per run), within this machine's run-to-run spread (the same rows gave x1.01 and x1.21 above).
 So the goal holds where the audit's design is remembered (a later cell of the setting) at a

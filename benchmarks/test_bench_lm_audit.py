@@ -30,6 +30,13 @@ Measured on 2 cores (idle AMD EPYC, AVX2), min (median), ratios to the baseline 
   dp-lora, per run     x1.91 (x1.88)           x1.44 (x1.57)   4.29 s -> 6.19 s
   llm-example, cached  -                       x1.06 (x1.01)   24.4 s -> 25.9 s
   llm-example, per run -                       x1.11 (x1.02)   25.5 s -> 28.4 s (a rerun)
+  stop 33 (384857c; a slower day: the same baselines ran 25% longer)
+  dp-lora, cached      x1.05 (x1.06)   3.43 s -> 3.60 s
+  dp-lora, per run     x1.11 (x1.04)   4.17 s -> 4.64 s
+  llm-example, cached  x1.12 (x1.13)   23.3 s -> 26.3 s
+  llm-example, per run x1.20 (x1.17)   24.7 s -> 29.6 s
+Stop 33 changed the PLD self-composition's truncation bounds (numpy, the same PLDs) and the
+Dirac likelihood ratio (Horner's rule, within 3e-15); the llm rows' spread is the machine's.
 Stop 31's dp-lora rows are from before the records' chunks joined the planting (abd3098).
 What stop 32 changed: the f-DP recursion's inverse power from the trade-off curve's upper
 envelope (3 us a call, the same values to the last bit), the family's PLD tables from the
