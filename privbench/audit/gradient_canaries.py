@@ -145,10 +145,14 @@ def _log_polynomial_exp(log_c: np.ndarray, t: np.ndarray) -> np.ndarray:
     scaled by their largest, where every coefficient and every term c_k y^k is a normal float
     (the span of log_c plus n |t| within _EXP_RANGE), logsumexp at the other t."""
     n = len(log_c) - 1
+
+    def direct(at: np.ndarray) -> np.ndarray:
+        return special.logsumexp(log_c + np.multiply.outer(at, np.arange(n + 1)), axis=-1)
+
     top = float(np.max(log_c))
     span = top - float(np.min(log_c))
     if n == 0 or not np.isfinite(span) or span >= _EXP_RANGE:
-        return special.logsumexp(log_c + np.multiply.outer(t, np.arange(n + 1)), axis=-1)
+        return direct(t)
     safe = np.abs(t) * n < _EXP_RANGE - span
     c = np.exp(log_c - top)
     y = np.exp(np.where(safe, t, 0.0))
@@ -158,8 +162,7 @@ def _log_polynomial_exp(log_c: np.ndarray, t: np.ndarray) -> np.ndarray:
         acc += c[j]
     out = np.log(acc) + top
     if not safe.all():  # NaN sums land here too, and stay NaN
-        out[~safe] = special.logsumexp(
-            log_c + np.multiply.outer(t[~safe], np.arange(n + 1)), axis=-1)
+        out[~safe] = direct(t[~safe])
     return out
 
 

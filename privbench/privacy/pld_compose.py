@@ -284,7 +284,7 @@ def _one_subsampled_round(z: float, q: float, neighbouring: str,
 
 
 def self_compose_pld(a: pld_lib.PrivacyLossDistribution, count: int,
-                  tail_mass_truncation: float = 1e-15) -> pld_lib.PrivacyLossDistribution:
+                     tail_mass_truncation: float = 1e-15) -> pld_lib.PrivacyLossDistribution:
     """`a.self_compose(count)` (dp_accounting, same default truncation): the same PLD to the
     last bit, with the Chernoff truncation bounds of a dense PMF's self-convolution computed at
     its 40 orders in a few numpy passes instead of 40 calls of scipy's logsumexp (most of the
@@ -328,8 +328,8 @@ _BOUNDS_BLOCK = 1 << 15  # entries of one logsumexp call in _self_convolve_bound
 def _self_convolve_bounds(probs: np.ndarray, count: int,
                           tail_mass_truncation: float) -> tuple[int, int]:
     """`dp_accounting.pld.common.compute_self_convolve_bounds` at its default orders: the
-    log moment generating functions of all orders as one (orders, len) logsumexp (the same
-    products and row sums as its per-order calls), then the same Chernoff bounds."""
+    log moment generating functions of the orders as row logsumexps over blocks of orders
+    (the same products and row sums as its per-order calls), then the same Chernoff bounds."""
     n = len(probs)
     lower, upper = 0, (n - 1) * count
     if tail_mass_truncation == 0:
