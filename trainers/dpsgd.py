@@ -19,6 +19,7 @@ or noise reaches them as it reaches real records.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -152,49 +153,69 @@ class DiracRows:
             s.view(s.shape[0], -1).index_put_((k, c), factor[k, i] * self.norm, accumulate=True)
 
 
+# Draws (every row's records and canaries) of one block of steps, drawn in one call.
+POISSON_BLOCK = 1 << 22
+
+
+def poisson_steps(valid: torch.Tensor, sampling_rate: float, generator: torch.Generator,
+                  steps: int, canaries: torch.Tensor | None = None
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """Each step's Poisson batch of every client: (indices (K, b), weights (K, b), the record
+    columns w) for `steps` steps, padded to the step's largest.
+
+    valid: (K, n_max) mask of real records; padding rows carry weight 0. canaries: (K, m) mask
+    of each client's planted canary records, drawn right after the records at the same rate;
+    index n_max + j is canary j. Every client's canary rows come after the first w columns (the
+    largest batch of real records, at least 1), so the model is evaluated on those columns only:
+    a canary row's gradient is set by the hook, never computed.
+
+    The uniforms of a block of steps are drawn in one call and packed in one sort: the same
+    numbers, in the same order (each step the records, then the canaries, row by row), as a
+    draw a step, so the batches and the generator's state after them are the same.
+    """
+    k, n = valid.shape
+    m = 0 if canaries is None else int(canaries.shape[1])
+    members = valid if canaries is None else torch.cat([valid, canaries], dim=1)
+    # sort keys: chosen records, other records, chosen canaries, other canaries (stable)
+    column_key = (torch.arange(n + m) >= n).to(torch.int8) * 2
+    per_step = k * (n + m)
+    block = max(1, POISSON_BLOCK // max(1, per_step))
+    for first in range(0, steps, block):
+        count = min(block, steps - first)
+        uniform = torch.rand(count * per_step, generator=generator).view(count, per_step)
+        draws = uniform[:, :k * n].reshape(count, k, n)
+        if m:
+            draws = torch.cat([draws, uniform[:, k * n:].reshape(count, k, m)], dim=2)
+        chosen = (draws < sampling_rate) & members
+        order = torch.argsort((~chosen).to(torch.int8) + column_key, dim=2, stable=True)
+        record_width = chosen[..., :n].sum(dim=2).amax(dim=1).clamp(min=1).tolist()
+        canary_width = chosen[..., n:].sum(dim=2).amax(dim=1).tolist() if m else [0] * count
+        for t in range(count):
+            w, c = record_width[t], canary_width[t]
+            idx = order[t, :, :w] if not c else torch.cat([order[t, :, :w],
+                                                             order[t, :, n:n + c]], dim=1)
+            yield idx, chosen[t].gather(1, idx).to(torch.float32), w
+
+
 def poisson_batches(valid: torch.Tensor, sampling_rate: float, generator: torch.Generator,
                     canaries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one Poisson batch per client: (indices (K, b), weights (K, b)) padded to the largest.
-
-    valid: (K, n_max) mask of real records. Padding rows carry weight 0. canaries: (K, m) mask of
-    each client's planted canary records, drawn right after the records at the same rate; index
-    n_max + j is canary j. Every client's canary rows come after the columns of the largest
-    batch of real records, so the model is evaluated on those columns only: a canary row's
-    gradient is set by the hook, never computed.
-    """
-    chosen = (torch.rand(valid.shape, generator=generator) < sampling_rate) & valid
-    order, weights = _packed(chosen, minimum=1)
-    if canaries is not None:
-        joined = (torch.rand(canaries.shape, generator=generator) < sampling_rate) & canaries
-        canary_order, canary_weights = _packed(joined, minimum=0)
-        order = torch.cat([order, canary_order + valid.shape[1]], dim=1)
-        weights = torch.cat([weights, canary_weights], dim=1)
-    return order, weights
+    """One step's Poisson batch of every client: (indices (K, b), weights (K, b)); see
+    `poisson_steps`."""
+    idx, weights, _ = next(poisson_steps(valid, sampling_rate, generator, 1, canaries))
+    return idx, weights
 
 
-def _packed(chosen: torch.Tensor, minimum: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chosen columns of each row first (in order), padded to the largest count (at least
-    `minimum` columns): (indices, weights 1 on the chosen, 0 on padding)."""
-    sizes = chosen.sum(dim=1)
-    width = max(minimum, int(sizes.max()))
-    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :width]
-    weights = (torch.arange(width).unsqueeze(0) < sizes.unsqueeze(1)).to(torch.float32)
-    return order, weights
-
-
-def canary_batch(data: ClientData, idx: torch.Tensor, weights: torch.Tensor,
-                 canaries: GradientCanaries, layout: CanaryLayout) -> tuple[Batch, DiracRows]:
-    """The batch of indices `idx` (weights `weights`) into the records then the canaries
-    (`poisson_batches`), and its `before_clip` hook. A canary row's input is a placeholder (the
-    client's first record): its gradient is replaced before clipping. The canary rows follow
-    the columns of real records, so past the last column holding a real record the batch is
-    canaries and padding: the hook's `model_width` stops the model's evaluation there."""
+def canary_batch(data: ClientData, idx: torch.Tensor, canaries: GradientCanaries,
+                 layout: CanaryLayout, record_width: int) -> tuple[Batch, DiracRows]:
+    """The batch of indices `idx` into the records then the canaries (`poisson_steps`), and
+    its `before_clip` hook. A canary row's input is a placeholder (the client's first record):
+    its gradient is replaced before clipping. The canary rows follow the first `record_width`
+    columns, those of real records, so past them the batch is canaries and padding: the hook's
+    `model_width` stops the model's evaluation there."""
     n_max = data.n_max
     rows = idx >= n_max
-    real = ((~rows) & (weights > 0)).any(dim=0).nonzero()
-    width = int(real.max()) + 1 if len(real) else 1
     batch = gather(data.batch, torch.where(rows, 0, idx))
-    return batch, DiracRows(rows, idx - n_max, canaries.norm, layout, width)
+    return batch, DiracRows(rows, idx - n_max, canaries.norm, layout, record_width)
 
 
 # The engine name of an adapter's own `clipped_sum` (privbench/models/adapter.py's optional fast
@@ -245,14 +266,15 @@ def dp_sgd(adapter: ModelAdapter, params: Params, data: ClientData, *, steps: in
     valid = data.valid()
     engine = resolve_engine(adapter, stacked, data.batch, engine)
     layout = canaries.layout(stacked) if canaries is not None else None
-    for _ in range(steps):
-        idx, weights = poisson_batches(valid, sampling_rate, generator,
-                                       None if canaries is None else canaries.present)
+    for idx, weights, record_width in poisson_steps(
+            valid, sampling_rate, generator, steps,
+            None if canaries is None else canaries.present):
         hook: dict[str, DiracRows] = {}
         if canaries is None:
             batch = gather(data.batch, idx)
         else:  # canary rows of the batch: their gradients are set before clipping
-            batch, hook["before_clip"] = canary_batch(data, idx, weights, canaries, layout)
+            batch, hook["before_clip"] = canary_batch(data, idx, canaries, layout,
+                                                      record_width)
         if engine == ADAPTER_FAST_PATH:
             sums, _ = adapter.clipped_sum(stacked, batch, weights, clip,  # type: ignore[attr-defined]
                                           **hook)

@@ -122,6 +122,52 @@ def test_canaries_are_poisson_rows_of_the_batch():
     assert torch.equal(idx[:, :real], alone[:, :real]) and int(alone_weights.sum()) == real
 
 
+def _one_step(valid, present, rate, gen):
+    """One step drawn on its own, row by row: the records' uniforms (K, n) then the canaries'
+    (K, m); each row's chosen records in order, padded with its other records to the step's
+    largest count (at least 1), then its chosen canaries (index n + j), padded likewise."""
+    n = valid.shape[1]
+    chosen = (torch.rand(valid.shape, generator=gen) < rate) & valid
+    parts = [(chosen, 0, max(1, int(chosen.sum(1).max())))]
+    if present is not None:
+        joined = (torch.rand(present.shape, generator=gen) < rate) & present
+        parts.append((joined, n, int(joined.sum(1).max())))
+    idx, weights = [], []
+    for k in range(valid.shape[0]):
+        row_idx, row_weights = [], []
+        for mask, offset, width in parts:
+            picked = [i for i in range(mask.shape[1]) if mask[k, i]]
+            rest = [i for i in range(mask.shape[1]) if not mask[k, i]]
+            row_idx += [offset + i for i in (picked + rest)[:width]]
+            row_weights += [1.0] * len(picked) + [0.0] * (width - len(picked))
+        idx.append(row_idx)
+        weights.append(row_weights)
+    return torch.tensor(idx), torch.tensor(weights), parts[0][2]
+
+
+@pytest.mark.parametrize("block", [1, 37, 1 << 22])
+def test_steps_drawn_in_blocks_are_the_steps_drawn_one_by_one(block, monkeypatch):
+    """`poisson_steps` draws a block of steps' uniforms in one call and packs them in one sort:
+    the batches, each step's record columns and the generator's state after them are those of
+    drawing one step at a time (each step its records, then its canaries)."""
+    from privbench.trainers import dpsgd
+
+    gen = torch.Generator().manual_seed(4)
+    valid = torch.rand(3, 40, generator=gen) < 0.8
+    valid[:, 0] = True
+    present = torch.rand(3, 25, generator=gen) < 0.5
+    monkeypatch.setattr(dpsgd, "POISSON_BLOCK", block)  # elements: 1 and 37 give 1 step a block
+    for canaries in (None, present):
+        one, blocks = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+        drawn = list(dpsgd.poisson_steps(valid, 0.2, blocks, 12, canaries))
+        assert len(drawn) == 12
+        for idx, weights, record_width in drawn:
+            want_idx, want_weights, want_width = _one_step(valid, canaries, 0.2, one)
+            assert torch.equal(idx, want_idx) and torch.equal(weights, want_weights)
+            assert record_width == want_width
+        assert torch.equal(one.get_state(), blocks.get_state())
+
+
 @pytest.mark.parametrize("engine", ["vmap", "ghost", "hooks", "adapter"])
 def test_canary_only_columns_skip_the_model_and_give_the_same_sum(engine):
     """Past the last batch column holding a real record (canary_batch's `model_width`) the batch
@@ -142,8 +188,7 @@ def test_canary_only_columns_skip_the_model_and_give_the_same_sum(engine):
     # client 0: records 1, 3 then canaries 0, 2; client 1: record 0 then canaries 1, 2, padding
     idx = torch.tensor([[1, 3, 4, 6, 0], [0, 5, 6, 0, 0]])
     weights = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.float32)
-    batch, hook = canary_batch(data, idx, weights, canaries, canaries.layout(params))
-    assert hook.model_width == 2
+    batch, hook = canary_batch(data, idx, canaries, canaries.layout(params), record_width=2)
     every = DiracRows(hook.rows, idx - data.n_max, 4.0, canaries.layout(params))
     assert every.model_width == 5
     out = {}
