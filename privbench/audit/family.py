@@ -225,19 +225,24 @@ class TradeOffCurve:
         intercept = np.concatenate([-d * EXP_MINUS_EPS, 1.0 - d - EXP_EPS])
         forms = [(True, float(dk), float(e)) for dk, e in zip(d, EXP_MINUS_EPS, strict=True)]
         forms += [(False, float(dk), float(e)) for dk, e in zip(d, EXP_EPS, strict=True)]
-        order = np.lexsort((intercept, slope))  # by slope, the highest intercept last
+        order = np.lexsort((intercept, slope)).tolist()  # by slope, highest intercept last
+        # Python floats: the same IEEE double arithmetic as numpy's scalars, 10x cheaper a call
+        slopes, intercepts = slope.tolist(), intercept.tolist()
+
+        def meet(a: int, b: int) -> float:
+            """y where line b (the steeper: the hull's slopes strictly increase) meets a."""
+            return (intercepts[a] - intercepts[b]) / (slopes[b] - slopes[a])
+
         hull: list[int] = []
         tied: dict[int, list[int]] = {}
         for i in order:
-            i = int(i)
             tied[i] = [i]
-            if hull and slope[hull[-1]] == slope[i]:  # the same slope: keep the higher line
+            if hull and slopes[hull[-1]] == slopes[i]:  # the same slope: keep the higher line
                 tied[i] += tied[hull.pop()]  # with the other form, for rounding
-            while len(hull) >= 2 and _meet(hull[-2], i, slope, intercept) <= _meet(
-                    hull[-2], hull[-1], slope, intercept):
+            while len(hull) >= 2 and meet(hull[-2], i) <= meet(hull[-2], hull[-1]):
                 hull.pop()  # the top line is nowhere above both neighbours
             hull.append(i)
-        breaks = [_meet(a, b, slope, intercept) for a, b in itertools.pairwise(hull)]
+        breaks = [meet(a, b) for a, b in itertools.pairwise(hull)]
         return cls(breaks, [[forms[j] for j in tied[i]] for i in hull])
 
     def __call__(self, y: float) -> float:
@@ -248,11 +253,6 @@ class TradeOffCurve:
             for a_form, d, e in line:
                 best = max(best, (y - d) * e if a_form else 1.0 - d - e * (1.0 - y))
         return min(max(best, 0.0), 1.0)
-
-
-def _meet(a: int, b: int, slope: np.ndarray, intercept: np.ndarray) -> float:
-    """y where line b (the steeper) meets line a."""
-    return float((intercept[a] - intercept[b]) / (slope[b] - slope[a]))
 
 
 def _pmf_deltas(pmf, epsilons: np.ndarray) -> np.ndarray:

@@ -40,9 +40,10 @@ def design_power(model: WhiteBoxModel, family: MechanismFamily, m: int, refutes:
     valid = np.arange(int(model.steps.max()))[:, None] < model.steps[None, :]
     k = ((uniforms < model.sampling_rate) & valid).sum(axis=2)
     sd = np.sqrt(model.variances)
+    signal = np.where(bits[..., None], k, 0).astype(np.float64)  # the same at every s
 
     def rate(s: float) -> float:
-        x = normals * (s * sd) + np.where(bits[..., None], k, 0)
+        x = normals * (s * sd) + signal
         return float(np.mean(refutes(x, bits)))
 
     lo, hi = math.log(1 / 64), 0.0  # log s: refuted at lo (hopefully), not at hi
