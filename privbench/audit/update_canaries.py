@@ -52,13 +52,20 @@ class CanaryUpdateHook:
         self.vectors = torch.from_numpy(canaries.vectors * canaries.norm).float()
 
     def _rows(self, sampled: torch.Tensor) -> torch.Tensor:
-        """The canary row of each position of `sampled` (-1 where it holds a real client)."""
+        """The canary row of each position of `sampled` (-1 where it holds a real client);
+        the round's `canary_mask` and call look the same cohort up once."""
+        last = getattr(self, "_last", None)
+        if last is not None and last[0] is sampled:
+            return last[1]
         if not len(self.row_of) or not len(sampled):
-            return torch.full_like(sampled, -1)
-        if int(sampled.max()) < len(self.row_of):  # canary clients' ids follow the real ones'
-            return self.row_of[sampled]
-        inside = sampled < len(self.row_of)
-        return torch.where(inside, self.row_of[torch.where(inside, sampled, 0)], -1)
+            rows = torch.full_like(sampled, -1)
+        elif int(sampled.max()) < len(self.row_of):  # canary ids follow the real ones'
+            rows = self.row_of[sampled]
+        else:
+            inside = sampled < len(self.row_of)
+            rows = torch.where(inside, self.row_of[torch.where(inside, sampled, 0)], -1)
+        self._last = (sampled, rows)
+        return rows
 
     def canary_mask(self, sampled: torch.Tensor) -> torch.Tensor:
         """True at each position of `sampled` that holds a canary client (its update is replaced,

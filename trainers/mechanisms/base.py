@@ -274,11 +274,12 @@ def train_clients(job: ClientRound) -> tuple[Params, torch.Tensor]:
     shape = (lambda p: p.shape[1:]) if job.batched else (lambda p: p.shape)
     sent = {name: torch.zeros((sampled.numel(), *shape(p)), dtype=p.dtype)
             for name, p in job.params.items()}
-    keep = ~replaced
-    if not bool(keep.any()):
+    kept = torch.nonzero(~replaced).flatten()  # positions of the clients trained
+    if not len(kept):
         return sent, torch.zeros(0)
-    start = ({n: p[keep] for n, p in job.params.items()} if job.batched else job.params)
-    trained, losses = sgd(start, sampled[keep], job.batched)
+    start = ({n: p.index_select(0, kept) for n, p in job.params.items()} if job.batched
+             else job.params)
+    trained, losses = sgd(start, sampled.index_select(0, kept), job.batched)
     for name, u in trained.items():
-        sent[name][keep] = u
+        sent[name].index_copy_(0, kept, u)
     return sent, losses
