@@ -26,6 +26,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             ratio = b.stats.mean / base.stats.mean
             terminalreporter.write_line(
                 f"{group:24s} {b.name:60s} {b.stats.mean * 1e3:9.2f} ms  x{ratio:.2f}")
+    paired = [b for b in benchmarks if "paired_ratio" in b.extra_info]
+    if paired:
+        terminalreporter.section("paired audit overhead: audited / baseline, timed in "
+                                 "alternating pairs (benchmarks/paired.py)")
+    for b in sorted(paired, key=lambda b: b.group or ""):
+        info = b.extra_info
+        terminalreporter.write_line(
+            f"{b.group or '':48s} median of pairs x{info['paired_ratio']:.3f} "
+            f"(pairs x{info['ratio_low']:.3f} to x{info['ratio_high']:.3f}; ratio of mins "
+            f"x{info['ratio_of_mins']:.3f}; baseline min {min(info['baseline_ms']):.0f} ms)")
     steady = {g: items for g, items in groups.items()
               if any("steady_round_ms" in b.extra_info for b in items)}
     if steady:

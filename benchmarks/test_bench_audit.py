@@ -104,6 +104,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paired import time_pairs  # benchmarks/paired.py
 
 from privbench.audit.canaries import plant_audit_canaries
 from privbench.audit.forensics import forensic_rows
@@ -270,13 +271,18 @@ DESIGNS = {
 }
 
 
+# The paired benchmark's designs (benchmarks/paired.py): each suite's audited run against its
+# unaudited baseline, in alternating pairs, and the pairs timed.
+PAIRED = {"client": (SUITE, 15), "dirac": (DIRAC_SUITE, 15), "default": (DEFAULT_SUITE, 7)}
+
+
 @pytest.fixture(scope="module")
 def design_inputs():
     made: dict[str, tuple] = {}
 
     def get(name: str) -> tuple:
         if name not in made:
-            made[name] = _cell_inputs(DESIGNS[name][0])
+            made[name] = _cell_inputs(PAIRED[name][0])
         return made[name]
 
     return get
@@ -293,3 +299,14 @@ def test_design_audit_overhead(benchmark, design_inputs, variant, design, calibr
     inputs = design_inputs(design)
     benchmark.pedantic(variants[variant], setup=lambda: _fresh(calibration, inputs, tmp_path),
                        rounds=rounds, warmup_rounds=1 if rounds < 15 else 2)
+
+
+@pytest.mark.parametrize("calibration", ["per run", "cached"])
+@pytest.mark.parametrize("design", list(PAIRED))
+def test_paired_audit_overhead(benchmark, design_inputs, design, calibration, tmp_path):
+    """Each design's audited run (plant, train, score, bound, forensics) against its baseline,
+    timed in alternating pairs: the median of the pairs' ratios is the overhead."""
+    benchmark.group = f"paired audit overhead, {design}, {calibration}"
+    inputs = design_inputs(design)
+    time_pairs(benchmark, lambda: _plain(*inputs), lambda: _audited(*inputs),
+               lambda: _fresh(calibration, inputs, tmp_path), PAIRED[design][1])

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paired import time_pairs  # benchmarks/paired.py
 from test_bench_audit import _fresh  # a cell's view of the accounting cache
 
 from privbench.audit.forensics import forensic_rows
@@ -152,3 +153,17 @@ def test_lm_dirac_audit_overhead(benchmark, model_folder, variant, design, calib
     benchmark.pedantic(_run, setup=lambda: _fresh(calibration, args, tmp_path),
                        rounds=5 if design == "dp-lora" else 3, warmup_rounds=1 if
                        design == "dp-lora" else 0)
+
+
+@pytest.mark.parametrize("calibration", ["per run", "cached"])
+@pytest.mark.parametrize("design", ["dp-lora", "llm-example"])
+def test_paired_lm_dirac_audit_overhead(benchmark, model_folder, design, calibration, tmp_path):
+    """The audited run against its baseline, timed in alternating pairs (benchmarks/paired.py):
+    the median of the pairs' ratios is the overhead."""
+    benchmark.group = f"paired Dirac audit overhead, {design}, {calibration}"
+
+    def run(audited: bool) -> list:
+        return _run(model_folder, audited, tmp_path / "run", design)
+
+    time_pairs(benchmark, lambda: run(False), lambda: run(True),
+               lambda: _fresh(calibration, (), tmp_path), 5 if design == "dp-lora" else 3)
