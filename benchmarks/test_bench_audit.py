@@ -89,6 +89,21 @@ ratio), min (median):
   default digits cell, cached x1.04 (x1.05); per run x1.03 (x1.07)
 The default cell's two runs of 0.8-1.7 s differ by 0.1-0.15 s (cached) and -0.06 to 0.08 s
 (per run), within this machine's run-to-run spread (the same rows gave x1.01 and x1.21 above).
+Rerun at stop 34 (DP-SGD's Poisson draws a block of steps at a time, the f-DP curve's envelope
+in Python floats, the canary rounds' rows placed by position; a faster day: the default cell's
+plain run 0.3 s), with the paired rows (test_paired_audit_overhead: benchmarks/paired.py, the
+median of alternating pairs' ratios, the ratio of their minimums), two runs of this file:
+  row                         unpaired min (median)      paired median (ratio of mins)
+  client level, cached        x1.84 (x1.98), x1.98        x1.76 (x1.89), x2.49 (x1.75)
+  client level, per run       x1.18 (x1.13), x1.50        x1.35 (x1.33), x1.24 (x1.28)
+  Dirac canaries, cached      x1.46 (x1.06), x1.49        x1.58 (x1.55), x1.54 (x1.58)
+  Dirac canaries, per run     x1.70 (x1.99), x1.51        x1.56 (x1.56), x1.43 (x1.59)
+  default digits cell, cached x1.06 (x1.02), x1.00        x1.15 (x1.14), x1.20 (x1.20)
+  default digits cell, per run x1.08 (x1.26), x1.12       x1.19 (x1.13), x1.20 (x1.14)
+The default cell's paired overhead is 45-60 ms on a 0.3 s run: planting (the 2410 x 200 frame's
+normals, Cholesky QR and triangular solve, ~15 ms), scoring (~10 ms) and the canary clients'
+rows of each round (the hook, the zeroed rows, the longer aggregate: ~20 ms). The unpaired rows
+read lower here because their 5 rounds of each variant met different spells of the machine.
 So the goal holds where the audit's design is remembered (a later cell of the setting) at a
 realistic run's size, and not for a setting's first cell: the design's fixed cost (the stated
 power's simulations, ~0.2 s for the Gaussian-sum bound; the f-DP bound's PLD trade-off curves,

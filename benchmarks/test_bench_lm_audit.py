@@ -37,6 +37,17 @@ Measured on 2 cores (idle AMD EPYC, AVX2), min (median), ratios to the baseline 
   llm-example, per run x1.20 (x1.17)   24.7 s -> 29.6 s
 Stop 33 changed the PLD self-composition's truncation bounds (numpy, the same PLDs) and the
 Dirac likelihood ratio (Horner's rule, within 3e-15); the llm rows' spread is the machine's.
+  stop 34 (03cfc47; a faster day: dp-lora's plain run 1.8 s, llm-example's 12 s), unpaired
+  min (median), then the paired rows (benchmarks/paired.py: median of alternating pairs'
+  ratios; the pairs' range; the ratio of their minimums)
+  dp-lora, cached      x1.08 (x1.04)   paired x1.078 (x0.90 to x1.09; x1.08)
+  dp-lora, per run     x1.39 (x1.30)   paired x1.418 (x1.26 to x1.60; x1.27)
+  llm-example, cached  x1.09 (x1.19)   paired x1.106 (x0.98 to x1.28; x0.98)
+  llm-example, per run x0.98 (x0.96)   paired x1.138 (x0.99 to x1.16; x1.05)
+On this faster day the design's numpy work (PLD tables, guess counts, the stated power: ~0.4 s
+on dp-lora) and planting (~0.2 s) are a larger share of dp-lora's 1.8 s; llm-example's canary
+rows in the vmap engine (their zero gradients, norms and sums: ~0.5 s over 40 steps) and its
+planting (~0.5 s) are most of its overhead.
 Stop 31's dp-lora rows are from before the records' chunks joined the planting (abd3098).
 What stop 32 changed: the f-DP recursion's inverse power from the trade-off curve's upper
 envelope (3 us a call, the same values to the last bit), the family's PLD tables from the
