@@ -105,10 +105,11 @@ The default cell's paired overhead is 45-60 ms on a 0.3 s run: planting (the 241
 normals, Cholesky QR and triangular solve, ~15 ms), scoring (~10 ms) and the canary clients'
 rows of each round (the hook, the zeroed rows, the longer aggregate: ~20 ms). The unpaired rows
 read lower here because their 5 rounds of each variant met different spells of the machine.
-So the goal holds where the audit's design is remembered (a later cell of the setting) at a
-realistic run's size, and not for a setting's first cell: the design's fixed cost (the stated
-power's simulations, ~0.2 s for the Gaussian-sum bound; the f-DP bound's PLD trade-off curves,
-~3 s) is paid once per setting, and on a 0.1-1 s run that is more than 10%.
+So the goal is not met at these sizes: the default cell's ~50 ms of planting, scoring and
+canary rows are 15-20% of its 0.3 s run on this day's machine (5-15% on the slower days above),
+and a setting's first cell also pays the design (the stated power's simulations, ~0.03-0.1 s for
+the Gaussian-sum bound; the f-DP bound's PLD trade-off curves, ~0.1-0.4 s), which on a 0.1-1 s
+run is more than 10%. The LM designs (benchmarks/test_bench_lm_audit.py) come closest.
 Run: .venv/bin/python -m pytest benchmarks/test_bench_audit.py -q -p no:randomly
 """
 
