@@ -25,7 +25,6 @@ import attr
 import dp_accounting
 import numpy as np
 from dp_accounting import pld
-from dp_accounting.pld import privacy_loss_distribution as pld_lib
 from scipy import special
 
 from privbench.audit.gaussians import gdp_epsilon
@@ -33,6 +32,7 @@ from privbench.privacy import accounting_cache
 from privbench.privacy.accounting import NEIGHBOURING
 from privbench.privacy.dp_events import event_to_dict
 from privbench.privacy.pld_compose import PLDComposer, self_compose_pld
+from privbench.privacy.pld_gaussian import gaussian_pld
 
 # PLD grid of the family's curves: coarser than a claim's (1e-4) for speed; pessimistic either way.
 FAMILY_PLD_GRID = 1e-3
@@ -329,10 +329,8 @@ def _optimistic_pld(event: dp_accounting.DpEvent, neighbouring: str):
         return out
     else:
         return None
-    return pld_lib.from_gaussian_mechanism(
-        inner.noise_multiplier, pessimistic_estimate=False,
-        value_discretization_interval=OPTIMISTIC_GRID, sampling_prob=q, use_connect_dots=False,
-        neighboring_relation=relation)
+    # pld_lib.from_gaussian_mechanism(..., pessimistic_estimate=False, use_connect_dots=False)
+    return gaussian_pld(inner.noise_multiplier, q, relation, OPTIMISTIC_GRID, pessimistic=False)
 
 
 def _pld_epsilon(event: dp_accounting.DpEvent, s: float, delta: float,

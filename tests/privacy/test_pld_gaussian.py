@@ -25,19 +25,27 @@ def _same_pmf(a, b) -> None:
         assert a._loss_probs == b._loss_probs
 
 
-@pytest.mark.parametrize(("std", "q", "relation", "grid"), [
-    (0.6807127582560548, 0.1, "add_or_remove_one", 1e-3),  # the Flower benchmark's plan
-    (1.1, 0.01, "add_or_remove_one", 3e-3),
-    (2.5, 0.9, "add_or_remove_one", 1e-2),
-    (0.8, None, "add_or_remove_one", 1e-3),  # no sampling
-    (1.3, 0.2, "replace_one", 1e-2),  # REPLACE: the library's own loop
+@pytest.mark.parametrize(("std", "q", "relation", "grid", "pessimistic"), [
+    (0.6807127582560548, 0.1, "add_or_remove_one", 1e-3, True),  # the Flower benchmark's plan
+    (1.1, 0.01, "add_or_remove_one", 3e-3, True),
+    (2.5, 0.9, "add_or_remove_one", 1e-2, True),
+    (0.8, None, "add_or_remove_one", 1e-3, True),  # no sampling
+    (1.3, 0.2, "replace_one", 1e-2, True),  # REPLACE: the library's own loop
+    # optimistic (privacy buckets): the audit family's epsilons at its 1e-3 grid
+    (0.9, 0.25, "add_or_remove_one", 1e-3, False),
+    (0.35, 0.07, "add_or_remove_one", 1e-3, False),  # a scaled-down noise: a long tail
+    (4.0, 0.01, "add_or_remove_one", 1e-2, False),
+    (0.8, None, "add_or_remove_one", 1e-3, False),  # no sampling
+    (1.3, 0.2, "replace_one", 1e-2, False),  # REPLACE: the library's own loop
 ])
-def test_the_pld_is_dp_accountings_bit_for_bit(std, q, relation, grid):
+def test_the_pld_is_dp_accountings_bit_for_bit(std, q, relation, grid, pessimistic):
     kwargs = {} if q is None else {"sampling_prob": q}
     want = pld_lib.from_gaussian_mechanism(standard_deviation=std,
                                            value_discretization_interval=grid,
-                                           neighboring_relation=NEIGHBOURING[relation], **kwargs)
-    got = gaussian_pld(std, q, NEIGHBOURING[relation], grid)
+                                           neighboring_relation=NEIGHBOURING[relation],
+                                           pessimistic_estimate=pessimistic,
+                                           use_connect_dots=pessimistic, **kwargs)
+    got = gaussian_pld(std, q, NEIGHBOURING[relation], grid, pessimistic=pessimistic)
     _same_pmf(got._pmf_remove, want._pmf_remove)
     _same_pmf(got._pmf_add, want._pmf_add)
     assert got.get_epsilon_for_delta(1e-5) == want.get_epsilon_for_delta(1e-5)
