@@ -101,6 +101,8 @@ median of alternating pairs' ratios, the ratio of their minimums), two runs of t
   default digits cell, cached  x1.06 (x1.02), x1.00 (x0.93)    x1.15 (x1.14), x1.20 (x1.20)
   default digits cell, per run x1.08 (x1.26), x1.12 (x1.16)    x1.19 (x1.13), x1.20 (x1.14)
 (the first unpaired and paired runs are from before the canary rounds' change, 67b0087).
+A third paired run (f78d442, the optimistic PLD built in numpy): client level x2.09 cached,
+x1.24 per run; Dirac x1.52, x1.50; default digits cell x1.18 (ratio of mins x1.13), x1.18.
 The default cell's paired overhead is 45-60 ms on a 0.3 s run: planting (the 2410 x 200 frame's
 normals, Cholesky QR and triangular solve, ~15 ms), scoring (~10 ms) and the canary clients'
 rows of each round (the hook, the zeroed rows, the longer aggregate: ~20 ms). The unpaired rows

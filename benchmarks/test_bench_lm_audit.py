@@ -44,6 +44,8 @@ Dirac likelihood ratio (Horner's rule, within 3e-15); the llm rows' spread is th
   dp-lora, per run     x1.39 (x1.30)   paired x1.418 (x1.26 to x1.60; x1.27)
   llm-example, cached  x1.09 (x1.19)   paired x1.106 (x0.98 to x1.28; x0.98)
   llm-example, per run x0.98 (x0.96)   paired x1.138 (x0.99 to x1.16; x1.05)
+  dp-lora after f78d442 (the optimistic PLD built in numpy), paired: cached x0.991 (x0.92 to
+  x1.18; x1.12), per run x1.337 (x1.18 to x1.35; x1.35)
 On this faster day the design's numpy work (PLD tables, guess counts, the stated power: ~0.4 s
 on dp-lora) and planting (~0.2 s) are a larger share of dp-lora's 1.8 s; llm-example's canary
 rows in the vmap engine (their zero gradients, norms and sums: ~0.5 s over 40 steps) and its
