@@ -153,8 +153,9 @@ class DiracRows:
             s.view(s.shape[0], -1).index_put_((k, c), factor[k, i] * self.norm, accumulate=True)
 
 
-# Draws (every row's records and canaries) of one block of steps, drawn in one call.
-POISSON_BLOCK = 1 << 22
+# Draws (every row's records and canaries) of one block of steps, drawn in one call: about
+# 20 bytes a draw while it is packed (uniform, masks, sort keys, the sort's int64 order).
+POISSON_BLOCK = 1 << 20
 
 
 def poisson_steps(valid: torch.Tensor, sampling_rate: float, generator: torch.Generator,
