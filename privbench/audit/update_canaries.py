@@ -50,13 +50,13 @@ class CanaryUpdateHook:
         self.row_of = torch.full((int(ids.max()) + 1 if len(ids) else 0,), -1, dtype=torch.long)
         self.row_of[self.client_ids] = torch.as_tensor(included, dtype=torch.long)
         self.vectors = torch.from_numpy(canaries.vectors * canaries.norm).float()
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (cohort, its rows)
 
     def _rows(self, sampled: torch.Tensor) -> torch.Tensor:
         """The canary row of each position of `sampled` (-1 where it holds a real client);
         the round's `canary_mask` and call look the same cohort up once."""
-        last = getattr(self, "_last", None)
-        if last is not None and last[0] is sampled:
-            return last[1]
+        if self._last is not None and self._last[0] is sampled:
+            return self._last[1]
         if not len(self.row_of) or not len(sampled):
             rows = torch.full_like(sampled, -1)
         elif int(sampled.max()) < len(self.row_of):  # canary ids follow the real ones'
