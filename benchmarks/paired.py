@@ -11,6 +11,7 @@ whole pair.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -34,22 +35,16 @@ def time_pairs(benchmark: Any, baseline: Callable[[], Any], audited: Callable[[]
         "audited_ms": each side's times}.
     """
     times: dict[str, list[float]] = {"baseline": [], "audited": []}
-    pair_index = [0]
-
-    def one(name: str, fn: Callable[[], Any], record: bool) -> None:
-        setup()
-        start = time.perf_counter()
-        fn()
-        if record:
-            times[name].append(time.perf_counter() - start)
+    turns = itertools.count()
 
     def pair(record: bool = True) -> None:
         order = [("baseline", baseline), ("audited", audited)]
-        if pair_index[0] % 2:
-            order.reverse()
-        pair_index[0] += 1
-        for name, fn in order:
-            one(name, fn, record)
+        for name, fn in order[::-1] if next(turns) % 2 else order:
+            setup()
+            start = time.perf_counter()
+            fn()
+            if record:
+                times[name].append(time.perf_counter() - start)
 
     pair(record=False)  # warm-up: imports, first-call caches, allocator
     benchmark.pedantic(pair, rounds=rounds, iterations=1)

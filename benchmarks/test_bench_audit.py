@@ -159,8 +159,8 @@ def _cell_inputs(suite: dict):
 
 
 @pytest.fixture(scope="module")
-def setup():
-    return _cell_inputs(SUITE)
+def setup(design_inputs):
+    return design_inputs("client")
 
 
 def _model(cell, data):
@@ -281,18 +281,18 @@ DEFAULT_VARIANTS = {
 }
 
 
-# Each further design: its suite, its variants, its benchmark group and the rounds timed.
+# Every design's suite; the cell inputs of each are built once a module (`design_inputs`).
+SUITES = {"client": SUITE, "dirac": DIRAC_SUITE, "default": DEFAULT_SUITE}
+
+# Each further design: its variants, its benchmark group and the rounds timed.
 DESIGNS = {
-    "dirac": (DIRAC_SUITE, DIRAC_VARIANTS, "one-run Dirac audit overhead (example-level DP-SGD)",
-              15),
-    "default": (DEFAULT_SUITE, DEFAULT_VARIANTS,
-                "one-run audit overhead, default-suite digits cell", 5),
+    "dirac": (DIRAC_VARIANTS, "one-run Dirac audit overhead (example-level DP-SGD)", 15),
+    "default": (DEFAULT_VARIANTS, "one-run audit overhead, default-suite digits cell", 5),
 }
 
-
-# The paired benchmark's designs (benchmarks/paired.py): each suite's audited run against its
-# unaudited baseline, in alternating pairs, and the pairs timed.
-PAIRED = {"client": (SUITE, 15), "dirac": (DIRAC_SUITE, 15), "default": (DEFAULT_SUITE, 7)}
+# The paired benchmark (benchmarks/paired.py): the pairs timed of each design's audited run
+# against its unaudited baseline.
+PAIRED_ROUNDS = {"client": 15, "dirac": 15, "default": 7}
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +301,7 @@ def design_inputs():
 
     def get(name: str) -> tuple:
         if name not in made:
-            made[name] = _cell_inputs(PAIRED[name][0])
+            made[name] = _cell_inputs(SUITES[name])
         return made[name]
 
     return get
@@ -309,11 +309,11 @@ def design_inputs():
 
 @pytest.mark.parametrize("calibration", ["per run", "cached"])
 @pytest.mark.parametrize(("variant", "design"), [(v, d) for d, spec in DESIGNS.items()
-                                                 for v in spec[1]])  # ids "[baseline..."
+                                                 for v in spec[0]])  # ids "[baseline..."
 def test_design_audit_overhead(benchmark, design_inputs, variant, design, calibration,
                                tmp_path):
     """As `test_audit_overhead`, for the Dirac design and the default suite's digits cell."""
-    _, variants, group, rounds = DESIGNS[design]
+    variants, group, rounds = DESIGNS[design]
     benchmark.group = f"{group}, {calibration}"
     inputs = design_inputs(design)
     benchmark.pedantic(variants[variant], setup=lambda: _fresh(calibration, inputs, tmp_path),
@@ -321,11 +321,11 @@ def test_design_audit_overhead(benchmark, design_inputs, variant, design, calibr
 
 
 @pytest.mark.parametrize("calibration", ["per run", "cached"])
-@pytest.mark.parametrize("design", list(PAIRED))
+@pytest.mark.parametrize("design", list(PAIRED_ROUNDS))
 def test_paired_audit_overhead(benchmark, design_inputs, design, calibration, tmp_path):
     """Each design's audited run (plant, train, score, bound, forensics) against its baseline,
     timed in alternating pairs: the median of the pairs' ratios is the overhead."""
     benchmark.group = f"paired audit overhead, {design}, {calibration}"
     inputs = design_inputs(design)
     time_pairs(benchmark, lambda: _plain(*inputs), lambda: _audited(*inputs),
-               lambda: _fresh(calibration, inputs, tmp_path), PAIRED[design][1])
+               lambda: _fresh(calibration, inputs, tmp_path), PAIRED_ROUNDS[design])

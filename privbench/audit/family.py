@@ -329,7 +329,7 @@ def _optimistic_pld(event: dp_accounting.DpEvent, neighbouring: str):
         return out
     else:
         return None
-    # pld_lib.from_gaussian_mechanism(..., pessimistic_estimate=False, use_connect_dots=False)
+    # dp_accounting's from_gaussian_mechanism(pessimistic_estimate=False, use_connect_dots=False)
     return gaussian_pld(inner.noise_multiplier, q, relation, OPTIMISTIC_GRID, pessimistic=False)
 
 
