@@ -20,7 +20,7 @@ or noise reaches them as it reaches real records.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -42,24 +42,45 @@ class GradientCanaries:
     present: torch.Tensor  # (K, m) bool
     coords: torch.Tensor  # (m,) long
     norm: float
+    # layouts by the parameters' names and shapes, shared by every subset `rows` gives
+    layouts: dict[tuple, CanaryLayout] = field(default_factory=dict, compare=False, repr=False)
 
     def rows(self, clients: torch.Tensor) -> GradientCanaries:
         """The canaries of a subset of the clients (rows of `present`)."""
-        return GradientCanaries(self.present[clients], self.coords, self.norm)
+        return GradientCanaries(self.present[clients], self.coords, self.norm, self.layouts)
 
     def layout(self, params: Params) -> CanaryLayout:
         """Where each canary's coordinate lies in `params` (name -> (K, ...)): computed once per
-        training call, so each step only looks its joined canaries up."""
-        names, block, local, offset = [], torch.full_like(self.coords, -1), self.coords.clone(), 0
-        for name, p in params.items():
-            size = p[0].numel()
-            inside = (self.coords >= offset) & (self.coords < offset + size)
-            if bool(inside.any()):
-                block[inside] = len(names)
-                local[inside] -= offset
-                names.append(name)
-            offset += size
-        return CanaryLayout(names, block, local)
+        parameters' shapes (a run's rounds share it), so each step only looks its joined
+        canaries up."""
+        shapes = tuple((name, tuple(p.shape)) for name, p in params.items())
+        if shapes not in self.layouts:
+            self.layouts[shapes] = self._layout(params)
+        return self.layouts[shapes]
+
+    def _layout(self, params: Params) -> CanaryLayout:
+        sizes = [p[0].numel() for p in params.values()]
+        rows = next(iter(params.values())).shape[0] if params else 0
+        ends = torch.tensor(sizes, dtype=torch.long).cumsum(0)
+        which = torch.searchsorted(ends, self.coords, right=True)  # len(sizes): past them all
+        held = torch.bincount(which, minlength=len(sizes) + 1)[:len(sizes)] > 0
+        names = [name for name, h in zip(params, held.tolist(), strict=True) if h]
+        # each canary's parameter, numbered among those holding canaries (-1: past them all)
+        block = torch.cat([held.long().cumsum(0) - 1, torch.tensor([-1])])[which]
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), ends])
+        local = torch.where(block >= 0, self.coords - starts[which], self.coords)
+        # the canaries grouped by parameter (stable: canary order within one), and each one's
+        # place in that grouping
+        order = torch.argsort(block, stable=True)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(order))
+        counts = torch.bincount(block + 1, minlength=len(names) + 1).tolist()  # block -1 first
+        grouped = local[order].split_with_sizes(counts)[1:]
+        size_of = dict(zip(params, sizes, strict=True))
+        # each parameter's canary coordinates in its flat (K, ...) tensor, row after row
+        flat = [torch.arange(rows).unsqueeze(1) * size_of[name] + g.unsqueeze(0)
+                for name, g in zip(names, grouped, strict=True)]
+        return CanaryLayout(names, block, local, position, counts, flat)
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,9 @@ class CanaryLayout:
     names: list[str]
     block: torch.Tensor  # (m,) long
     local: torch.Tensor  # (m,) long
+    position: torch.Tensor  # (m,) long: canary j's place when grouped by parameter
+    counts: list[int]  # the canaries outside every parameter, then those of each of `names`
+    flat: list[torch.Tensor]  # per name, (K, its canaries): their flat indices in (K, ...)
 
     def linear_loss(self, params: Params, weights: torch.Tensor, norm: float) -> torch.Tensor:
         """The summed loss of the canary records a minibatch holds, `norm` * theta[coord_j]
@@ -108,19 +132,27 @@ class DiracRows:
 
     def __init__(self, rows: torch.Tensor, canary: torch.Tensor, norm: float,
                  layout: CanaryLayout, model_width: int | None = None) -> None:
-        self.rows, self.norm = rows, float(norm)
+        self.rows, self.norm, self.layout, self.canary = rows, float(norm), layout, canary
         # leading batch columns holding a real record: the model is evaluated on those only
         self.model_width = int(rows.shape[1]) if model_width is None else int(model_width)
-        k, i = rows.nonzero(as_tuple=True)
-        j = canary[k, i]
-        block, local = layout.block[j], layout.local[j]
-        self._blocks: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        for b, name in enumerate(layout.names):
-            if len(layout.names) == 1:
-                self._blocks[name] = (k, i, local)
-            else:
+        # each row's canary's place in the layout's grouping by parameter (0 off the canaries)
+        self.place = layout.position[torch.where(rows, canary, 0)]
+        self._triples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+    def _blocks(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per parameter holding canaries: the (client, batch column, flat coordinate) of each
+        canary row there; found on the first `set_grads` (engines that materialise
+        per-example gradients)."""
+        if self._triples is None:
+            layout = self.layout
+            k, i = self.rows.nonzero(as_tuple=True)
+            j = self.canary[k, i]
+            block, local = layout.block[j], layout.local[j]
+            self._triples = {}
+            for b, name in enumerate(layout.names):
                 sel = block == b
-                self._blocks[name] = (k[sel], i[sel], local[sel])
+                self._triples[name] = (k[sel], i[sel], local[sel])
+        return self._triples
 
     def set_grads(self, grads: Params, start: int, stop: int) -> Params:
         """Materialised per-example gradients (K, stop - start, ...) of batch rows
@@ -134,8 +166,8 @@ class DiracRows:
             flat = g.reshape(*g.shape[:2], -1)
             if clear:
                 flat[:, :rows.shape[1]].masked_fill_(rows.unsqueeze(-1), 0.0)
-            if name in self._blocks:
-                k, i, c = self._blocks[name]
+            if name in self._blocks():
+                k, i, c = self._blocks()[name]
                 inside = (i >= start) & (i < stop)
                 flat[k[inside], i[inside] - start, c[inside]] = self.norm
             out[name] = flat.view_as(g)
@@ -144,13 +176,21 @@ class DiracRows:
     def norms(self, norms: torch.Tensor) -> torch.Tensor:
         """Per-example norms (K, b) with the canary rows' set to their gradients' norm (engines
         that never materialise the gradients: the Dirac vector's norm is `norm`)."""
-        return torch.where(self.rows, torch.full_like(norms, self.norm), norms)
+        return norms.masked_fill(self.rows, self.norm)
 
     def add_clipped(self, sums: Params, factor: torch.Tensor) -> None:
-        """Add each canary row's gradient times its clip factor (K, b) to `sums` in place."""
-        for name, (k, i, c) in self._blocks.items():
-            s = sums[name]
-            s.view(s.shape[0], -1).index_put_((k, c), factor[k, i] * self.norm, accumulate=True)
+        """Add each canary row's gradient times its clip factor (K, b) to `sums` in place.
+
+        Each canary's term factor * norm is scattered to its place in the layout's grouping
+        by parameter (zero for canaries the batch does not hold), then added at its
+        coordinates one parameter at a time: one addition per canary coordinate, as adding
+        each row's term at its coordinate would make (a canary the batch lacks adds 0)."""
+        terms = torch.where(self.rows, factor * self.norm, 0.0)
+        grouped = terms.new_zeros((terms.shape[0], len(self.layout.position)))
+        grouped.scatter_add_(1, self.place, terms)
+        parts = grouped.split_with_sizes(self.layout.counts, 1)[1:]
+        for name, index, part in zip(self.layout.names, self.layout.flat, parts, strict=True):
+            sums[name].put_(index, part, accumulate=True)
 
 
 # Draws (every row's records and canaries) of one block of steps, drawn in one call: about

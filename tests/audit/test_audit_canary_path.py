@@ -203,3 +203,25 @@ def test_canary_only_columns_skip_the_model_and_give_the_same_sum(engine):
         torch.testing.assert_close(got[n], want[n])
     keep = weights > 0
     torch.testing.assert_close(got_norms[keep], want_norms[keep])
+
+
+def test_canary_terms_are_added_at_their_coordinates_to_the_last_bit():
+    """`DiracRows.add_clipped` adds each canary row's factor * norm at its coordinate, exactly
+    the float32 sum of adding them row by row, for canaries in several parameters, several
+    clients, canaries that the batch lacks and a coordinate that no parameter holds."""
+    gen = torch.Generator().manual_seed(3)
+    params = {"a": torch.zeros(2, 3, 4), "b": torch.zeros(2, 5), "c": torch.zeros(2, 2, 2)}
+    coords = torch.tensor([13, 1, 7, 20, 12, 25, 3, 30])  # 30: past every parameter
+    canaries = GradientCanaries(torch.ones(2, 8, dtype=torch.bool), coords, 0.3)
+    rows = torch.tensor([[False, True, True, True, False, True],
+                         [False, False, True, True, True, False]])
+    canary = torch.tensor([[0, 4, 0, 6, 0, 2], [0, 0, 7, 3, 1, 0]])
+    factor = torch.rand(2, 6, generator=gen)
+    sums = {n: torch.randn(p.shape, generator=gen) for n, p in params.items()}
+    want = torch.cat([s.reshape(2, -1) for s in sums.values()], dim=1)
+    for k, i in rows.nonzero().tolist():
+        c = int(coords[canary[k, i]])
+        if c < want.shape[1]:
+            want[k, c] = want[k, c] + factor[k, i] * 0.3
+    DiracRows(rows, canary, 0.3, canaries.layout(params)).add_clipped(sums, factor)
+    assert torch.equal(torch.cat([s.reshape(2, -1) for s in sums.values()], dim=1), want)
