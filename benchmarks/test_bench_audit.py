@@ -2,9 +2,9 @@
 MLP 64-64-10, epsilon 2) trained without an audit (the baseline) against the same run audited as
 privbench/run/cell.py audits it: 200 update-space canaries planted as extra clients
 (audit.plant_audit_canaries, "random-unit" on the "iterates" surface) with the trainer's
-client_update_hook, then scored (audit.scorer.canary_scores) and bounded (audit_bound, the
-one-run estimator). Rows for training with the canaries alone and for the scoring alone show
-where the audit's time goes.
+client_update_hook, then bounded (audit.scorer.audit_bound: the one-run estimator, on the
+canaries' segments of the iterates). Rows for training with the canaries alone and for the
+scoring alone show where the audit's time goes.
 
 Goal: a one-run audit adds at most 10% to the training time of the run it audits (ratio of the
 audited run, scoring included, to the baseline at most 1.10).
@@ -127,7 +127,7 @@ from paired import time_pairs  # benchmarks/paired.py
 
 from privbench.audit.canaries import plant_audit_canaries
 from privbench.audit.forensics import forensic_rows
-from privbench.audit.scorer import audit_bound, canary_scores
+from privbench.audit.scorer import audit_bound
 from privbench.data.partition import partition
 from privbench.data.splits import load_split
 from privbench.models import build_model
@@ -190,7 +190,7 @@ def _audited_training(cell, data, shards):
 
 def _score(ctx):
     """The audit scorer's work: the bound (with its stated power) and the noise forensics."""
-    return audit_bound(ctx, canary_scores(ctx)), forensic_rows(ctx)
+    return audit_bound(ctx), forensic_rows(ctx)
 
 
 def _audited(cell, data, shards):

@@ -230,6 +230,14 @@ def flatten(params: Params) -> np.ndarray:
     return torch.cat([p.detach().flatten() for p in params.values()]).double().numpy()
 
 
+def flatten_all(snapshots: list[Params]) -> np.ndarray:
+    """`flatten` of every snapshot, stacked: (snapshots, parameters) float64, the same values
+    (each tensor stacked over the snapshots at once, not each snapshot flattened apart)."""
+    count = len(snapshots)
+    return torch.cat([torch.stack([s[name].detach() for s in snapshots]).reshape(count, -1)
+                      for name in snapshots[0]], dim=1).double().numpy()
+
+
 def final_delta_cosines(vectors: np.ndarray, initial: Params, final: Params) -> np.ndarray:
     """cos(c_j, final - initial) for each canary direction c_j (unit rows)."""
     delta = flatten(final) - flatten(initial)
@@ -248,7 +256,7 @@ def round_likelihood_scores(vectors: np.ndarray, initial: Params, iterates: list
     / v_bt)) is the Neyman-Pearson statistic of one canary under Poisson-subsampled Gaussian
     rounds: the strongest white-box score of DP-FedAvg's iterates.
     """
-    thetas = np.stack([flatten(initial)] + [flatten(p) for p in iterates])
+    thetas = flatten_all([initial, *iterates])
     steps = np.diff(thetas, axis=0)  # (rounds, d)
     log_lr = np.zeros((len(vectors), len(steps)))
     start = 0

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from privbench.audit.canaries import audited_cohort, flatten
+from privbench.audit.canaries import audited_cohort, flatten_all
 from privbench.audit.whitebox import (
     blank_coordinates,
     canary_segments,
@@ -135,7 +135,7 @@ def client_noise_tests(ctx: CellContext, alpha: float) -> list[Finding]:
     # orthonormal basis of their span), else a QR of them
     q = out.T if canaries.m <= out.shape[1] else np.linalg.qr(out.T)[0]
     snaps = snapshots(ctx)
-    thetas = np.stack([flatten(p) for p in snaps])
+    thetas = flatten_all(snaps)
     y = q.T @ np.diff(thetas, axis=0).T  # (m_out, rounds)
     sigma = _round_sigmas(ctx, canaries)[: y.shape[1]]
     y = y / sigma

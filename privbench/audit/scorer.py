@@ -73,13 +73,24 @@ def canary_scores(ctx: CellContext) -> np.ndarray:
                                    signal, q)
 
 
-def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dict]:
-    """The spec's estimator on the canary scores, plus what else a reader should see."""
+def audit_bound(ctx: CellContext, scores: np.ndarray | None = None
+                ) -> tuple[EpsilonBound, dict]:
+    """The spec's estimator on the canaries, plus what else a reader should see.
+
+    Args:
+        ctx: the trained cell with its canaries.
+        scores: the canaries' membership scores (`canary_scores`), computed here where the
+            estimator reads them (the Steinke and FL one-shot bounds; the white-box bounds read
+            the canary segments of the claimed mechanism instead) when not given.
+    Returns:
+        The bound and the extra details of its rows.
+    """
     a, canaries, claim = ctx.cell.spec.audit, ctx.canaries, ctx.trained.claim
     assert canaries is not None
     extra = {"canary": a.canary, "n_canaries": canaries.m, "included": int(canaries.bits.sum()),
              "design": a.design, "canary_norm": canaries.norm}
     if a.mode == "fl-one-shot":
+        scores = canary_scores(ctx) if scores is None else scores
         dim = canaries.vectors.shape[1]
         unseen = scores[~canaries.bits]
         # Unseen canaries' cosines should look N(0, 1/d): their spread, in units of 1/sqrt(d).
@@ -118,6 +129,7 @@ def audit_bound(ctx: CellContext, scores: np.ndarray) -> tuple[EpsilonBound, dic
         extra.update(remembered_power(model, family, canaries.m, refutes, verdict,
                                       seed=ctx.cell.spec.seed))
         return bound, extra
+    scores = canary_scores(ctx) if scores is None else scores
     return one_run_bound(scores, canaries.bits, delta=claim.delta, alpha=a.alpha,
                          selection=a.selection, rng=rng), extra
 
@@ -203,6 +215,6 @@ def audit_scorer(ctx: CellContext) -> list[MetricRow]:
                           {"canary": a.canary, "n_canaries": 2 * a.runs, "included": a.runs})
     if ctx.canaries is None:
         return []
-    bound, extra = audit_bound(ctx, canary_scores(ctx))
+    bound, extra = audit_bound(ctx)
     rows = audit_rows(ctx.key, bound, claim.epsilon, a.surface, a.mode, extra)
     return rows + (forensic_rows(ctx) if is_white_box(ctx) and a.mode == "one-run" else [])

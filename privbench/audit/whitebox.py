@@ -22,7 +22,7 @@ import itertools
 
 import numpy as np
 
-from privbench.audit.canaries import flatten
+from privbench.audit.canaries import flatten_all
 from privbench.audit.gauss_sum import WhiteBoxModel
 from privbench.audit.gradient_canaries import claimed_mechanism, coordinate_values
 from privbench.models import build_model
@@ -159,7 +159,7 @@ def canary_segments(ctx: CellContext, *, whiten: bool = True
 
 def plain_projections(vectors: np.ndarray, snaps: list[dict]) -> np.ndarray:
     """<c_j, step_t> for each canary j and observed segment t."""
-    thetas = np.stack([flatten(p) for p in snaps])
+    thetas = flatten_all(snaps)
     return vectors @ np.diff(thetas, axis=0).T
 
 
@@ -172,7 +172,7 @@ def whitened_projections(vectors: np.ndarray, snaps: list[dict]) -> np.ndarray:
     for the claim's model any weights give at most the plain projection's mean shift over spread
     (Cauchy-Schwarz), so the bound stays conservative.
     """
-    thetas = np.stack([flatten(p) for p in snaps])
+    thetas = flatten_all(snaps)
     steps = np.diff(thetas, axis=0)  # (S, d)
     sizes = [p.numel() for p in snaps[0].values()]
     bounds = np.cumsum([0, *sizes])
