@@ -112,6 +112,17 @@ canary rows are 15-20% of its 0.3 s run on this day's machine (5-15% on the slow
 and a setting's first cell also pays the design (the stated power's simulations, ~0.03-0.1 s for
 the Gaussian-sum bound; the f-DP bound's PLD trade-off curves, ~0.1-0.4 s), which on a 0.1-1 s
 run is more than 10%. The LM designs (benchmarks/test_bench_lm_audit.py) come closest.
+Stop 35 (a slower day: the default cell's plain run 0.5 s), paired rows, fe07db7 then a3686db +
+50c0c78 back to back (Dirac rows' clipped terms added with one put_ a parameter and the layout
+computed once a run; the white-box scorer no longer computes membership scores it does not read;
+the observed models flattened in one stack), median of pairs (ratio of mins):
+  default digits cell, cached  x1.112 (x1.099) -> x1.081 (x1.081)
+  default digits cell, per run x1.152 (x1.148) -> x1.176 (x1.277)
+  Dirac canaries, cached       x1.436 (x1.430) -> x1.312 (x1.302)
+  Dirac canaries, per run      x1.511 (x1.497) -> x1.492 (x1.475)
+(an earlier pair of runs the same day: default cached x1.128 -> x1.087). The default cell's
+cached overhead is now about 40 ms on 0.52 s: planting 15 ms, scoring 9 ms, the canary rows of
+60 rounds about 20 ms; on the faster days above (a 0.3 s plain run) the same 40 ms is x1.13.
 Run: .venv/bin/python -m pytest benchmarks/test_bench_audit.py -q -p no:randomly
 """
 
