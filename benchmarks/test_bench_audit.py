@@ -13,8 +13,10 @@ Where the time goes (profiled at this size): the Claim's accounting (PLD, and RD
 either run's first cell; it is remembered in privbench/privacy/accounting_cache.py
 (calibration, the Claim's PLD and RDP epsilons, the audit family's epsilons and delta tables, the
 f-DP searches of the noise scale and the power's threshold). The audited run keeps the real
-clients' sampling rate (the expected cohort grows with the ~100 canary clients expected:
-audit.canaries.audited_cohort), so it is the same mechanism with the same calibrated noise.
+clients' sampling rate in expectation (the expected cohort grows with the 100 canary clients
+expected: audit.canaries.audited_cohort); the realised count sets the run's rate (98 included at
+the default cell: 40 / 198 = 0.202, not 0.2) and its noise is calibrated to it, so the claim's
+epsilon is the target's, and the cell's budget monitor plans that run (privbench/run/cell.py).
 A second group audits example-level DP-SGD with 192 Dirac gradient canaries (no extra clients:
 rows of the one client's Poisson batches, whose gradients the engine sets before clipping, then
 clips, sums and noises like any row's); there the f-DP bound runs (several DP steps per round).

@@ -103,9 +103,10 @@ def input_canaries(kind: str, data: SplitData, m: int,
 
 def audited_cohort(cohort: float, n_clients: int, m: int) -> float:
     """The expected cohort of a run with m canary clients planted: scaled so that each real client
-    keeps its sampling rate, and so the claim its value, as in the run without the audit. It uses
-    the m / 2 canaries expected to be included, not the bits, so a score that reads it stays blind
-    to them."""
+    keeps its sampling rate when the m / 2 canaries expected are included. The run's rate is this
+    cohort over the real clients and the canaries the bits include (a few percent off when they
+    are not m / 2), and its noise is calibrated to that rate, so the claim keeps its target. It
+    uses the m / 2 expected, not the bits, so a score that reads it stays blind to them."""
     return cohort * (n_clients + m / 2) / n_clients
 
 

@@ -31,7 +31,7 @@ from dp_accounting import rdp
 
 from privbench.privacy import accounting, accounting_cache
 from privbench.run.results import json_restore, json_safe
-from privbench.spec.schema import CellSpec
+from privbench.spec.schema import CellSpec, TrainSpec
 
 ROUNDS_FILE = "rounds.jsonl"
 # Relative slack before spent-vs-plan raises an alarm (PLD grids round at about this level).
@@ -49,8 +49,16 @@ class BudgetPlan:
     itself is the plan, checked against what was spent.
     """
 
-    def __init__(self, spec: CellSpec):
-        p, t = spec.privacy, spec.train
+    def __init__(self, spec: CellSpec, train: TrainSpec | None = None,
+                 n_clients: int | None = None):
+        """Args:
+            spec: the cell's spec (its privacy settings).
+            train, n_clients: the train plan and the client count the trainer runs (an audit's
+                canary clients join the federation with an expected cohort scaled to keep the
+                real clients' rate: privbench.audit.canaries); default the spec's.
+        """
+        p, t = spec.privacy, spec.train if train is None else train
+        clients = spec.data.clients if n_clients is None else n_clients
         self.rounds = t.rounds
         self.delta = p.delta
         self.target = p.epsilon
@@ -67,7 +75,7 @@ class BudgetPlan:
         self._acc: accounting.PLDComposer | None = None
         self._round_event: dp_accounting.DpEvent | None = None
         if self.per_round:
-            q = t.cohort / spec.data.clients
+            q = t.cohort / clients
             z = accounting.calibrate_noise_multiplier(self.target, self.delta, q, self.rounds,
                                                       p.neighbouring)
             self._round_event = accounting.poisson_gaussian_event(z, q, 1)
@@ -125,9 +133,13 @@ class BudgetMonitor:
     Args:
         path: the JSONL file of per-round rows (emptied now; `restart` refills it on resume).
         spec: the cell's spec (its privacy plan).
+        train, n_clients: the train plan and client count the trainer runs (`BudgetPlan`):
+            with an audit's canary clients the run's round is its own sampled Gaussian, whose
+            plan the spent epsilon then follows.
     """
 
-    def __init__(self, path: Path, spec: CellSpec):
+    def __init__(self, path: Path, spec: CellSpec, train: TrainSpec | None = None,
+                 n_clients: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")
@@ -135,7 +147,7 @@ class BudgetMonitor:
 
         self._sealer = work_line_sealer(self.path)
         self._lines = 0
-        self.plan = BudgetPlan(spec)
+        self.plan = BudgetPlan(spec, train, n_clients)
         self.alarms: list[dict[str, Any]] = []
         self._reset()
 

@@ -90,7 +90,8 @@ def run_cell(cell: Cell, run_dir: Path,
         torch.manual_seed(spec.seed)
         task = build_task(cell, run_dir)  # spec.task picks the adapter, data set and scorers
         governance = governance_hooks(spec, task)  # [governance] registry, personal layers
-        monitor = BudgetMonitor(live_rounds_path(run_dir, cell.key), spec)
+        monitor = BudgetMonitor(live_rounds_path(run_dir, cell.key), spec, task.train,
+                                task.clients.n_clients)  # the run's plan (canary clients)
         trained = train_fedavg(task.adapter, task.clients, task.public, task.train,
                                spec.privacy, spec.seed, on_round=on_round,
                                work_dir=work_dir(run_dir, cell.key), secagg=spec.secagg,

@@ -124,6 +124,21 @@ def test_a_run_writes_rounds_as_they_happen_with_the_budget(quick_run, quick_res
     assert 'id="rounds"' in (out / "index.html").read_text()
 
 
+def test_an_audited_runs_budget_follows_the_plan_it_runs(quick_results):
+    """The quick suite's private cells plant canary clients, whose expected cohort keeps the
+    real clients' rate for the m / 2 canaries expected, so the run's round is its own sampled
+    Gaussian (the realised canary count sets its rate). The monitor plans that run, not the
+    spec's unaudited one: every round's spent epsilon is the plan's, read from it (never
+    composed round by round off the plan)."""
+    private = [c for c in quick_results["cells"] if c["claim"]["epsilon"] != "inf"]
+    assert private and all(c["spec"]["audit"]["enabled"] for c in private)
+    for cell in private:
+        rows = [h for h in cell["history"] if "epsilon_planned" in h]
+        assert len(rows) == cell["spec"]["train"]["rounds"]
+        assert all(r["epsilon_spent"] == r["epsilon_planned"] for r in rows)
+        assert rows[-1]["epsilon_spent"] == pytest.approx(cell["claim"]["epsilon"], rel=1e-3)
+
+
 def test_audit_section_shows_power_beside_the_verdict_and_forensic_rows(tiny_suite, tmp_path):
     cells = _cells(tiny_suite, True)
     k = cells[0].key
