@@ -145,9 +145,10 @@ from privbench.data.partition import partition
 from privbench.data.splits import load_split
 from privbench.models import build_model
 from privbench.privacy import accounting_cache
+from privbench.run.cell import run_cell
 from privbench.scoring import CellContext
 from privbench.spec.load import validate_suite
-from privbench.spec.suite import expand
+from privbench.spec.suite import expand, load_suite
 from privbench.trainers import tabular_inputs, train_fedavg
 
 SUITE = {
@@ -342,3 +343,28 @@ def test_paired_audit_overhead(benchmark, design_inputs, design, calibration, tm
     inputs = design_inputs(design)
     time_pairs(benchmark, lambda: _plain(*inputs), lambda: _audited(*inputs),
                lambda: _fresh(calibration, inputs, tmp_path), PAIRED_ROUNDS[design])
+
+
+def _suite_cell(audited: bool):
+    """The default suite's digits cell (suites/default.toml: IID, epsilon 2) as `privbench suite
+    default` expands it, with its [audit] table on or off."""
+    suite = load_suite("default", [f"audit.enabled={str(audited).lower()}"])
+    axes = {"data.name": "digits", "data.partition": "iid", "privacy.epsilon": 2.0}
+    return next(cell for cell in suite.cells if cell.axes == axes)
+
+
+@pytest.mark.parametrize("calibration", ["per run", "cached"])
+def test_paired_cell_audit_overhead(benchmark, calibration, tmp_path):
+    """The whole cell as a user runs it (privbench/run/cell.run_cell: the task built, trained with
+    the budget monitor, every scorer of the suite run, the cell folder written and hashed), with
+    the suite's [audit] table on against off, in alternating pairs."""
+    benchmark.group = f"paired audit overhead, whole default-suite cell, {calibration}"
+    torch.set_num_threads(1)
+    cells = {audited: _suite_cell(audited) for audited in (False, True)}
+
+    def run(audited: bool) -> None:
+        result = run_cell(cells[audited], Path(tempfile.mkdtemp(dir=tmp_path)))
+        assert result.status == "ok", result.error
+
+    time_pairs(benchmark, lambda: run(False), lambda: run(True),
+               lambda: _fresh(calibration, (), tmp_path), PAIRED_ROUNDS["default"])

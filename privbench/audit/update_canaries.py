@@ -73,14 +73,22 @@ class CanaryUpdateHook:
         return self._rows(sampled) >= 0
 
     def __call__(self, round_index: int, sampled: torch.Tensor, updates: Params) -> Params:
+        """The round's updates with each sampled canary client's row set to its vector, in
+        place (the trainer hands the hook tensors it built for the round: ClientUpdateHook)."""
         rows = self._rows(sampled)
         pos = torch.nonzero(rows >= 0).flatten()
         if not len(pos):
             return updates
         rows = rows[pos]
         blocks = self._blocks(updates)
-        return {name: u.index_copy(0, pos, blocks[name].index_select(0, rows))
-                for name, u in updates.items()}
+        first = int(pos[0])
+        if first + len(pos) == len(sampled):  # the canaries close the cohort (ids follow)
+            for name, u in updates.items():
+                torch.index_select(blocks[name], 0, rows, out=u[first:])
+        else:
+            for name, u in updates.items():
+                u.index_copy_(0, pos, blocks[name].index_select(0, rows))
+        return updates
 
     def _blocks(self, updates: Params) -> Params:
         """The canary vectors cut into the updates' tensors (in their order), each (rows, ...)

@@ -158,8 +158,9 @@ def test_update_hook_replaces_only_sampled_canary_clients():
     j = int(np.flatnonzero(run.canaries.bits)[0])
     sampled = torch.tensor([0, int(run.canaries.client_ids[j])])
     updates = {"w": torch.ones(2, 2, 2), "b": torch.ones(2, 2)}
-    out = hook(0, sampled, updates)
-    assert torch.equal(out["w"][0], updates["w"][0]) and torch.equal(out["b"][0], updates["b"][0])
+    before = {name: u.clone() for name, u in updates.items()}
+    out = hook(0, sampled, updates)  # in place: the trainer hands it the round's own tensors
+    assert torch.equal(out["w"][0], before["w"][0]) and torch.equal(out["b"][0], before["b"][0])
     flat = torch.cat([out["w"][1].flatten(), out["b"][1].flatten()]).double().numpy()
     np.testing.assert_allclose(flat, run.canaries.vectors[j] * 1.5, rtol=1e-6)
     assert hook.canary_mask(sampled).tolist() == [False, True]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from privbench.models.adapter import ModelAdapter, Params
 from privbench.spec.schema import TrainSpec
@@ -44,8 +45,8 @@ class ClientUpdateHook(Protocol):
     noise, it returns the updates, where it may have replaced canary clients' updates; None
     changes nothing. A hook may also have a method `canary_mask(sampled) -> (K,) bool tensor`
     marking the sampled clients whose updates it replaces: those clients are then not trained,
-    and their rows reach the hook as zeros. A hook without it gets every sampled client's
-    trained update.
+    and their rows reach the hook as zeros, in tensors the trainer built for the round, which
+    the hook may write in place. A hook without it gets every sampled client's trained update.
     """
 
     def __call__(self, r: int, sampled: torch.Tensor,
@@ -272,14 +273,16 @@ def train_clients(job: ClientRound) -> tuple[Params, torch.Tensor]:
     if replaced is None or not bool(replaced.any()):
         return sgd(job.params, sampled, job.batched)
     shape = (lambda p: p.shape[1:]) if job.batched else (lambda p: p.shape)
-    sent = {name: torch.zeros((sampled.numel(), *shape(p)), dtype=p.dtype)
-            for name, p in job.params.items()}
     kept = torch.nonzero(~replaced).flatten()  # positions of the clients trained
     if not len(kept):
-        return sent, torch.zeros(0)
+        return {name: torch.zeros((sampled.numel(), *shape(p)), dtype=p.dtype)
+                for name, p in job.params.items()}, torch.zeros(0)
     start = ({n: p.index_select(0, kept) for n, p in job.params.items()} if job.batched
              else job.params)
     trained, losses = sgd(start, sampled.index_select(0, kept), job.batched)
-    for name, u in trained.items():
-        sent[name].index_copy_(0, kept, u)
-    return sent, losses
+    n, k = len(kept), sampled.numel()
+    if int(kept[-1]) == n - 1:  # the trained clients lead (canary ids follow the real ones')
+        return {name: F.pad(u, [0, 0] * (u.dim() - 1) + [0, k - n])  # zero rows after them
+                for name, u in trained.items()}, losses
+    return {name: u.new_zeros((k, *u.shape[1:])).index_copy_(0, kept, u)
+            for name, u in trained.items()}, losses
