@@ -122,9 +122,19 @@ the observed models flattened in one stack), median of pairs (ratio of mins):
   default digits cell, per run x1.152 (x1.148) -> x1.176 (x1.277)
   Dirac canaries, cached       x1.436 (x1.430) -> x1.312 (x1.302)
   Dirac canaries, per run      x1.511 (x1.497) -> x1.492 (x1.475)
-(an earlier pair of runs the same day: default cached x1.128 -> x1.087). The default cell's
-cached overhead is now about 40 ms on 0.52 s: planting 15 ms, scoring 9 ms, the canary rows of
-60 rounds about 20 ms; on the faster days above (a 0.3 s plain run) the same 40 ms is x1.13.
+(an earlier pair of runs the same day: default cached x1.128 -> x1.087). Later the same day
+(1d1e919, 2c14ea9: the canary clients' rows written once, in place), with this machine noisier
+(paired medians of the same code moved by 3% between runs), 21 alternating pairs of the default
+cell, cached (time_pairs' method in a plain script): wall time x1.089-1.117 (fe07db7: x1.103),
+CPU time x1.100 (fe07db7: x1.116). The default cell's cached overhead is about 40 ms on 0.5 s:
+planting 15 ms, scoring 9 ms, the canary rows of 60 rounds about 15 ms; on the faster days above
+(a 0.3 s plain run) the same 40 ms is x1.13.
+The whole cell (test_paired_cell_audit_overhead: run_cell, the default suite's [audit] on and
+off) measured x1.13 cached and per run (pairs x0.88-1.37). Profiling it found the budget monitor
+built from the spec's unaudited plan: an audited run's rate is its own (40 / 198 with 98 canary
+clients included), so the monitor left its plan every round and composed a PLD live, about
+0.1 s a cell; 1d1e919 builds it from the run's train plan and client count (the whole cell's
+audited minimum 0.92 -> 0.81 s).
 Run: .venv/bin/python -m pytest benchmarks/test_bench_audit.py -q -p no:randomly
 """
 

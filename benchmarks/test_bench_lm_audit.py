@@ -46,7 +46,12 @@ Dirac likelihood ratio (Horner's rule, within 3e-15); the llm rows' spread is th
   llm-example, per run x0.98 (x0.96)   paired x1.138 (x0.99 to x1.16; x1.05)
   dp-lora after f78d442 (the optimistic PLD built in numpy), paired: cached x0.991 (x0.92 to
   x1.18; x1.12), per run x1.337 (x1.18 to x1.35; x1.35)
-On this faster day the design's numpy work (PLD tables, guess counts, the stated power: ~0.4 s
+  stop 35 (50c0c78: the Dirac rows' clipped terms by one put_ a parameter; the white-box
+  scorer computes no unread scores; a slower day: dp-lora's plain run 2.0 s, llm-example's
+  14.8 s), paired: dp-lora cached x1.144 (x0.96 to x1.44; x1.14), per run x1.407 (x1.33 to
+  x1.51; x1.35); llm-example cached x1.099 (x1.09 to x1.16; x1.10), per run x1.147 (x1.08 to
+  x1.19; x1.17). Both designs' audit rows and final weights are those of fe07db7 to the bit.
+On stop 34's faster day the design's numpy work (PLD tables, guess counts, the stated power: ~0.4 s
 on dp-lora) and planting (~0.2 s) are a larger share of dp-lora's 1.8 s; llm-example's canary
 rows in the vmap engine (their zero gradients, norms and sums: ~0.5 s over 40 steps) and its
 planting (~0.5 s) are most of its overhead.
