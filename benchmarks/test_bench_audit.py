@@ -123,7 +123,7 @@ the observed models flattened in one stack), median of pairs (ratio of mins):
   Dirac canaries, cached       x1.436 (x1.430) -> x1.312 (x1.302)
   Dirac canaries, per run      x1.511 (x1.497) -> x1.492 (x1.475)
 (an earlier pair of runs the same day: default cached x1.128 -> x1.087). Later the same day
-(1d1e919, 2c14ea9: the canary clients' rows written once, in place), with this machine noisier
+(1d1e919, 2c14ea9: the canary hook writes its rows in place), with this machine noisier
 (paired medians of the same code moved by 3% between runs), 21 alternating pairs of the default
 cell, cached (time_pairs' method in a plain script): wall time x1.089-1.117 (fe07db7: x1.103),
 CPU time x1.100 (fe07db7: x1.116). The default cell's cached overhead is about 40 ms on 0.5 s:

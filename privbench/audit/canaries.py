@@ -228,7 +228,7 @@ def _random_unit(audit: AuditSpec, bits: np.ndarray, client_ids: np.ndarray,
 
 def flatten(params: Params) -> np.ndarray:
     """All parameters as one float64 vector, in the models' parameter order."""
-    return torch.cat([p.detach().flatten() for p in params.values()]).double().numpy()
+    return flatten_all([params])[0]
 
 
 def flatten_all(snapshots: list[Params]) -> np.ndarray:

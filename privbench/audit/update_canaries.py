@@ -81,13 +81,8 @@ class CanaryUpdateHook:
             return updates
         rows = rows[pos]
         blocks = self._blocks(updates)
-        first = int(pos[0])
-        if first + len(pos) == len(sampled):  # the canaries close the cohort (ids follow)
-            for name, u in updates.items():
-                torch.index_select(blocks[name], 0, rows, out=u[first:])
-        else:
-            for name, u in updates.items():
-                u.index_copy_(0, pos, blocks[name].index_select(0, rows))
+        for name, u in updates.items():
+            u.index_copy_(0, pos, blocks[name].index_select(0, rows))
         return updates
 
     def _blocks(self, updates: Params) -> Params:

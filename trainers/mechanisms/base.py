@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from privbench.models.adapter import ModelAdapter, Params
 from privbench.spec.schema import TrainSpec
@@ -273,16 +272,14 @@ def train_clients(job: ClientRound) -> tuple[Params, torch.Tensor]:
     if replaced is None or not bool(replaced.any()):
         return sgd(job.params, sampled, job.batched)
     shape = (lambda p: p.shape[1:]) if job.batched else (lambda p: p.shape)
+    sent = {name: torch.zeros((sampled.numel(), *shape(p)), dtype=p.dtype)
+            for name, p in job.params.items()}
     kept = torch.nonzero(~replaced).flatten()  # positions of the clients trained
     if not len(kept):
-        return {name: torch.zeros((sampled.numel(), *shape(p)), dtype=p.dtype)
-                for name, p in job.params.items()}, torch.zeros(0)
+        return sent, torch.zeros(0)
     start = ({n: p.index_select(0, kept) for n, p in job.params.items()} if job.batched
              else job.params)
     trained, losses = sgd(start, sampled.index_select(0, kept), job.batched)
-    n, k = len(kept), sampled.numel()
-    if int(kept[-1]) == n - 1:  # the trained clients lead (canary ids follow the real ones')
-        return {name: F.pad(u, [0, 0] * (u.dim() - 1) + [0, k - n])  # zero rows after them
-                for name, u in trained.items()}, losses
-    return {name: u.new_zeros((k, *u.shape[1:])).index_copy_(0, kept, u)
-            for name, u in trained.items()}, losses
+    for name, u in trained.items():
+        sent[name].index_copy_(0, kept, u)
+    return sent, losses
